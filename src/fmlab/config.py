@@ -1,0 +1,265 @@
+"""One config for everything: frozen dataclasses whose defaults are the seed study's baseline.
+
+A config is three sections (model, data, train) plus the seed. Every field is settable as
+``section.field=value`` (``--set`` on the command line, keys in a study file). Unknown keys and bad
+values are rejected with the allowed ones named. ``trial_id`` hashes the resolved config: what
+defines the experiment, never where or how it runs (device, threads, workers live in RunOptions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin
+
+from .errors import FmlabError
+
+SCHEMA = "fmlab.config/1"
+
+
+class ConfigError(FmlabError, ValueError):
+    """A bad key or value; the message names the key and what is allowed."""
+
+
+def _neutral(default: Any, **kw: Any) -> Any:
+    """A field added after v1: left out of the trial hash while it holds this neutral value,
+    so trial ids made before the field existed stay valid."""
+    return field(default=default, metadata={"neutral": default, **kw})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["seed"] = "seed"  # network family; "seed" = 3 conv + 1 FC
+    widths: tuple[int, ...] = (64, 128, 256)  # output channels of each conv block
+    kernel_size: Literal[3, 5] = 3  # conv kernel side, pixels ("same" padding)
+    batch_norm: bool = False  # BatchNorm after each conv
+    conv_bias: Literal["auto", True, False] = "auto"  # auto = bias only without batch norm
+    dropout: float = 0.2  # drop probability after the last conv block, 0 = off
+    pool: Literal["avg", "max"] = "avg"  # 2x2 pooling after each conv block
+    activation: Literal["relu", "leaky_relu", "prelu", "gelu"] = "relu"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    val_size: int = 5000  # images held out of train for validation (stratified)
+    split_seed: int = 0  # seed of the train/val split (fixed across trials)
+    train_subset: int = 0  # 0 = all remaining training images, else a stratified subset
+    mean: float = 0.2860  # input normalisation, pixel units in [0, 1]
+    std: float = 0.3530
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["adam"] = "adam"
+    lr: float = 1e-3  # learning rate
+    batch_size: int = 64  # images per step
+    max_epochs: int = 30  # cap on epochs; early stopping usually ends sooner
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"  # early stopping and model choice
+    patience: int = 4  # epochs without improvement before stopping
+    min_delta: float = 0.0  # improvement smaller than this does not count
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CPU/GPU matmuls and convs
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0  # seeds init, shuffling, dropout
+
+    def resolved(self) -> "Config":
+        """Replace derived values ("auto") with what they mean, so equal experiments hash equal."""
+        m = self.model
+        if m.conv_bias == "auto":
+            m = dataclasses.replace(m, conv_bias=not m.batch_norm)
+        return dataclasses.replace(self, model=m)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """{'model.batch_norm': False, ..., 'seed': 0}."""
+        out: dict[str, Any] = {}
+        for k, v in self.to_dict().items():
+            if isinstance(v, dict):
+                out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+            else:
+                out[k] = v
+        return out
+
+    def trial_id(self) -> str:
+        return trial_id(self)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _asdict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _asdict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_asdict(x) for x in obj]
+    return obj
+
+
+def hash_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as hashed: fields at their neutral value are left out."""
+    cfg = cfg.resolved()
+    out: dict[str, Any] = {"seed": cfg.seed}
+    for name, cls in SECTIONS.items():
+        sec = getattr(cfg, name)
+        d = {}
+        for f in dataclasses.fields(cls):
+            v = _asdict(getattr(sec, f.name))
+            if "neutral" in f.metadata and v == _asdict(f.metadata["neutral"]):
+                continue
+            d[f.name] = v
+        out[name] = d
+    return out
+
+
+def canonical_json(obj: Any) -> str:
+    # repr-exact floats (json uses float.__repr__), sorted keys, no whitespace.
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def trial_id(cfg: Config) -> str:
+    return hashlib.sha256(canonical_json(hash_dict(cfg)).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- parsing and overrides
+
+
+def allowed_keys() -> list[str]:
+    keys = [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    return keys + ["seed"]
+
+
+def _field_type(key: str) -> tuple[type, dataclasses.Field]:
+    if key == "seed":
+        return int, next(f for f in dataclasses.fields(Config) if f.name == "seed")
+    sec, _, name = key.partition(".")
+    cls = SECTIONS.get(sec)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+    if name not in fields:
+        raise ConfigError(f"unknown config key '{key}'; allowed keys: {', '.join(allowed_keys())}")
+    hints = typing.get_type_hints(cls)
+    return hints[name], fields[name]
+
+
+def _parse_scalar(text: str) -> Any:
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    return t
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Check and convert a value for key; strings (from --set) are parsed first."""
+    typ, _ = _field_type(key)
+    if isinstance(value, str) and get_origin(typ) is not Literal:
+        value = _parse_scalar(value)
+    origin = get_origin(typ)
+    if origin is Literal:
+        allowed = get_args(typ)
+        if isinstance(value, str):
+            parsed = _parse_scalar(value)
+            cands = [a for a in allowed if a == parsed and type(a) is type(parsed)] or [
+                a for a in allowed if a == value
+            ]
+            if cands:
+                return cands[0]
+        elif any(a == value and type(a) is type(value) for a in allowed):
+            return value
+        raise ConfigError(
+            f"bad value {value!r} for '{key}'; allowed: {', '.join(repr(a) for a in allowed)}"
+        )
+    if origin is tuple:
+        items = value
+        if isinstance(value, str):
+            items = [x for x in value.replace("[", "").replace("]", "").split(",") if x.strip()]
+        try:
+            out = tuple(int(x) for x in items)
+        except (TypeError, ValueError):
+            out = ()
+        if not out or any(x <= 0 for x in out) or any(float(x) != int(float(x)) for x in items):
+            raise ConfigError(f"bad value {value!r} for '{key}'; expected positive integers, e.g. 64,128,256")
+        return out
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"bad value {value!r} for '{key}'; allowed: true, false")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"bad value {value!r} for '{key}'; expected an integer")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"bad value {value!r} for '{key}'; expected a number")
+        return float(value)
+    return value
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "model.dropout": (0.0, 0.99),
+    "data.val_size": (1, 59_000),
+    "data.train_subset": (0, 60_000),
+    "data.std": (1e-6, 10),
+    "train.lr": (1e-9, 10),
+    "train.batch_size": (1, 60_000),
+    "train.max_epochs": (1, 10_000),
+    "train.patience": (1, 10_000),
+    "train.min_delta": (0, 10),
+    "seed": (0, 2**31 - 1),
+}
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Apply {'model.batch_norm': True, ...}; values may be strings (from --set)."""
+    sections = {name: {} for name in SECTIONS}
+    seed = cfg.seed
+    for key, raw in overrides.items():
+        value = coerce(key, raw)
+        lo, hi = _RANGES.get(key, (None, None))
+        if lo is not None and not (lo <= value <= hi):
+            raise ConfigError(f"bad value {value!r} for '{key}'; allowed range {lo}..{hi}")
+        if key == "seed":
+            seed = value
+        else:
+            sec, _, name = key.partition(".")
+            sections[sec][name] = value
+    new = {n: dataclasses.replace(getattr(cfg, n), **kw) for n, kw in sections.items()}
+    return Config(**new, seed=seed)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """['a.b=1', ...] -> {'a.b': '1'}; a missing '=' is an error naming the item."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"bad --set '{item}'; expected key=value, e.g. model.batch_norm=true")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from to_dict() output (trial.json); unknown keys are errors."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            flat[k] = v
+    return with_overrides(Config(), flat)
