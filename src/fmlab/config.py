@@ -49,18 +49,37 @@ class DataConfig:
     train_subset: int = 0  # 0 = all remaining training images, else a stratified subset
     mean: float = 0.2860  # input normalisation, pixel units in [0, 1]
     std: float = 0.3530
+    # Training-batch augmentation (augment.py), applied in this order; 0 = off. Pixel units are the
+    # [0, 1] scale before normalisation; blanked pixels take the background value 0.
+    flip: float = _neutral(0.0)  # probability of mirroring an image left-right
+    translate_px: int = _neutral(0)  # max shift, pixels, each axis (uniform in -n..n), blank fill
+    erase_p: float = _neutral(0.0)  # probability of blanking one random rectangle (random erasing)
+    erase_area_min: float = _neutral(0.02)  # erased rectangle's area, fraction of the image, lower
+    erase_area_max: float = _neutral(0.33)  # ... and upper bound (aspect ratio log-uniform 0.3..3.3)
+    noise_std: float = _neutral(0.0)  # std of added Gaussian noise, pixel units (not clipped)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Literal["adam"] = "adam"
-    lr: float = 1e-3  # learning rate
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3  # learning rate (the peak rate when a schedule warms up or decays)
     batch_size: int = 64  # images per step
     max_epochs: int = 30  # cap on epochs; early stopping usually ends sooner
     monitor: Literal["val_loss", "val_acc"] = "val_loss"  # early stopping and model choice
     patience: int = 4  # epochs without improvement before stopping
     min_delta: float = 0.0  # improvement smaller than this does not count
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on CPU/GPU matmuls and convs
+    weight_decay: float = _neutral(0.0)  # adamw: decoupled decay per step x lr; adam, sgd: L2 in grad
+    momentum: float = _neutral(0.9)  # sgd only: heavy-ball momentum coefficient
+    nesterov: bool = _neutral(False)  # sgd only: Nesterov momentum (needs momentum > 0)
+    # Learning rate schedule, a function of the step over max_epochs (train.lr_at).
+    schedule: Literal["constant", "step", "cosine", "linear", "onecycle"] = _neutral("constant")
+    warmup_epochs: float = _neutral(0.0)  # epochs of linear warm-up to lr; onecycle: its rise, 0 = 30%
+    lr_min: float = _neutral(0.0)  # cosine, linear, onecycle: rate reached at max_epochs, lr units
+    step_every: int = _neutral(10)  # step: epochs between decays
+    step_gamma: float = _neutral(0.1)  # step: factor applied at each decay
+    label_smoothing: float = _neutral(0.0)  # training loss = (1-eps) NLL + eps mean(-log p); 0 = off
+    tta: bool = _neutral(False)  # val and test: average the log-probs of each image and its mirror
 
 
 @dataclass(frozen=True)
@@ -70,12 +89,25 @@ class Config:
     train: TrainConfig = TrainConfig()
     seed: int = 0  # seeds init, shuffling, dropout
 
-    def resolved(self) -> "Config":
-        """Replace derived values ("auto") with what they mean, so equal experiments hash equal."""
-        m = self.model
+    def resolved(self) -> Config:
+        """Replace derived values ("auto") with what they mean and reset fields that the rest of the
+        config makes unused (sgd's momentum under adam, ...) to their defaults, so equal
+        experiments hash equal."""
+        m, d, t = self.model, self.data, self.train
         if m.conv_bias == "auto":
             m = dataclasses.replace(m, conv_bias=not m.batch_norm)
-        return dataclasses.replace(self, model=m)
+        unused = {
+            "momentum": t.optimizer != "sgd",
+            "nesterov": t.optimizer != "sgd",
+            "lr_min": t.schedule in ("constant", "step"),
+            "step_every": t.schedule != "step",
+            "step_gamma": t.schedule != "step",
+        }
+        t = dataclasses.replace(t, **{k: _default(TrainConfig, k) for k, off in unused.items() if off})
+        if d.erase_p == 0:
+            d = dataclasses.replace(d, erase_area_min=_default(DataConfig, "erase_area_min"),
+                                    erase_area_max=_default(DataConfig, "erase_area_max"))  # fmt: skip
+        return dataclasses.replace(self, model=m, data=d, train=t)
 
     def to_dict(self) -> dict[str, Any]:
         return _asdict(self)
@@ -95,6 +127,10 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _asdict(obj: Any) -> Any:
@@ -221,6 +257,19 @@ _RANGES: dict[str, tuple[float, float]] = {
     "train.max_epochs": (1, 10_000),
     "train.patience": (1, 10_000),
     "train.min_delta": (0, 10),
+    "train.weight_decay": (0, 10),
+    "train.momentum": (0, 0.999),
+    "train.warmup_epochs": (0, 10_000),
+    "train.lr_min": (0, 10),
+    "train.step_every": (1, 10_000),
+    "train.step_gamma": (1e-6, 1),
+    "train.label_smoothing": (0, 0.99),
+    "data.flip": (0, 1),
+    "data.translate_px": (0, 14),
+    "data.erase_p": (0, 1),
+    "data.erase_area_min": (1e-4, 1),
+    "data.erase_area_max": (1e-4, 1),
+    "data.noise_std": (0, 10),
     "seed": (0, 2**31 - 1),
 }
 
@@ -240,7 +289,19 @@ def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
             sec, _, name = key.partition(".")
             sections[sec][name] = value
     new = {n: dataclasses.replace(getattr(cfg, n), **kw) for n, kw in sections.items()}
-    return Config(**new, seed=seed)
+    return check(Config(**new, seed=seed))
+
+
+def check(cfg: Config) -> Config:
+    """Rules that tie two fields together; returns cfg unchanged or raises ConfigError."""
+    d, t = cfg.data, cfg.train
+    if d.erase_area_min > d.erase_area_max:
+        raise ConfigError(f"data.erase_area_min ({d.erase_area_min}) exceeds data.erase_area_max ({d.erase_area_max})")
+    if t.lr_min > t.lr and t.schedule not in ("constant", "step"):
+        raise ConfigError(f"train.lr_min ({t.lr_min}) exceeds train.lr ({t.lr}); the floor must be below the peak")
+    if t.nesterov and t.optimizer == "sgd" and t.momentum == 0:
+        raise ConfigError("train.nesterov=true needs train.momentum > 0")
+    return cfg
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
