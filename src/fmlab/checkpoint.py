@@ -93,7 +93,8 @@ def load_trial(ckpt_dir: str | Path) -> tuple[Config, dict[str, torch.Tensor], d
 
 
 def save_state(d: Path, st: dict, net: torch.nn.Module, opt: torch.optim.Optimizer,
-               gen: torch.Generator, best: dict[str, torch.Tensor]) -> None:  # fmt: skip
+               gen: torch.Generator, best: dict[str, torch.Tensor],
+               aug_gen: torch.Generator | None = None) -> None:  # fmt: skip
     """Everything needed to continue after the last finished epoch exactly as if never stopped."""
     tensors: dict[str, torch.Tensor] = {}
     tensors.update({f"net.{k}": v for k, v in net.state_dict().items()})
@@ -108,6 +109,8 @@ def save_state(d: Path, st: dict, net: torch.nn.Module, opt: torch.optim.Optimiz
                 scalars.setdefault(str(pid), {})[k] = v
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.gen"] = gen.get_state()
+    if aug_gen is not None:
+        tensors["rng.aug"] = aug_gen.get_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -116,7 +119,8 @@ def save_state(d: Path, st: dict, net: torch.nn.Module, opt: torch.optim.Optimiz
 
 
 def load_state(d: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-               device: torch.device) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
+               device: torch.device, aug_gen: torch.Generator | None = None,
+               ) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
     meta = json.loads((d / "state.json").read_text())
     t = torch_load(str(d / "state.safetensors"))
     net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
@@ -131,6 +135,8 @@ def load_state(d: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: t
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(t["rng.torch"])
     gen.set_state(t["rng.gen"])
+    if aug_gen is not None and "rng.aug" in t:
+        aug_gen.set_state(t["rng.aug"])
     if "rng.cuda" in t and torch.cuda.is_available():
         torch.cuda.set_rng_state(t["rng.cuda"])
     return meta["train"], best

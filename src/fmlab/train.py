@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import augment as faug
 from . import data as fdata
 from . import env
 from .config import Config, TrainConfig
@@ -46,8 +47,49 @@ class TrialResult:
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    """Learning rate for a global step (pure). The seed study uses a constant rate."""
+    """Learning rate for a 0-based global step (pure); the horizon is max_epochs.
+
+    Warm-up (all but onecycle): lr * (step + 1) / W for the first W steps. Then
+    constant: lr; step: lr * step_gamma ** (epoch // step_every), epoch counted from 0;
+    cosine / linear: from lr down to lr_min over the steps after warm-up (t = 0 .. 1);
+    onecycle: cosine rise from lr / 25 to lr over W steps (default 30% of the run), cosine fall to lr_min.
+    """
+    total = cfg.max_epochs * steps_per_epoch
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        warm = warm or round(0.3 * total)
+        if step < warm:
+            lo = cfg.lr / 25
+            return lo + (cfg.lr - lo) * 0.5 * (1 - math.cos(math.pi * step / warm))
+    elif step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.step_gamma ** (step // steps_per_epoch // cfg.step_every)
+    if cfg.schedule in ("cosine", "onecycle"):
+        return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "linear":
+        return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 - t)
     return cfg.lr
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """cfg's optimizer at cfg.lr (train() sets each step's rate from lr_at). Weight decay covers
+    every parameter, biases and norm scales included, as torch's own weight_decay does."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)  # fmt: skip
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def smoothed_nll(logp: torch.Tensor, y: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Label-smoothed loss on log-probabilities: (1 - eps) * NLL + eps * mean over classes of -log p."""
+    nll = F.nll_loss(logp, y)
+    return nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(1).mean()
 
 
 def improved(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
@@ -56,17 +98,31 @@ def improved(value: float, best: float | None, monitor: str, min_delta: float) -
     return value < best - min_delta if monitor == "val_loss" else value > best + min_delta
 
 
+def track(st: dict[str, Any], epoch: int, score: float, cfg: TrainConfig) -> bool:
+    """Early-stopping bookkeeping after an epoch (updates st's best, best_epoch, bad_epochs);
+    True when score improved on the best. Training stops once bad_epochs reaches cfg.patience."""
+    if improved(score, st["best"], cfg.monitor, cfg.min_delta):
+        st.update(best=score, best_epoch=epoch, bad_epochs=0)
+        return True
+    st["bad_epochs"] += 1
+    return False
+
+
 @torch.no_grad()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-             autocast: Any = nullcontext) -> dict[str, float]:  # fmt: skip
-    """Mean NLL and accuracy of log-probability outputs over (x, y), in eval mode."""
+             autocast: Any = nullcontext, tta: bool = False) -> dict[str, float]:  # fmt: skip
+    """Mean NLL and accuracy of log-probability outputs over (x, y), in eval mode. With tta, the
+    output is the mean of the log-probs of the image and its mirror, renormalised (a geometric mean)."""
     was_training = net.training
     net.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
+        xb = x[i : i + batch_size]
         with autocast():
-            out = net(x[i : i + batch_size])
-        loss_sum += F.nll_loss(out.float(), y[i : i + batch_size], reduction="sum").item()
+            out = net(xb).float()
+            if tta:
+                out = torch.log_softmax((out + net(xb.flip(3)).float()) / 2, dim=1)
+        loss_sum += F.nll_loss(out, y[i : i + batch_size], reduction="sum").item()
         correct += (out.argmax(1) == y[i : i + batch_size]).sum().item()
     net.train(was_training)
     return {"loss": loss_sum / len(y), "acc": correct / len(y)}
@@ -94,11 +150,14 @@ def train(
     fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
     env.seed_everything(cfg.seed)
     net = build(cfg.model).to(device, memory_format=fmt)
-    opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
+    opt = make_optimizer(net.parameters(), tc)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.precision == "bf16" else nullcontext
     xtr, ytr = _prep(ds.train, ds, device, fmt)
     xva, yva = _prep(ds.val, ds, device, fmt)
     gen = torch.Generator().manual_seed(cfg.seed)
+    # Augmentation draws from its own stream, so switching it on leaves the batch order unchanged.
+    aug_gen = torch.Generator(device).manual_seed(cfg.seed + 7919)
+    aug = faug.enabled(cfg.data)
     n, bs = len(ytr), tc.batch_size
     steps_per_epoch = math.ceil(n / bs)
 
@@ -107,7 +166,7 @@ def train(
     if state_dir and (Path(state_dir) / "state.json").exists():
         from .checkpoint import load_state
 
-        st, best_weights = load_state(Path(state_dir), net, opt, gen, device)
+        st, best_weights = load_state(Path(state_dir), net, opt, gen, device, aug_gen=aug_gen)
 
     while st["epoch"] < tc.max_epochs and st["bad_epochs"] < tc.patience:
         epoch = st["epoch"] + 1
@@ -121,9 +180,11 @@ def train(
                 g["lr"] = lr_at((epoch - 1) * steps_per_epoch + i, tc, steps_per_epoch)
             idx = perm[i * bs : (i + 1) * bs]
             xb, yb = xtr[idx], ytr[idx]
+            if aug:
+                xb = faug.augment(xb, cfg.data, aug_gen).contiguous(memory_format=fmt)
             with autocast():
                 out = net(xb)
-            loss = F.nll_loss(out.float(), yb)
+            loss = smoothed_nll(out.float(), yb, tc.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -133,7 +194,7 @@ def train(
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch}")
         t1 = time.perf_counter()
-        val = evaluate(net, xva, yva, opts.eval_batch_size, autocast)
+        val = evaluate(net, xva, yva, opts.eval_batch_size, autocast, tc.tta)
         t2 = time.perf_counter()
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
                "train_acc": correct.item() / n, "val_loss": val["loss"], "val_acc": val["acc"],
@@ -142,23 +203,19 @@ def train(
         st["train_s"] += t1 - t0
         st["eval_s"] += t2 - t1
         st["epoch"] = epoch
-        score = row[tc.monitor]
-        if improved(score, st["best"], tc.monitor, tc.min_delta):
-            st.update(best=score, best_epoch=epoch, bad_epochs=0)
+        if track(st, epoch, row[tc.monitor], tc):
             best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            st["bad_epochs"] += 1
         if state_dir:
             from .checkpoint import save_state
 
-            save_state(Path(state_dir), st, net, opt, gen, best_weights)
+            save_state(Path(state_dir), st, net, opt, gen, best_weights, aug_gen=aug_gen)
         if on_epoch:
             on_epoch(row)
 
     net.load_state_dict(best_weights)
     t3 = time.perf_counter()
     xte, yte = _prep(ds.test, ds, device, fmt)
-    test = evaluate(net, xte, yte, opts.eval_batch_size, autocast)
+    test = evaluate(net, xte, yte, opts.eval_batch_size, autocast, tc.tta)
     best_row = st["history"][st["best_epoch"] - 1]
     images = len(st["history"]) * n
     return TrialResult(
