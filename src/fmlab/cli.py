@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     max_epochs = cfg.train.max_epochs
     err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
-        f"up to {max_epochs} epochs, early stopping on {cfg.train.monitor} (patience {cfg.train.patience})")  # fmt: skip
+        f"up to {max_epochs} epochs, early stopping on {cfg.train.monitor} (patience {cfg.train.patience})")
 
     def progress(row: dict[str, float]) -> None:
         elapsed = time.perf_counter() - t0
