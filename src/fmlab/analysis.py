@@ -29,9 +29,11 @@ def higher_is_better(metric: str) -> bool:
     return not metric.endswith("loss")
 
 
-def unit(metric: str) -> tuple[float, str]:
-    """Display scale: accuracies (fractions) in percentage points, losses as they are."""
-    return (100.0, " pts") if metric.endswith("acc") else (1.0, "")
+def unit(metric: str, level: bool = False) -> tuple[float, str]:
+    """Display scale: accuracies (fractions) in % (a level) or percentage points (a difference)."""
+    if metric.endswith("acc"):
+        return 100.0, " %" if level else " pts"
+    return 1.0, ""
 
 
 def level_label(v: Any) -> str:
@@ -75,6 +77,8 @@ class Analysis:
     """Everything the report shows; DataFrames plus plain lists of strings."""
 
     label: str  # "seed study (quick: indicative only)"
+    study: str
+    budget: str
     select: str  # the selection metric, e.g. val_acc
     factors: dict[str, list[str]]  # factor -> level labels, file order
     baseline: dict[str, str]
@@ -295,7 +299,8 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     holm(eff, inter)
     tab, note = anova(done, select, factors) if len(done) else (None, "no complete trials")
 
-    a = Analysis(label=label, select=select, factors=fac_levels, baseline=baseline, counts=counts, cells=cells,
+    a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
+                 factors=fac_levels, baseline=baseline, counts=counts, cells=cells,
                  effects=eff, interactions=inter, anova=tab, anova_note=note,
                  curves=curve_table(done, epochs), complete=done, missing_cells=missing_cells)  # fmt: skip
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
