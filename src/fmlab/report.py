@@ -159,6 +159,8 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
         "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
         "failed": [{k: _clean(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
         "anova_note": a.anova_note,
+        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)},
+        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)},
         "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test")},
     }  # fmt: skip
 
@@ -201,7 +203,9 @@ def effect_rows(a: Analysis) -> list[list[str]]:
     return rows
 
 
-EFFECT_HEADER = ["comparison", "estimate", "95% CI", "seeds", "p", "Holm p", "verdict"]
+def effect_header(a: Analysis) -> list[str]:
+    _, u = unit(a.select)
+    return ["comparison", f"estimate{u} ({a.select})", "95% CI", "seeds", "p", "Holm p", "verdict"]
 
 
 def anova_rows(a: Analysis) -> list[list[str]]:
@@ -244,7 +248,7 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None) -> str:
         parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
     parts += ["## Cells", "", _md_table(cell_header(a), cell_rows(a)), ""]
-    parts += ["## Effects (paired by seed)", "", _md_table(EFFECT_HEADER, effect_rows(a)), ""]
+    parts += ["## Effects (paired by seed)", "", _md_table(effect_header(a), effect_rows(a)), ""]
     parts += ["## ANOVA", "", a.anova_note, ""]
     if a.anova is not None:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
@@ -307,7 +311,7 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
     parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the baseline "
                  "level, averaged within each seed over the other factors, then a t-interval over seeds. "
                  "Interactions: the difference of those differences.</p>"
-                 + _html_table(EFFECT_HEADER, effect_rows(a), good_col=6))  # fmt: skip
+                 + _html_table(effect_header(a), effect_rows(a), good_col=6))  # fmt: skip
     parts.append(f"<h2>ANOVA</h2><p class='muted'>{_h(a.anova_note)}</p>")
     if a.anova is not None:
         parts.append(_html_table(ANOVA_HEADER, anova_rows(a)))
