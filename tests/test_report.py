@@ -40,7 +40,8 @@ def synth(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budget="fu
                          "train_s": 9.5, "total_s": 10.0, "n_params": 392_714})  # fmt: skip
             for e in range(1, 6 if ok else 2):
                 eps.append({"trial_id": tid, "epoch": e, "train_loss": 0.9 / e, "train_acc": acc - 0.06 / e,
-                            "val_loss": 0.5 / e + 0.2, "val_acc": acc - 0.05 / e, "epoch_s": 2.0, "lr": 1e-3})  # fmt: skip
+                            "val_loss": 0.5 / e + 0.2, "val_acc": acc - 0.05 / e, "epoch_s": 2.0,
+                            "lr": 1e-3})  # fmt: skip
     n_planned = len(list(seeds)) * 12
     meta = {"study": "synth", "budget": budget, "factors": FACTORS, "baseline": BASELINE, "select": select,
             "planned": n_planned}  # fmt: skip

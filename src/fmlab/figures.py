@@ -86,7 +86,9 @@ def curves(a: Analysis, path: Path) -> Path | None:
         ax.set_ylabel(m + (" %" if k == 100 else ""))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.12),
+    order = sorted(range(len(labels)), key=lambda i: int(labels[i].split()[0][1:]))  # "#3 ..." -> 3
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    fig.legend(handles, labels, loc="upper center", ncol=1, fontsize=8, bbox_to_anchor=(0.5, -0.01),
                title="top 5 cells by the selection metric (others grey)", title_fontsize=8)  # fmt: skip
     return _save(fig, path, a.label)
 
@@ -148,7 +150,7 @@ def confusion(best: dict[str, Any], label: str, path: Path) -> Path:
     cm = np.asarray(best["confusion"], dtype=float)
     rate = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     classes = best["classes"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [1.25, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [1.25, 1], "wspace": 0.5})
     im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     for i, j in itertools.product(range(len(classes)), repeat=2):
         if cm[i, j]:
@@ -167,6 +169,8 @@ def confusion(best: dict[str, Any], label: str, path: Path) -> Path:
     bx.set_xlim(0, 100)
     bx.set_xlabel("per-class test accuracy %")
     for i, v in enumerate(acc):
-        bx.text(min(v + 1, 88), i, f"{v:.1f}", va="center", fontsize=8)
+        inside = v > 88
+        bx.text(v - 1 if inside else v + 1, i, f"{v:.1f}", va="center", ha="right" if inside else "left", fontsize=8,
+                color="white" if inside else "black")  # fmt: skip
     bx.grid(axis="x", alpha=0.3)
     return _save(fig, path, label)

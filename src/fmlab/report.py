@@ -270,7 +270,8 @@ font-size:13px;font-weight:600}
 .warn li{margin:3px 0} .muted{color:#5b6475;font-size:13px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #d5d9e2;padding:3px 8px;text-align:left}
-th{background:#eef1f6} td.num{text-align:right;font-variant-numeric:tabular-nums} tr.good td{background:#e8f6ea}
+th{background:#eef1f6} td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+tr.good td{background:#e8f6ea}
 figure{margin:14px 0} figure img{max-width:100%;border:1px solid #e3e6ec} figcaption{font-size:13px;color:#5b6475}
 nav a{margin-right:14px}
 """
