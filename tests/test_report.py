@@ -244,3 +244,31 @@ def test_pages_in_headless_chromium(built, tmp_path):
         assert inked > 1000, "parallel plot drew no lines"
         assert b.problems() == []
         assert _not_blank(b.screenshot(tmp_path / "hiplot.png", full=False).read_bytes()) > 10
+
+
+def test_contract_errors_name_the_problem(tmp_path):
+    trials, epochs, meta = synth(seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"model.pool: trial values \['min'\] are not among"):
+        analysis.analyse(trials.assign(**{"model.pool": "min"}), epochs, meta)
+    with pytest.raises(ValueError, match="lacks columns"):
+        analysis.analyse(trials.drop(columns=["seed"]), epochs, meta)
+
+
+def test_study_without_factors_and_without_epochs(tmp_path):
+    trials, _, meta = synth(seeds=[0, 1, 2])
+    trials = trials[(trials["train.batch_size"] == 64) & ~trials["model.batch_norm"] & (trials["model.pool"] == "avg")]
+    rep = report.build_report(trials, pd.DataFrame(), {**meta, "factors": {}, "baseline": {}, "planned": 3}, tmp_path)
+    assert rep["counts"]["complete"] == 3 and rep["effects"] == [] and len(rep["top_cells"]) == 1
+    assert set(rep["figures"]) == {"cells"}
+
+
+def test_levels_match_across_storage_round_trips():
+    """SQLite gives booleans as 0/1, CSV may give 64.0 or '1e-3': all land on the study's levels."""
+    assert analysis.level_label(1, boolean=True) == analysis.level_label(True) == analysis.level_label("True")
+    assert analysis.level_label(64.0) == analysis.level_label("64") == analysis.level_label(64) == "64"
+    assert analysis.level_label("1e-3") == analysis.level_label(0.001) and analysis.level_label("max") == "max"
+    trials, epochs, meta = synth(seeds=[0, 1, 2])
+    stored = trials.assign(**{"model.batch_norm": trials["model.batch_norm"].astype(int),
+                              "train.batch_size": trials["train.batch_size"].astype(float)})  # fmt: skip
+    a, b = analysis.analyse(trials, epochs, meta), analysis.analyse(stored, epochs, meta)
+    assert a.findings == b.findings

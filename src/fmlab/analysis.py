@@ -36,14 +36,24 @@ def unit(metric: str, level: bool = False) -> tuple[float, str]:
     return 1.0, ""
 
 
-def level_label(v: Any) -> str:
-    """One canonical label per level, so CSV/JSON/SQLite round trips (1 vs 1.0, True vs 'true') match."""
+def level_label(v: Any, boolean: bool = False) -> str:
+    """One canonical label per level, so CSV/JSON/SQLite round trips (1 vs 1.0 vs "1e0", True vs "true",
+    and with boolean=True also 1/0 as SQLite stores booleans) all give the same label."""
+    if isinstance(v, str):
+        low = v.strip().lower()
+        if low in ("true", "false"):
+            return low
+        try:
+            v = float(low)
+        except ValueError:
+            return v
+    if boolean and isinstance(v, (int, float, np.integer, np.floating)) and v in (0, 1):
+        v = bool(v)
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     if isinstance(v, (float, np.floating)) and math.isfinite(v) and float(v).is_integer():
         return str(int(v))
-    s = str(v)
-    return s.lower() if s.lower() in ("true", "false") else s
+    return str(v)
 
 
 def t_ci(x: Any) -> dict[str, float]:
@@ -275,8 +285,15 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     missing_cols = [c for c in ["id", "state", "seed", *factors] if c not in t.columns]
     if missing_cols:
         raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.analysis.analyse for the contract")
+    if select not in t.columns:
+        raise ValueError(f"trials table has no {select!r} column (the selection metric)")
     for f in factors:
-        t[f] = pd.Categorical(t[f].map(level_label), categories=fac_levels[f], ordered=True)
+        is_bool = all(isinstance(v, (bool, np.bool_)) for v in meta["factors"][f])
+        labels = t[f].map(lambda v, b=is_bool: level_label(v, b))
+        stray = sorted(set(labels[t[f].notna()]) - set(fac_levels[f]))
+        if stray:
+            raise ValueError(f"{f}: trial values {stray} are not among the study's levels {fac_levels[f]}")
+        t[f] = pd.Categorical(labels, categories=fac_levels[f], ordered=True)
     t["cell"] = [_cell_name(r, factors, short) for _, r in t.iterrows()]
     t["state"] = t["state"].astype(str).str.upper()
     done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()

@@ -95,7 +95,7 @@ def curves(a: Analysis, path: Path) -> Path | None:
 
 def main_effects(a: Analysis, path: Path) -> Path | None:
     d = a.complete
-    if not len(d):
+    if not len(d) or not a.factors:
         return None
     plt = _plt()
     short = short_names(list(a.factors))

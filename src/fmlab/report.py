@@ -38,7 +38,8 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     if best_ckpt is not None:
         best = test_confusion(best_ckpt)
         figs["confusion"] = figures.confusion(best, a.label, out / "confusion.png").name
-    write_hiplot(trials, list(a.factors), out / "hiplot.html", a.select)
+    write_hiplot(trials, list(a.factors), out / "hiplot.html", a.select,
+                 [f for f, lv in a.factors.items() if set(lv) == {"true", "false"}])
     tables = write_tables(a, out)
     rep = summary_dict(a, out, figs, best, tables)
     (out / "summary.md").write_text(markdown(a, figs, best))
@@ -75,7 +76,8 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
 # ---------------------------------------------------------------- HiPlot
 
 
-def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by: str = "val_acc") -> Path:
+def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by: str = "val_acc",
+                 bool_factors: list[str] | None = None) -> Path:
     """A HiPlot page with one row per trial (every state). Factors with non-numeric levels (bool, str),
     the state and the seed are declared categorical; numeric factors keep a numeric, ordered axis."""
     import hiplot as hip
@@ -87,7 +89,8 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
         return bool(len(vals)) and all(isinstance(v, (int, float, np.integer, np.floating))
                                        and not isinstance(v, (bool, np.bool_)) for v in vals)  # fmt: skip
 
-    cat = [c for c in factors if not numeric(c)]
+    bools = list(bool_factors or [])  # from the study's levels: the store may hand booleans over as 0/1
+    cat = [c for c in factors if c in bools or not numeric(c)]
     metrics = [c for c in TRIAL_COLS if c in trials]
     rows = []
     for _, r in trials.iterrows():
@@ -97,7 +100,7 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
             if isinstance(v, np.generic):
                 v = v.item()
             if c in cat or c == "state":
-                v = level_label(v)
+                v = level_label(v, boolean=c in bools)
             elif isinstance(v, float) and not math.isfinite(v):
                 v = None  # JSON has no NaN; HiPlot shows a missing value
             elif isinstance(v, float):
@@ -161,7 +164,8 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
         "anova_note": a.anova_note,
         "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)},
         "effects_table": {"header": effect_header(a), "rows": effect_rows(a)},
-        "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test")},
+        "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test", "classes",
+                                                                  "per_class_acc")},
     }  # fmt: skip
 
 
@@ -254,7 +258,9 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None) -> str:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
     if best:
         parts += [f"## Best trial {best['trial_id']} on the test set", "",
-                  f"test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images", ""]  # fmt: skip
+                  f"test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images", "",
+                  _md_table(["class", "accuracy %"], [[c, f"{100 * v:.1f}"] for c, v in
+                            zip(best["classes"], best["per_class_acc"], strict=True)]), ""]  # fmt: skip
     parts += [f"![{FIG_TITLES[k]}]({v})" for k, v in figs.items()]
     return "\n".join(parts) + "\n"
 
