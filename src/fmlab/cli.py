@@ -119,7 +119,9 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
                        ("effects_table", "effects paired by seed (Holm-adjusted p)")):  # fmt: skip
         tbl = Table(title=title, title_justify="left")
         for h in rep[key]["header"]:
-            tbl.add_column(h, overflow="fold")
+            text = h in ("cell", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
+            tbl.add_column(h, no_wrap=not text, min_width=15 if h == "verdict" else None,
+                           ratio=2 if h in ("cell", "comparison") else None)  # fmt: skip
         for r in rep[key]["rows"]:
             style = "green" if r[-1] == "distinguishable" else None
             tbl.add_row(*r, style=style)

@@ -15,6 +15,7 @@ from .analysis import Analysis, short_names, t_ci, unit
 
 
 def _plt() -> Any:
+    """pyplot on the Agg backend (no display needed); imported late so analysis stays light."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,6 +69,8 @@ def curves(a: Analysis, path: Path) -> Path | None:
     if not len(cv) or not metrics:
         return None
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2))
     axes = np.atleast_1d(axes)
     top = list(a.cells["cell"].head(5))
@@ -83,13 +86,15 @@ def curves(a: Analysis, path: Path) -> Path | None:
             if hi:
                 ax.fill_between(g["epoch"], mean - std, mean + std, color=col, alpha=0.15, lw=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(m + (" %" if k == 100 else ""))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: int(labels[i].split()[0][1:]))  # "#3 ..." -> 3
     handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     fig.legend(handles, labels, loc="upper center", ncol=1, fontsize=8, bbox_to_anchor=(0.5, -0.01),
-               title="top 5 cells by the selection metric (others grey)", title_fontsize=8)  # fmt: skip
+               title=f"top {len(top)} cells by {a.select}" + (" (others grey)" if len(a.cells) > len(top) else ""),
+               title_fontsize=8)  # fmt: skip
     return _save(fig, path, a.label)
 
 

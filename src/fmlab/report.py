@@ -209,7 +209,7 @@ def effect_rows(a: Analysis) -> list[list[str]]:
 
 def effect_header(a: Analysis) -> list[str]:
     _, u = unit(a.select)
-    return ["comparison", f"estimate{u} ({a.select})", "95% CI", "seeds", "p", "Holm p", "verdict"]
+    return ["comparison", f"effect on {a.select}{u}", "95% CI", "seeds", "p", "Holm p", "verdict"]
 
 
 def anova_rows(a: Analysis) -> list[list[str]]:
@@ -301,6 +301,13 @@ def _isnum(s: str) -> bool:
     return bool(s) and (s[0].isdigit() or s[0] in "+-<[") and not s.startswith("[n")
 
 
+def _figure(figs: dict[str, str], key: str) -> str:
+    if key not in figs:
+        return ""
+    return (f"<figure><img src='{_h(figs[key])}' alt='{_h(FIG_TITLES[key])}'>"
+            f"<figcaption>{_h(FIG_TITLES[key])}</figcaption></figure>")  # fmt: skip
+
+
 def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str, str]) -> str:
     quick = "indicative only" in a.label
     badge = f' <span class="badge">{_h(a.budget)}{": indicative only" if quick else ""}</span>'
@@ -314,7 +321,9 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                      + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
+    parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
     parts.append(f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(cell_header(a), cell_rows(a)))
+    parts += [_figure(figs, k) for k in ("cells", "curves")]
     parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the baseline "
                  "level, averaged within each seed over the other factors, then a t-interval over seeds. "
                  "Interactions: the difference of those differences.</p>"
@@ -325,11 +334,8 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
     if best:
         parts.append(f"<h2>Best trial on the test set</h2><p>Trial <code>{_h(best['trial_id'])}</code> (chosen on "
                      f"{_h(a.select)}): test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images.</p>"
+                     + _figure(figs, "confusion")
                      + _html_table(["class", "accuracy %"], [[c, f"{100 * v:.1f}"] for c, v in
                                    zip(best["classes"], best["per_class_acc"], strict=True)]))  # fmt: skip
-    parts.append("<h2>Figures</h2>")
-    for k, v in figs.items():
-        parts.append(f"<figure><img src='{_h(v)}' alt='{_h(FIG_TITLES[k])}'>"
-                     f"<figcaption>{_h(FIG_TITLES[k])}</figcaption></figure>")  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
