@@ -272,3 +272,13 @@ def test_levels_match_across_storage_round_trips():
                               "train.batch_size": trials["train.batch_size"].astype(float)})  # fmt: skip
     a, b = analysis.analyse(trials, epochs, meta), analysis.analyse(stored, epochs, meta)
     assert a.findings == b.findings
+
+
+def test_best_trial_is_chosen_on_validation():
+    trials, _, _ = synth(seeds=[0, 1], fail=("s0-1avg64",))
+    trials.loc[trials["id"] == "s0-0avg32", "test_acc"] = 0.99  # a test score must not sway the choice
+    best = analysis.best_trial(trials, "val_acc")
+    assert best == trials.loc[trials["val_acc"].idxmax(), "id"]
+    assert analysis.best_trial(trials, "val_loss") == trials.loc[trials["val_loss"].idxmin(), "id"]
+    with pytest.raises(ValueError, match="never on test"):
+        analysis.best_trial(trials, "test_acc")

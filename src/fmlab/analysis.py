@@ -331,6 +331,17 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     return a
 
 
+def best_trial(trials: pd.DataFrame, select: str = "val_acc") -> str | None:
+    """Id of the COMPLETE trial that is best on the validation selection metric (never a test metric)."""
+    if not select.startswith("val_"):
+        raise ValueError(f"select metric {select!r}: models are chosen on validation, never on test")
+    done = trials[(trials["state"].astype(str).str.upper() == "COMPLETE") & trials[select].notna()]
+    if not len(done):
+        return None
+    i = done[select].idxmax() if higher_is_better(select) else done[select].idxmin()
+    return str(done.loc[i, "id"])
+
+
 def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFrame:
     """Per cell: mean, std, 95% CI and n of the selection metric and of test accuracy; ranked."""
     rows = []

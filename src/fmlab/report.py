@@ -24,7 +24,15 @@ TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_ep
 
 def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any], out_dir: str | Path,
                  best_ckpt: Path | None = None) -> dict[str, Any]:  # fmt: skip
-    """Write the report for one study into out_dir; returns what the CLI shows (JSON-safe)."""
+    """Write the report for one study into out_dir; returns what the CLI shows (JSON-safe).
+
+    trials, epochs, meta: the contract on `fmlab.analysis.analyse`. best_ckpt: the checkpoint folder of
+    the trial that is best on the validation metric (`fmlab.analysis.best_trial` picks its id); its
+    confusion matrix and per-class accuracy on the test set are added; None skips them.
+    Returns: label, select, out_dir, index, summary_md, hiplot, figures {name: path}, tables {name: path},
+    counts, warnings, findings (sentences), effects (rows), top_cells, cells_table / effects_table
+    ({header, rows} as display strings), failed, missing_cells, anova_note, best (or None).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(trials, epochs, meta)
