@@ -134,7 +134,11 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        for _ in range(3):  # helper processes may still be writing to the profile for a moment
+            shutil.rmtree(self.profile, ignore_errors=True)
+            if not Path(self.profile).exists():
+                break
+            time.sleep(0.2)
 
     def __enter__(self) -> Browser:
         return self

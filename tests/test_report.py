@@ -232,6 +232,7 @@ def test_pages_in_headless_chromium(built, tmp_path):
         assert _not_blank(shot) > 10
 
         b.open(out / "hiplot.html", settle_s=0.5)
+        assert "synth study (quick: indicative only): 36 trials" in b.js("document.body.innerText")
         sel = b.wait_for("(document.body.innerText.match(/Selected:\\s*(\\d+)\\s*\\/\\s*(\\d+)/) || []).slice(1)")
         assert sel == [str(len(trials))] * 2
         info = b.wait_for("(document.body.innerText.match(/of (\\d+) entries/) || [])[1]")

@@ -47,7 +47,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
         best = test_confusion(best_ckpt)
         figs["confusion"] = figures.confusion(best, a.label, out / "confusion.png").name
     write_hiplot(trials, list(a.factors), out / "hiplot.html", a.select,
-                 [f for f, lv in a.factors.items() if set(lv) == {"true", "false"}])
+                 [f for f, lv in a.factors.items() if set(lv) == {"true", "false"}], a.label)
     tables = write_tables(a, out)
     rep = summary_dict(a, out, figs, best, tables)
     (out / "summary.md").write_text(markdown(a, figs, best))
@@ -85,7 +85,7 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
 
 
 def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by: str = "val_acc",
-                 bool_factors: list[str] | None = None) -> Path:
+                 bool_factors: list[str] | None = None, label: str = "") -> Path:
     """A HiPlot page with one row per trial (every state). Factors with non-numeric levels (bool, str),
     the state and the seed are declared categorical; numeric factors keep a numeric, ordered axis."""
     import hiplot as hip
@@ -125,7 +125,14 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
     order = ["state", "seed", *factors, *metrics][::-1]  # HiPlot lays out this list right to left
     exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": ["uid", "id", "from_uid"], "order": order})
     exp.display_data(hip.Displays.TABLE).update({"hide": ["uid", "from_uid"], "order_by": [["id", "asc"]]})
-    path.write_text(exp.to_html())
+    page = exp.to_html()
+    if label:  # the study and its caveat on this page too ("quick: indicative only")
+        banner = (f"<div style='font:14px system-ui,sans-serif;padding:6px 12px;background:#fff4e0;"
+                  f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(rows)} trials, one row each. "
+                  "<a href='index.html'>Back to the report</a></div>")  # fmt: skip
+        page = page.replace("<title>HiPlot</title>", f"<title>HiPlot: {html.escape(label)}</title>", 1)
+        page = page.replace('<body style="margin:0px">', f'<body style="margin:0px">{banner}', 1)
+    path.write_text(page)
     return path
 
 
