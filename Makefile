@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 data:
-	@scripts/install-data.sh
+	@scripts/install-deps.sh
 
 run: setup data
 	$(FMLAB) data check
 	$(FMLAB) train
 
 test: setup data
+	@scripts/install-deps.sh --test
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q
 

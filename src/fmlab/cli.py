@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     max_epochs = cfg.train.max_epochs
     err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
-        f"up to {max_epochs} epochs, early stopping on {cfg.train.monitor} (patience {cfg.train.patience})")  # fmt: skip
+        f"up to {max_epochs} epochs, early stopping on {cfg.train.monitor} (patience {cfg.train.patience})")
 
     def progress(row: dict[str, float]) -> None:
         elapsed = time.perf_counter() - t0
@@ -94,6 +94,59 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"test acc {100 * m['test_acc']:.2f}%  ->  {out}")  # fmt: skip
     out_json({"trial_id": tid, "out": str(out), "best_epoch": res.best_epoch, "epochs": len(res.epochs),
               **m, **res.timings, "n_params": res.n_params})  # fmt: skip
+    return 0
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
+    """The terminal view of build_report's dict: JSON on stdout, or rich tables."""
+    if fmt == "json":
+        out_json(rep)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    c = rep["counts"]
+    con.print(f"[bold]{rep['label']}[/bold]: {c['complete']} of {c['planned']} planned trials complete, "
+              f"{c['failed']} failed, {c['waiting'] + c['running']} unfinished, {c['missing']} missing; "
+              f"{c['seeds']} seed(s)")  # fmt: skip
+    for w in rep["warnings"]:
+        con.print(f"[yellow]! {w}[/yellow]", markup=True, highlight=False)
+    for key, title in (("cells_table", f"top cells by {rep['select']} (mean [95% CI] over seeds)"),
+                       ("effects_table", "effects paired by seed (Holm-adjusted p)")):  # fmt: skip
+        tbl = Table(title=title, title_justify="left")
+        for h in rep[key]["header"]:
+            text = h in ("cell", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
+            tbl.add_column(h, no_wrap=not text, min_width=15 if h == "verdict" else None,
+                           ratio=2 if h in ("cell", "comparison") else None)  # fmt: skip
+        for r in rep[key]["rows"]:
+            style = "green" if r[-1] == "distinguishable" else None
+            tbl.add_row(*r, style=style)
+        con.print(tbl)
+    con.print(f"report: {rep['index']}\nhiplot: {rep['hiplot']}\nsummary: {rep['summary_md']}", highlight=False)
+
+
+def cmd_report_files(args: argparse.Namespace) -> int:
+    """Dev/test path: a report from trials.csv, epochs.csv and a meta JSON (the store-backed
+    `fmlab report STUDY` hands build_report the same DataFrames)."""
+    import pandas as pd
+
+    from .report import build_report
+
+    try:
+        trials = pd.read_csv(args.trials)
+        epochs = pd.read_csv(args.epochs) if args.epochs else pd.DataFrame()
+        meta = json.loads(Path(args.meta).read_text())
+    except (OSError, ValueError) as e:
+        raise FmlabError(f"cannot read the report inputs: {e}") from None
+    try:
+        rep = build_report(trials, epochs, meta, args.out, Path(args.best_ckpt) if args.best_ckpt else None)
+    except (KeyError, ValueError) as e:
+        raise FmlabError(f"report inputs do not match the contract (see fmlab.analysis.analyse): {e}") from None
+    print_report_summary(rep, args.format)
     return 0
 
 
@@ -129,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="checkpoint directory (default runs/train/<trial id>)")
     add_run_args(t)
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("report-files", help="(dev) build a report from trials.csv, epochs.csv and a meta JSON")
+    r.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.analyse)")
+    r.add_argument("--epochs", help="CSV, one row per trial and epoch")
+    r.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned")
+    r.add_argument("--out", required=True, help="output folder (index.html, summary.md, figures, hiplot.html)")
+    r.add_argument("--best-ckpt", help="checkpoint dir of the best trial (by validation): confusion matrix")
+    r.add_argument("--format", choices=["table", "json"], default="table")
+    r.set_defaults(func=cmd_report_files)
     return ap
 
 

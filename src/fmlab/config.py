@@ -145,10 +145,10 @@ def hash_dict(cfg: Config) -> dict[str, Any]:
     """The resolved config as hashed: fields at their neutral value are left out."""
     cfg = cfg.resolved()
     out: dict[str, Any] = {"seed": cfg.seed}
-    for name, cls in SECTIONS.items():
+    for name in SECTIONS:
         sec = getattr(cfg, name)
         d = {}
-        for f in dataclasses.fields(cls):
+        for f in dataclasses.fields(sec):
             v = _asdict(getattr(sec, f.name))
             if "neutral" in f.metadata and v == _asdict(f.metadata["neutral"]):
                 continue

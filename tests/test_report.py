@@ -1,0 +1,285 @@
+"""Analysis and report on synthetic studies with known effects; the pages checked in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fmlab import analysis, cli, report
+
+FACTORS = {"model.batch_norm": [False, True], "model.pool": ["avg", "max"], "train.batch_size": [32, 64, 128]}
+BASELINE = {"model.batch_norm": False, "model.pool": "avg", "train.batch_size": 64}
+BN_EFFECT = 0.010  # batch norm adds 1.0 point of val accuracy
+BS128_EFFECT = -0.006  # batch 128 loses 0.6 points against the baseline 64; pool has no effect
+
+
+def synth(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budget="full", select="val_acc", rng_seed=1):
+    """A study where the truth is known: acc = 0.88 + effects + seed offset + N(0, noise)."""
+    rng = np.random.default_rng(rng_seed)
+    rows, eps = [], []
+    for s in seeds:
+        offset = rng.normal(0, 0.003)  # seeds differ as a whole: what pairing by seed removes
+        for bn, pool, bs in itertools.product(*FACTORS.values()):
+            tid = f"s{s}-{int(bn)}{pool}{bs}"
+            acc = 0.88 + BN_EFFECT * bn + (BS128_EFFECT if bs == 128 else 0) + offset + rng.normal(0, noise)
+            if tid in drop:
+                continue
+            state = "FAILED" if tid in fail else (states or {}).get(tid, "COMPLETE")
+            ok = state == "COMPLETE"
+            rows.append({"id": tid, "state": state, "seed": s, "model.batch_norm": bn, "model.pool": pool,
+                         "train.batch_size": bs, "val_acc": acc if ok else math.nan,
+                         "val_loss": 0.4 - acc / 4 if ok else math.nan, "test_acc": acc - 0.004 if ok else math.nan,
+                         "test_loss": 0.41 - acc / 4 if ok else math.nan, "epochs": 5, "best_epoch": 4,
+                         "train_s": 9.5, "total_s": 10.0, "n_params": 392_714})  # fmt: skip
+            for e in range(1, 6 if ok else 2):
+                eps.append({"trial_id": tid, "epoch": e, "train_loss": 0.9 / e, "train_acc": acc - 0.06 / e,
+                            "val_loss": 0.5 / e + 0.2, "val_acc": acc - 0.05 / e, "epoch_s": 2.0,
+                            "lr": 1e-3})  # fmt: skip
+    n_planned = len(list(seeds)) * 12
+    meta = {"study": "synth", "budget": budget, "factors": FACTORS, "baseline": BASELINE, "select": select,
+            "planned": n_planned}  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(eps), meta
+
+
+def effect(a, term):
+    return a.effects.set_index("term").loc[term]
+
+
+def test_known_effect_recovered_and_null_factor_is_noise():
+    a = analysis.analyse(*synth())
+    bn = effect(a, "model.batch_norm: true vs false")
+    assert bn["lo"] < BN_EFFECT < bn["hi"] and bn["lo"] > 0
+    assert abs(bn["estimate"] - BN_EFFECT) < 0.003
+    assert bn["verdict"] == "distinguishable" and bn["n_seeds"] == 6
+    bs = effect(a, "train.batch_size: 128 vs 64")
+    assert bs["lo"] < BS128_EFFECT < bs["hi"] and bs["verdict"] == "distinguishable"
+    pool = effect(a, "model.pool: max vs avg")
+    assert pool["lo"] < 0 < pool["hi"] and pool["verdict"] == "not distinguishable from noise"
+    assert effect(a, "train.batch_size: 32 vs 64")["verdict"] == "not distinguishable from noise"
+    text = "\n".join(a.findings)
+    assert "model.batch_norm: true vs false: +1." in text and "pts [" in text and "better val_acc" in text
+    assert "model.pool: max vs avg:" in text and "not distinguishable from noise" in text
+    assert "(n = 6 seeds paired; 36 vs 36 trials)" in text
+
+
+def test_paired_effect_matches_an_independent_reference():
+    """Balanced design: the mean over seeds of per-seed level differences = the t-test on those
+    differences computed directly from the raw table with scipy."""
+    trials, epochs, meta = synth()
+    a = analysis.analyse(trials, epochs, meta)
+    per_seed = trials.groupby(["seed", "model.batch_norm"])["val_acc"].mean().unstack()
+    d = per_seed[True] - per_seed[False]
+    ref = stats.ttest_1samp(d, 0.0)
+    ci = ref.confidence_interval(0.95)
+    bn = effect(a, "model.batch_norm: true vs false")
+    assert bn["estimate"] == pytest.approx(d.mean())
+    assert (bn["lo"], bn["hi"]) == pytest.approx((ci.low, ci.high))
+    assert bn["p"] == pytest.approx(ref.pvalue)
+    cell = a.cells.set_index("cell").loc["batch_norm=true, pool=avg, batch_size=64"]
+    vals = trials.query("`model.batch_norm` and `model.pool` == 'avg' and `train.batch_size` == 64")["val_acc"]
+    lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=vals.mean(), scale=stats.sem(vals))
+    assert (cell["val_acc_mean"], cell["val_acc_lo"], cell["val_acc_hi"], cell["n"]) == pytest.approx(
+        (vals.mean(), lo, hi, 6))
+    assert a.cells["rank"].tolist() == list(range(1, 13))
+    assert a.cells["val_acc_mean"].is_monotonic_decreasing
+
+
+def test_holm_applied_over_all_comparisons():
+    from statsmodels.stats.multitest import multipletests
+
+    a = analysis.analyse(*synth())
+    both = pd.concat([a.effects, a.interactions])
+    assert len(a.effects) == 4 and len(a.interactions) == 1 + 2 + 2  # bn x pool, bn x bs (2), pool x bs (2)
+    assert np.allclose(both["p_holm"], multipletests(both["p"], method="holm")[1])
+    assert (both["p_holm"] >= both["p"] - 1e-12).all()
+    assert any("Holm-adjusted over all 9 comparisons" in f for f in a.findings)
+
+
+def test_anova_table_present():
+    a = analysis.analyse(*synth())
+    assert a.anova is not None
+    for term in ("model.batch_norm", "model.pool", "train.batch_size", "seed", "Residual",
+                 "model.batch_norm x train.batch_size"):  # fmt: skip
+        assert term in a.anova.index
+    assert a.anova.loc["model.batch_norm", "PR(>F)"] < 1e-6
+    assert a.anova.loc["train.batch_size", "df"] == 2
+    assert "type-2" in a.anova_note
+
+
+def test_one_seed_study_warns_and_tests_nothing():
+    a = analysis.analyse(*synth(seeds=[0]))
+    assert any("one seed" in w.lower() and "untested" in w for w in a.warnings)
+    assert set(a.effects["verdict"]) == {"untested (fewer than 2 seeds paired)"}
+    assert a.effects["p_holm"].isna().all() and not any("Holm-adjusted" in f for f in a.findings)
+    assert a.anova is not None and "one seed" in a.anova_note  # the residual is the higher-order terms
+
+
+def test_failed_waiting_and_missing_trials_counted_and_named():
+    fail = ("s0-0max64", "s2-1avg32")
+    drop = ("s1-0avg32",) + tuple(f"s{s}-1max128" for s in range(6))  # one row lost, one whole cell never run
+    trials, epochs, meta = synth(fail=fail, drop=drop, states={"s3-0avg32": "WAITING"})
+    a = analysis.analyse(trials, epochs, meta)
+    c = a.counts
+    assert (c["failed"], c["waiting"], c["missing"], c["planned"]) == (2, 1, 7, 72)
+    assert c["complete"] == 72 - 7 - 2 - 1
+    text = " ".join(a.warnings)
+    assert "2 trial(s) FAILED" in text and all(f in text for f in fail)
+    assert "1 trial(s) WAITING" in text and "7 of 72 planned trial(s) have no row" in text
+    assert "batch_norm=true, pool=max, batch_size=128" in a.missing_cells and "1 of 12 cells" in text
+    bn = effect(a, "model.batch_norm: true vs false")  # still recovered from the balanced pairs left
+    assert bn["lo"] < BN_EFFECT < bn["hi"]
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_degenerate_studies_do_not_crash(tmp_path, keep):
+    trials, epochs, meta = synth(seeds=[0])
+    trials = trials.head(keep)
+    a = analysis.analyse(trials, epochs, meta)
+    assert len(a.cells) == keep
+    rep = report.build_report(trials, epochs, meta, tmp_path)
+    json.dumps(rep, allow_nan=False)
+
+
+def test_no_complete_trials(tmp_path):
+    trials, epochs, meta = synth(seeds=[0], fail=tuple(synth(seeds=[0])[0]["id"]))
+    rep = report.build_report(trials, epochs, meta, tmp_path)
+    assert "No complete trials: nothing to analyse." in rep["warnings"]
+    assert (tmp_path / "index.html").exists() and (tmp_path / "hiplot.html").exists()
+
+
+def test_loss_selection_and_quick_label():
+    a = analysis.analyse(*synth(select="val_loss", budget="quick"))
+    assert a.label == "synth study (quick: indicative only)" and a.warnings[0].startswith("Quick budget")
+    bn = effect(a, "model.batch_norm: true vs false")
+    assert bn["estimate"] < 0 and bn["verdict"] == "distinguishable"
+    assert any("model.batch_norm: true vs false: -0.0025" in f and "better val_loss" in f for f in a.findings)
+    assert a.cells["val_loss_mean"].is_monotonic_increasing
+    with pytest.raises(ValueError, match="never test"):
+        analysis.analyse(*synth(select="test_acc"))
+
+
+def test_cli_report_files_json(tmp_path, capsys):
+    trials, epochs, meta = synth(seeds=[0, 1], budget="quick")
+    trials.to_csv(tmp_path / "trials.csv", index=False)
+    epochs.to_csv(tmp_path / "epochs.csv", index=False)
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    args = ["report-files", "--trials", str(tmp_path / "trials.csv"), "--epochs", str(tmp_path / "epochs.csv"),
+            "--meta", str(tmp_path / "meta.json"), "--out", str(tmp_path / "rep"), "--format", "json"]  # fmt: skip
+    assert cli.main(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["label"].endswith("(quick: indicative only)") and rep["counts"]["complete"] == 24
+    assert len(rep["effects"]) == 9 and rep["top_cells"][0]["rank"] == 1
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "quick: indicative only" in md and "![" in md
+    assert cli.main(args[:-2] + ["--format", "table"]) == 0
+    assert "top cells by val_acc" in capsys.readouterr().out
+
+
+def test_confusion_matches_training_evaluation(tiny_ckpt):
+    best = report.test_confusion(tiny_ckpt)
+    meta = json.loads((tiny_ckpt / "trial.json").read_text())
+    assert best["n_test"] == 10_000 and np.asarray(best["confusion"]).sum() == 10_000
+    assert best["test_acc"] == pytest.approx(meta["metrics"]["test_acc"], abs=1e-4)
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_ckpt):
+    out = tmp_path_factory.mktemp("report")
+    trials, epochs, meta = synth(seeds=range(3), fail=("s1-0max64",), budget="quick")
+    return out, trials, report.build_report(trials, epochs, meta, out, best_ckpt=tiny_ckpt)
+
+
+def _not_blank(png: bytes) -> float:
+    from PIL import Image
+
+    im = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+    return float(im.std())
+
+
+def test_report_files(built):
+    out, trials, rep = built
+    for name in ("index.html", "summary.md", "hiplot.html", "cells.png", "curves.png", "main_effects.png",
+                 "interactions.png", "confusion.png", "cells.csv", "effects.csv", "anova.csv"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    page = (out / "index.html").read_text()
+    assert "quick: indicative only" in page and "s1-0max64" in page and "http" not in page
+    assert rep["best"]["n_test"] == 10_000
+
+
+def test_pages_in_headless_chromium(built, tmp_path):
+    pytest.importorskip("websocket", reason="pip install websocket-client (the dev extra) for the browser check")
+    from browser import CHROMIUM, Browser
+
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed: apt-get install -y chromium")
+    out, trials, _ = built
+    with Browser() as b:
+        b.open(out / "index.html")
+        imgs = b.js("[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        assert len(imgs) == 5 and all(ok and w > 0 for _, ok, w in imgs), imgs
+        assert b.problems() == []
+        shot = b.screenshot(tmp_path / "index.png").read_bytes()
+        assert _not_blank(shot) > 10
+
+        b.open(out / "hiplot.html", settle_s=0.5)
+        assert "synth study (quick: indicative only): 36 trials" in b.js("document.body.innerText")
+        sel = b.wait_for("(document.body.innerText.match(/Selected:\\s*(\\d+)\\s*\\/\\s*(\\d+)/) || []).slice(1)")
+        assert sel == [str(len(trials))] * 2
+        info = b.wait_for("(document.body.innerText.match(/of (\\d+) entries/) || [])[1]")
+        assert int(info) == len(trials) == 36
+        ids = b.js("[...document.querySelectorAll('table tbody tr td:nth-child(2)')].map(td => td.innerText)")
+        assert len(ids) == 10 and set(ids) <= set(trials["id"])
+        inked = b.wait_for("""Math.max(0, ...[...document.querySelectorAll('canvas')].map(c => {
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+            for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }))""")
+        assert inked > 1000, "parallel plot drew no lines"
+        assert b.problems() == []
+        assert _not_blank(b.screenshot(tmp_path / "hiplot.png", full=False).read_bytes()) > 10
+
+
+def test_contract_errors_name_the_problem(tmp_path):
+    trials, epochs, meta = synth(seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"model.pool: trial values \['min'\] are not among"):
+        analysis.analyse(trials.assign(**{"model.pool": "min"}), epochs, meta)
+    with pytest.raises(ValueError, match="lacks columns"):
+        analysis.analyse(trials.drop(columns=["seed"]), epochs, meta)
+
+
+def test_study_without_factors_and_without_epochs(tmp_path):
+    trials, _, meta = synth(seeds=[0, 1, 2])
+    trials = trials[(trials["train.batch_size"] == 64) & ~trials["model.batch_norm"] & (trials["model.pool"] == "avg")]
+    rep = report.build_report(trials, pd.DataFrame(), {**meta, "factors": {}, "baseline": {}, "planned": 3}, tmp_path)
+    assert rep["counts"]["complete"] == 3 and rep["effects"] == [] and len(rep["top_cells"]) == 1
+    assert set(rep["figures"]) == {"cells"}
+
+
+def test_levels_match_across_storage_round_trips():
+    """SQLite gives booleans as 0/1, CSV may give 64.0 or '1e-3': all land on the study's levels."""
+    assert analysis.level_label(1, boolean=True) == analysis.level_label(True) == analysis.level_label("True")
+    assert analysis.level_label(64.0) == analysis.level_label("64") == analysis.level_label(64) == "64"
+    assert analysis.level_label("1e-3") == analysis.level_label(0.001) and analysis.level_label("max") == "max"
+    trials, epochs, meta = synth(seeds=[0, 1, 2])
+    stored = trials.assign(**{"model.batch_norm": trials["model.batch_norm"].astype(int),
+                              "train.batch_size": trials["train.batch_size"].astype(float)})  # fmt: skip
+    a, b = analysis.analyse(trials, epochs, meta), analysis.analyse(stored, epochs, meta)
+    assert a.findings == b.findings
+
+
+def test_best_trial_is_chosen_on_validation():
+    trials, _, _ = synth(seeds=[0, 1], fail=("s0-1avg64",))
+    trials.loc[trials["id"] == "s0-0avg32", "test_acc"] = 0.99  # a test score must not sway the choice
+    best = analysis.best_trial(trials, "val_acc")
+    assert best == trials.loc[trials["val_acc"].idxmax(), "id"]
+    assert analysis.best_trial(trials, "val_loss") == trials.loc[trials["val_loss"].idxmin(), "id"]
+    with pytest.raises(ValueError, match="never on test"):
+        analysis.best_trial(trials, "test_acc")
