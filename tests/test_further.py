@@ -361,3 +361,14 @@ def test_augmentation_leaves_the_batch_order_alone(tiny_ds):
     b = train(tiny_config(**{"data.noise_std": "1e-7"}), tiny_ds, OPTS)
     assert a.epochs[0]["train_loss"] == pytest.approx(b.epochs[0]["train_loss"], rel=1e-5)
     assert a.epochs[0]["val_loss"] == pytest.approx(b.epochs[0]["val_loss"], rel=1e-5)
+
+
+def test_new_fields_round_trip_through_a_checkpoint(tmp_path, tiny_result):
+    from fmlab import checkpoint
+    from fmlab.config import from_dict
+
+    c = tiny_config(**EVERYTHING).resolved()
+    assert from_dict(c.to_dict()) == c
+    res = dataclasses.replace(tiny_result, config=c.to_dict(), trial_id=c.trial_id())
+    cfg, _, _ = checkpoint.load_trial(checkpoint.save_trial(res, tmp_path / "t"))
+    assert cfg == c and cfg.trial_id() == c.trial_id()
