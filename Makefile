@@ -20,7 +20,7 @@ data:
 
 run: setup data
 	$(FMLAB) data check
-	$(FMLAB) train
+	$(FMLAB) sweep studies/seed.toml --budget quick
 
 test: setup data
 	$(VENV)/bin/ruff check src tests
