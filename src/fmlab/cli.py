@@ -142,8 +142,8 @@ class _SweepDisplay:
                 t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", _fmt_secs(now - r["started"]))
             t.caption, t.caption_justify = p.last, "left"
             self.panel.update(t)
-        elif p.done + p.failed != self.printed or p.last.startswith("interrupted"):
-            self.printed = p.done + p.failed
+        elif p.events != self.printed:
+            self.printed = p.events
             err(f"[{self.line(p)}] {p.last}")
 
     def close(self) -> None:
@@ -155,12 +155,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import signal
 
     from . import study as fstudy
+
+    seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
+    st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store (or torch) is touched
     from . import sweep
     from .env import RunOptions, cores
     from .store import Store
 
-    seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
-    st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store is touched
     trials = st.trials()
     workers = _default_workers() if args.workers is None else args.workers
     if workers < 0:

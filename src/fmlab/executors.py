@@ -60,7 +60,10 @@ class Executor(Protocol):
 
 
 def faults(trial_id: str) -> list[list[str]]:
-    """FMLAB_FAULT=nan:<id>,raise:<id>,kill:<id>:<epoch> (id or a prefix of it) -> the faults for this trial."""
+    """FMLAB_FAULT=nan:<id>,raise:<id>,kill:<id>:<epoch>,sleep:<id>:<s> (id or a prefix) -> this trial's faults.
+
+    All act after an epoch's resume state is saved: nan/raise fail the trial, kill SIGKILLs the process
+    running it (a worker, or the sweep itself when inline), sleep holds it after each epoch."""
     out = []
     for item in os.environ.get(FAULT_ENV, "").split(","):
         parts = item.strip().split(":")
@@ -97,6 +100,8 @@ def run_task(task: Task, emit: Handler) -> None:
                 raise Diverged(f"training loss is nan at epoch {row['epoch']} (injected by {FAULT_ENV})")
             if f[0] == "raise":
                 raise RuntimeError(f"injected failure at epoch {row['epoch']} ({FAULT_ENV})")
+            if f[0] == "sleep" and len(f) > 2:  # hold the trial mid-way, so a test can interrupt it there
+                time.sleep(float(f[2]))
             if f[0] == "kill" and len(f) > 2 and int(f[2]) == row["epoch"]:
                 os.kill(os.getpid(), signal.SIGKILL)  # after the epoch's state is saved: tests resume
 

@@ -40,6 +40,7 @@ class Progress:
     estimate_s: float = 0.0  # the plan's estimate, used until trials finish
     slots: int = 1
     last: str = ""  # one line about the latest event
+    events: int = 0  # trials finished, failed or lost so far (the plain display prints one line each)
 
     def eta_s(self) -> float:
         left = self.total - self.done - self.failed
@@ -141,6 +142,7 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
             prog.last = f"{tid}: {ev.error}"
         if ev.kind != "epoch":
             prog.running.pop(tid, None)
+            prog.events += 1
         on_update(prog)
 
     try:
