@@ -117,12 +117,13 @@ class _SweepDisplay:
     """Live progress on stderr: a rich panel on a terminal, one line per finished trial otherwise."""
 
     def __init__(self, title: str, live: bool) -> None:
-        self.title, self.live, self.panel, self.printed = title, live, None, 0
+        self.title, self.live, self.panel, self.printed, self.p = title, live, None, 0, None
         if live:
             from rich.console import Console
             from rich.live import Live
 
-            self.panel = Live(console=Console(stderr=True), refresh_per_second=2, transient=True)
+            self.panel = Live(console=Console(stderr=True), refresh_per_second=2, transient=True,
+                              get_renderable=self.render)  # fmt: skip
             self.panel.start()
 
     def line(self, p: Any) -> str:
@@ -130,25 +131,32 @@ class _SweepDisplay:
         return (f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
                 f"elapsed {_fmt_secs(time.time() - p.started)}, ETA {_fmt_secs(p.eta_s())}")  # fmt: skip
 
-    def update(self, p: Any) -> None:
-        if self.panel is not None:
-            from rich.table import Table
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
 
-            t = Table(title=f"{self.title} — {self.line(p)}", title_justify="left", box=None)
-            for c in ("running", "epoch", "elapsed"):
-                t.add_column(c)
-            now = time.time()
-            for tid, r in sorted(p.running.items()):
-                t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", _fmt_secs(now - r["started"]))
-            t.caption, t.caption_justify = p.last, "left"
-            self.panel.update(t)
-        elif p.events != self.printed:
+        p = self.p
+        if p is None:
+            return Text(f"{self.title}: starting")
+        t = Table(box=None, padding=(0, 2, 0, 0))
+        for c in ("running", "epoch", "elapsed"):
+            t.add_column(c)
+        now = time.time()
+        for tid, r in sorted(p.running.items()):
+            t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", _fmt_secs(now - r["started"]))
+        return Group(Text(f"{self.title}: {self.line(p)}", style="bold"), t, Text(p.last, style="dim"))
+
+    def update(self, p: Any) -> None:
+        self.p = p
+        if self.panel is None and p.events != self.printed:
             self.printed = p.events
             err(f"[{self.line(p)}] {p.last}")
 
     def close(self) -> None:
         if self.panel is not None:
             self.panel.stop()
+            self.panel = None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -207,7 +215,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    disp = _SweepDisplay(f"{st.name} ({st.budget})", live=sys.stderr.isatty() and not args.plain)
+    disp = _SweepDisplay(f"{st.name} ({st.label})", live=sys.stderr.isatty() and not args.plain)
     try:
         prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est)
     except KeyboardInterrupt:
