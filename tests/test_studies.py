@@ -18,7 +18,7 @@ import pytest
 from conftest import run_cli
 
 from fmlab import study as fstudy
-from fmlab.store import resolve_checkpoint
+from fmlab.store import load_study_trials, resolve_checkpoint
 
 TINY_BASE = {"model.widths": "8,16,16", "data.train_subset": 600, "data.val_size": 300, "train.max_epochs": 2}
 
@@ -257,11 +257,13 @@ def test_results_tables(failed_store, tmp_path):
 
     trials = list(csv.DictReader(open(tmp_path / "csv" / "trials.csv")))
     epochs = list(csv.DictReader(open(tmp_path / "csv" / "epochs.csv")))
-    assert {"trial_id", "study", "budget", "state", "seed", "model.pool", "val_loss", "val_acc", "test_loss",
-            "test_acc", "best_epoch", "epochs", "config"} <= set(trials[0])  # fmt: skip
+    assert {"id", "study", "budget", "state", "seed", "model.pool", "val_loss", "val_acc", "test_loss",
+            "test_acc", "best_epoch", "epochs", "train_s", "total_s", "n_params", "config"} <= set(trials[0])
     assert {"trial_id", "seed", "model.pool", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
             "epoch_s"} <= set(epochs[0])  # fmt: skip
-    assert sorted(t["trial_id"] for t in trials) == sorted(planned)
+    assert sorted(t["id"] for t in trials) == sorted(planned)
+    n_rows = {t: sum(e["trial_id"] == t for e in epochs) for t in planned}
+    assert all(int(t["epochs"]) == n_rows[t["id"]] for t in trials)
     run_cli("results", "n", "--store", str(db), "--out", str(tmp_path / "j"), "--as", "jsonl", check=True)
     rows = [json.loads(x) for x in (tmp_path / "j" / "trials.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and rows[0]["label"] == "full"
@@ -276,6 +278,15 @@ def test_resolve_checkpoint(failed_store):
     done = [r for r in recs.values() if r["state"] == "COMPLETE"]
     assert best.name == min(done, key=lambda r: r["metrics"]["val_loss"])["id"]
     assert resolve_checkpoint(str(d), db) == d
+    info, recs, epochs = load_study_trials(db, "n")  # what a report reads: COMPLETE trials of one budget
+    assert info["select_metric"] == "val_loss" and info["factors"] == ["model.pool"] and info["budget"] == "full"
+    assert len(recs) == 3 and {e["trial"] for e in epochs} == {r["id"] for r in recs}
+    from fmlab import results
+    from fmlab.store import Store
+
+    trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.analyse's contract
+    assert meta["factors"] == {"model.pool": ["avg", "max"]} and meta["baseline"] == {"model.pool": "avg"}
+    assert meta["select"] == "val_loss" and meta["planned"] == 4 and len(trials) == 4
     from fmlab.errors import FmlabError
 
     with pytest.raises(FmlabError, match="FAILED"):

@@ -143,7 +143,7 @@ class _SweepDisplay:
         for c in ("running", "epoch", "elapsed"):
             t.add_column(c)
         now = time.time()
-        for tid, r in sorted(p.running.items()):
+        for tid, r in sorted(dict(p.running).items()):  # a copy: the sweep loop changes it meanwhile
             t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", _fmt_secs(now - r["started"]))
         return Group(Text(f"{self.title}: {self.line(p)}", style="bold"), t, Text(p.last, style="dim"))
 
@@ -256,7 +256,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.format == "json":
         out_json(recs)
         return 0
-    cols = ["id", "study", "budget", "state", "seed", "cell", "val_acc", "val_loss", "test_acc", "epochs", "time"]
+    cols = ["id", "study", "budget", "state", "seed", "cell", "val_acc", "val_loss", "test_acc", "best_epoch", "time"]
     rows = [[r["id"], r["study"] or "", r["label"] or "", r["state"], str(r["seed"]),
              " ".join(f"{k.split('.')[-1]}={v}" for k, v in r["cell"].items()),
              _metric(r, "val_acc"), _metric(r, "val_loss"), _metric(r, "test_acc"),
@@ -266,7 +266,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for x in rows:
         print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)).rstrip())
-    err(f"{len(recs)} trial(s); 'epochs' = best epoch")
+    err(f"{len(recs)} trial(s)")
     return 0
 
 

@@ -11,6 +11,7 @@ from .checkpoint import atomic_write
 from .store import Store
 
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
+Rows3 = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
 EPOCH_COLS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
 
 
@@ -23,11 +24,13 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
     trials, by_id = [], {}
     for r in recs:
         cell = {k: r["cell"].get(k) for k in factors}
-        row = {"trial_id": r["id"], "study": study, "budget": budget, "label": r["label"], "state": r["state"],
+        tm = r["timings"]
+        row = {"id": r["id"], "study": study, "budget": budget, "label": r["label"], "state": r["state"],
                "seed": r["seed"], **cell, **{m: r["metrics"].get(m) for m in METRICS},
                "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], "n_params": r["n_params"],
-               "total_s": r["timings"].get("total_s"), "train_images_per_s": r["timings"].get("train_images_per_s"),
-               "error": r["error"], "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
+               "train_s": tm.get("train_s"), "total_s": tm.get("total_s"),
+               "train_images_per_s": tm.get("train_images_per_s"), "error": r["error"],
+               "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
         trials.append(row)
         by_id[r["id"]] = (r["seed"], cell)
     epochs = []
@@ -38,8 +41,26 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
     for e in epochs:
         n_epochs[e["trial_id"]] = n_epochs.get(e["trial_id"], 0) + 1
     for t in trials:
-        t["epochs"] = n_epochs.get(t["trial_id"], 0)
+        t["epochs"] = n_epochs.get(t["id"], 0)
     return trials, epochs
+
+
+def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
+    """(trials, epochs, meta) in the contract of fmlab.analysis.analyse / report.build_report, as plain
+    rows (pd.DataFrame(rows) them): every trial of one budget, whatever its state, one row each."""
+    from .config import Config, with_overrides
+
+    info = store.study(study)
+    budget = store.pick_budget(study, budget)
+    trials, epochs = tables(store, study, budget)
+    spec = info["spec"]
+    levels = {k: list(v) for k, v in spec.get("factors", {}).items()}
+    flat = with_overrides(Config(), spec.get("base", {})).resolved().flat()
+    baseline = {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in levels.items()}
+    meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
+            "factors": levels, "baseline": baseline, "select": info["select_metric"], "planned": len(trials),
+            "description": info["description"]}  # fmt: skip
+    return trials, epochs, meta
 
 
 def write(rows: list[dict[str, Any]], path: Path, fmt: str) -> Path:
