@@ -130,7 +130,7 @@ def test_bad_study_file_fails_before_running(tmp_path, case):
 def test_bad_value_names_allowed_values_and_keeps_existing_store(tmp_path):
     good = write_study(tmp_path, "good", {"model.pool": ["avg"]})
     db = tmp_path / "fm.db"
-    run_cli("sweep", str(good), "--store", str(db), "--workers", "0", check=True)
+    run_cli("sweep", str(good), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
     before = db.read_bytes()
     bad = tmp_path / "bad.toml"
     bad.write_text(good.read_text().replace('["avg"]', '["avg", "median"]'))
@@ -201,14 +201,15 @@ def test_ctrl_c_gives_running_trials_back(tmp_path):
     f = write_study(tmp_path, "i", {"model.pool": ["avg"]}, seeds=(0, 1))
     planned = ids_of(f)
     db = tmp_path / "fm.db"
-    p = sweep_popen(str(f), "--store", str(db), "--workers", "1", env={"FMLAB_FAULT": f"sleep:{planned[0]}:60"})
+    p = sweep_popen(str(f), "--store", str(db), "--workers", "1", "--threads", "1",
+                    env={"FMLAB_FAULT": f"sleep:{planned[0]}:60"})  # fmt: skip
     wait_for(lambda: q(db, "SELECT 1 FROM epochs"), what="the first epoch")
     os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
     _, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     wait_for(lambda: not live_group(p.pid), 20, "no process left")
     assert set(states(db).values()) == {"WAITING"}
-    run_cli("sweep", str(f), "--store", str(db), "--workers", "1", check=True)
+    run_cli("sweep", str(f), "--store", str(db), "--workers", "1", "--threads", "1", check=True)
     assert_exactly_complete(db, planned)
 
 
@@ -221,7 +222,8 @@ def failed_store(tmp_path_factory):
     f = write_study(tmp, "n", {"model.pool": ["avg", "max"]}, seeds=(0, 1))
     planned = ids_of(f)
     db = tmp / "fm.db"
-    p = run_cli("sweep", str(f), "--store", str(db), "--workers", "0", env={"FMLAB_FAULT": f"nan:{planned[1]}"})
+    p = run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1",
+                env={"FMLAB_FAULT": f"nan:{planned[1]}"})  # fmt: skip
     return f, db, planned, p
 
 
@@ -295,9 +297,9 @@ def test_resolve_checkpoint(failed_store):
 
 def test_retry_failed(failed_store):
     f, db, planned, _ = failed_store
-    again = run_cli("sweep", str(f), "--store", str(db), "--workers", "0")
+    again = run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1")
     assert again.returncode == 1 and states(db)[planned[1]] == "FAILED"  # not retried unless asked
-    run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--retry-failed", check=True)
+    run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1", "--retry-failed", check=True)
     assert_exactly_complete(db, planned)
 
 
@@ -307,10 +309,10 @@ def test_same_config_and_seed_in_two_studies_runs_once(tmp_path):
     shared = set(ids_of(a)) & set(ids_of(b))
     assert len(shared) == 1
     db = tmp_path / "fm.db"
-    run_cli("sweep", str(a), "--store", str(db), "--workers", "0", check=True)
+    run_cli("sweep", str(a), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
     dry = run_cli("sweep", str(b), "--store", str(db), "--dry-run", check=True).stdout
     assert "to run: 1, already COMPLETE: 1" in dry
-    rb = run_cli("sweep", str(b), "--store", str(db), "--workers", "0", check=True)
+    rb = run_cli("sweep", str(b), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
     assert "(1 run now)" in rb.stderr
     (tid,) = shared
     assert q(db, "SELECT attempts FROM trials WHERE id=?", tid) == [(1,)]

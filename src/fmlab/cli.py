@@ -201,6 +201,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             cell = " ".join(f"{k.split('.')[-1]}={v}" for k, v in t.cell.items())
             print(f"  {t.id}  seed {t.seed}  {cell}")
         return 0
+    from . import data
+
+    for name in data.FILES:  # a missing dataset is one clear error, not a study of FAILED trials
+        data.find_file(name, args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
     est = sweep.estimate_s([t for t in trials if t.id in set(plan.todo)], workers, threads,
