@@ -20,7 +20,8 @@ data:
 
 run: setup data
 	$(FMLAB) data check
-	$(FMLAB) train
+	$(FMLAB) sweep studies/seed.toml --budget quick
+	$(FMLAB) report seed --budget quick
 
 test: setup data
 	@scripts/install-deps.sh --test

@@ -150,6 +150,249 @@ def cmd_report_files(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """A study's report from the store: reports/<study>/ (reports/<study>-<budget>/ for other budgets)."""
+    import pandas as pd
+
+    from .analysis import best_trial
+    from .report import build_report
+    from .results import report_inputs
+    from .store import Store
+
+    store = Store(_store_path(args), create=False)
+    try:
+        trials, epochs, meta = report_inputs(store, args.study, args.budget)
+        tdf, edf = pd.DataFrame(trials), pd.DataFrame(epochs)
+        best = best_trial(tdf, meta["select"]) if len(tdf) else None
+        ckpt = store.trial_dir(best) if best else None
+    finally:
+        store.close()
+    name = args.study if meta["budget"] == "full" else f"{args.study}-{meta['budget']}"
+    out = Path(args.out) if args.out else Path("reports") / name
+    rep = build_report(tdf, edf, meta, out, ckpt if ckpt and (ckpt / "trial.json").is_file() else None)
+    print_report_summary(rep, args.format)
+    return 0
+
+
+# ---------------------------------------------------------------- studies: sweep, ls, show, results
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    from .store import DEFAULT_PATH
+
+    return Path(args.store) if args.store else DEFAULT_PATH
+
+
+def _default_workers() -> int:
+    from .env import cores
+
+    # BENCHMARKS.md "Studies": single-thread workers, one per core, beat one multi-thread worker.
+    return cores()
+
+
+class _SweepDisplay:
+    """Live progress on stderr: a rich panel on a terminal, one line per finished trial otherwise."""
+
+    def __init__(self, title: str, live: bool) -> None:
+        self.title, self.live, self.panel, self.printed, self.p = title, live, None, 0, None
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.panel = Live(console=Console(stderr=True), refresh_per_second=2, transient=True,
+                              get_renderable=self.render)  # fmt: skip
+            self.panel.start()
+
+    def line(self, p: Any) -> str:
+        elsewhere = f" (+{p.elsewhere} in another sweep)" if p.elsewhere else ""
+        return (f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
+                f"elapsed {_fmt_secs(time.time() - p.started)}, ETA {_fmt_secs(p.eta_s())}")  # fmt: skip
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        p = self.p
+        if p is None:
+            return Text(f"{self.title}: starting")
+        t = Table(box=None, padding=(0, 2, 0, 0))
+        for c in ("running", "epoch", "elapsed"):
+            t.add_column(c)
+        now = time.time()
+        for tid, r in sorted(dict(p.running).items()):  # a copy: the sweep loop changes it meanwhile
+            t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", _fmt_secs(now - r["started"]))
+        return Group(Text(f"{self.title}: {self.line(p)}", style="bold"), t, Text(p.last, style="dim"))
+
+    def update(self, p: Any) -> None:
+        self.p = p
+        if self.panel is None and p.events != self.printed:
+            self.printed = p.events
+            err(f"[{self.line(p)}] {p.last}")
+
+    def close(self) -> None:
+        if self.panel is not None:
+            self.panel.stop()
+            self.panel = None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import signal
+
+    from . import study as fstudy
+
+    seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
+    st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store (or torch) is touched
+    from . import sweep
+    from .env import RunOptions, cores
+    from .store import Store
+
+    trials = st.trials()
+    workers = _default_workers() if args.workers is None else args.workers
+    if workers < 0:
+        raise FmlabError(f"bad --workers {workers}; use 0 (inline) or a count of processes")
+    threads = args.threads or max(1, cores() // max(workers, 1))
+    opts = RunOptions(device=args.device, threads=threads, data_dir=args.data_dir)
+    path = _store_path(args)
+    label = f" [{st.label}]" if st.budget != fstudy.FULL else ""
+    head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {len(st.cells())} cells x "
+            f"{len(st.seeds)} seeds = {len(trials)} trials; store {path}")  # fmt: skip
+    where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
+    if args.dry_run:
+        store = Store(path) if path.exists() else None
+        plan = store.status([t.id for t in trials]) if store else None
+        runnable = set(plan.todo) | (set(plan.failed) if args.retry_failed else set()) if plan else None
+        todo = [t for t in trials if runnable is None or t.id in runnable]
+        calib = sweep.calibration(store, threads) if store else 1.0
+        est = sweep.estimate_s(todo, workers, threads, calib)
+        n_done = len(plan.done) if plan else 0
+        n_failed = len(plan.failed) if plan else 0
+        n_run = len(plan.running) if plan else 0
+        print(head)
+        print(f"to run: {len(todo)}, already COMPLETE: {n_done}, FAILED: {n_failed}"
+              + ("" if args.retry_failed or not n_failed else " (skipped; --retry-failed reruns them)")
+              + (f", RUNNING in another sweep: {n_run}" if n_run else ""))  # fmt: skip
+        print(f"estimated time: <= {_fmt_secs(est)} on {where}, {threads} thread(s) each "
+              f"(upper bound, every trial to max_epochs; speed {'from this store' if calib != 1.0 else 'assumed'})")
+        for t in todo:
+            cell = " ".join(f"{k.split('.')[-1]}={v}" for k, v in t.cell.items())
+            print(f"  {t.id}  seed {t.seed}  {cell}")
+        return 0
+    from . import data
+
+    for name in data.FILES:  # a missing dataset is one clear error, not a study of FAILED trials
+        data.find_file(name, args.data_dir)
+    store = Store(path)
+    plan = store.plan(st, trials, retry_failed=args.retry_failed)
+    est = sweep.estimate_s([t for t in trials if t.id in set(plan.todo)], workers, threads,
+                           sweep.calibration(store, threads))  # fmt: skip
+    err(head)
+    err(f"to run: {len(plan.todo)} on {where}, {threads} thread(s) each; already COMPLETE: {len(plan.done)}; "
+        f"FAILED: {len(plan.failed)}" + (" (skipped; --retry-failed reruns them)" if plan.failed else "")
+        + (f"; recovered from a dead sweep: {len(plan.recovered)}" if plan.recovered else "")
+        + f"; estimate <= {_fmt_secs(est)}")  # fmt: skip
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    disp = _SweepDisplay(f"{st.name} ({st.label})", live=sys.stderr.isatty() and not args.plain)
+    try:
+        prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est)
+    except KeyboardInterrupt:
+        disp.close()
+        err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
+        return 130
+    finally:
+        disp.close()
+    recs = {r["id"]: r for r in store.records(st.name, st.budget)}
+    planned = [recs[t.id] for t in trials]
+    failed = [r for r in planned if r["state"] == "FAILED"]
+    done = [r for r in planned if r["state"] == "COMPLETE"]
+    err(f"{st.name} ({st.budget}{label}): {len(done)}/{len(planned)} COMPLETE ({prog.ran} run now), "
+        f"{len(failed)} FAILED, wall {_fmt_secs(time.time() - prog.started)}")  # fmt: skip
+    if done:
+        best = store.best(st.name, st.budget)
+        m = best["metrics"]
+        err(f"best trial by {st.select}: {best['id']} val acc {m['val_acc']:.4f} val loss {m['val_loss']:.4f} "
+            f"(test acc {m['test_acc']:.4f}){label}")  # fmt: skip
+    for r in failed:
+        err(f"FAILED {r['id']}: {r['error']}  (fmlab show {r['id']}; rerun with --retry-failed)")
+    store.close()
+    return 1 if failed else 0
+
+
+def _metric(r: dict, k: str) -> str:
+    v = r["metrics"].get(k)
+    return "" if v is None else f"{v:.4f}"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    store = Store(_store_path(args), create=False)
+    if args.study:
+        store.study(args.study)  # an unknown study is an error naming the known ones
+    recs = store.records(args.study, args.budget, states=[args.state] if args.state else None)
+    if args.format == "json":
+        out_json(recs)
+        return 0
+    cols = ["id", "study", "budget", "state", "seed", "cell", "val_acc", "val_loss", "test_acc", "best_epoch", "time"]
+    rows = [[r["id"], r["study"] or "", r["label"] or "", r["state"], str(r["seed"]),
+             " ".join(f"{k.split('.')[-1]}={v}" for k, v in r["cell"].items()),
+             _metric(r, "val_acc"), _metric(r, "val_loss"), _metric(r, "test_acc"),
+             str(r["best_epoch"] or ""), _fmt_secs(r["timings"]["total_s"]) if r["timings"] else ""]
+            for r in recs]  # fmt: skip
+    widths = [max([len(c)] + [len(x[i]) for x in rows]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for x in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)).rstrip())
+    err(f"{len(recs)} trial(s)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    rec = Store(_store_path(args), create=False).trial(args.trial)
+    if args.format == "json":
+        out_json(rec)
+        return 0
+    print(f"trial {rec['id']}  {rec['state']}  seed {rec['seed']}  attempts {rec['attempts']}")
+    for s in rec["studies"]:
+        print(f"  study {s['study']} ({s['budget']})")
+    if rec["cell"]:
+        print("  " + " ".join(f"{k}={v}" for k, v in rec["cell"].items()))
+    if rec["metrics"]:
+        print("  " + "  ".join(f"{k} {v:.4f}" for k, v in rec["metrics"].items())
+              + f"  best epoch {rec['best_epoch']} ({rec['stop_reason']})")  # fmt: skip
+    if rec["checkpoint"]:
+        print(f"  checkpoint {rec['checkpoint']}")
+    if rec["owner"]:
+        print(f"  running on {rec['owner']}")
+    if rec["epochs"]:
+        print("  epoch  lr        train_loss  train_acc  val_loss  val_acc  epoch_s")
+        for e in rec["epochs"]:
+            print(f"  {e['epoch']:5d}  {e['lr']:.2e}  {e['train_loss']:10.4f}  {e['train_acc']:9.4f}  "
+                  f"{e['val_loss']:8.4f}  {e['val_acc']:7.4f}  {e['epoch_s']:7.1f}")  # fmt: skip
+    if rec["error"]:
+        print(f"  error: {rec['error']}")
+    if rec["traceback"]:
+        print(rec["traceback"].rstrip())
+    if rec["log"]:
+        print("log:\n" + rec["log"].rstrip())
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from . import results
+    from .store import Store
+
+    for p in results.export(Store(_store_path(args), create=False), args.study, args.out, args.as_, args.budget):
+        err(f"wrote {p}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -191,6 +434,48 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--best-ckpt", help="checkpoint dir of the best trial (by validation): confusion matrix")
     r.add_argument("--format", choices=["table", "json"], default="table")
     r.set_defaults(func=cmd_report_files)
+    store_help = "the SQLite store (default runs/fmlab.db)"
+    rp = sub.add_parser("report", help="a study's report: index.html, summary.md, figures, hiplot.html")
+    rp.add_argument("study")
+    rp.add_argument("--budget", help="which budget's trials (needed when the study has several)")
+    rp.add_argument("--out", help="output folder (default reports/<study>, or reports/<study>-<budget>)")
+    rp.add_argument("--store", help=store_help)
+    rp.add_argument("--format", choices=["table", "json"], default="table")
+    rp.set_defaults(func=cmd_report)
+    sw = sub.add_parser("sweep", help="run a study file's trials (resumes; nothing COMPLETE is redone)")
+    sw.add_argument("study_file")
+    sw.add_argument("--budget", default="full", help="a [budgets.NAME] of the study file: full (default) or quick")
+    sw.add_argument("--seeds", help="N (seeds 0..N-1) or a list like 0,1,2; overrides the study and budget")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="local worker processes (default: one per core, 1 thread each); 0 = inline")
+    sw.add_argument("--store", help=store_help)
+    sw.add_argument("--dry-run", action="store_true", help="print the plan and an estimate; run nothing")
+    sw.add_argument("--retry-failed", action="store_true", help="rerun the study's FAILED trials")
+    sw.add_argument("--plain", action="store_true", help="line-by-line progress even on a terminal")
+    add_run_args(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    ls = sub.add_parser("ls", help="trials in the store: state, cell, seed, metrics")
+    ls.add_argument("study", nargs="?")
+    ls.add_argument("--budget")
+    ls.add_argument("--state", choices=["WAITING", "RUNNING", "COMPLETE", "FAILED"])
+    ls.add_argument("--store", help=store_help)
+    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.set_defaults(func=cmd_ls)
+
+    sh = sub.add_parser("show", help="one trial: config, metrics, per-epoch rows, traceback and log")
+    sh.add_argument("trial", help="a trial id or a unique prefix")
+    sh.add_argument("--store", help=store_help)
+    sh.add_argument("--format", choices=["table", "json"], default="table")
+    sh.set_defaults(func=cmd_show)
+
+    rs = sub.add_parser("results", help="per-trial and per-epoch tables of a study")
+    rs.add_argument("study")
+    rs.add_argument("--out", required=True, help="output folder (trials.csv, epochs.csv)")
+    rs.add_argument("--as", dest="as_", choices=["csv", "jsonl"], default="csv")
+    rs.add_argument("--budget", help="which budget's trials (needed when the study has several)")
+    rs.add_argument("--store", help=store_help)
+    rs.set_defaults(func=cmd_results)
     return ap
 
 

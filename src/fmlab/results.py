@@ -1,0 +1,85 @@
+"""`fmlab results`: a study's per-trial and per-epoch tables (csv or jsonl), one budget at a time."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+from .store import Store
+
+METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
+Rows3 = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
+EPOCH_COLS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
+
+
+def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(trial rows, epoch rows) of every trial of the study under one budget, whatever its state."""
+    info = store.study(study)
+    budget = store.pick_budget(study, budget)
+    factors = info["factors"]
+    recs = store.records(study, budget)
+    trials, by_id = [], {}
+    for r in recs:
+        cell = {k: r["cell"].get(k) for k in factors}
+        tm = r["timings"]
+        row = {"id": r["id"], "study": study, "budget": budget, "label": r["label"], "state": r["state"],
+               "seed": r["seed"], **cell, **{m: r["metrics"].get(m) for m in METRICS},
+               "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], "n_params": r["n_params"],
+               "train_s": tm.get("train_s"), "total_s": tm.get("total_s"),
+               "train_images_per_s": tm.get("train_images_per_s"), "error": r["error"],
+               "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
+        trials.append(row)
+        by_id[r["id"]] = (r["seed"], cell)
+    epochs = []
+    for e in store.epochs(by_id):
+        seed, cell = by_id[e["trial"]]
+        epochs.append({"trial_id": e["trial"], "seed": seed, **cell, **{c: e[c] for c in EPOCH_COLS}})
+    n_epochs: dict[str, int] = {}
+    for e in epochs:
+        n_epochs[e["trial_id"]] = n_epochs.get(e["trial_id"], 0) + 1
+    for t in trials:
+        t["epochs"] = n_epochs.get(t["id"], 0)
+    return trials, epochs
+
+
+def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
+    """(trials, epochs, meta) in the contract of fmlab.analysis.analyse / report.build_report, as plain
+    rows (pd.DataFrame(rows) them): every trial of one budget, whatever its state, one row each."""
+    from .config import Config, with_overrides
+
+    info = store.study(study)
+    budget = store.pick_budget(study, budget)
+    trials, epochs = tables(store, study, budget)
+    spec = info["spec"]
+    levels = {k: list(v) for k, v in spec.get("factors", {}).items()}
+    flat = with_overrides(Config(), spec.get("base", {})).resolved().flat()
+    baseline = {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in levels.items()}
+    meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
+            "factors": levels, "baseline": baseline, "select": info["select_metric"], "planned": len(trials),
+            "description": info["description"]}  # fmt: skip
+    return trials, epochs, meta
+
+
+def write(rows: list[dict[str, Any]], path: Path, fmt: str) -> Path:
+    def w(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            if fmt == "jsonl":
+                for r in rows:
+                    f.write(json.dumps(r, allow_nan=False) + "\n")
+            else:
+                cols = list(dict.fromkeys(k for r in rows for k in r))
+                wr = csv.DictWriter(f, fieldnames=cols)
+                wr.writeheader()
+                wr.writerows(rows)
+
+    atomic_write(path, w)
+    return path
+
+
+def export(store: Store, study: str, out: str | Path, fmt: str = "csv", budget: str | None = None) -> list[Path]:
+    trials, epochs = tables(store, study, budget)
+    out = Path(out)
+    return [write(trials, out / f"trials.{fmt}", fmt), write(epochs, out / f"epochs.{fmt}", fmt)]

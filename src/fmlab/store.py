@@ -1,0 +1,430 @@
+"""The store: one SQLite file (WAL) of studies, trials, their per-epoch rows and artifacts.
+
+Only the sweep's parent process writes. A RUNNING trial names its owner (host, pid) and carries a
+heartbeat; it is taken back (to WAITING) only when its owner is gone: the heartbeat expired, or the
+owner pid on this host no longer exists. Claims are atomic (BEGIN IMMEDIATE + conditional UPDATE),
+so concurrent sweeps never run the same trial twice. Checkpoints live next to the file:
+<store dir>/trials/<id>/best.safetensors + trial.json, resume state in <id>/state/ until COMPLETE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import FmlabError
+
+SCHEMA_VERSION = 1
+DEFAULT_PATH = Path("runs/fmlab.db")
+HEARTBEAT_S = 5.0  # how often the parent refreshes its RUNNING rows
+HEARTBEAT_TTL_S = 60.0  # a RUNNING row not refreshed for this long belongs to a dead sweep
+EPOCH_COLS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS studies (
+  name TEXT PRIMARY KEY, description TEXT, path TEXT, select_metric TEXT NOT NULL,
+  factors TEXT NOT NULL, spec TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+  id TEXT PRIMARY KEY, config TEXT NOT NULL, seed INTEGER NOT NULL, state TEXT NOT NULL,
+  owner_host TEXT, owner_pid INTEGER, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0,
+  created REAL NOT NULL, started REAL, finished REAL, error TEXT, traceback TEXT, log TEXT,
+  metrics TEXT, timings TEXT, env TEXT, best_epoch INTEGER, stop_reason TEXT, n_params INTEGER);
+CREATE INDEX IF NOT EXISTS trials_state ON trials(state);
+CREATE TABLE IF NOT EXISTS study_trials (
+  study TEXT NOT NULL REFERENCES studies(name), budget TEXT NOT NULL, trial TEXT NOT NULL REFERENCES trials(id),
+  cell TEXT NOT NULL, PRIMARY KEY (study, budget, trial));
+CREATE TABLE IF NOT EXISTS epochs (
+  trial TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, lr REAL, train_loss REAL, train_acc REAL,
+  val_loss REAL, val_acc REAL, epoch_s REAL, PRIMARY KEY (trial, epoch));
+CREATE TABLE IF NOT EXISTS artifacts (
+  trial TEXT NOT NULL REFERENCES trials(id), kind TEXT NOT NULL, path TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (trial, kind));
+"""
+
+
+class StoreError(FmlabError):
+    """A missing or unusable store, or a trial reference that matches nothing."""
+
+
+class State(StrEnum):
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+@dataclass
+class Plan:
+    """What a sweep will do: all planned ids, split by their state in the store."""
+
+    ids: list[str]
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)  # RUNNING in another live sweep
+    todo: list[str] = field(default_factory=list)  # WAITING: this sweep runs them
+    recovered: list[str] = field(default_factory=list)  # stale RUNNING rows put back to WAITING
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _j(x: Any) -> str | None:
+    return None if x is None else json.dumps(x, allow_nan=False)
+
+
+class Store:
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, create: bool = True):
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise StoreError(f"{self.path}: no store here; run 'fmlab sweep STUDY_FILE' first or pass --store PATH")
+        self.root = self.path.parent
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not an fmlab store ({e})") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version} is newer than this fmlab ({SCHEMA_VERSION}); "
+                             "upgrade fmlab")  # fmt: skip
+        self.db.execute("PRAGMA busy_timeout = 60000")
+        if version < SCHEMA_VERSION:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            with self.tx():
+                for stmt in DDL.split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front (no lock upgrades, no deadlocks)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def trial_dir(self, tid: str) -> Path:
+        return self.root / "trials" / tid
+
+    def state_dir(self, tid: str) -> Path:
+        return self.trial_dir(tid) / "state"
+
+    # ------------------------------------------------------------ planning and claiming
+
+    def _stale_ids(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
+        now = time.time()
+        rows = self.db.execute("SELECT id, owner_host, owner_pid, heartbeat FROM trials WHERE state = ?",
+                               (State.RUNNING.value,)).fetchall()  # fmt: skip
+        want = set(ids) if ids is not None else None
+        out = []
+        for r in rows:
+            if want is not None and r["id"] not in want:
+                continue
+            if r["heartbeat"] is None or now - r["heartbeat"] > HEARTBEAT_TTL_S:
+                out.append(r["id"])
+            elif r["owner_host"] == self.host and r["owner_pid"] == self.pid:
+                if mine_too:  # a previous process with our pid; we own nothing yet
+                    out.append(r["id"])
+            elif r["owner_host"] == self.host and not _pid_alive(r["owner_pid"]):
+                out.append(r["id"])
+        return out
+
+    def recover_stale(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
+        """Put RUNNING rows whose owner is gone back to WAITING; their resume state is kept."""
+        stale = self._stale_ids(ids, mine_too=mine_too)
+        if stale:
+            with self.tx() as db:
+                for tid in stale:
+                    db.execute("UPDATE trials SET state = ?, owner_host = NULL, owner_pid = NULL, heartbeat = NULL "
+                               "WHERE id = ? AND state = ?", (State.WAITING, tid, State.RUNNING))  # fmt: skip
+        return stale
+
+    def plan(self, study: Any, trials: list[Any], *, retry_failed: bool = False) -> Plan:
+        """Record the study and its trials (WAITING when new), recover stale rows; say what is left."""
+        now = time.time()
+        ids = [t.id for t in trials]
+        with self.tx() as db:
+            db.execute("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                       "description=excluded.description, path=excluded.path, select_metric=excluded.select_metric, "
+                       "factors=excluded.factors, spec=excluded.spec, updated=excluded.updated",
+                       (study.name, study.description, study.path, study.select, _j(list(study.factors)),
+                        _j(study.spec()), now, now))  # fmt: skip
+            for t in trials:
+                db.execute("INSERT OR IGNORE INTO trials (id, config, seed, state, created) VALUES (?,?,?,?,?)",
+                           (t.id, _j(t.config.to_dict()), t.seed, State.WAITING.value, now))  # fmt: skip
+                db.execute("INSERT OR IGNORE INTO study_trials VALUES (?,?,?,?)",
+                           (study.name, study.budget, t.id, _j(t.cell)))  # fmt: skip
+            if retry_failed:
+                for tid in ids:
+                    if db.execute("UPDATE trials SET state=?, error=NULL, traceback=NULL, attempts=0 "
+                                  "WHERE id=? AND state=?", (State.WAITING.value, tid, State.FAILED.value)).rowcount:
+                        db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
+                        shutil.rmtree(self.state_dir(tid), ignore_errors=True)
+        recovered = self.recover_stale(ids, mine_too=True)
+        plan = self.status(ids)
+        plan.recovered = recovered
+        for tid in plan.done:  # a crash between COMPLETE and cleanup leaves resume state behind
+            shutil.rmtree(self.state_dir(tid), ignore_errors=True)
+        return plan
+
+    def status(self, ids: list[str]) -> Plan:
+        """Read-only: the planned ids by state (ids not in the store yet count as to do)."""
+        states = self.states(ids)
+        p = Plan(ids=list(ids))
+        for tid in ids:
+            s = states.get(tid, State.WAITING.value)
+            {"COMPLETE": p.done, "FAILED": p.failed, "RUNNING": p.running, "WAITING": p.todo}[s].append(tid)
+        return p
+
+    def states(self, ids: Iterable[str]) -> dict[str, str]:
+        ids = list(ids)
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT id, state FROM trials WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({r["id"]: r["state"] for r in self.db.execute(q, chunk)})
+        return out
+
+    def claim(self, ids: Iterable[str]) -> str | None:
+        """Atomically take the first WAITING trial of ids for this process; None if none is left."""
+        now = time.time()
+        with self.tx() as db:
+            for tid in ids:
+                cur = db.execute("UPDATE trials SET state=?, owner_host=?, owner_pid=?, heartbeat=?, started=?, "
+                                 "attempts=attempts+1 WHERE id=? AND state=?",
+                                 (State.RUNNING, self.host, self.pid, now, now, tid, State.WAITING))  # fmt: skip
+                if cur.rowcount == 1:
+                    return tid
+        return None
+
+    def heartbeat(self) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE trials SET heartbeat=? WHERE state=? AND owner_host=? AND owner_pid=?",
+                       (time.time(), State.RUNNING.value, self.host, self.pid))  # fmt: skip
+
+    def _mine(self) -> str:
+        return f"id=? AND state='{State.RUNNING.value}' AND owner_host=? AND owner_pid=?"
+
+    def add_epoch(self, tid: str, row: dict[str, float]) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
+                       (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
+
+    def complete(self, tid: str, result: Any, log: str = "") -> bool:
+        """Write the checkpoint, then the trial's row and epochs in one transaction; drop resume state."""
+        from .checkpoint import save_trial
+
+        ckpt = save_trial(result, self.trial_dir(tid))
+        now = time.time()
+        with self.tx() as db:
+            cur = db.execute("UPDATE trials SET state=?, finished=?, metrics=?, timings=?, env=?, best_epoch=?, "
+                             f"stop_reason=?, n_params=?, log=?, owner_pid=NULL, heartbeat=NULL WHERE {self._mine()}",
+                             (State.COMPLETE.value, now, _j(result.metrics), _j(result.timings), _j(result.env),
+                              result.best_epoch, result.stop_reason, result.n_params, log, tid, self.host,
+                              self.pid))  # fmt: skip
+            if cur.rowcount != 1:
+                return False  # no longer ours (taken back as stale): the other owner writes it
+            db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
+            for row in result.epochs:
+                db.execute("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
+                           (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
+            for kind, name in (("weights", "best.safetensors"), ("trial_json", "trial.json")):
+                db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?)", (tid, kind, str(ckpt / name), now))
+        shutil.rmtree(self.state_dir(tid), ignore_errors=True)
+        return True
+
+    def fail(self, tid: str, error: str, traceback: str, log: str = "") -> None:
+        with self.tx() as db:
+            db.execute("UPDATE trials SET state=?, finished=?, error=?, traceback=?, log=?, owner_pid=NULL, "
+                       f"heartbeat=NULL WHERE {self._mine()}",
+                       (State.FAILED.value, time.time(), error, traceback, log, tid, self.host, self.pid))  # fmt: skip
+
+    def release(self, tids: Iterable[str], error: str | None = None) -> None:
+        """Give trials back (WAITING) so the next sweep redoes them from their last saved epoch."""
+        with self.tx() as db:
+            for tid in tids:
+                db.execute("UPDATE trials SET state=?, owner_host=NULL, owner_pid=NULL, heartbeat=NULL, "
+                           f"error=? WHERE {self._mine()}", (State.WAITING.value, error, tid, self.host, self.pid))
+
+    # ------------------------------------------------------------ reading
+
+    def studies(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM studies ORDER BY name").fetchall()
+        return [{**dict(r), "factors": json.loads(r["factors"]), "spec": json.loads(r["spec"])} for r in rows]
+
+    def study(self, name: str) -> dict[str, Any]:
+        for s in self.studies():
+            if s["name"] == name:
+                s["budgets"] = [r[0] for r in self.db.execute(
+                    "SELECT DISTINCT budget FROM study_trials WHERE study=? ORDER BY budget", (name,))]  # fmt: skip
+                return s
+        known = ", ".join(s["name"] for s in self.studies()) or "none yet"
+        raise StoreError(f"{self.path}: no study '{name}'; studies in this store: {known}")
+
+    def pick_budget(self, name: str, budget: str | None = None) -> str:
+        """The budget to read: the one asked for, or the only one there is (reports never mix budgets)."""
+        budgets = self.study(name)["budgets"]
+        if budget is not None:
+            if budget not in budgets:
+                raise StoreError(f"study '{name}' has no trials under budget '{budget}'; it has: "
+                                 f"{', '.join(budgets) or 'none'}")  # fmt: skip
+            return budget
+        if len(budgets) == 1:
+            return budgets[0]
+        raise StoreError(f"study '{name}' has trials under budgets {', '.join(budgets)}; pick one with --budget "
+                         f"(or {name}@{budgets[0]}:best)")  # fmt: skip
+
+    def records(self, study: str | None = None, budget: str | None = None, states: Iterable[str] | None = None,
+                ids: Iterable[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """One record per (study, budget, trial) link: id, study, budget, label, state, seed, cell, config,
+        metrics, timings, ... Trials not linked to any study appear with study None."""
+        q = ("SELECT t.*, st.study, st.budget, st.cell FROM trials t LEFT JOIN study_trials st ON st.trial = t.id "
+             "WHERE 1=1")
+        args: list[Any] = []
+        if study is not None:
+            q += " AND st.study = ?"
+            args.append(study)
+        if budget is not None:
+            q += " AND st.budget = ?"
+            args.append(budget)
+        if states is not None:
+            st = [State(s).value for s in states]
+            q += f" AND t.state IN ({','.join('?' * len(st))})"
+            args += st
+        if ids is not None:
+            idl = list(ids)
+            q += f" AND t.id IN ({','.join('?' * len(idl))})"
+            args += idl
+        q += " ORDER BY st.study, st.budget, t.created, t.id"
+        from .study import budget_label
+
+        out = []
+        for r in self.db.execute(q, args):
+            d = dict(r)
+            rec = {"id": d["id"], "study": d["study"], "budget": d["budget"],
+                   "label": budget_label(d["budget"]) if d["budget"] else None, "state": d["state"],
+                   "seed": d["seed"], "cell": json.loads(d["cell"]) if d["cell"] else {},
+                   "config": json.loads(d["config"]), "metrics": json.loads(d["metrics"] or "{}"),
+                   "best_epoch": d["best_epoch"], "stop_reason": d["stop_reason"], "n_params": d["n_params"],
+                   "timings": json.loads(d["timings"] or "{}"), "attempts": d["attempts"], "error": d["error"],
+                   "owner": f"{d['owner_host']}:{d['owner_pid']}" if d["owner_pid"] else None,
+                   "started": d["started"], "finished": d["finished"]}  # fmt: skip
+            out.append(rec)
+        return out
+
+    def epochs(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        idl = list(ids)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(idl), 500):
+            chunk = idl[i : i + 500]
+            q = f"SELECT * FROM epochs WHERE trial IN ({','.join('?' * len(chunk))}) ORDER BY trial, epoch"
+            out += [dict(r) for r in self.db.execute(q, chunk)]
+        return out
+
+    def find(self, ref: str) -> str:
+        """A trial id from an id or a unique prefix of one."""
+        rows = [r[0] for r in self.db.execute("SELECT id FROM trials WHERE id LIKE ? ORDER BY id",
+                                              (ref.replace("%", "").replace("_", "") + "%",))]  # fmt: skip
+        if ref in rows:
+            return ref
+        if len(rows) == 1 and ref:
+            return rows[0]
+        if not rows:
+            raise StoreError(f"no trial '{ref}' in {self.path}; 'fmlab ls' lists the trials")
+        raise StoreError(f"trial prefix '{ref}' is ambiguous: {', '.join(rows[:8])}; give more characters")
+
+    def trial(self, ref: str) -> dict[str, Any]:
+        """A trial with everything: studies it belongs to, per-epoch rows, traceback and log."""
+        tid = self.find(ref)
+        recs = self.records(ids=[tid])
+        r = self.db.execute("SELECT traceback, log, env FROM trials WHERE id = ?", (tid,)).fetchone()
+        rec = {**recs[0], "studies": [{"study": x["study"], "budget": x["budget"]} for x in recs if x["study"]]}
+        rec.update(traceback=r["traceback"], log=r["log"], env=json.loads(r["env"] or "{}"),
+                   checkpoint=str(self.trial_dir(tid)) if rec["state"] == State.COMPLETE.value else None,
+                   epochs=self.epochs([tid]))  # fmt: skip
+        return rec
+
+    def best(self, study: str, budget: str | None = None) -> dict[str, Any]:
+        """The COMPLETE trial of a study with the best selection metric (on validation)."""
+        s = self.study(study)
+        budget = self.pick_budget(study, budget)
+        metric = s["select_metric"]
+        recs = [r for r in self.records(study, budget, states=[State.COMPLETE]) if metric in r["metrics"]]
+        if not recs:
+            raise StoreError(f"study '{study}' ({budget}) has no COMPLETE trial yet")
+        sign = 1 if metric == "val_loss" else -1
+        return min(recs, key=lambda r: (sign * r["metrics"][metric], r["id"]))
+
+
+Rows = list[dict[str, Any]]
+
+
+def load_study_trials(store_path: str | Path, study: str, budget: str | None = None,
+                      states: Iterable[str] = (State.COMPLETE,)) -> tuple[dict[str, Any], Rows, Rows]:  # fmt: skip
+    """For reports: (study info incl. factors, select metric, budget, label; trial records; epoch rows)."""
+    s = Store(store_path, create=False)
+    try:
+        info = s.study(study)
+        info["budget"] = s.pick_budget(study, budget)
+        from .study import budget_label
+
+        info["label"] = budget_label(info["budget"])
+        recs = s.records(study, info["budget"], states=states)
+        return info, recs, s.epochs(r["id"] for r in recs)
+    finally:
+        s.close()
+
+
+def resolve_checkpoint(ref: str, store_path: str | Path = DEFAULT_PATH) -> Path:
+    """A checkpoint directory from a trial id (or unique prefix), STUDY:best, STUDY@BUDGET:best,
+    or a checkpoint directory (holding trial.json and best.safetensors)."""
+    p = Path(ref)
+    if p.is_dir():
+        if (p / "trial.json").is_file():
+            return p
+        raise StoreError(f"{p}: not a checkpoint directory (no trial.json); give a trial id, STUDY:best or "
+                         "a directory with trial.json and best.safetensors")  # fmt: skip
+    s = Store(store_path, create=False)
+    try:
+        if ref.endswith(":best"):
+            study, _, budget = ref[: -len(":best")].partition("@")
+            tid = s.best(study, budget or None)["id"]
+        else:
+            tid = s.find(ref)
+            state = s.states([tid])[tid]
+            if state != State.COMPLETE.value:
+                raise StoreError(f"trial {tid} is {state}; only COMPLETE trials have a checkpoint")
+        d = s.trial_dir(tid)
+        if not (d / "trial.json").is_file():
+            raise StoreError(f"{d}: checkpoint files missing for COMPLETE trial {tid}")
+        return d
+    finally:
+        s.close()
+

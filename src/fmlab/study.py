@@ -1,0 +1,197 @@
+"""A study file (TOML) -> the list of trial configs it asks for: grid cells x seeds, under one budget.
+
+    name, description, seeds, select       top-level keys
+    [base]                                 config keys applied to every cell (as with --set)
+    [factors]                              config key -> list of values; the grid is their product
+    [budgets.<name>]                       overrides applied by --budget <name> (may set seeds)
+
+Every value is checked with config.with_overrides before anything runs; errors name the file, the
+key and what is allowed. A budget's overrides are part of each config, so they change trial ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, allowed_keys, with_overrides
+from .errors import FmlabError
+
+TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "budgets")
+SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
+FULL = "full"
+
+
+class StudyError(FmlabError):
+    """A bad study file; the message names the file, the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One planned trial: a grid cell (factor values) with a seed, and its resolved config."""
+
+    config: Config
+    cell: dict[str, Any]
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return self.config.trial_id()
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    path: str
+    budget: str
+    seeds: tuple[int, ...]
+    select: str  # val_loss (lower is better) or val_acc (higher is better)
+    base: dict[str, Any]
+    factors: dict[str, list[Any]]
+    overrides: dict[str, Any]  # the chosen budget's config overrides
+    budgets: tuple[str, ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        return budget_label(self.budget)
+
+    def cells(self) -> list[dict[str, Any]]:
+        keys = list(self.factors)
+        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*self.factors.values())]
+
+    def trials(self) -> list[Trial]:
+        """Cells x seeds, each id once (two cells that resolve to the same config run once)."""
+        out: dict[str, Trial] = {}
+        for cell in self.cells():
+            for s in self.seeds:
+                cfg = with_overrides(Config(), {**self.base, **cell, **self.overrides, "seed": s}).resolved()
+                t = Trial(cfg, cell, s)
+                out.setdefault(t.id, t)
+        return list(out.values())
+
+    def spec(self) -> dict[str, Any]:
+        """What the store keeps about the study (JSON-able)."""
+        return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
+                "seeds": list(self.seeds), "base": self.base, "factors": self.factors,
+                "budget": self.budget, "overrides": self.overrides}  # fmt: skip
+
+
+def budget_label(budget: str) -> str:
+    """How a budget is shown wherever results appear; only the full budget is a finding."""
+    return FULL if budget == FULL else f"{budget}: indicative only"
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """--seeds N (the first N seeds: 0..N-1) or --seeds LIST ('0,3,7'; '5,' is the single seed 5)."""
+    t = text.strip()
+    try:
+        if "," not in t:
+            n = int(t)
+            if n < 1:
+                raise ValueError
+            return tuple(range(n))
+        seeds = tuple(int(x) for x in t.split(",") if x.strip())
+    except ValueError:
+        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2")
+    return tuple(dict.fromkeys(seeds))
+
+
+def _seeds(path: Path, where: str, value: Any) -> tuple[int, ...]:
+    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                    for s in value)  # fmt: skip
+    if not ok:
+        raise StudyError(f"{path}: {where}: bad value {value!r}; expected a non-empty list of integers >= 0, "
+                         "e.g. seeds = [0, 1, 2]")  # fmt: skip
+    return tuple(dict.fromkeys(value))
+
+
+def _check_keys(path: Path, section: str, table: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise StudyError(f"{path}: [{section}] must be a table of config keys")
+    for key in table:
+        if key == "seed":
+            raise StudyError(f"{path}: [{section}] key 'seed': set seeds with the top-level 'seeds' list")
+        if key not in extra and key not in allowed_keys():
+            allowed = ", ".join([*extra, *(k for k in allowed_keys() if k != "seed")])
+            raise StudyError(f"{path}: [{section}] unknown key '{key}'; allowed keys: {allowed}")
+    return dict(table)
+
+
+def _check_values(path: Path, section: str, overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        try:
+            with_overrides(Config(), {key: value})
+        except ConfigError as e:
+            raise StudyError(f"{path}: [{section}] {e}") from None
+
+
+def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
+    """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{p}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StudyError(f"{p}: cannot read the study file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{p}: not valid TOML ({e})") from None
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise StudyError(f"{p}: unknown key '{key}'; allowed top-level keys: {', '.join(TOP_KEYS)}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in ":@/ "):
+        raise StudyError(f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
+                         "or spaces, e.g. name = \"seed\"")  # fmt: skip
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise StudyError(f"{p}: key 'description': bad value {desc!r}; expected a string")
+    base = _check_keys(p, "base", doc.get("base", {}))
+    _check_values(p, "base", base)
+    factors = _check_keys(p, "factors", doc.get("factors", {}))
+    for key, values in factors.items():
+        if not isinstance(values, list):
+            raise StudyError(f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, "
+                             f"e.g. [{key!r} = [a, b]]")  # fmt: skip
+        if not values:
+            raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
+        for v in values:
+            _check_values(p, "factors", {key: v})
+    budgets = doc.get("budgets", {})
+    if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
+        raise StudyError(f"{p}: [budgets] must hold tables like [budgets.quick]")
+    known = tuple(dict.fromkeys([FULL, *budgets]))
+    if budget not in known:
+        raise StudyError(f"{p}: unknown budget '{budget}'; allowed: {', '.join(known)}")
+    for bname, table in budgets.items():
+        b = _check_keys(p, f"budgets.{bname}", table, extra=("seeds",))
+        for key in b:
+            if key in factors:
+                raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
+                                 "override a factor")  # fmt: skip
+        if "seeds" in b:
+            _seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
+        _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k != "seeds"})
+    chosen = dict(budgets.get(budget, {}))
+    if seeds is None:
+        seeds = _seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
+            _seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
+    chosen.pop("seeds", None)
+    monitor = with_overrides(Config(), {**base, **chosen}).train.monitor
+    select = doc.get("select", monitor)
+    if select not in SELECT:
+        why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
+        raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
+    study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
+                  base=base, factors=factors, overrides=chosen, budgets=known)  # fmt: skip
+    try:
+        study.trials()  # combinations can still clash with a range, e.g. a derived value
+    except ConfigError as e:
+        raise StudyError(f"{p}: {e}") from None
+    return study

@@ -1,0 +1,181 @@
+"""Run a study: plan it in the store, claim trials one at a time, hand them to an executor, write
+what comes back. The parent is the only writer; a heartbeat thread keeps its RUNNING rows alive.
+
+Ctrl-C (or SIGTERM) kills the workers and gives their trials back (WAITING, resume state kept);
+a killed worker's trial is retried from its last saved epoch (up to MAX_ATTEMPTS, then FAILED).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import executors
+from .env import RunOptions
+from .store import HEARTBEAT_S, Plan, State, Store
+from .study import Study
+
+MAX_ATTEMPTS = 3
+REF_IMAGES_PER_S = 700.0  # seed net (64,128,256), one thread, fp32, this 2-core box, measured before the trainer work
+REF_WIDTHS = (64, 128, 256)
+
+
+@dataclass
+class Progress:
+    """A snapshot for the display; times in seconds."""
+
+    total: int
+    done: int = 0  # COMPLETE, whoever ran it
+    failed: int = 0
+    ran: int = 0  # completed by this sweep
+    failed_here: int = 0
+    running: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {started, epoch, max_epochs}
+    elsewhere: int = 0  # RUNNING in another sweep
+    trial_s: list[float] = field(default_factory=list)  # wall time of trials finished here
+    started: float = field(default_factory=time.time)
+    estimate_s: float = 0.0  # the plan's estimate, used until trials finish
+    slots: int = 1
+    last: str = ""  # one line about the latest event
+    events: int = 0  # trials finished, failed or lost so far (the plain display prints one line each)
+
+    def eta_s(self) -> float:
+        left = self.total - self.done - self.failed
+        if self.trial_s:
+            return sum(self.trial_s) / len(self.trial_s) * left / self.slots
+        return self.estimate_s * left / max(self.total, 1)
+
+
+def _flops(widths: tuple[int, ...] | list[int], k: int = 3) -> float:
+    """Multiply-adds of the conv stack per image (28x28 input, 2x2 pooling after each block)."""
+    side, c_in, total = 28, 1, 0.0
+    for w in widths:
+        total += side * side * c_in * w * k * k
+        side, c_in = side // 2, w
+    return total + c_in * side * side * 10
+
+
+def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0) -> float:
+    """Upper bound (every trial runs to max_epochs) of a sweep's wall time; calib = measured / assumed speed."""
+    ref = _flops(REF_WIDTHS)
+    total = 0.0
+    for t in trials:
+        c = t.config
+        ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model.widths, c.model.kernel_size) * threads**0.75
+        n = c.data.train_subset or 60_000 - c.data.val_size
+        total += c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
+    return total / max(workers, 1)
+
+
+def calibration(store: Store, threads: int) -> float:
+    """Measured / assumed training speed of COMPLETE trials in the store (1.0 when there are none)."""
+    ratios = []
+    ref = _flops(REF_WIDTHS)
+    for r in store.records(states=[State.COMPLETE])[-50:]:
+        ips, m = r["timings"].get("train_images_per_s"), r["config"]["model"]
+        if ips:
+            ratios.append(ips / (REF_IMAGES_PER_S * ref / _flops(m["widths"], m["kernel_size"]) * threads**0.75))
+    return sorted(ratios)[len(ratios) // 2] if ratios else 1.0
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, path: Any) -> None:
+        super().__init__(daemon=True, name="fmlab-heartbeat")
+        self.path, self.stop = path, threading.Event()
+
+    def run(self) -> None:
+        store = Store(self.path)
+        try:
+            while not self.stop.wait(HEARTBEAT_S):
+                try:
+                    store.heartbeat()
+                except sqlite3.Error:  # busy for a minute: try again next beat
+                    pass
+        finally:
+            store.close()
+
+
+def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOptions,
+        on_update: Callable[[Progress], None] = lambda p: None, estimate: float = 0.0) -> Progress:  # fmt: skip
+    """Run the plan's WAITING trials (and any that become WAITING); returns the final progress."""
+    trials = {t.id: t for t in study.trials()}
+    ids = plan.ids
+    prog = Progress(total=len(ids), done=len(plan.done), failed=len(plan.failed), estimate_s=estimate,
+                    slots=max(workers, 1))  # fmt: skip
+    ex = executors.make(workers)
+    hb = _Heartbeat(store.path)
+    hb.start()
+    mine: dict[str, float] = {}  # id -> claimed at
+
+    def handle(ev: executors.Event) -> None:
+        tid = ev.trial_id
+        if ev.kind == "epoch":
+            store.add_epoch(tid, ev.row)
+            prog.running[tid]["epoch"] = int(ev.row["epoch"])
+            r = ev.row
+            prog.last = f"{tid} epoch {int(r['epoch'])}: val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}"
+        elif ev.kind == "done":
+            store.complete(tid, ev.result, ev.log)
+            prog.done += 1
+            prog.ran += 1
+            prog.trial_s.append(time.time() - mine.pop(tid))
+            m = ev.result.metrics
+            prog.last = f"{tid} COMPLETE: val acc {m['val_acc']:.4f} loss {m['val_loss']:.4f} ({ev.result.stop_reason})"
+        elif ev.kind == "failed":
+            store.fail(tid, ev.error or "failed", ev.traceback or "", ev.log)
+            prog.failed += 1
+            prog.failed_here += 1
+            mine.pop(tid, None)
+            prog.last = f"{tid} FAILED: {ev.error}"
+        elif ev.kind == "lost":
+            attempts = store.records(ids=[tid])[0]["attempts"]
+            mine.pop(tid, None)
+            if attempts >= MAX_ATTEMPTS:
+                store.fail(tid, f"{ev.error}; gave up after {attempts} attempts", "", "")
+                prog.failed += 1
+                prog.failed_here += 1
+            else:
+                store.release([tid], error=f"{ev.error}; retrying from the last saved epoch")
+            prog.last = f"{tid}: {ev.error}"
+        if ev.kind != "epoch":
+            prog.running.pop(tid, None)
+            prog.events += 1
+        on_update(prog)
+
+    try:
+        while True:
+            while ex.free() > 0:
+                tid = store.claim(ids)
+                if tid is None:
+                    break
+                t = trials[tid]
+                mine[tid] = time.time()
+                prog.running[tid] = {"started": mine[tid], "epoch": 0, "max_epochs": t.config.train.max_epochs}
+                ex.submit(executors.Task(tid, t.config.to_dict(), str(store.state_dir(tid)), opts))
+                on_update(prog)
+            if not mine:
+                states = store.states(ids)
+                prog.done = sum(s == State.COMPLETE.value for s in states.values())
+                prog.failed = sum(s == State.FAILED.value for s in states.values())
+                prog.elsewhere = sum(s == State.RUNNING.value for s in states.values())
+                if not prog.elsewhere and not any(s == State.WAITING.value for s in states.values()):
+                    break
+                if prog.elsewhere:  # another sweep runs them: wait, and take them over if it dies
+                    store.recover_stale(ids)
+                    on_update(prog)
+                    time.sleep(1.0)
+                continue
+            ex.poll(1.0, handle)
+    except BaseException:
+        ex.shutdown()
+        store.release(list(mine), error="interrupted; will resume from the last saved epoch")
+        mine.clear()
+        raise
+    finally:
+        ex.shutdown()
+        hb.stop.set()
+        hb.join(timeout=HEARTBEAT_S + 1)
+    return prog

@@ -1,0 +1,333 @@
+"""Studies end to end: real `fmlab sweep` subprocesses, a real SQLite store, tiny budgets.
+
+The store is read here with plain sqlite3 (not fmlab.store) so the checks do not trust the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from fmlab import study as fstudy
+from fmlab.store import load_study_trials, resolve_checkpoint
+
+TINY_BASE = {"model.widths": "8,16,16", "data.train_subset": 600, "data.val_size": 300, "train.max_epochs": 2}
+
+
+def write_study(tmp: Path, name: str, factors: dict, seeds=(0,), base: dict | None = None, text: str = "") -> Path:
+    def val(v):
+        return json.dumps(v)
+
+    lines = [f'name = "{name}"', f"seeds = {list(seeds)}", "[base]"]
+    lines += [f'"{k}" = {val(v)}' for k, v in {**TINY_BASE, **(base or {})}.items()]
+    lines += ["[factors]"] + [f'"{k}" = {val(v)}' for k, v in factors.items()]
+    p = tmp / f"{name}.toml"
+    p.write_text("\n".join(lines) + "\n" + text)
+    return p
+
+
+def ids_of(path: Path, budget: str = "full") -> list[str]:
+    return [t.id for t in fstudy.load(path, budget).trials()]
+
+
+def q(db: Path, sql: str, *args) -> list[tuple]:
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # the sweep is still creating the schema
+            return []
+        raise
+    finally:
+        con.close()
+
+
+def states(db: Path) -> dict[str, str]:
+    return dict(q(db, "SELECT id, state FROM trials"))
+
+
+def sweep_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """A sweep in its own session (process group), as a user's terminal would run it."""
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", *args], env=e, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(cond, timeout_s: float = 120, what: str = "condition") -> None:
+    t0 = time.time()
+    while not cond():
+        if time.time() - t0 > timeout_s:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def live_group(pgid: int) -> list[int]:
+    """Processes of a process group that are not zombies (PID 1 in a container may not reap)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def assert_exactly_complete(db: Path, planned: list[str]) -> None:
+    assert sorted(states(db)) == sorted(planned)
+    assert set(states(db).values()) == {"COMPLETE"}
+    for tid, n, distinct, max_e in q(db, "SELECT trial, COUNT(*), COUNT(DISTINCT epoch), MAX(epoch) FROM epochs "
+                                         "GROUP BY trial"):  # fmt: skip
+        assert n == distinct == max_e, tid
+    for tid in planned:
+        assert (db.parent / "trials" / tid / "best.safetensors").is_file()
+        assert not (db.parent / "trials" / tid / "state").exists()  # resume state dropped once COMPLETE
+
+
+# ---------------------------------------------------------------- bad study files
+
+
+BAD = {
+    "unknown_top_key": ('name = "b"\nseedz = [0]\n', "seedz"),
+    "unknown_factor": ('name = "b"\n[factors]\n"model.widthz" = [1]\n', "model.widthz"),
+    "bad_value": ('name = "b"\n[factors]\n"model.pool" = ["avg", "median"]\n', "model.pool"),
+    "bad_base_value": ('name = "b"\n[base]\n"train.lr" = "fast"\n', "train.lr"),
+    "empty_grid": ('name = "b"\n[factors]\n"model.dropout" = []\n', "model.dropout"),
+    "bad_toml": ('name = "b"\n[factors\n', "TOML"),
+    "test_metric": ('name = "b"\nselect = "test_acc"\n', "select"),
+    "budget_key": ('name = "b"\n[budgets.quick]\n"train.max_epoch" = 3\n', "train.max_epoch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_study_file_fails_before_running(tmp_path, case):
+    text, key = BAD[case]
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    db = tmp_path / "s" / "fm.db"
+    p = run_cli("sweep", str(f), "--budget", "quick" if case == "budget_key" else "full", "--store", str(db))
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert str(f) in lines[0] and key in lines[0]
+    assert not db.parent.exists()  # the store is untouched
+
+
+def test_bad_value_names_allowed_values_and_keeps_existing_store(tmp_path):
+    good = write_study(tmp_path, "good", {"model.pool": ["avg"]})
+    db = tmp_path / "fm.db"
+    run_cli("sweep", str(good), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
+    before = db.read_bytes()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace('["avg"]', '["avg", "median"]'))
+    p = run_cli("sweep", str(bad), "--store", str(db))
+    assert p.returncode == 2 and "'avg', 'max'" in p.stderr and "model.pool" in p.stderr
+    assert db.read_bytes() == before
+
+
+# ---------------------------------------------------------------- kill, resume, concurrency
+
+
+def test_sigkill_sweep_then_rerun_finishes_exactly_the_plan(tmp_path):
+    f = write_study(tmp_path, "k", {"model.pool": ["avg", "max"], "model.batch_norm": [False, True]})
+    planned = ids_of(f)
+    held = planned[-1]  # held after its first epoch, so the kill cuts it mid-way
+    db = tmp_path / "fm.db"
+    p = sweep_popen(str(f), "--store", str(db), "--workers", "2", env={"FMLAB_FAULT": f"sleep:{held}:60"})
+    try:
+        wait_for(lambda: "COMPLETE" in states(db).values() and q(db, "SELECT 1 FROM epochs WHERE trial=?", held),
+                 what="a COMPLETE trial and the held trial's first epoch")  # fmt: skip
+        assert states(db)[held] == "RUNNING"
+        os.kill(p.pid, signal.SIGKILL)  # the parent only: its workers must die with it
+        p.wait(10)
+        wait_for(lambda: not live_group(p.pid), 20, "the workers to die with their parent")
+    finally:
+        if live_group(p.pid):
+            os.killpg(p.pid, signal.SIGKILL)
+    r = run_cli("sweep", str(f), "--store", str(db), "--workers", "2", check=True)
+    assert "recovered from a dead sweep" in r.stderr
+    assert_exactly_complete(db, planned)
+    show = json.loads(run_cli("show", held, "--store", str(db), "--format", "json", check=True).stdout)
+    assert "resuming after epoch 1" in show["log"] and [e["epoch"] for e in show["epochs"]] == [1, 2]
+
+
+def test_trial_killed_midway_resumes_with_the_same_metrics(tmp_path):
+    f = write_study(tmp_path, "m", {"model.batch_norm": [True]}, base={"train.max_epochs": 3})
+    (tid,) = ids_of(f)
+    a, b = tmp_path / "a" / "fm.db", tmp_path / "b" / "fm.db"
+    common = ["--workers", "1", "--threads", "1"]
+    ra = run_cli("sweep", str(f), "--store", str(a), *common, env={"FMLAB_FAULT": f"kill:{tid}:1"}, check=True)
+    assert "worker process died" in ra.stderr
+    run_cli("sweep", str(f), "--store", str(b), *common, check=True)
+    sa = json.loads(run_cli("show", tid, "--store", str(a), "--format", "json", check=True).stdout)
+    sb = json.loads(run_cli("show", tid, "--store", str(b), "--format", "json", check=True).stdout)
+    assert sa["attempts"] == 2 and "resuming after epoch 1" in sa["log"]
+    assert sb["attempts"] == 1 and "resuming" not in sb["log"]
+    assert sa["metrics"] == sb["metrics"]
+    drop = ("epoch_s",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in sa["epochs"]] == \
+        [{k: v for k, v in e.items() if k not in drop} for e in sb["epochs"]]  # fmt: skip
+
+
+def test_two_concurrent_sweeps_never_run_a_trial_twice(tmp_path):
+    f = write_study(tmp_path, "c", {"model.pool": ["avg", "max"], "model.dropout": [0.0, 0.2]},
+                    base={"train.max_epochs": 1})  # fmt: skip
+    planned = ids_of(f)
+    db = tmp_path / "fm.db"
+    procs = [sweep_popen(str(f), "--store", str(db), "--workers", "1", "--threads", "1") for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert_exactly_complete(db, planned)
+    assert {n for (n,) in q(db, "SELECT attempts FROM trials")} == {1}
+    ran = [int(err.split(" run now)")[0].rsplit("(", 1)[1]) for _, err in outs]
+    assert sum(ran) == len(planned)
+
+
+def test_ctrl_c_gives_running_trials_back(tmp_path):
+    f = write_study(tmp_path, "i", {"model.pool": ["avg"]}, seeds=(0, 1))
+    planned = ids_of(f)
+    db = tmp_path / "fm.db"
+    p = sweep_popen(str(f), "--store", str(db), "--workers", "1", "--threads", "1",
+                    env={"FMLAB_FAULT": f"sleep:{planned[0]}:60"})  # fmt: skip
+    wait_for(lambda: q(db, "SELECT 1 FROM epochs"), what="the first epoch")
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    wait_for(lambda: not live_group(p.pid), 20, "no process left")
+    assert set(states(db).values()) == {"WAITING"}
+    run_cli("sweep", str(f), "--store", str(db), "--workers", "1", "--threads", "1", check=True)
+    assert_exactly_complete(db, planned)
+
+
+# ---------------------------------------------------------------- failures, listings, results, ids
+
+
+@pytest.fixture(scope="module")
+def failed_store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nan")
+    f = write_study(tmp, "n", {"model.pool": ["avg", "max"]}, seeds=(0, 1))
+    planned = ids_of(f)
+    db = tmp / "fm.db"
+    p = run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1",
+                env={"FMLAB_FAULT": f"nan:{planned[1]}"})  # fmt: skip
+    return f, db, planned, p
+
+
+def test_nan_trial_is_failed_and_the_study_goes_on(failed_store):
+    f, db, planned, p = failed_store
+    assert p.returncode == 1 and "--retry-failed" in p.stderr
+    st = states(db)
+    assert st[planned[1]] == "FAILED" and [st[t] for t in planned if t != planned[1]] == ["COMPLETE"] * 3
+    show = json.loads(run_cli("show", planned[1][:6], "--store", str(db), "--format", "json", check=True).stdout)
+    assert show["error"].startswith("Diverged") and "Traceback" in show["traceback"] and "epoch 1" in show["log"]
+    table = run_cli("show", planned[1], "--store", str(db), check=True).stdout
+    assert "Diverged" in table and "Traceback" in table
+
+
+def test_ls_json_records(failed_store):
+    f, db, planned, _ = failed_store
+    recs = json.loads(run_cli("ls", "n", "--store", str(db), "--format", "json", check=True).stdout)
+    assert sorted(r["id"] for r in recs) == sorted(planned)
+    for r in recs:
+        assert {"id", "study", "state", "config", "seed", "metrics", "budget"} <= set(r)
+        assert r["study"] == "n" and r["config"]["seed"] == r["seed"]
+        if r["state"] == "COMPLETE":
+            assert {"val_loss", "val_acc", "test_loss", "test_acc"} <= set(r["metrics"])
+    assert "COMPLETE" in run_cli("ls", "--store", str(db), check=True).stdout
+    bad = run_cli("ls", "nope", "--store", str(db))
+    assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_results_tables(failed_store, tmp_path):
+    _, db, planned, _ = failed_store
+    run_cli("results", "n", "--store", str(db), "--out", str(tmp_path / "csv"), check=True)
+    import csv
+
+    trials = list(csv.DictReader(open(tmp_path / "csv" / "trials.csv")))
+    epochs = list(csv.DictReader(open(tmp_path / "csv" / "epochs.csv")))
+    assert {"id", "study", "budget", "state", "seed", "model.pool", "val_loss", "val_acc", "test_loss",
+            "test_acc", "best_epoch", "epochs", "train_s", "total_s", "n_params", "config"} <= set(trials[0])
+    assert {"trial_id", "seed", "model.pool", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+            "epoch_s"} <= set(epochs[0])  # fmt: skip
+    assert sorted(t["id"] for t in trials) == sorted(planned)
+    n_rows = {t: sum(e["trial_id"] == t for e in epochs) for t in planned}
+    assert all(int(t["epochs"]) == n_rows[t["id"]] for t in trials)
+    run_cli("results", "n", "--store", str(db), "--out", str(tmp_path / "j"), "--as", "jsonl", check=True)
+    rows = [json.loads(x) for x in (tmp_path / "j" / "trials.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["label"] == "full"
+
+
+def test_resolve_checkpoint(failed_store):
+    _, db, planned, _ = failed_store
+    d = resolve_checkpoint(planned[0][:5], db)
+    assert d == db.parent / "trials" / planned[0] and (d / "best.safetensors").is_file()
+    best = resolve_checkpoint("n:best", db)
+    recs = {r["id"]: r for r in json.loads(run_cli("ls", "n", "--store", str(db), "--format", "json").stdout)}
+    done = [r for r in recs.values() if r["state"] == "COMPLETE"]
+    assert best.name == min(done, key=lambda r: r["metrics"]["val_loss"])["id"]
+    assert resolve_checkpoint(str(d), db) == d
+    info, recs, epochs = load_study_trials(db, "n")  # what a report reads: COMPLETE trials of one budget
+    assert info["select_metric"] == "val_loss" and info["factors"] == ["model.pool"] and info["budget"] == "full"
+    assert len(recs) == 3 and {e["trial"] for e in epochs} == {r["id"] for r in recs}
+    from fmlab import results
+    from fmlab.store import Store
+
+    trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.analyse's contract
+    assert meta["factors"] == {"model.pool": ["avg", "max"]} and meta["baseline"] == {"model.pool": "avg"}
+    assert meta["select"] == "val_loss" and meta["planned"] == 4 and len(trials) == 4
+    from fmlab.errors import FmlabError
+
+    with pytest.raises(FmlabError, match="FAILED"):
+        resolve_checkpoint(planned[1], db)
+
+
+def test_retry_failed(failed_store):
+    f, db, planned, _ = failed_store
+    again = run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1")
+    assert again.returncode == 1 and states(db)[planned[1]] == "FAILED"  # not retried unless asked
+    run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1", "--retry-failed", check=True)
+    assert_exactly_complete(db, planned)
+
+
+def test_same_config_and_seed_in_two_studies_runs_once(tmp_path):
+    a = write_study(tmp_path, "a", {"model.pool": ["avg", "max"]})
+    b = write_study(tmp_path, "b", {"model.pool": ["max"], "model.batch_norm": [False, True]})
+    shared = set(ids_of(a)) & set(ids_of(b))
+    assert len(shared) == 1
+    db = tmp_path / "fm.db"
+    run_cli("sweep", str(a), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
+    dry = run_cli("sweep", str(b), "--store", str(db), "--dry-run", check=True).stdout
+    assert "to run: 1, already COMPLETE: 1" in dry
+    rb = run_cli("sweep", str(b), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
+    assert "(1 run now)" in rb.stderr
+    (tid,) = shared
+    assert q(db, "SELECT attempts FROM trials WHERE id=?", tid) == [(1,)]
+    assert sorted(q(db, "SELECT study FROM study_trials WHERE trial=?", tid)) == [("a",), ("b",)]
+
+
+def test_budgets_and_seeds_change_the_plan(tmp_path):
+    f = write_study(tmp_path, "q", {"model.pool": ["avg", "max"]}, seeds=(0, 1, 2),
+                    text='[budgets.quick]\n"train.max_epochs" = 1\nseeds = [0, 1]\n')  # fmt: skip
+    full, quick = fstudy.load(f), fstudy.load(f, "quick")
+    assert len(full.trials()) == 6 and len(quick.trials()) == 4 and quick.label == "quick: indicative only"
+    assert not {t.id for t in full.trials()} & {t.id for t in quick.trials()}  # a budget is part of the config
+    assert len(fstudy.load(f, "quick", fstudy.parse_seeds("5,")).trials()) == 2
+    out = run_cli("sweep", str(f), "--budget", "quick", "--seeds", "3", "--dry-run", "--store",
+                  str(tmp_path / "x.db"), check=True).stdout  # fmt: skip
+    assert "quick: indicative only" in out and "= 6 trials" in out and not (tmp_path / "x.db").exists()
+    seed_toml = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
+    assert len(fstudy.load(seed_toml, "quick").trials()) == 48 and len(fstudy.load(seed_toml).trials()) == 72
