@@ -248,16 +248,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .store import Store
 
     trials = st.trials()
+    on_ray = args.executor == "ray"
     workers = _default_workers() if args.workers is None else args.workers
     if workers < 0:
         raise FmlabError(f"bad --workers {workers}; use 0 (inline) or a count of processes")
-    threads = args.threads or max(1, cores() // max(workers, 1))
+    ex = None
+    if on_ray:
+        where = f"Ray ({args.address or 'local instance'}), {args.cpus_per_trial:g} CPU(s) per trial"
+        threads = args.threads or max(1, int(args.cpus_per_trial))
+        workers = 1  # the estimate's parallelism until the cluster is known
+        if not args.dry_run:  # connect before the store is touched: a bad address changes nothing
+            from .rayexec import RayExecutor
+
+            ex = RayExecutor(args.address, args.cpus_per_trial, args.gpus_per_trial, args.device)
+            workers = ex.slots
+            where += f", {ex.gpus:g} GPU(s) per trial; {workers} at once"
+    else:
+        threads = args.threads or max(1, cores() // max(workers, 1))
+        where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
+    # On Ray, --data-dir is a path on the workers' machines (each reads its own copy of the dataset).
     opts = RunOptions(device=args.device, threads=threads, data_dir=args.data_dir)
     path = _store_path(args)
     label = f" [{st.label}]" if st.budget != fstudy.FULL else ""
     head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {len(st.cells())} cells x "
             f"{len(st.seeds)} seeds = {len(trials)} trials; store {path}")  # fmt: skip
-    where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
     if args.dry_run:
         store = Store(path) if path.exists() else None
         plan = store.status([t.id for t in trials]) if store else None
@@ -280,7 +294,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     from . import data
 
-    for name in data.FILES:  # a missing dataset is one clear error, not a study of FAILED trials
+    for name in data.FILES if not on_ray else ():  # a missing dataset: one clear error, not FAILED trials
         data.find_file(name, args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
@@ -298,7 +312,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     disp = _SweepDisplay(f"{st.name} ({st.label})", live=sys.stderr.isatty() and not args.plain)
     try:
-        prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est)
+        prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est,
+                         executor=ex)  # fmt: skip
     except KeyboardInterrupt:
         disp.close()
         err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
@@ -448,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", help="N (seeds 0..N-1) or a list like 0,1,2; overrides the study and budget")
     sw.add_argument("--workers", type=int, default=None,
                     help="local worker processes (default: one per core, 1 thread each); 0 = inline")
+    sw.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local processes (default) or Ray tasks (needs the extra: pip install 'fmlab[ray]')")
+    sw.add_argument("--address", help="Ray: auto, HOST:PORT or ray://HOST:PORT (default: RAY_ADDRESS, else a "
+                    "new local instance)")
+    sw.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per trial (default 1)")
+    sw.add_argument("--gpus-per-trial", type=float, default=None,
+                    help="Ray: GPUs per trial, fractions allowed (default: 1 when the cluster has GPUs, else 0)")
     sw.add_argument("--store", help=store_help)
     sw.add_argument("--dry-run", action="store_true", help="print the plan and an estimate; run nothing")
     sw.add_argument("--retry-failed", action="store_true", help="rerun the study's FAILED trials")

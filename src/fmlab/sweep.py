@@ -2,7 +2,8 @@
 what comes back. The parent is the only writer; a heartbeat thread keeps its RUNNING rows alive.
 
 Ctrl-C (or SIGTERM) kills the workers and gives their trials back (WAITING, resume state kept);
-a killed worker's trial is retried from its last saved epoch (up to MAX_ATTEMPTS, then FAILED).
+a killed worker's trial is retried from its last saved epoch (up to MAX_ATTEMPTS, then FAILED); on Ray,
+where nothing is shared on disk, from its first epoch.
 """
 
 from __future__ import annotations
@@ -99,13 +100,15 @@ class _Heartbeat(threading.Thread):
 
 
 def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOptions,
-        on_update: Callable[[Progress], None] = lambda p: None, estimate: float = 0.0) -> Progress:  # fmt: skip
-    """Run the plan's WAITING trials (and any that become WAITING); returns the final progress."""
+        on_update: Callable[[Progress], None] = lambda p: None, estimate: float = 0.0,
+        executor: executors.Executor | None = None) -> Progress:  # fmt: skip
+    """Run the plan's WAITING trials (and any that become WAITING) on executor (default: `workers`
+    local processes, 0 = inline); returns the final progress. The executor is shut down at the end."""
     trials = {t.id: t for t in study.trials()}
     ids = plan.ids
+    ex = executor or executors.make(workers)
     prog = Progress(total=len(ids), done=len(plan.done), failed=len(plan.failed), estimate_s=estimate,
-                    slots=max(workers, 1))  # fmt: skip
-    ex = executors.make(workers)
+                    slots=max(ex.slots, 1))  # fmt: skip
     hb = _Heartbeat(store.path)
     hb.start()
     mine: dict[str, float] = {}  # id -> claimed at
@@ -138,7 +141,7 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
                 prog.failed += 1
                 prog.failed_here += 1
             else:
-                store.release([tid], error=f"{ev.error}; retrying from the last saved epoch")
+                store.release([tid], error=f"{ev.error}; retrying (from its last saved epoch, if any)")
             prog.last = f"{tid}: {ev.error}"
         if ev.kind != "epoch":
             prog.running.pop(tid, None)
