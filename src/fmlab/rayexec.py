@@ -87,7 +87,10 @@ class RayExecutor:
 
     def submit(self, task: Task) -> None:
         # No shared filesystem: the store's resume-state folder means nothing on the worker's machine.
-        task = replace(task, state_dir=None)
+        # A trial given no GPU runs on CPU even on a GPU node (Ray may leave the node's GPUs visible);
+        # one given a GPU sees just that one (CUDA_VISIBLE_DEVICES), so auto picks it.
+        opts = task.opts if self.gpus > 0 or task.opts.device != "auto" else replace(task.opts, device="cpu")
+        task = replace(task, state_dir=None, opts=opts)
         self.running[self.remote.remote(task)] = task
 
     def poll(self, timeout_s: float, handle: Handler) -> None:

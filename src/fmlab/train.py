@@ -115,17 +115,19 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
     output is the mean of the log-probs of the image and its mirror, renormalised (a geometric mean)."""
     was_training = net.training
     net.eval()
-    loss_sum, correct = 0.0, 0
+    # Sums stay on the device (float64, as Python floats were) and are read once: no host sync per batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
     for i in range(0, len(y), batch_size):
         xb = x[i : i + batch_size]
         with autocast():
             out = net(xb).float()
             if tta:
                 out = torch.log_softmax((out + net(xb.flip(3)).float()) / 2, dim=1)
-        loss_sum += F.nll_loss(out, y[i : i + batch_size], reduction="sum").item()
-        correct += (out.argmax(1) == y[i : i + batch_size]).sum().item()
+        loss_sum += F.nll_loss(out, y[i : i + batch_size], reduction="sum")
+        correct += (out.argmax(1) == y[i : i + batch_size]).sum()
     net.train(was_training)
-    return {"loss": loss_sum / len(y), "acc": correct / len(y)}
+    return {"loss": loss_sum.item() / len(y), "acc": correct.item() / len(y)}
 
 
 def _prep(split: fdata.Split, ds: fdata.Dataset, device: torch.device, fmt: torch.memory_format):

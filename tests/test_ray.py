@@ -1,0 +1,190 @@
+"""`fmlab sweep --executor ray` against a real local Ray instance (CI installs the ray extra).
+
+The head node runs from its own empty folder and the sweep from another, each store in a third, so
+nothing relies on a shared working directory: workers import fmlab from the installed package (or
+PYTHONPATH given to `ray start`), read the dataset from the usual search path, and send results back
+as objects. Ray is torn down whatever happens, and the test checks that none of its processes remain.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from test_studies import assert_exactly_complete, ids_of, q, states, wait_for, write_study
+
+import fmlab
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not importable: pip install 'fmlab[ray]' to run these")
+SRC = str(Path(fmlab.__file__).resolve().parents[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    e.update(PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])]),
+             RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **extra)  # fmt: skip
+    return e
+
+
+def _session(sid: int) -> list[int]:
+    """Live (not zombie) processes of a session: everything `ray start` and its raylet spawned."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ray_procs(marker: str) -> list[int]:
+    return [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if marker in _cmdline(p)
+            and ("raylet" in _cmdline(p) or "gcs_server" in _cmdline(p))]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A one-node Ray cluster on 127.0.0.1 (2 CPUs), started from an empty folder; yields its address."""
+    temp = tempfile.mkdtemp(prefix="fmray", dir="/tmp")  # short: Ray's socket paths live under it
+    cwd = Path(temp) / "cwd"
+    cwd.mkdir()
+    port = _free_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
+    cmd += ["start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+            "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats",
+            "--object-store-memory", str(100 * 2**20), "--temp-dir", temp]  # fmt: skip
+    log = open(Path(temp) / "ray-start.log", "w+")
+    p = subprocess.Popen(cmd, cwd=cwd, env=_env(OMP_NUM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)  # fmt: skip
+    try:
+        t0 = time.time()
+        while "Ray runtime started" not in Path(log.name).read_text():
+            if p.poll() is not None or time.time() - t0 > 120:
+                raise AssertionError(f"ray start failed (exit {p.poll()}):\n{Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield {"address": f"127.0.0.1:{port}", "cwd": cwd, "temp": temp}
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in _session(p.pid) + _ray_procs(temp):  # whatever did not stop: ours alone, never `ray stop`
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_for(lambda: not _session(p.pid) and not _ray_procs(temp), 30, "Ray's processes to end")
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _sweep(*args: str, cwd: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", *args, "--plain"], cwd=cwd, env=_env(),
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _workers_running(temp: str) -> list[int]:
+    return [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if _cmdline(p).startswith("ray::ray_trial")]  # fmt: skip
+
+
+def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
+    fake = tmp_path / "noray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray (test stand-in)')\n")
+    f = write_study(tmp_path, "nr", {"model.pool": ["avg"]})
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), env["PYTHONPATH"]])
+    args = ["sweep", str(f), "--executor", "ray", "--store", str(tmp_path / "s" / "fm.db")]
+    p = subprocess.run([sys.executable, "-m", "fmlab", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fmlab[ray]" in lines[0], p.stderr
+    assert not (tmp_path / "s").exists()  # nothing touched before Ray is there
+
+
+@needs_ray
+def test_ray_sweep_runs_the_planned_trials(ray_head, tmp_path):
+    f = write_study(tmp_path, "ray4", {"model.pool": ["avg", "max"]}, seeds=(0, 1), base={"train.max_epochs": 1})
+    planned = ids_of(f)  # what the local executor would plan (study.load)
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    db = tmp_path / "store" / "fm.db"
+    t0 = time.time()
+    p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=driver)
+    out, err = p.communicate(timeout=150)
+    wall = time.time() - t0
+    assert p.returncode == 0, err
+    assert "4/4 COMPLETE (4 run now)" in err and "2 at once" in err, err
+    assert_exactly_complete(db, planned)
+    assert {n for (n,) in q(db, "SELECT attempts FROM trials")} == {1}
+    assert dict(q(db, "SELECT trial, COUNT(*) FROM epochs GROUP BY trial")) == {t: 1 for t in planned}
+    assert all('"device": "cpu"' in e for (e,) in q(db, "SELECT env FROM trials"))
+    # Only the driver wrote: the store's folder holds the database and the checkpoints it wrote, and
+    # the workers' working folder stays empty.
+    assert {x.name for x in (db.parent / "trials").iterdir()} == set(planned)
+    assert not any(ray_head["cwd"].iterdir()) and not any(driver.iterdir())
+    print(f"ray: 4 trials, wall {wall:.1f}s (driver start included)")
+
+
+@needs_ray
+def test_killed_driver_then_rerun_completes_without_duplicates(ray_head, tmp_path):
+    # Two 1-epoch trials finish first; the two longer ones are still running when the driver dies.
+    f = write_study(tmp_path, "rayk", {"train.max_epochs": [1, 6]}, seeds=(0, 1))
+    planned = ids_of(f)
+    db = tmp_path / "fm.db"
+    p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
+    try:
+        wait_for(lambda: "COMPLETE" in states(db).values(), 150, "a COMPLETE trial")
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    before = states(db)
+    done_before = {t for t, s in before.items() if s == "COMPLETE"}
+    assert 1 <= len(done_before) < 4 and "RUNNING" in before.values(), before
+    # Ray ends a dead driver's tasks: nothing of that sweep trains on (and nothing could write anyway).
+    wait_for(lambda: not _workers_running(ray_head["temp"]), 30, "the dead driver's Ray tasks to end")
+    r = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
+    out, err = r.communicate(timeout=150)
+    assert r.returncode == 0, err
+    assert "recovered from a dead sweep" in err and f"({4 - len(done_before)} run now)" in err, err
+    assert_exactly_complete(db, planned)
+    attempts = dict(q(db, "SELECT id, attempts FROM trials"))
+    assert all(attempts[t] == 1 for t in done_before)
+    # Each trial's epochs once, from one attempt: 1-epoch trials 1 row, 6-epoch trials 6 (early stopping aside).
+    n = dict(q(db, "SELECT trial, COUNT(*) FROM epochs GROUP BY trial"))
+    assert sorted(n) == sorted(planned) and all(n[t] == m for t, m in
+                                                q(db, "SELECT trial, MAX(epoch) FROM epochs GROUP BY trial"))
+    assert len(q(db, "SELECT id FROM trials")) == 4
