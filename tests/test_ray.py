@@ -112,7 +112,8 @@ def _sweep(*args: str, cwd: Path, **kw) -> subprocess.Popen:
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _workers_running(temp: str) -> list[int]:
+def _workers_running() -> list[int]:
+    """Ray worker processes running a trial now (their process title names the task)."""
     return [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
             if _cmdline(p).startswith("ray::ray_trial")]  # fmt: skip
 
@@ -175,7 +176,7 @@ def test_killed_driver_then_rerun_completes_without_duplicates(ray_head, tmp_pat
     done_before = {t for t, s in before.items() if s == "COMPLETE"}
     assert 1 <= len(done_before) < 4 and "RUNNING" in before.values(), before
     # Ray ends a dead driver's tasks: nothing of that sweep trains on (and nothing could write anyway).
-    wait_for(lambda: not _workers_running(ray_head["temp"]), 30, "the dead driver's Ray tasks to end")
+    wait_for(lambda: not _workers_running(), 30, "the dead driver's Ray tasks to end")
     r = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
     out, err = r.communicate(timeout=150)
     assert r.returncode == 0, err
@@ -188,3 +189,26 @@ def test_killed_driver_then_rerun_completes_without_duplicates(ray_head, tmp_pat
     assert sorted(n) == sorted(planned) and all(n[t] == m for t, m in
                                                 q(db, "SELECT trial, MAX(epoch) FROM epochs GROUP BY trial"))
     assert len(q(db, "SELECT id FROM trials")) == 4
+
+
+@needs_ray
+def test_a_dead_ray_worker_loses_only_its_trial_which_is_rerun(ray_head, tmp_path):
+    f = write_study(tmp_path, "rayw", {"model.pool": ["avg"]}, seeds=(0, 1), base={"train.max_epochs": 6})
+    planned = ids_of(f)
+    db = tmp_path / "fm.db"
+    p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
+    try:
+        wait_for(lambda: _workers_running(), 150, "a Ray worker running a trial")
+        victim = _workers_running()[0]
+        os.kill(victim, signal.SIGKILL)  # what a worker node's death does to the trials on it
+        out, err = p.communicate(timeout=150)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert p.returncode == 0, err
+    assert "Ray worker lost" in err and "2/2 COMPLETE" in err, err
+    assert_exactly_complete(db, planned)
+    assert sorted(n for (n,) in q(db, "SELECT attempts FROM trials")) == [1, 2]  # rerun once, stored once
+    n = dict(q(db, "SELECT trial, COUNT(*) FROM epochs GROUP BY trial"))
+    assert all(n[t] == m for t, m in q(db, "SELECT trial, MAX(epoch) FROM epochs GROUP BY trial"))
