@@ -212,3 +212,14 @@ def test_a_dead_ray_worker_loses_only_its_trial_which_is_rerun(ray_head, tmp_pat
     assert sorted(n for (n,) in q(db, "SELECT attempts FROM trials")) == [1, 2]  # rerun once, stored once
     n = dict(q(db, "SELECT trial, COUNT(*) FROM epochs GROUP BY trial"))
     assert all(n[t] == m for t, m in q(db, "SELECT trial, MAX(epoch) FROM epochs GROUP BY trial"))
+
+
+def test_worker_task_has_no_store_paths_and_a_device_that_matches_its_resources():
+    from fmlab.env import RunOptions
+    from fmlab.executors import Task
+    from fmlab.rayexec import worker_task
+
+    t = Task("abc", {}, "/driver/store/trials/abc/state", RunOptions(device="auto", threads=2))
+    assert worker_task(t, 0).state_dir is None and worker_task(t, 0).opts.device == "cpu"
+    assert worker_task(t, 0.5).opts.device == "auto"  # Ray shows the task its GPU alone: auto picks cuda
+    assert worker_task(Task("abc", {}, None, RunOptions(device="cuda")), 0).opts.device == "cuda"  # user's call

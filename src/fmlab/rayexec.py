@@ -31,6 +31,16 @@ def ray_trial(task: Task) -> list[Event]:
     return events
 
 
+def worker_task(task: Task, gpus_per_trial: float) -> Task:
+    """The task as a Ray worker gets it. No resume-state folder: the store's folder means nothing on the
+    worker's machine. Device auto: a trial given no GPU runs on CPU even on a GPU node (Ray may leave the
+    node's GPUs visible); one given a GPU sees that one alone (CUDA_VISIBLE_DEVICES), so auto picks it."""
+    opts = task.opts
+    if opts.device == "auto" and gpus_per_trial <= 0:
+        opts = replace(opts, device="cpu")
+    return replace(task, state_dir=None, opts=opts)
+
+
 def import_ray() -> Any:
     try:
         import ray
@@ -86,11 +96,7 @@ class RayExecutor:
         return max(0, self.slots - len(self.running))
 
     def submit(self, task: Task) -> None:
-        # No shared filesystem: the store's resume-state folder means nothing on the worker's machine.
-        # A trial given no GPU runs on CPU even on a GPU node (Ray may leave the node's GPUs visible);
-        # one given a GPU sees just that one (CUDA_VISIBLE_DEVICES), so auto picks it.
-        opts = task.opts if self.gpus > 0 or task.opts.device != "auto" else replace(task.opts, device="cpu")
-        task = replace(task, state_dir=None, opts=opts)
+        task = worker_task(task, self.gpus)
         self.running[self.remote.remote(task)] = task
 
     def poll(self, timeout_s: float, handle: Handler) -> None:
