@@ -59,7 +59,7 @@ class RayExecutor:
         try:
             if not ray.is_initialized():
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
+        except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:  # Ray exits on a GCS it never reached
             raise FmlabError(f"--executor ray: cannot connect to Ray at {address or 'a new local instance'}: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None  # fmt: skip
         res = ray.cluster_resources()
