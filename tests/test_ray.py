@@ -31,8 +31,10 @@ SRC = str(Path(fmlab.__file__).resolve().parents[1])
 
 def _env(**extra: str) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # RAY_AUTH_MODE explicit: Ray >= 2.5x turns token auth on for `ray start` when ~/.ray/auth_token
+    # exists (any earlier plain ray.init() writes one), and a driver then needs the mode set to connect.
     e.update(PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])]),
-             RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **extra)  # fmt: skip
+             RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", **extra)  # fmt: skip
     return e
 
 
@@ -223,3 +225,36 @@ def test_worker_task_has_no_store_paths_and_a_device_that_matches_its_resources(
     assert worker_task(t, 0).state_dir is None and worker_task(t, 0).opts.device == "cpu"
     assert worker_task(t, 0.5).opts.device == "auto"  # Ray shows the task its GPU alone: auto picks cuda
     assert worker_task(Task("abc", {}, None, RunOptions(device="cuda")), 0).opts.device == "cuda"  # user's call
+
+
+@needs_ray
+def test_a_failing_trial_on_ray_is_failed_and_the_study_goes_on(ray_head, tmp_path):
+    f = write_study(tmp_path, "rayf", {"model.pool": ["avg", "max"]}, base={"train.max_epochs": 1})
+    planned = ids_of(f)
+    db = tmp_path / "fm.db"
+    p = subprocess.run([sys.executable, "-m", "fmlab", "sweep", str(f), "--executor", "ray", "--address",
+                        ray_head["address"], "--store", str(db), "--plain"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=150, env=_env(FMLAB_FAULT=f"nan:{planned[0]}"))  # fmt: skip
+    assert p.returncode == 1 and "--retry-failed" in p.stderr, p.stderr
+    assert states(db) == {planned[0]: "FAILED", planned[1]: "COMPLETE"}
+    (err,) = q(db, "SELECT error FROM trials WHERE id = ?", planned[0])
+    assert err[0].startswith("Diverged")  # raised on the worker, recorded by the driver
+
+
+@needs_ray
+def test_ctrl_c_gives_ray_trials_back(ray_head, tmp_path):
+    f = write_study(tmp_path, "rayc", {"model.pool": ["avg"]}, seeds=(0, 1),
+                    base={"data.train_subset": 3000, "train.max_epochs": 50, "train.patience": 100})  # fmt: skip
+    db = tmp_path / "fm.db"
+    p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
+    try:
+        wait_for(lambda: len(_workers_running()) == 2, 150, "both trials running on Ray")
+        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the driver's foreground group (Ray's workers are not in it)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert p.returncode == 130, err
+    assert set(states(db).values()) == {"WAITING"}
+    wait_for(lambda: not _workers_running(), 30, "the cancelled Ray tasks to end")

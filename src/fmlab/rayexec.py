@@ -61,7 +61,8 @@ class RayExecutor:
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:  # Ray exits on a GCS it never reached
             raise FmlabError(f"--executor ray: cannot connect to Ray at {address or 'a new local instance'}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None  # fmt: skip
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (a cluster with token "
+                             "auth also needs RAY_AUTH_MODE=token and its token here)") from None  # fmt: skip
         res = ray.cluster_resources()
         if gpus_per_trial is None:  # auto: one GPU per trial when the cluster has any and the device allows cuda
             gpus_per_trial = 1.0 if res.get("GPU", 0) > 0 and device in ("auto", "cuda") else 0.0
