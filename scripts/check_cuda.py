@@ -83,7 +83,7 @@ def main() -> None:
     tiny = with_overrides(Config(), {"data.train_subset": 600, "model.widths": "8,16,16", "train.max_epochs": 1})
     for gpus in (1.0, 0.0):
         t = worker_task(Task(tiny.trial_id(), tiny.to_dict(), "/driver/only/path", opts), gpus)
-        evs = ray_trial(t)
+        evs = list(ray_trial(t, {}))
         done = [e for e in evs if e.kind == "done"]
         out[f"ray_worker_gpus_{gpus:g}"] = done[0].result.env["device"] if done else [e.error for e in evs]
     print(json.dumps({k: v for k, v in out.items() if k.startswith(("ray_", "gpu", "cuda"))}), flush=True)

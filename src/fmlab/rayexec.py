@@ -1,12 +1,13 @@
 """Trials as Ray tasks, behind the same Executor interface as local workers (executors.py).
 
-Each trial is one Ray task with num_cpus / num_gpus of its own. The worker trains from its own
-machine's dataset and returns every event of the trial (epoch rows, then the result with the best
-weights, or the failure) in one object; the sweep process stays the only store writer. Nothing is
-shared on disk, so no per-epoch resume state either: a trial cut off on Ray restarts from its first
-epoch. Ray's own task retries are off: a task lost with its worker or node comes back as a "lost"
-event and the sweep's retry logic (store.release, MAX_ATTEMPTS) reruns it, exactly as with local
-workers, and a store row written COMPLETE is never written again (store.complete checks ownership).
+Each trial is one Ray task with num_cpus / num_gpus of its own, streaming its events back as objects:
+each epoch's row with the trial's resume state (the bytes of state.safetensors + state.json), then the
+result with the best weights, or the failure. The sweep process stays the only store writer and keeps
+the resume state in the store's folder, as local workers do; nothing is shared on disk. A worker saves
+state into a temporary folder of its own machine, and a rerun trial gets the saved state back in its
+task, so it resumes after its last finished epoch. Ray's own task retries are off: a task lost with
+its worker or node comes back as a "lost" event and the sweep's retry logic (store.release,
+MAX_ATTEMPTS) reruns it, exactly as with local workers; a COMPLETE row is never written twice.
 
 `import ray` happens only here, inside RayExecutor, so fmlab works without the extra installed.
 """
@@ -14,8 +15,14 @@ workers, and a store row written COMPLETE is never written again (store.complete
 from __future__ import annotations
 
 import os
+import queue
+import shutil
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .errors import FmlabError
@@ -24,17 +31,62 @@ from .executors import FAULT_ENV, Event, Handler, Task, run_task
 EXTRA = "ray"
 
 
-def ray_trial(task: Task) -> list[Event]:
-    """Runs in a Ray worker: the trial's events, in order, for the driver to replay."""
-    events: list[Event] = []
-    run_task(task, events.append)
-    return events
+STATE_FILES = ("state.safetensors", "state.json")  # what checkpoint.save_state writes, json last
+
+
+def read_state(d: str | Path | None) -> dict[str, bytes]:
+    """A resume-state folder as bytes ({} when there is none, or only part of one)."""
+    files = {n: (Path(d) / n).read_bytes() for n in STATE_FILES if d and (Path(d) / n).is_file()}
+    return files if len(files) == len(STATE_FILES) else {}
+
+
+def write_state(d: str | Path, files: dict[str, bytes]) -> None:
+    """Replace a resume-state folder as a whole (a new folder renamed into place): never half old, half new."""
+    d = Path(d)
+    new = d.with_name(d.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    for name, data in files.items():
+        (new / name).write_bytes(data)
+    shutil.rmtree(d, ignore_errors=True)
+    new.rename(d)
+
+
+def ray_trial(task: Task, state: dict[str, bytes]) -> Iterator[Event]:
+    """Runs in a Ray worker: trains in a thread and yields its events as they come; each epoch event
+    carries the resume state saved after that epoch in extra["state"]."""
+    tmp = Path(tempfile.mkdtemp(prefix="fmlab-trial-"))  # on the worker's own machine
+    if state:
+        write_state(tmp / "state", state)
+    events: queue.Queue[Event] = queue.Queue()
+
+    def emit(ev: Event) -> None:
+        if ev.kind == "epoch":  # train() saved the state before reporting the epoch
+            ev.extra["state"] = read_state(tmp / "state")
+        events.put(ev)
+
+    t = threading.Thread(target=run_task, args=(replace(task, state_dir=str(tmp / "state")), emit), daemon=True)
+    t.start()
+    try:
+        while True:
+            try:
+                ev = events.get(timeout=1.0)
+            except queue.Empty:
+                if t.is_alive():
+                    continue
+                ev = Event("failed", task.trial_id, error="the trial's thread ended without a result")
+            yield ev
+            if ev.kind in ("done", "failed"):
+                return
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def worker_task(task: Task, gpus_per_trial: float) -> Task:
-    """The task as a Ray worker gets it. No resume-state folder: the store's folder means nothing on the
-    worker's machine. Device auto: a trial given no GPU runs on CPU even on a GPU node (Ray may leave the
-    node's GPUs visible); one given a GPU sees that one alone (CUDA_VISIBLE_DEVICES), so auto picks it."""
+    """The task as a Ray worker gets it. No store paths: the store's folder means nothing on the worker's
+    machine (its resume state travels as bytes). Device auto: a trial given no GPU runs on CPU even on a
+    GPU node (Ray may leave the node's GPUs visible); one given a GPU sees that one alone
+    (CUDA_VISIBLE_DEVICES), so auto picks it."""
     opts = task.opts
     if opts.device == "auto" and gpus_per_trial <= 0:
         opts = replace(opts, device="cpu")
@@ -75,8 +127,9 @@ class RayExecutor:
         env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else None  # test-only faults
         self.remote = ray.remote(ray_trial).options(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, retry_exceptions=False,
+            num_returns="streaming",
             **({"runtime_env": {"env_vars": env}} if env else {}))  # fmt: skip
-        self.running: dict[Any, Task] = {}  # ObjectRef -> task
+        self.running: dict[Any, Task] = {}  # the task's event stream (ObjectRefGenerator) -> task
         self._slots_at = 0.0
         self._slots = self._count_slots(res)
 
@@ -97,34 +150,35 @@ class RayExecutor:
         return max(0, self.slots - len(self.running))
 
     def submit(self, task: Task) -> None:
-        task = worker_task(task, self.gpus)
-        self.running[self.remote.remote(task)] = task
+        self.running[self.remote.remote(worker_task(task, self.gpus), read_state(task.state_dir))] = task
 
     def poll(self, timeout_s: float, handle: Handler) -> None:
         if not self.running:
             time.sleep(timeout_s)
             return
         ray = self.ray
-        refs = list(self.running)
-        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout_s)
-        if ready and rest:
-            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-            ready += more
-        for ref in ready:
-            task = self.running.pop(ref)
+        ready, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        if not ready:
+            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout_s)
+        for gen in ready:  # one event each; the sweep polls again at once
+            task = self.running[gen]
             try:
-                events = ray.get(ref)
+                ev = ray.get(next(gen))
+            except StopIteration:  # ended without its last event (cannot happen: ray_trial yields one)
+                ev = Event("lost", task.trial_id, error="Ray task ended without a result")
             except ray.exceptions.RayTaskError as e:  # raised outside run_task: e.g. fmlab missing on the worker
                 cause = e.cause if getattr(e, "cause", None) is not None else e
-                handle(Event("failed", task.trial_id, error=f"Ray task failed: {type(cause).__name__}: {cause}",
-                             traceback=str(e)))  # fmt: skip
-                continue
+                ev = Event("failed", task.trial_id, error=f"Ray task failed: {type(cause).__name__}: {cause}",
+                           traceback=str(e))  # fmt: skip
             except ray.exceptions.RayError as e:  # the worker or its node died, the object was lost, ...
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                handle(Event("lost", task.trial_id, error=f"Ray worker lost ({type(e).__name__}: {first[:200]})"))
-                continue
-            for ev in events:
-                handle(ev)
+                ev = Event("lost", task.trial_id, error=f"Ray worker lost ({type(e).__name__}: {first[:200]})")
+            state = ev.extra.pop("state", None)
+            if state and task.state_dir:  # the sweep's own folder: a rerun resumes from here
+                write_state(task.state_dir, state)
+            if ev.kind != "epoch":
+                del self.running[gen]
+            handle(ev)
 
     def shutdown(self) -> None:
         ray = self.ray

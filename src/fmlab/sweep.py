@@ -2,8 +2,8 @@
 what comes back. The parent is the only writer; a heartbeat thread keeps its RUNNING rows alive.
 
 Ctrl-C (or SIGTERM) kills the workers and gives their trials back (WAITING, resume state kept);
-a killed worker's trial is retried from its last saved epoch (up to MAX_ATTEMPTS, then FAILED); on Ray,
-where nothing is shared on disk, from its first epoch.
+a killed worker's trial is retried from its last saved epoch (up to MAX_ATTEMPTS, then FAILED); on Ray
+too: the state comes back with each epoch's row (rayexec.py).
 """
 
 from __future__ import annotations
