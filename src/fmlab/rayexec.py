@@ -112,9 +112,11 @@ class RayExecutor:
             if not ray.is_initialized():
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:  # Ray exits on a GCS it never reached
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            hint = " (a cluster with token auth also needs RAY_AUTH_MODE=token and its token here)" \
+                if isinstance(e, ConnectionError | SystemExit) or "auth" in msg.lower() else ""  # fmt: skip
             raise FmlabError(f"--executor ray: cannot connect to Ray at {address or 'a new local instance'}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (a cluster with token "
-                             "auth also needs RAY_AUTH_MODE=token and its token here)") from None  # fmt: skip
+                             f"{msg}{hint}") from None
         res = ray.cluster_resources()
         if gpus_per_trial is None:  # auto: one GPU per trial when the cluster has any and the device allows cuda
             gpus_per_trial = 1.0 if res.get("GPU", 0) > 0 and device in ("auto", "cuda") else 0.0
@@ -130,8 +132,7 @@ class RayExecutor:
             num_returns="streaming",
             **({"runtime_env": {"env_vars": env}} if env else {}))  # fmt: skip
         self.running: dict[Any, Task] = {}  # the task's event stream (ObjectRefGenerator) -> task
-        self._slots_at = 0.0
-        self._slots = self._count_slots(res)
+        self._slots, self._slots_at = self._count_slots(res), time.monotonic()
 
     def _count_slots(self, res: dict[str, float]) -> int:
         n = int(res.get("CPU", 0) // self.cpus)
