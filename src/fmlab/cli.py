@@ -106,6 +106,7 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
         out_json(rep)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = Console()
@@ -115,16 +116,18 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
               f"{c['seeds']} seed(s)")  # fmt: skip
     for w in rep["warnings"]:
         con.print(f"[yellow]! {w}[/yellow]", markup=True, highlight=False)
-    for key, title in (("cells_table", f"top cells by {rep['select']} (mean [95% CI] over seeds)"),
-                       ("effects_table", "effects paired by seed (Holm-adjusted p)")):  # fmt: skip
+    what = "arms" if rep.get("design") == "arms" else "top cells"
+    vs = "each arm vs the baseline" if rep.get("design") == "arms" else "effects"
+    for key, title in (("cells_table", f"{what} by {rep['select']} (mean [95% CI] over seeds)"),
+                       ("effects_table", f"{vs}, paired by seed (Holm-adjusted p)")):  # fmt: skip
         tbl = Table(title=title, title_justify="left")
         for h in rep[key]["header"]:
-            text = h in ("cell", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
+            text = h in ("cell", "arm", "changes", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
             tbl.add_column(h, no_wrap=not text, min_width=15 if h == "verdict" else None,
-                           ratio=2 if h in ("cell", "comparison") else None)  # fmt: skip
+                           ratio=2 if h in ("cell", "changes", "comparison") else None)  # fmt: skip
         for r in rep[key]["rows"]:
             style = "green" if r[-1] == "distinguishable" else None
-            tbl.add_row(*r, style=style)
+            tbl.add_row(*(escape(c) for c in r), style=style)  # "[base]", "[0.1, 0.3]" are text, not markup
         con.print(tbl)
     con.print(f"report: {rep['index']}\nhiplot: {rep['hiplot']}\nsummary: {rep['summary_md']}", highlight=False)
 
@@ -255,8 +258,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     opts = RunOptions(device=args.device, threads=threads, data_dir=args.data_dir)
     path = _store_path(args)
     label = f" [{st.label}]" if st.budget != fstudy.FULL else ""
-    head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {len(st.cells())} cells x "
-            f"{len(st.seeds)} seeds = {len(trials)} trials; store {path}")  # fmt: skip
+    cells = f"baseline + {len(st.arms)} arms" if st.arms else f"{len(st.cells())} cells"
+    shared = len(st.cells()) * len(st.seeds) - len(trials)
+    head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {cells} x {len(st.seeds)} seeds = "
+            f"{len(trials)} trials" + (f" ({shared} shared by arms that resolve alike)" if shared else "")
+            + f"; store {path}")  # fmt: skip
     where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
     if args.dry_run:
         store = Store(path) if path.exists() else None
@@ -275,7 +281,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"estimated time: <= {_fmt_secs(est)} on {where}, {threads} thread(s) each "
               f"(upper bound, every trial to max_epochs; speed {'from this store' if calib != 1.0 else 'assumed'})")
         for t in todo:
-            cell = " ".join(f"{k.split('.')[-1]}={v}" for k, v in t.cell.items())
+            cell = _cell_text(t.cell)
             print(f"  {t.id}  seed {t.seed}  {cell}")
         return 0
     from . import data
@@ -322,6 +328,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cell_text(cell: dict[str, Any]) -> str:
+    """'pool=max batch_size=64', or for an arm shared with others 'arm=bn also=bn_bias'."""
+    return " ".join(f"{k.split('.')[-1]}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in cell.items())  # fmt: skip
+
+
 def _metric(r: dict, k: str) -> str:
     v = r["metrics"].get(k)
     return "" if v is None else f"{v:.4f}"
@@ -339,7 +351,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     cols = ["id", "study", "budget", "state", "seed", "cell", "val_acc", "val_loss", "test_acc", "best_epoch", "time"]
     rows = [[r["id"], r["study"] or "", r["label"] or "", r["state"], str(r["seed"]),
-             " ".join(f"{k.split('.')[-1]}={v}" for k, v in r["cell"].items()),
+             _cell_text(r["cell"]),
              _metric(r, "val_acc"), _metric(r, "val_loss"), _metric(r, "test_acc"),
              str(r["best_epoch"] or ""), _fmt_secs(r["timings"]["total_s"]) if r["timings"] else ""]
             for r in recs]  # fmt: skip

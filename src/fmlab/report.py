@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import arms as farms
 from . import figures
 from .analysis import Analysis, analyse, fmt_effect, fmt_p, unit
 
@@ -37,8 +38,10 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(trials, epochs, meta)
     figs: dict[str, str] = {}
-    for name, fn in (("cells", figures.cells), ("curves", figures.curves),
-                     ("main_effects", figures.main_effects), ("interactions", figures.interactions)):  # fmt: skip
+    plots = [("cells", figures.cells), ("curves", figures.curves)]
+    plots += [("arm_effects", figures.arm_effects)] if a.design == "arms" else \
+        [("main_effects", figures.main_effects), ("interactions", figures.interactions)]  # fmt: skip
+    for name, fn in plots:
         path = fn(a, out / f"{name}.png")
         if path:
             figs[name] = path.name
@@ -140,7 +143,8 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
 
 
 def write_tables(a: Analysis, out: Path) -> dict[str, str]:
-    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions}
+    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions,
+              "test_effects": a.test_effects}  # fmt: skip
     if a.anova is not None:
         tables["anova"] = a.anova.rename_axis("term").reset_index()
     names = {}
@@ -165,10 +169,10 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
     for _, r in a.cells.head(10).iterrows():
         top.append({k: _clean(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
     effects = []
-    for tbl in (a.effects, a.interactions):
+    for tbl in (a.effects, a.interactions, a.test_effects):
         for _, r in tbl.iterrows():
             effects.append({k: _clean(r[k]) for k in ("kind", "term", "estimate", "lo", "hi", "n_seeds", "p",
-                                                        "p_holm", "verdict")})  # fmt: skip
+                                                        "p_holm", "verdict")} | {"metric": r.get("metric", a.select)})
     return {
         "label": a.label, "select": a.select, "out_dir": str(out), "index": str(out / "index.html"),
         "summary_md": str(out / "summary.md"), "hiplot": str(out / "hiplot.html"),
@@ -177,8 +181,11 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
         "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
         "failed": [{k: _clean(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
         "anova_note": a.anova_note,
-        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)},
-        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)},
+        "design": a.design, "arms": a.arms,
+        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)} if a.design == "grid" else
+        {"header": farms.ranked_header(a), "rows": farms.ranked_rows(a)},
+        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)} if a.design == "grid" else
+        {"header": farms.effect_header(a), "rows": farms.effect_rows(a)},
         "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test", "classes",
                                                                   "per_class_acc")},
     }  # fmt: skip
@@ -257,6 +264,7 @@ FIG_TITLES = {
     "curves": "Learning curves per cell (mean over seeds; band = ±1 std)",
     "main_effects": "Main effects: each level's mean over seeds (95% CI)",
     "interactions": "Two-way interactions (means over seeds and the other factors)",
+    "arm_effects": "Each arm minus the baseline, paired by seed (mean and 95% CI; coloured = Holm p < 0.05)",
     "confusion": "Best trial on the test set: confusion matrix and per-class accuracy",
 }
 
@@ -266,8 +274,14 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None) -> str:
     if a.warnings:
         parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
-    parts += ["## Cells", "", _md_table(cell_header(a), cell_rows(a)), ""]
-    parts += ["## Effects (paired by seed)", "", _md_table(effect_header(a), effect_rows(a)), ""]
+    if a.design == "arms":
+        parts += ["## Arms", "", _md_table(["arm", "changes"], farms.definition_rows(a)), ""]
+        parts += ["## Arms ranked", "", _md_table(farms.ranked_header(a), farms.ranked_rows(a)), ""]
+        parts += ["## Each arm vs the baseline (paired by seed)", "",
+                  _md_table(farms.effect_header(a), farms.effect_rows(a)), ""]  # fmt: skip
+    else:
+        parts += ["## Cells", "", _md_table(cell_header(a), cell_rows(a)), ""]
+        parts += ["## Effects (paired by seed)", "", _md_table(effect_header(a), effect_rows(a)), ""]
     parts += ["## ANOVA", "", a.anova_note, ""]
     if a.anova is not None:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
@@ -336,13 +350,16 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                      + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
-    parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
-    parts.append(f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(cell_header(a), cell_rows(a)))
-    parts += [_figure(figs, k) for k in ("cells", "curves")]
-    parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the baseline "
-                 "level, averaged within each seed over the other factors, then a t-interval over seeds. "
-                 "Interactions: the difference of those differences.</p>"
-                 + _html_table(effect_header(a), effect_rows(a), good_col=6))  # fmt: skip
+    if a.design == "arms":
+        parts += _arms_html(a, figs)
+    else:
+        parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
+        parts.append(f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(cell_header(a), cell_rows(a)))
+        parts += [_figure(figs, k) for k in ("cells", "curves")]
+        parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the "
+                     "baseline level, averaged within each seed over the other factors, then a t-interval over "
+                     "seeds. Interactions: the difference of those differences.</p>"
+                     + _html_table(effect_header(a), effect_rows(a), good_col=6))  # fmt: skip
     parts.append(f"<h2>ANOVA</h2><p class='muted'>{_h(a.anova_note)}</p>")
     if a.anova is not None:
         parts.append(_html_table(ANOVA_HEADER, anova_rows(a)))
@@ -354,3 +371,16 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                                    zip(best["classes"], best["per_class_acc"], strict=True)]))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _arms_html(a: Analysis, figs: dict[str, str]) -> list[str]:
+    """An arms study's sections: effects figure, each arm vs the baseline, the ranked arms, definitions."""
+    return [_figure(figs, "arm_effects"),
+            "<h2>Each arm vs the baseline, paired by seed</h2><p class='muted'>Per seed: the arm's result minus "
+            "the baseline's (same seed), then the mean and a t-interval over seeds. Holm over the arms, "
+            f"separately for {_h(a.select)} (selection) and test accuracy (evaluated only); the verdict is on "
+            f"{_h(a.select)}.</p>" + _html_table(farms.effect_header(a), farms.effect_rows(a), good_col=8),
+            f"<h2>Arms ranked by {_h(a.select)}</h2>" + _html_table(farms.ranked_header(a), farms.ranked_rows(a)),
+            _figure(figs, "cells"), _figure(figs, "curves"),
+            "<h2>Arms: what each changes from the baseline</h2>"
+            + _html_table(["arm", "changes"], farms.definition_rows(a))]  # fmt: skip
