@@ -256,6 +256,10 @@ def _arms(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str,
                              "rename the arm")  # fmt: skip
         if not name.strip() or any(c in name for c in ",\n"):
             raise StudyError(f"{p}: arm name {name!r}: use a non-empty name without commas")
+        for key, v in table.items():
+            if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
+                raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
+                                 f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
         changes = _check_keys(p, f"arms.{name}", table)
         if not changes:
             raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
