@@ -233,6 +233,9 @@ def test_arm_report_has_ranked_table_effects_and_figure(tmp_path):
     eff = rep["effects_table"]
     assert eff["header"][0] == "comparison" and eff["rows"][0][-1] == "distinguishable"
     hip = (tmp_path / "hiplot.html").read_text()
+    t, e, m = synth()
+    waiting = report.build_report(t.assign(state="WAITING"), e, m, tmp_path / "waiting")  # nothing complete yet
+    assert waiting["findings"] == [] and "No complete trials: nothing to analyse." in waiting["warnings"]
     assert '\\"arm\\": {\\"type\\": \\"categorical\\"' in hip  # the arm is a categorical column
 
 

@@ -167,7 +167,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                 for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
     a.warnings = _warnings(a, budget) + notes
     tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
-    a.findings = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(eff) else []
+    a.findings = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
     m = int(np.isfinite(eff["p"]).sum()) if len(eff) else 0
     if m:
         a.findings.append(f"Holm-adjusted over the {m} arms tested, separately for {select} (the selection metric) "

@@ -441,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report-files", help="(dev) build a report from trials.csv, epochs.csv and a meta JSON")
     r.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.analyse)")
     r.add_argument("--epochs", help="CSV, one row per trial and epoch")
-    r.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned")
+    r.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned "
+                   "(an arms study: design \"arms\", arms {name: {key: value}})")
     r.add_argument("--out", required=True, help="output folder (index.html, summary.md, figures, hiplot.html)")
     r.add_argument("--best-ckpt", help="checkpoint dir of the best trial (by validation): confusion matrix")
     r.add_argument("--format", choices=["table", "json"], default="table")
