@@ -173,10 +173,11 @@ def synth(seeds=range(6), noise=0.002, rng_seed=3):
         offset = rng.normal(0, 0.004)  # seeds differ as a whole: what pairing removes
         for arm, eff in (("baseline", 0.0), ("good", GOOD), ("null", 0.0)):
             acc = 0.90 + eff + offset + rng.normal(0, noise)
+            test = acc - 0.003 + rng.normal(0, 0.001)
             names = [arm, "twin"] if arm == "baseline" else [arm]
             for name in names:  # the twin arm resolves to the baseline's trials: same id, one row per arm
                 rows.append({"id": f"{arm}-{s}", "state": "COMPLETE", "seed": s, "arm": name, "val_acc": acc,
-                             "val_loss": 0.3 - acc / 4, "test_acc": acc - 0.003 + rng.normal(0, 0.001),
+                             "val_loss": 0.3 - acc / 4, "test_acc": test,
                              "test_loss": 0.31 - acc / 4, "epochs": 3, "best_epoch": 3, "train_s": 5.0,
                              "total_s": 6.0, "n_params": 1000})  # fmt: skip
             eps += [{"trial_id": f"{arm}-{s}", "epoch": e, "train_loss": 1 / e, "train_acc": acc - 0.05 / e,
@@ -212,7 +213,7 @@ def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
     assert np.isclose(g["estimate"], d.mean()) and np.isclose(g["hi"] - g["lo"], 2 * half)
     good = next(f for f in a.findings if f.startswith("good vs baseline"))
     assert f"{100 * g['estimate']:+.2f} pts [{100 * g['lo']:.2f}, " in good and "n = 6 seeds" in good
-    assert f"Holm p = {g['p_holm']:.3f}" in good
+    assert f"Holm p {analysis.fmt_p(g['p_holm'])} (" in good and g["p_holm"] >= g["p"]
     assert "better val_acc" in good and "test_acc +" in good
     assert any(f.startswith("null vs baseline") and "not distinguishable from noise" in f for f in a.findings)
     assert any("twin" in w and "baseline" in w for w in a.warnings)

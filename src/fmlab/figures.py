@@ -212,5 +212,7 @@ def arm_effects(a: Analysis, path: Path) -> Path | None:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlabel(f"{m}: arm - baseline{u}, paired by seed" + (" (selection)" if m == a.select else " (evaluated)"))
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(y, [f"{r} (n={n})" for r, n in zip(order["arm"], order["n_seeds"], strict=True)], fontsize=8)
+    names = [f"{r} (= baseline)" if v.startswith("same trials") else f"{r} (n={n})"
+             for r, n, v in zip(order["arm"], order["n_seeds"], order["verdict"], strict=True)]  # fmt: skip
+    axes[0][0].set_yticks(y, names, fontsize=8)
     return _save(fig, path, a.label)
