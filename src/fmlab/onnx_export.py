@@ -70,14 +70,19 @@ def quantize_int8(ld: Loaded, fp32_path: Path, out_path: Path, calib: torch.Tens
 
     pre = out_path.with_name(out_path.stem + ".pre.onnx")
     q.shape_inference.quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-    # LogSoftmax stays float: quantizing the output would round away the probabilities users read.
+    # Only the convolutions after the first go int8: they are ~95% of the work. Measured with ORT's
+    # profiler on the seed net, batch 1, one thread: int8 pooling (QLinearAveragePool) took 115 us
+    # against 11 us in fp32, the 1-channel first conv 33 us against 13 us, and the 2304x10 Gemm is
+    # 5 us either way; p50 fell from 0.29 to 0.20 ms at the same accuracy. LogSoftmax stays float.
+    first_conv = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"][:1]
     q.quantize_static(str(pre), str(out_path), Calib(), quant_format=q.QuantFormat.QDQ, per_channel=True,
                       activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                      op_types_to_quantize=["Conv", "Gemm", "MatMul", "Relu", "AveragePool", "MaxPool"],
+                      op_types_to_quantize=["Conv", "Relu"], nodes_to_exclude=first_conv,
                       calibrate_method=q.CalibrationMethod.MinMax)  # fmt: skip
+    pre.unlink(missing_ok=True)
     model = onnx.load(str(out_path))
-    set_metadata(model, {**metadata(ld), "quantization": "int8 static QDQ, per-channel weights, "
-                         f"calibrated on {len(calib)} training images"})  # fmt: skip
+    set_metadata(model, {**metadata(ld), "quantization": "int8 static QDQ (convolutions but the first), "
+                         f"per-channel weights, calibrated on {len(calib)} training images"})  # fmt: skip
     onnx.save(model, str(out_path))
 
 
