@@ -4,7 +4,7 @@ optional int8 by ONNX Runtime static quantization (QDQ) calibrated on training i
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -131,6 +131,11 @@ def build_models(ld: Loaded, workdir: Path, int8: bool, calib_n: int = 500,
     return paths
 
 
+def _place(src: Path, tmp: Path) -> None:
+    shutil.copyfile(src, tmp)  # a copy: the temporary folder may be on another filesystem
+    tmp.chmod(0o644)  # mkstemp makes it 0600; a model file is for others to read
+
+
 def export(ld: Loaded, out: str | Path, int8: bool = False, calib_n: int = 500,
            data_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Write OUT (fp32, or int8 with int8=True) atomically; report parity with PyTorch on the test set."""
@@ -155,7 +160,7 @@ def export(ld: Loaded, out: str | Path, int8: bool = False, calib_n: int = 500,
             report["int8_acc_drop_pts"] = 100 * (report["fp32"]["test_acc"] - report["int8"]["test_acc"])
         src = paths["int8" if int8 else "fp32"]
         try:
-            atomic_write(out, lambda t: os.replace(src, t))
+            atomic_write(out, lambda t: _place(src, Path(t)))
         except OSError as e:
             raise InferError(f"{out}: cannot write ({e.strerror})") from None
     report["metadata"] = metadata(ld)
