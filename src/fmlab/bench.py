@@ -104,13 +104,17 @@ class Runtime:
         return out.numpy() if torch.is_tensor(out) else out
 
 
+def check_runtimes(runtimes: tuple[str, ...]) -> None:
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown or not runtimes:
+        raise InferError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+
+
 def bench(ld: Loaded, *, threads: int = 0, latency_threads: int = 1, runs: int = 1000,
           batches: tuple[int, ...] = (256, 1024), repeats: int = 10, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES,
           calib_n: int = 500, data_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Per runtime: batch-1 latency, throughput per batch size, test accuracy; plus the setting."""
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown:
-        raise InferError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+    check_runtimes(runtimes)
     if runs < 1 or repeats < 1:
         raise InferError("--runs and --repeats must be at least 1")
     threads = threads or env.cores()

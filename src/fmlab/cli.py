@@ -122,7 +122,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     ld = infer.load(args.ckpt, args.store)
     runtimes = tuple(args.runtimes.split(",")) if args.runtimes else bench.DEFAULT_RUNTIMES
-    batches = tuple(int(b) for b in args.batches.split(","))
+    bench.check_runtimes(runtimes)
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        raise FmlabError(f"bad --batches {args.batches!r}; expected positive integers, e.g. 256,1024") from None
+    if not batches or min(batches) < 1:
+        raise FmlabError(f"bad --batches {args.batches!r}; expected positive integers, e.g. 256,1024")
     err(f"benchmarking {ld.ckpt_dir} on {', '.join(runtimes)}: {args.runs} batch-1 runs, batches {batches} ...")
     rep = bench.bench(ld, threads=args.threads, latency_threads=args.latency_threads, runs=args.runs,
                       batches=batches, repeats=args.repeats, runtimes=runtimes, data_dir=args.data_dir)  # fmt: skip
