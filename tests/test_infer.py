@@ -221,3 +221,22 @@ def test_unreadable_checkpoint_path(tmp_path):
     f = tmp_path / "file.txt"
     f.write_text("x")
     one_error_line(run_cli("params", str(f)), f)
+
+
+def test_resolve_hands_ids_to_the_store(tiny_ckpt, monkeypatch, tmp_path):
+    import sys
+    import types
+
+    seen = {}
+
+    def resolve_checkpoint(ref, store_path):
+        seen.update(ref=ref, store=store_path)
+        return tiny_ckpt
+
+    fake = types.ModuleType("fmlab.store")
+    fake.resolve_checkpoint = resolve_checkpoint
+    monkeypatch.setitem(sys.modules, "fmlab.store", fake)
+    assert infer.resolve(tiny_ckpt) == tiny_ckpt  # a directory is taken as is
+    assert infer.resolve("seed:best", tmp_path / "s.db") == tiny_ckpt
+    assert seen == {"ref": "seed:best", "store": tmp_path / "s.db"}
+    assert infer.load("abc123", tmp_path / "s.db").ckpt_dir == tiny_ckpt

@@ -53,7 +53,9 @@ def resolve(ref: str | Path, store: str | Path | None = None) -> Path:
         raise InferError(f"{p}: not a checkpoint directory (want a folder with trial.json and best.safetensors)")
     try:
         from .store import resolve_checkpoint
-    except ImportError:
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name != f"{__package__}.store":
+            raise  # the store exists but one of its own imports is missing: show that, not this
         raise InferError(f"{ref}: no such checkpoint directory, and this fmlab has no trial store to look "
                          "trial ids or STUDY:best up in; pass a checkpoint directory") from None  # fmt: skip
     return Path(resolve_checkpoint(str(ref), Path(store) if store else DEFAULT_STORE))
