@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (default 10)")
     p.add_argument("--batches", default="256,1024", help="batch sizes for throughput (default 256,1024)")
     p.add_argument("--runtimes", help="comma list of torch_eager, torch_script, torch_compile, ort_fp32, ort_int8 "
-                   "(default all but torch_compile, which compiles for minutes and was slower here)")
+                   "(default all but torch_compile: minutes to compile cold, no faster here)")
     p.add_argument("--data-dir", help="folder with the IDX files")
     p.set_defaults(func=cmd_bench)
 
