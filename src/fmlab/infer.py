@@ -51,6 +51,9 @@ def resolve(ref: str | Path, store: str | Path | None = None) -> Path:
         return p
     if p.exists():
         raise InferError(f"{p}: not a checkpoint directory (want a folder with trial.json and best.safetensors)")
+    if "/" in str(ref) or str(ref).startswith("."):
+        raise InferError(f"{p}: no such checkpoint directory; give a folder with trial.json and best.safetensors, "
+                         "a trial id or STUDY:best")  # fmt: skip
     try:
         from .store import resolve_checkpoint
     except ImportError as e:
