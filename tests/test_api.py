@@ -147,6 +147,20 @@ def test_train_trial_writes_a_checkpoint(tmp_path):
     assert again.checkpoint is None and again.result.metrics == run.result.metrics  # seeded: same numbers
 
 
+def test_run_study_runs_then_resumes(tiny_study, tmp_path):
+    db = tmp_path / "fmlab.db"
+    seen = []
+    st = fmlab.run_study(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(0,), workers=0, threads=1,
+                         store=db, device="cpu", on_update=lambda p: seen.append(p.done))  # fmt: skip
+    t = st.trials()
+    assert (st.name, st.budget, len(t)) == ("tiny", "quick", 4) and set(t["state"]) == {"COMPLETE"}
+    assert seen[-1] == 4
+    ref = fmlab.open_store(tiny_study).study("tiny").trials().set_index("id")  # same configs and seed 0: same ids
+    assert set(t["id"]) == set(ref[ref["seed"] == 0].index)
+    again = fmlab.run_study(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(0,), workers=0, store=db)
+    assert again.trials()["id"].tolist() == t["id"].tolist()  # nothing left to run
+
+
 def test_notebook_is_committed_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     for c in nb.cells:
