@@ -346,8 +346,9 @@ def best_trial(trials: pd.DataFrame, select: str = "val_acc") -> str | None:
     done = trials[(trials["state"].astype(str).str.upper() == "COMPLETE") & trials[select].notna()]
     if not len(done):
         return None
-    i = done[select].idxmax() if higher_is_better(select) else done[select].idxmin()
-    return str(done.loc[i, "id"])
+    # ties go to the smaller id, as in Store.best (STUDY:best), so both name the same trial
+    ranked = done.sort_values([select, "id"], ascending=[not higher_is_better(select), True], kind="stable")
+    return str(ranked["id"].iloc[0])
 
 
 def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFrame:

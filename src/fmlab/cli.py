@@ -28,12 +28,6 @@ def _fmt_secs(s: float) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
 
 
-def run_options(args: argparse.Namespace):
-    from .env import RunOptions
-
-    return RunOptions(device=args.device, threads=args.threads, data_dir=getattr(args, "data_dir", None))
-
-
 # ---------------------------------------------------------------- data
 
 
@@ -68,13 +62,11 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import checkpoint, config
-    from .train import train
+    from . import api, config
 
-    cfg = config.with_overrides(config.Config(), config.parse_sets(args.set)).resolved()
-    opts = run_options(args)
+    cfg = api.make_config(config.parse_sets(args.set))
     tid = cfg.trial_id()
-    out = Path(args.out) if args.out else Path("runs/train") / tid
+    out = Path(args.out) if args.out else api.default_train_dir(cfg)
     t0 = time.perf_counter()
     max_epochs = cfg.train.max_epochs
     err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
@@ -87,8 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  {row['epoch_s']:.1f}s  "
             f"elapsed {_fmt_secs(elapsed)}  ETA <= {_fmt_secs(eta)}")  # fmt: skip
 
-    res = train(cfg, opts=opts, on_epoch=progress)
-    checkpoint.save_trial(res, out)
+    res = api.train_trial(cfg, out=out, device=args.device, threads=args.threads, data_dir=args.data_dir,
+                          on_epoch=progress).result  # fmt: skip
     m = res.metrics
     err(f"best epoch {res.best_epoch} ({res.stop_reason}): val acc {100 * m['val_acc']:.2f}%, "
         f"test acc {100 * m['test_acc']:.2f}%  ->  {out}")  # fmt: skip
@@ -155,24 +147,9 @@ def cmd_report_files(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """A study's report from the store: reports/<study>/ (reports/<study>-<budget>/ for other budgets)."""
-    import pandas as pd
+    from . import api
 
-    from .analysis import best_trial
-    from .report import build_report
-    from .results import report_inputs
-    from .store import Store
-
-    store = Store(_store_path(args), create=False)
-    try:
-        trials, epochs, meta = report_inputs(store, args.study, args.budget)
-        tdf, edf = pd.DataFrame(trials), pd.DataFrame(epochs)
-        best = best_trial(tdf, meta["select"]) if len(tdf) else None
-        ckpt = store.trial_dir(best) if best else None
-    finally:
-        store.close()
-    name = args.study if meta["budget"] == "full" else f"{args.study}-{meta['budget']}"
-    out = Path(args.out) if args.out else Path("reports") / name
-    rep = build_report(tdf, edf, meta, out, ckpt if ckpt and (ckpt / "trial.json").is_file() else None)
+    rep = api.open_store(_store_path(args)).study(args.study, args.budget).report(args.out)
     print_report_summary(rep, args.format)
     return 0
 
@@ -184,13 +161,6 @@ def _store_path(args: argparse.Namespace) -> Path:
     from .store import DEFAULT_PATH
 
     return Path(args.store) if args.store else DEFAULT_PATH
-
-
-def _default_workers() -> int:
-    from .env import cores
-
-    # BENCHMARKS.md "Studies": single-thread workers, one per core, beat one multi-thread worker.
-    return cores()
 
 
 class _SweepDisplay:
@@ -246,15 +216,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
     st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store (or torch) is touched
-    from . import sweep
-    from .env import RunOptions, cores
+    from . import api, sweep
+    from .env import RunOptions
     from .store import Store
 
     trials = st.trials()
-    workers = _default_workers() if args.workers is None else args.workers
-    if workers < 0:
-        raise FmlabError(f"bad --workers {workers}; use 0 (inline) or a count of processes")
-    threads = args.threads or max(1, cores() // max(workers, 1))
+    workers, threads = api.sweep_slots(args.workers, args.threads)
     opts = RunOptions(device=args.device, threads=threads, data_dir=args.data_dir)
     path = _store_path(args)
     label = f" [{st.label}]" if st.budget != fstudy.FULL else ""
@@ -284,10 +251,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             cell = _cell_text(t.cell)
             print(f"  {t.id}  seed {t.seed}  {cell}")
         return 0
-    from . import data
-
-    for name in data.FILES:  # a missing dataset is one clear error, not a study of FAILED trials
-        data.find_file(name, args.data_dir)
+    api.check_dataset(args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
     est = sweep.estimate_s([t for t in trials if t.id in set(plan.todo)], workers, threads,
@@ -340,12 +304,9 @@ def _metric(r: dict, k: str) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .store import Store
+    from . import api
 
-    store = Store(_store_path(args), create=False)
-    if args.study:
-        store.study(args.study)  # an unknown study is an error naming the known ones
-    recs = store.records(args.study, args.budget, states=[args.state] if args.state else None)
+    recs = api.open_store(_store_path(args)).records(args.study, args.budget, args.state)
     if args.format == "json":
         out_json(recs)
         return 0
@@ -364,9 +325,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .store import Store
+    from . import api
 
-    rec = Store(_store_path(args), create=False).trial(args.trial)
+    rec = api.open_store(_store_path(args)).trial(args.trial)
     if args.format == "json":
         out_json(rec)
         return 0
@@ -397,11 +358,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from . import results
-    from .store import Store
+    from . import api
 
-    for p in results.export(Store(_store_path(args), create=False), args.study, args.out, args.as_, args.budget):
+    for p in api.open_store(_store_path(args)).study(args.study, args.budget).export(args.out, args.as_):
         err(f"wrote {p}")
+    return 0
+
+
 # ---------------------------------------------------------------- inference
 
 

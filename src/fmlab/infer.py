@@ -223,12 +223,19 @@ def predict(ld: Loaded, paths: list[str | Path], top: int = 3) -> list[dict[str,
     """Top classes with probabilities for each image file (folders expanded)."""
     files = image_files(paths)
     pixels = np.stack([to_fashion_mnist(read_image(f)) for f in files])
+    return predict_pixels(ld, pixels, [str(f) for f in files], top)
+
+
+def predict_pixels(ld: Loaded, pixels: np.ndarray, names: list[str], top: int = 3) -> list[dict[str, Any]]:
+    """Top classes with probabilities for uint8 images [N, 28, 28] already in Fashion-MNIST form."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 3 or pixels.shape[1:] != (SIDE, SIDE) or len(names) != len(pixels):
+        raise InferError(f"want uint8 pixels [N, {SIDE}, {SIDE}] and N names; got {pixels.shape}, {len(names)} names")
     with torch.inference_mode():
         probs = ld.net(ld.normalize(pixels)).exp()
     out = []
-    for f, pr in zip(files, probs, strict=True):
+    for f, pr in zip(names, probs, strict=True):
         p, i = pr.topk(min(top, len(ld.classes)))
-        out.append({"file": str(f), "top": [{"class": ld.classes[j], "index": int(j), "prob": float(q)}
-                                            for q, j in zip(p.tolist(), i.tolist(), strict=True)]})  # fmt: skip
+        out.append({"file": f, "top": [{"class": ld.classes[j], "index": int(j), "prob": float(q)}
+                                       for q, j in zip(p.tolist(), i.tolist(), strict=True)]})  # fmt: skip
     return out
-

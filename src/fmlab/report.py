@@ -49,8 +49,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     if best_ckpt is not None:
         best = test_confusion(best_ckpt)
         figs["confusion"] = figures.confusion(best, a.label, out / "confusion.png").name
-    write_hiplot(trials, list(a.factors), out / "hiplot.html", a.select,
-                 [f for f, lv in a.factors.items() if set(lv) == {"true", "false"}], a.label)
+    write_hiplot(hiplot_experiment(trials, meta), out / "hiplot.html", a.label)
     tables = write_tables(a, out)
     rep = summary_dict(a, out, figs, best, tables)
     (out / "summary.md").write_text(markdown(a, figs, best))
@@ -87,10 +86,20 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
 # ---------------------------------------------------------------- HiPlot
 
 
-def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by: str = "val_acc",
-                 bool_factors: list[str] | None = None, label: str = "") -> Path:
-    """A HiPlot page with one row per trial (every state). Factors with non-numeric levels (bool, str),
-    the state and the seed are declared categorical; numeric factors keep a numeric, ordered axis."""
+def hiplot_experiment(trials: pd.DataFrame, meta: dict[str, Any]) -> Any:
+    """The study's hip.Experiment (one row per trial, every state), coloured by the selection metric;
+    the report writes it to hiplot.html and fmlab.api's StudyHandle.hiplot() returns it."""
+    from .analysis import level_label
+
+    levels = {f: [level_label(v) for v in lv] for f, lv in meta["factors"].items()}
+    bools = [f for f, lv in levels.items() if set(lv) == {"true", "false"}]
+    return _experiment(trials, list(levels), meta.get("select", "val_acc"), bools)
+
+
+def _experiment(trials: pd.DataFrame, factors: list[str], color_by: str, bools: list[str]) -> Any:
+    """Factors with non-numeric levels (bool, str), the state and the seed are declared categorical;
+    numeric factors keep a numeric, ordered axis. bools: from the study's levels (the store may hand
+    booleans over as 0/1)."""
     import hiplot as hip
 
     from .analysis import level_label
@@ -100,7 +109,6 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
         return bool(len(vals)) and all(isinstance(v, (int, float, np.integer, np.floating))
                                        and not isinstance(v, (bool, np.bool_)) for v in vals)  # fmt: skip
 
-    bools = list(bool_factors or [])  # from the study's levels: the store may hand booleans over as 0/1
     cat = [c for c in factors if c in bools or not numeric(c)]
     metrics = [c for c in TRIAL_COLS if c in trials]
     rows = []
@@ -112,7 +120,7 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
                 v = v.item()
             if c in cat or c == "state":
                 v = level_label(v, boolean=c in bools)
-            elif isinstance(v, float) and not math.isfinite(v):
+            elif v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
                 v = None  # JSON has no NaN; HiPlot shows a missing value
             elif isinstance(v, float):
                 v = round(v, 6)
@@ -128,11 +136,16 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
     order = ["state", "seed", *factors, *metrics][::-1]  # HiPlot lays out this list right to left
     exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": ["uid", "id", "from_uid"], "order": order})
     exp.display_data(hip.Displays.TABLE).update({"hide": ["uid", "from_uid"], "order_by": [["id", "asc"]]})
+    return exp
+
+
+def write_hiplot(exp: Any, path: Path, label: str = "") -> Path:
+    """A standalone HiPlot page of exp; with label, a banner naming the study and linking the report."""
     page = exp.to_html()
     if label:  # the study and its caveat on this page too ("quick: indicative only")
         banner = (f"<div style='font:14px system-ui,sans-serif;padding:6px 12px;background:#fff4e0;"
-                  f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(rows)} trials, one row each. "
-                  "<a href='index.html'>Back to the report</a></div>")  # fmt: skip
+                  f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(exp.datapoints)} trials, one row "
+                  "each. <a href='index.html'>Back to the report</a></div>")  # fmt: skip
         page = page.replace("<title>HiPlot</title>", f"<title>HiPlot: {html.escape(label)}</title>", 1)
         page = page.replace('<body style="margin:0px">', f'<body style="margin:0px">{banner}', 1)
     path.write_text(page)

@@ -136,7 +136,12 @@ class Store:
         self.db.execute("COMMIT")
 
     def trial_dir(self, tid: str) -> Path:
-        return self.root / "trials" / tid
+        return self.trial_dir_of(self.path, tid)
+
+    @staticmethod
+    def trial_dir_of(store_path: str | Path, tid: str) -> Path:
+        """A trial's checkpoint folder, next to the store file (no connection needed)."""
+        return Path(store_path).parent / "trials" / tid
 
     def state_dir(self, tid: str) -> Path:
         return self.trial_dir(tid) / "state"
