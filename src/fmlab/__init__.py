@@ -1,3 +1,29 @@
-"""fmlab: run and understand training experiments on Fashion-MNIST."""
+"""fmlab: run and understand training experiments on Fashion-MNIST.
+
+The public Python API (``fmlab.open_store``, ``fmlab.run_study``, ``fmlab.train_trial``, ``fmlab.predict``, ...)
+lives in :mod:`fmlab.api`; its names are re-exported here on first use, so ``import fmlab`` stays fast
+(no torch or pandas until a function needs them).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["open_store", "run_study", "train_trial", "predict", "make_config", "StoreHandle", "StudyHandle", "Trained"]
+
+if TYPE_CHECKING:
+    from .api import StoreHandle, StudyHandle, Trained, make_config, open_store, predict, run_study, train_trial
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fmlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -104,6 +104,9 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)  # id, state, cell of each non-COMPLETE row
     missing_cells: list[str] = field(default_factory=list)
+    design: str = "grid"  # or "arms" (fmlab.arms): factors = {"arm": [baseline, *arms]}, cell = arm name
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> config keys it changes
+    test_effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # arms: each arm vs baseline on test_acc
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
@@ -270,7 +273,12 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     meta: study (name), budget ("quick" labels everything "indicative only"), factors {key: [levels
         in file order]}, baseline {key: level}, select (val_acc or val_loss), planned (trial count).
     Only COMPLETE trials enter the statistics; the others are counted and named.
+    An arms study (meta design "arms") is analysed by fmlab.arms.analyse_arms.
     """
+    if meta.get("design") == "arms":
+        from .arms import analyse_arms
+
+        return analyse_arms(trials, epochs, meta)
     select = meta.get("select", "val_acc")
     if select not in ("val_acc", "val_loss"):
         raise ValueError(f"select metric {select!r}: use a validation metric (val_acc or val_loss), never test")
@@ -338,8 +346,9 @@ def best_trial(trials: pd.DataFrame, select: str = "val_acc") -> str | None:
     done = trials[(trials["state"].astype(str).str.upper() == "COMPLETE") & trials[select].notna()]
     if not len(done):
         return None
-    i = done[select].idxmax() if higher_is_better(select) else done[select].idxmin()
-    return str(done.loc[i, "id"])
+    # ties go to the smaller id, as in Store.best (STUDY:best), so both name the same trial
+    ranked = done.sort_values([select, "id"], ascending=[not higher_is_better(select), True], kind="stable")
+    return str(ranked["id"].iloc[0])
 
 
 def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFrame:

@@ -28,12 +28,6 @@ def _fmt_secs(s: float) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
 
 
-def run_options(args: argparse.Namespace):
-    from .env import RunOptions
-
-    return RunOptions(device=args.device, threads=args.threads, data_dir=getattr(args, "data_dir", None))
-
-
 # ---------------------------------------------------------------- data
 
 
@@ -68,13 +62,11 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import checkpoint, config
-    from .train import train
+    from . import api, config
 
-    cfg = config.with_overrides(config.Config(), config.parse_sets(args.set)).resolved()
-    opts = run_options(args)
+    cfg = api.make_config(config.parse_sets(args.set))
     tid = cfg.trial_id()
-    out = Path(args.out) if args.out else Path("runs/train") / tid
+    out = Path(args.out) if args.out else api.default_train_dir(cfg)
     t0 = time.perf_counter()
     max_epochs = cfg.train.max_epochs
     err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
@@ -87,8 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  {row['epoch_s']:.1f}s  "
             f"elapsed {_fmt_secs(elapsed)}  ETA <= {_fmt_secs(eta)}")  # fmt: skip
 
-    res = train(cfg, opts=opts, on_epoch=progress)
-    checkpoint.save_trial(res, out)
+    res = api.train_trial(cfg, out=out, device=args.device, threads=args.threads, data_dir=args.data_dir,
+                          on_epoch=progress).result  # fmt: skip
     m = res.metrics
     err(f"best epoch {res.best_epoch} ({res.stop_reason}): val acc {100 * m['val_acc']:.2f}%, "
         f"test acc {100 * m['test_acc']:.2f}%  ->  {out}")  # fmt: skip
@@ -106,6 +98,7 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
         out_json(rep)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = Console()
@@ -115,16 +108,18 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
               f"{c['seeds']} seed(s)")  # fmt: skip
     for w in rep["warnings"]:
         con.print(f"[yellow]! {w}[/yellow]", markup=True, highlight=False)
-    for key, title in (("cells_table", f"top cells by {rep['select']} (mean [95% CI] over seeds)"),
-                       ("effects_table", "effects paired by seed (Holm-adjusted p)")):  # fmt: skip
+    what = "arms" if rep.get("design") == "arms" else "top cells"
+    vs = "each arm vs the baseline" if rep.get("design") == "arms" else "effects"
+    for key, title in (("cells_table", f"{what} by {rep['select']} (mean [95% CI] over seeds)"),
+                       ("effects_table", f"{vs}, paired by seed (Holm-adjusted p)")):  # fmt: skip
         tbl = Table(title=title, title_justify="left")
         for h in rep[key]["header"]:
-            text = h in ("cell", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
+            text = h in ("cell", "arm", "changes", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
             tbl.add_column(h, no_wrap=not text, min_width=15 if h == "verdict" else None,
-                           ratio=2 if h in ("cell", "comparison") else None)  # fmt: skip
+                           ratio=2 if h in ("cell", "changes", "comparison") else None)  # fmt: skip
         for r in rep[key]["rows"]:
             style = "green" if r[-1] == "distinguishable" else None
-            tbl.add_row(*r, style=style)
+            tbl.add_row(*(escape(c) for c in r), style=style)  # "[base]", "[0.1, 0.3]" are text, not markup
         con.print(tbl)
     con.print(f"report: {rep['index']}\nhiplot: {rep['hiplot']}\nsummary: {rep['summary_md']}", highlight=False)
 
@@ -152,24 +147,9 @@ def cmd_report_files(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """A study's report from the store: reports/<study>/ (reports/<study>-<budget>/ for other budgets)."""
-    import pandas as pd
+    from . import api
 
-    from .analysis import best_trial
-    from .report import build_report
-    from .results import report_inputs
-    from .store import Store
-
-    store = Store(_store_path(args), create=False)
-    try:
-        trials, epochs, meta = report_inputs(store, args.study, args.budget)
-        tdf, edf = pd.DataFrame(trials), pd.DataFrame(epochs)
-        best = best_trial(tdf, meta["select"]) if len(tdf) else None
-        ckpt = store.trial_dir(best) if best else None
-    finally:
-        store.close()
-    name = args.study if meta["budget"] == "full" else f"{args.study}-{meta['budget']}"
-    out = Path(args.out) if args.out else Path("reports") / name
-    rep = build_report(tdf, edf, meta, out, ckpt if ckpt and (ckpt / "trial.json").is_file() else None)
+    rep = api.open_store(_store_path(args)).study(args.study, args.budget).report(args.out)
     print_report_summary(rep, args.format)
     return 0
 
@@ -181,13 +161,6 @@ def _store_path(args: argparse.Namespace) -> Path:
     from .store import DEFAULT_PATH
 
     return Path(args.store) if args.store else DEFAULT_PATH
-
-
-def _default_workers() -> int:
-    from .env import cores
-
-    # BENCHMARKS.md "Studies": single-thread workers, one per core, beat one multi-thread worker.
-    return cores()
 
 
 class _SweepDisplay:
@@ -243,15 +216,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
     st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store (or torch) is touched
-    from . import sweep
-    from .env import RunOptions, cores
+    from . import api, sweep
+    from .env import RunOptions
     from .store import Store
 
     trials = st.trials()
     on_ray = args.executor == "ray"
-    workers = _default_workers() if args.workers is None else args.workers
-    if workers < 0:
-        raise FmlabError(f"bad --workers {workers}; use 0 (inline) or a count of processes")
     ex = None
     if on_ray:
         where = f"Ray ({args.address or 'local instance'}), {args.cpus_per_trial:g} CPU(s) per trial"
@@ -264,14 +234,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             workers = ex.slots
             where += f", {ex.gpus:g} GPU(s) per trial; {workers} at once"
     else:
-        threads = args.threads or max(1, cores() // max(workers, 1))
+        workers, threads = api.sweep_slots(args.workers, args.threads)
         where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
     # On Ray, --data-dir is a path on the workers' machines (each reads its own copy of the dataset).
     opts = RunOptions(device=args.device, threads=threads, data_dir=args.data_dir)
     path = _store_path(args)
     label = f" [{st.label}]" if st.budget != fstudy.FULL else ""
-    head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {len(st.cells())} cells x "
-            f"{len(st.seeds)} seeds = {len(trials)} trials; store {path}")  # fmt: skip
+    cells = f"baseline + {len(st.arms)} arms" if st.arms else f"{len(st.cells())} cells"
+    shared = len(st.cells()) * len(st.seeds) - len(trials)
+    head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {cells} x {len(st.seeds)} seeds = "
+            f"{len(trials)} trials" + (f" ({shared} shared by arms that resolve alike)" if shared else "")
+            + f"; store {path}")  # fmt: skip
     if args.dry_run:
         store = Store(path) if path.exists() else None
         plan = store.status([t.id for t in trials]) if store else None
@@ -289,13 +262,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"estimated time: <= {_fmt_secs(est)} on {where}, {threads} thread(s) each "
               f"(upper bound, every trial to max_epochs; speed {'from this store' if calib != 1.0 else 'assumed'})")
         for t in todo:
-            cell = " ".join(f"{k.split('.')[-1]}={v}" for k, v in t.cell.items())
+            cell = _cell_text(t.cell)
             print(f"  {t.id}  seed {t.seed}  {cell}")
         return 0
-    from . import data
-
-    for name in data.FILES if not on_ray else ():  # a missing dataset: one clear error, not FAILED trials
-        data.find_file(name, args.data_dir)
+    if not on_ray:  # Ray workers read the dataset on their own machines
+        api.check_dataset(args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
     est = sweep.estimate_s([t for t in trials if t.id in set(plan.todo)], workers, threads,
@@ -337,24 +308,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cell_text(cell: dict[str, Any]) -> str:
+    """'pool=max batch_size=64', or for an arm shared with others 'arm=bn also=bn_bias'."""
+    return " ".join(f"{k.split('.')[-1]}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in cell.items())  # fmt: skip
+
+
 def _metric(r: dict, k: str) -> str:
     v = r["metrics"].get(k)
     return "" if v is None else f"{v:.4f}"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .store import Store
+    from . import api
 
-    store = Store(_store_path(args), create=False)
-    if args.study:
-        store.study(args.study)  # an unknown study is an error naming the known ones
-    recs = store.records(args.study, args.budget, states=[args.state] if args.state else None)
+    recs = api.open_store(_store_path(args)).records(args.study, args.budget, args.state)
     if args.format == "json":
         out_json(recs)
         return 0
     cols = ["id", "study", "budget", "state", "seed", "cell", "val_acc", "val_loss", "test_acc", "best_epoch", "time"]
     rows = [[r["id"], r["study"] or "", r["label"] or "", r["state"], str(r["seed"]),
-             " ".join(f"{k.split('.')[-1]}={v}" for k, v in r["cell"].items()),
+             _cell_text(r["cell"]),
              _metric(r, "val_acc"), _metric(r, "val_loss"), _metric(r, "test_acc"),
              str(r["best_epoch"] or ""), _fmt_secs(r["timings"]["total_s"]) if r["timings"] else ""]
             for r in recs]  # fmt: skip
@@ -367,9 +341,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .store import Store
+    from . import api
 
-    rec = Store(_store_path(args), create=False).trial(args.trial)
+    rec = api.open_store(_store_path(args)).trial(args.trial)
     if args.format == "json":
         out_json(rec)
         return 0
@@ -400,11 +374,94 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from . import results
-    from .store import Store
+    from . import api
 
-    for p in results.export(Store(_store_path(args), create=False), args.study, args.out, args.as_, args.budget):
+    for p in api.open_store(_store_path(args)).study(args.study, args.budget).export(args.out, args.as_):
         err(f"wrote {p}")
+    return 0
+
+
+# ---------------------------------------------------------------- inference
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from . import infer
+
+    rep = infer.param_table(infer.load(args.ckpt, args.store))
+    if args.format == "json":
+        out_json(rep)
+        return 0
+    print(f"{'layer':14} {'type':10} {'shapes':34} {'params':>10}")
+    for r in rep["layers"]:
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items())
+        print(f"{r['layer']:14} {r['type']:10} {shapes:34} {r['params']:>10,}")
+    print(f"{'total':60} {rep['total']:>10,}")
+    print(f"size: {rep['fp32_mb']:.3f} MB as fp32, {rep['disk_mb']:.3f} MB on disk ({rep['disk_bytes']:,} bytes, "
+          f"{Path(rep['checkpoint']) / 'best.safetensors'}); MB = 10^6 bytes")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench, infer
+
+    ld = infer.load(args.ckpt, args.store)
+    runtimes = tuple(args.runtimes.split(",")) if args.runtimes else bench.DEFAULT_RUNTIMES
+    bench.check_runtimes(runtimes)
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        raise FmlabError(f"bad --batches {args.batches!r}; expected positive integers, e.g. 256,1024") from None
+    if not batches or min(batches) < 1:
+        raise FmlabError(f"bad --batches {args.batches!r}; expected positive integers, e.g. 256,1024")
+    err(f"benchmarking {ld.ckpt_dir} on {', '.join(runtimes)}: {args.runs} batch-1 runs, batches {batches} ...")
+    rep = bench.bench(ld, threads=args.threads, latency_threads=args.latency_threads, runs=args.runs,
+                      batches=batches, repeats=args.repeats, runtimes=runtimes, data_dir=args.data_dir)  # fmt: skip
+    bs = [str(b) for b in batches]
+    print(f"{'runtime':14} {'p50 ms':>8} {'p99 ms':>8} " + " ".join(f"{'img/s @' + b:>12}" for b in bs)
+          + f" {'test acc':>9} {'prep s':>7}")  # fmt: skip
+    for r in rep["results"]:
+        lat = r["latency"]
+        print(f"{r['runtime']:14} {lat['p50_ms']:8.3f} {lat['p99_ms']:8.3f} "
+              + " ".join(f"{r['images_per_s'][b]:12,.0f}" for b in bs)
+              + f" {100 * r['test_acc']:8.2f}% {r['prep_s']:7.1f}")  # fmt: skip
+    print(f"batch 1 on {rep['latency_threads']} thread(s), batches on {rep['threads']}; latency = one call "
+          f"(ORT: session.run incl. input binding), p50/p99 of {rep['runs']} after warm-up; img/s = batch / "
+          f"median of {rep['repeats']} calls; prep = trace/compile/session time, not in latency")  # fmt: skip
+    out_json(rep)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import infer, onnx_export
+
+    ld = infer.load(args.ckpt, args.store)
+    err(f"exporting {ld.ckpt_dir} to {args.onnx}{' (int8)' if args.int8 else ''} ...")
+    rep = onnx_export.export(ld, args.onnx, int8=args.int8, calib_n=args.calib, data_dir=args.data_dir)
+    for kind in ("fp32", "int8"):
+        if kind in rep:
+            p = rep[kind]
+            err(f"{kind}: test acc {100 * p['test_acc']:.2f}% (torch {100 * rep['torch_test_acc']:.2f}%), "
+                f"argmax agreement with torch {100 * p['argmax_agreement']:.2f}%, "
+                f"max |log-prob diff| {p['max_abs_diff']:.2e}, {p['size_mb']:.3f} MB")  # fmt: skip
+    if args.int8:
+        err(f"int8 accuracy drop vs fp32: {rep['int8_acc_drop_pts']:+.2f} pts "
+            f"(calibrated on {rep['int8']['calibration_images']} training images)")  # fmt: skip
+    err(f"wrote {rep['out']} (checked with onnx.checker; classes and normalisation in metadata_props)")
+    out_json(rep)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import infer
+
+    ld = infer.load(args.ckpt, args.store)
+    preds = infer.predict(ld, args.images, top=args.top)
+    if args.format == "json":
+        out_json(preds)
+        return 0
+    for p in preds:
+        tops = "  ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in p["top"])
+        print(f"{p['file']}: {tops}")
     return 0
 
 
@@ -444,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report-files", help="(dev) build a report from trials.csv, epochs.csv and a meta JSON")
     r.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.analyse)")
     r.add_argument("--epochs", help="CSV, one row per trial and epoch")
-    r.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned")
+    r.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned "
+                   "(an arms study: design \"arms\", arms {name: {key: value}})")
     r.add_argument("--out", required=True, help="output folder (index.html, summary.md, figures, hiplot.html)")
     r.add_argument("--best-ckpt", help="checkpoint dir of the best trial (by validation): confusion matrix")
     r.add_argument("--format", choices=["table", "json"], default="table")
@@ -498,6 +556,41 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--budget", help="which budget's trials (needed when the study has several)")
     rs.add_argument("--store", help=store_help)
     rs.set_defaults(func=cmd_results)
+    def ckpt_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("ckpt", metavar="CKPT", help="trial id, STUDY:best, or a checkpoint directory")
+        p.add_argument("--store", default="runs/fmlab.db", help="trial store for ids (default runs/fmlab.db)")
+
+    p = sub.add_parser("params", help="trainable parameters per layer, total, size")
+    ckpt_arg(p)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("bench", help="latency and throughput: torch vs ONNX Runtime fp32/int8; last line JSON")
+    ckpt_arg(p)
+    p.add_argument("--threads", type=int, default=0, help="threads for batched runs (0 = all cores)")
+    p.add_argument("--latency-threads", type=int, default=1, help="threads for batch-1 latency (default 1)")
+    p.add_argument("--runs", type=int, default=1000, help="timed batch-1 calls after warm-up (default 1000)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (default 10)")
+    p.add_argument("--batches", default="256,1024", help="batch sizes for throughput (default 256,1024)")
+    p.add_argument("--runtimes", help="comma list of torch_eager, torch_script, torch_compile, ort_fp32, ort_int8 "
+                   "(default all but torch_compile: minutes to compile cold, no faster here)")
+    p.add_argument("--data-dir", help="folder with the IDX files")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="ONNX file, checked against torch on the test set")
+    ckpt_arg(p)
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="file to write (atomically)")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization (QDQ) calibrated on train images")
+    p.add_argument("--calib", type=int, default=500, help="calibration images for --int8 (default 500)")
+    p.add_argument("--data-dir", help="folder with the IDX files")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top classes and probabilities for your own images")
+    ckpt_arg(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders")
+    p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_predict)
     return ap
 
 

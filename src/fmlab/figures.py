@@ -179,3 +179,40 @@ def confusion(best: dict[str, Any], label: str, path: Path) -> Path:
                 color="white" if inside else "black")  # fmt: skip
     bx.grid(axis="x", alpha=0.3)
     return _save(fig, path, label)
+
+
+def arm_effects(a: Analysis, path: Path) -> Path | None:
+    """Arms study: each arm minus the baseline (mean over seeds of the paired differences, 95% CI), on the
+    selection metric and on test accuracy; green/red = distinguishable better/worse after Holm."""
+    from .analysis import higher_is_better
+
+    eff = a.effects
+    if not len(eff) or not np.isfinite(eff["estimate"]).any():
+        return None
+    plt = _plt()
+    sign = 1 if higher_is_better(a.select) else -1
+    order = eff.assign(_k=eff["estimate"] * sign).sort_values("_k", na_position="first")  # best on top
+    panels = [(a.select, order)]
+    if len(a.test_effects):
+        panels.append(("test_acc", a.test_effects.set_index("arm").reindex(order["arm"]).reset_index()))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.38 * len(order) + 1.6), sharey=True,
+                             squeeze=False)  # fmt: skip
+    y = np.arange(len(order))
+    for ax, (m, t) in zip(axes[0], panels, strict=True):
+        k, u = unit(m)
+        good = higher_is_better(m)
+        colors = ["#2e8b57" if v == "distinguishable" and (e > 0) == good else
+                  "#c0392b" if v == "distinguishable" else "#6b7280"
+                  for v, e in zip(t["verdict"], t["estimate"], strict=True)]  # fmt: skip
+        mean = k * t["estimate"].to_numpy(dtype=float)
+        err = k * np.vstack([t["estimate"] - t["lo"], t["hi"] - t["estimate"]]).astype(float)
+        for i in range(len(t)):
+            ax.errorbar(mean[i], y[i], xerr=np.where(np.isfinite(err[:, i : i + 1]), err[:, i : i + 1], 0),
+                        fmt="o", ms=5, capsize=3, color=colors[i])  # fmt: skip
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"{m}: arm - baseline{u}, paired by seed" + (" (selection)" if m == a.select else " (evaluated)"))
+        ax.grid(axis="x", alpha=0.3)
+    names = [f"{r} (= baseline)" if v.startswith("same trials") else f"{r} (n={n})"
+             for r, n, v in zip(order["arm"], order["n_seeds"], order["verdict"], strict=True)]  # fmt: skip
+    axes[0][0].set_yticks(y, names, fontsize=8)
+    return _save(fig, path, a.label)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import arms as farms
 from . import figures
 from .analysis import Analysis, analyse, fmt_effect, fmt_p, unit
 
@@ -37,8 +38,10 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(trials, epochs, meta)
     figs: dict[str, str] = {}
-    for name, fn in (("cells", figures.cells), ("curves", figures.curves),
-                     ("main_effects", figures.main_effects), ("interactions", figures.interactions)):  # fmt: skip
+    plots = [("cells", figures.cells), ("curves", figures.curves)]
+    plots += [("arm_effects", figures.arm_effects)] if a.design == "arms" else \
+        [("main_effects", figures.main_effects), ("interactions", figures.interactions)]  # fmt: skip
+    for name, fn in plots:
         path = fn(a, out / f"{name}.png")
         if path:
             figs[name] = path.name
@@ -46,8 +49,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     if best_ckpt is not None:
         best = test_confusion(best_ckpt)
         figs["confusion"] = figures.confusion(best, a.label, out / "confusion.png").name
-    write_hiplot(trials, list(a.factors), out / "hiplot.html", a.select,
-                 [f for f, lv in a.factors.items() if set(lv) == {"true", "false"}], a.label)
+    write_hiplot(hiplot_experiment(trials, meta), out / "hiplot.html", a.label)
     tables = write_tables(a, out)
     rep = summary_dict(a, out, figs, best, tables)
     (out / "summary.md").write_text(markdown(a, figs, best))
@@ -84,10 +86,20 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
 # ---------------------------------------------------------------- HiPlot
 
 
-def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by: str = "val_acc",
-                 bool_factors: list[str] | None = None, label: str = "") -> Path:
-    """A HiPlot page with one row per trial (every state). Factors with non-numeric levels (bool, str),
-    the state and the seed are declared categorical; numeric factors keep a numeric, ordered axis."""
+def hiplot_experiment(trials: pd.DataFrame, meta: dict[str, Any]) -> Any:
+    """The study's hip.Experiment (one row per trial, every state), coloured by the selection metric;
+    the report writes it to hiplot.html and fmlab.api's StudyHandle.hiplot() returns it."""
+    from .analysis import level_label
+
+    levels = {f: [level_label(v) for v in lv] for f, lv in meta["factors"].items()}
+    bools = [f for f, lv in levels.items() if set(lv) == {"true", "false"}]
+    return _experiment(trials, list(levels), meta.get("select", "val_acc"), bools)
+
+
+def _experiment(trials: pd.DataFrame, factors: list[str], color_by: str, bools: list[str]) -> Any:
+    """Factors with non-numeric levels (bool, str), the state and the seed are declared categorical;
+    numeric factors keep a numeric, ordered axis. bools: from the study's levels (the store may hand
+    booleans over as 0/1)."""
     import hiplot as hip
 
     from .analysis import level_label
@@ -97,7 +109,6 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
         return bool(len(vals)) and all(isinstance(v, (int, float, np.integer, np.floating))
                                        and not isinstance(v, (bool, np.bool_)) for v in vals)  # fmt: skip
 
-    bools = list(bool_factors or [])  # from the study's levels: the store may hand booleans over as 0/1
     cat = [c for c in factors if c in bools or not numeric(c)]
     metrics = [c for c in TRIAL_COLS if c in trials]
     rows = []
@@ -109,7 +120,7 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
                 v = v.item()
             if c in cat or c == "state":
                 v = level_label(v, boolean=c in bools)
-            elif isinstance(v, float) and not math.isfinite(v):
+            elif v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
                 v = None  # JSON has no NaN; HiPlot shows a missing value
             elif isinstance(v, float):
                 v = round(v, 6)
@@ -125,11 +136,16 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
     order = ["state", "seed", *factors, *metrics][::-1]  # HiPlot lays out this list right to left
     exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": ["uid", "id", "from_uid"], "order": order})
     exp.display_data(hip.Displays.TABLE).update({"hide": ["uid", "from_uid"], "order_by": [["id", "asc"]]})
+    return exp
+
+
+def write_hiplot(exp: Any, path: Path, label: str = "") -> Path:
+    """A standalone HiPlot page of exp; with label, a banner naming the study and linking the report."""
     page = exp.to_html()
     if label:  # the study and its caveat on this page too ("quick: indicative only")
         banner = (f"<div style='font:14px system-ui,sans-serif;padding:6px 12px;background:#fff4e0;"
-                  f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(rows)} trials, one row each. "
-                  "<a href='index.html'>Back to the report</a></div>")  # fmt: skip
+                  f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(exp.datapoints)} trials, one row "
+                  "each. <a href='index.html'>Back to the report</a></div>")  # fmt: skip
         page = page.replace("<title>HiPlot</title>", f"<title>HiPlot: {html.escape(label)}</title>", 1)
         page = page.replace('<body style="margin:0px">', f'<body style="margin:0px">{banner}', 1)
     path.write_text(page)
@@ -140,7 +156,8 @@ def write_hiplot(trials: pd.DataFrame, factors: list[str], path: Path, color_by:
 
 
 def write_tables(a: Analysis, out: Path) -> dict[str, str]:
-    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions}
+    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions,
+              "test_effects": a.test_effects}  # fmt: skip
     if a.anova is not None:
         tables["anova"] = a.anova.rename_axis("term").reset_index()
     names = {}
@@ -165,10 +182,10 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
     for _, r in a.cells.head(10).iterrows():
         top.append({k: _clean(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
     effects = []
-    for tbl in (a.effects, a.interactions):
+    for tbl in (a.effects, a.interactions, a.test_effects):
         for _, r in tbl.iterrows():
             effects.append({k: _clean(r[k]) for k in ("kind", "term", "estimate", "lo", "hi", "n_seeds", "p",
-                                                        "p_holm", "verdict")})  # fmt: skip
+                                                        "p_holm", "verdict")} | {"metric": r.get("metric", a.select)})
     return {
         "label": a.label, "select": a.select, "out_dir": str(out), "index": str(out / "index.html"),
         "summary_md": str(out / "summary.md"), "hiplot": str(out / "hiplot.html"),
@@ -177,8 +194,11 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
         "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
         "failed": [{k: _clean(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
         "anova_note": a.anova_note,
-        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)},
-        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)},
+        "design": a.design, "arms": a.arms,
+        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)} if a.design == "grid" else
+        {"header": farms.ranked_header(a), "rows": farms.ranked_rows(a)},
+        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)} if a.design == "grid" else
+        {"header": farms.effect_header(a), "rows": farms.effect_rows(a)},
         "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test", "classes",
                                                                   "per_class_acc")},
     }  # fmt: skip
@@ -257,6 +277,7 @@ FIG_TITLES = {
     "curves": "Learning curves per cell (mean over seeds; band = ±1 std)",
     "main_effects": "Main effects: each level's mean over seeds (95% CI)",
     "interactions": "Two-way interactions (means over seeds and the other factors)",
+    "arm_effects": "Each arm minus the baseline, paired by seed (mean and 95% CI; coloured = Holm p < 0.05)",
     "confusion": "Best trial on the test set: confusion matrix and per-class accuracy",
 }
 
@@ -266,8 +287,14 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None) -> str:
     if a.warnings:
         parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
-    parts += ["## Cells", "", _md_table(cell_header(a), cell_rows(a)), ""]
-    parts += ["## Effects (paired by seed)", "", _md_table(effect_header(a), effect_rows(a)), ""]
+    if a.design == "arms":
+        parts += ["## Arms", "", _md_table(["arm", "changes"], farms.definition_rows(a)), ""]
+        parts += ["## Arms ranked", "", _md_table(farms.ranked_header(a), farms.ranked_rows(a)), ""]
+        parts += ["## Each arm vs the baseline (paired by seed)", "",
+                  _md_table(farms.effect_header(a), farms.effect_rows(a)), ""]  # fmt: skip
+    else:
+        parts += ["## Cells", "", _md_table(cell_header(a), cell_rows(a)), ""]
+        parts += ["## Effects (paired by seed)", "", _md_table(effect_header(a), effect_rows(a)), ""]
     parts += ["## ANOVA", "", a.anova_note, ""]
     if a.anova is not None:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
@@ -336,13 +363,16 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                      + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
-    parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
-    parts.append(f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(cell_header(a), cell_rows(a)))
-    parts += [_figure(figs, k) for k in ("cells", "curves")]
-    parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the baseline "
-                 "level, averaged within each seed over the other factors, then a t-interval over seeds. "
-                 "Interactions: the difference of those differences.</p>"
-                 + _html_table(effect_header(a), effect_rows(a), good_col=6))  # fmt: skip
+    if a.design == "arms":
+        parts += _arms_html(a, figs)
+    else:
+        parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
+        parts.append(f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(cell_header(a), cell_rows(a)))
+        parts += [_figure(figs, k) for k in ("cells", "curves")]
+        parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the "
+                     "baseline level, averaged within each seed over the other factors, then a t-interval over "
+                     "seeds. Interactions: the difference of those differences.</p>"
+                     + _html_table(effect_header(a), effect_rows(a), good_col=6))  # fmt: skip
     parts.append(f"<h2>ANOVA</h2><p class='muted'>{_h(a.anova_note)}</p>")
     if a.anova is not None:
         parts.append(_html_table(ANOVA_HEADER, anova_rows(a)))
@@ -354,3 +384,16 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                                    zip(best["classes"], best["per_class_acc"], strict=True)]))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _arms_html(a: Analysis, figs: dict[str, str]) -> list[str]:
+    """An arms study's sections: effects figure, each arm vs the baseline, the ranked arms, definitions."""
+    return [_figure(figs, "arm_effects"),
+            "<h2>Each arm vs the baseline, paired by seed</h2><p class='muted'>Per seed: the arm's result minus "
+            "the baseline's (same seed), then the mean and a t-interval over seeds. Holm over the arms, "
+            f"separately for {_h(a.select)} (selection) and test accuracy (evaluated only); the verdict is on "
+            f"{_h(a.select)}.</p>" + _html_table(farms.effect_header(a), farms.effect_rows(a), good_col=8),
+            f"<h2>Arms ranked by {_h(a.select)}</h2>" + _html_table(farms.ranked_header(a), farms.ranked_rows(a)),
+            _figure(figs, "cells"), _figure(figs, "curves"),
+            "<h2>Arms: what each changes from the baseline</h2>"
+            + _html_table(["arm", "changes"], farms.definition_rows(a))]  # fmt: skip

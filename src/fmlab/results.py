@@ -16,23 +16,28 @@ EPOCH_COLS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "
 
 
 def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(trial rows, epoch rows) of every trial of the study under one budget, whatever its state."""
+    """(trial rows, epoch rows) of every trial of the study under one budget, whatever its state.
+    Arms study: one trial row per arm (a trial shared by several arms appears once for each, with the
+    same id), one set of epoch rows per trial (arm = the sharing arms, comma-joined)."""
     info = store.study(study)
     budget = store.pick_budget(study, budget)
     factors = info["factors"]
+    arms = info["spec"].get("design") == "arms"
     recs = store.records(study, budget)
     trials, by_id = [], {}
     for r in recs:
         cell = {k: r["cell"].get(k) for k in factors}
+        cells = [{"arm": a} for a in [cell["arm"], *r["cell"].get("also", [])]] if arms else [cell]
         tm = r["timings"]
-        row = {"id": r["id"], "study": study, "budget": budget, "label": r["label"], "state": r["state"],
-               "seed": r["seed"], **cell, **{m: r["metrics"].get(m) for m in METRICS},
-               "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], "n_params": r["n_params"],
-               "train_s": tm.get("train_s"), "total_s": tm.get("total_s"),
-               "train_images_per_s": tm.get("train_images_per_s"), "error": r["error"],
-               "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
-        trials.append(row)
-        by_id[r["id"]] = (r["seed"], cell)
+        for c in cells:
+            row = {"id": r["id"], "study": study, "budget": budget, "label": r["label"], "state": r["state"],
+                   "seed": r["seed"], **c, **{m: r["metrics"].get(m) for m in METRICS},
+                   "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], "n_params": r["n_params"],
+                   "train_s": tm.get("train_s"), "total_s": tm.get("total_s"),
+                   "train_images_per_s": tm.get("train_images_per_s"), "error": r["error"],
+                   "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
+            trials.append(row)
+        by_id[r["id"]] = (r["seed"], {"arm": ",".join(c["arm"] for c in cells)} if arms else cell)
     epochs = []
     for e in store.epochs(by_id):
         seed, cell = by_id[e["trial"]]
@@ -54,12 +59,19 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     budget = store.pick_budget(study, budget)
     trials, epochs = tables(store, study, budget)
     spec = info["spec"]
+    meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
+            "select": info["select_metric"], "planned": len(trials), "description": info["description"],
+            "design": spec.get("design", "grid"), "base": spec.get("base", {})}  # fmt: skip
+    if meta["design"] == "arms":
+        from .study import BASELINE
+
+        arms = spec.get("arms", {})
+        meta.update(factors={"arm": [BASELINE, *arms]}, baseline={"arm": BASELINE}, arms=arms)
+        return trials, epochs, meta
     levels = {k: list(v) for k, v in spec.get("factors", {}).items()}
     flat = with_overrides(Config(), spec.get("base", {})).resolved().flat()
     baseline = {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in levels.items()}
-    meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
-            "factors": levels, "baseline": baseline, "select": info["select_metric"], "planned": len(trials),
-            "description": info["description"]}  # fmt: skip
+    meta.update(factors=levels, baseline=baseline)
     return trials, epochs, meta
 
 

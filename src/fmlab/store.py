@@ -85,6 +85,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _columns(study: Any) -> list[str]:
+    """The study's cell columns: its factors, or 'arm' for an arms study."""
+    return ["arm"] if getattr(study, "design", "grid") == "arms" else list(study.factors)
+
+
 def _j(x: Any) -> str | None:
     return None if x is None else json.dumps(x, allow_nan=False)
 
@@ -131,7 +136,12 @@ class Store:
         self.db.execute("COMMIT")
 
     def trial_dir(self, tid: str) -> Path:
-        return self.root / "trials" / tid
+        return self.trial_dir_of(self.path, tid)
+
+    @staticmethod
+    def trial_dir_of(store_path: str | Path, tid: str) -> Path:
+        """A trial's checkpoint folder, next to the store file (no connection needed)."""
+        return Path(store_path).parent / "trials" / tid
 
     def state_dir(self, tid: str) -> Path:
         return self.trial_dir(tid) / "state"
@@ -174,13 +184,14 @@ class Store:
             db.execute("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
                        "description=excluded.description, path=excluded.path, select_metric=excluded.select_metric, "
                        "factors=excluded.factors, spec=excluded.spec, updated=excluded.updated",
-                       (study.name, study.description, study.path, study.select, _j(list(study.factors)),
+                       (study.name, study.description, study.path, study.select, _j(_columns(study)),
                         _j(study.spec()), now, now))  # fmt: skip
             for t in trials:
                 db.execute("INSERT OR IGNORE INTO trials (id, config, seed, state, created) VALUES (?,?,?,?,?)",
                            (t.id, _j(t.config.to_dict()), t.seed, State.WAITING.value, now))  # fmt: skip
-                db.execute("INSERT OR IGNORE INTO study_trials VALUES (?,?,?,?)",
-                           (study.name, study.budget, t.id, _j(t.cell)))  # fmt: skip
+                # the cell follows the study file: an arm added later may share an existing trial
+                db.execute("INSERT INTO study_trials VALUES (?,?,?,?) ON CONFLICT(study, budget, trial) DO UPDATE "
+                           "SET cell=excluded.cell", (study.name, study.budget, t.id, _j(t.cell)))  # fmt: skip
             if retry_failed:
                 for tid in ids:
                     if db.execute("UPDATE trials SET state=?, error=NULL, traceback=NULL, attempts=0 "

@@ -3,7 +3,14 @@
     name, description, seeds, select       top-level keys
     [base]                                 config keys applied to every cell (as with --set)
     [factors]                              config key -> list of values; the grid is their product
+    [arms.<name>]                          or: one-factor-at-a-time variants of [base], each a table of
+                                           config keys; trials = (baseline + each arm) x seeds
     [budgets.<name>]                       overrides applied by --budget <name> (may set seeds)
+
+A study is a grid ([factors]) or a set of arms ([arms]), never both: an arm compared with a grid cell
+has no single baseline to be paired with. Two arms (or an arm and the baseline) whose configs resolve
+to the same trial (e.g. momentum under adam, which resolved() resets) share that one trial: it runs
+once and its store link names every arm ({"arm": first, "also": [others]}).
 
 Every value is checked with config.with_overrides before anything runs; errors name the file, the
 key and what is allowed. A budget's overrides are part of each config, so they change trial ids.
@@ -20,9 +27,10 @@ from typing import Any
 from .config import Config, ConfigError, allowed_keys, with_overrides
 from .errors import FmlabError
 
-TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "budgets")
+TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets")
 SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
 FULL = "full"
+BASELINE = "baseline"  # the arm name of the unchanged [base] config in an arms study
 
 
 class StudyError(FmlabError):
@@ -31,7 +39,8 @@ class StudyError(FmlabError):
 
 @dataclass(frozen=True)
 class Trial:
-    """One planned trial: a grid cell (factor values) with a seed, and its resolved config."""
+    """One planned trial: a grid cell (factor values) or an arm ({"arm": name, "also": [names sharing
+    this trial]}) with a seed, and its resolved config."""
 
     config: Config
     cell: dict[str, Any]
@@ -54,30 +63,49 @@ class Study:
     factors: dict[str, list[Any]]
     overrides: dict[str, Any]  # the chosen budget's config overrides
     budgets: tuple[str, ...] = field(default=())
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> config keys it changes
 
     @property
     def label(self) -> str:
         return budget_label(self.budget)
 
+    @property
+    def design(self) -> str:
+        return "arms" if self.arms else "grid"
+
     def cells(self) -> list[dict[str, Any]]:
+        """Grid: every combination of factor values. Arms: the baseline, then each arm in file order."""
+        if self.arms:
+            return [{"arm": BASELINE}, *({"arm": a} for a in self.arms)]
         keys = list(self.factors)
         return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*self.factors.values())]
 
+    def overrides_of(self, cell: dict[str, Any]) -> dict[str, Any]:
+        """The config keys a cell sets on top of [base]."""
+        return dict(self.arms.get(cell["arm"], {})) if self.arms else dict(cell)
+
     def trials(self) -> list[Trial]:
-        """Cells x seeds, each id once (two cells that resolve to the same config run once)."""
+        """Cells x seeds, each id once: two cells that resolve to the same config run once; for arms the
+        trial's cell then names every arm that shares it."""
         out: dict[str, Trial] = {}
+        also: dict[str, list[str]] = {}
         for cell in self.cells():
             for s in self.seeds:
-                cfg = with_overrides(Config(), {**self.base, **cell, **self.overrides, "seed": s}).resolved()
-                t = Trial(cfg, cell, s)
-                out.setdefault(t.id, t)
+                over = {**self.base, **self.overrides_of(cell), **self.overrides, "seed": s}
+                cfg = with_overrides(Config(), over).resolved()
+                t = out.setdefault(cfg.trial_id(), Trial(cfg, cell, s))
+                if self.arms and t.cell is not cell:
+                    also.setdefault(t.id, []).append(cell["arm"])
+        for tid, names in also.items():
+            t = out[tid]
+            out[tid] = Trial(t.config, {"arm": t.cell["arm"], "also": names}, t.seed)
         return list(out.values())
 
     def spec(self) -> dict[str, Any]:
         """What the store keeps about the study (JSON-able)."""
         return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
-                "seeds": list(self.seeds), "base": self.base, "factors": self.factors,
-                "budget": self.budget, "overrides": self.overrides}  # fmt: skip
+                "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
+                "arms": self.arms, "budget": self.budget, "overrides": self.overrides}  # fmt: skip
 
 
 def budget_label(budget: str) -> str:
@@ -163,6 +191,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
             raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
         for v in values:
             _check_values(p, "factors", {key: v})
+    arms = _arms(p, doc, base, factors)
     budgets = doc.get("budgets", {})
     if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
         raise StudyError(f"{p}: [budgets] must hold tables like [budgets.quick]")
@@ -175,6 +204,10 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
             if key in factors:
                 raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
                                  "override a factor")  # fmt: skip
+            for arm, changes in arms.items():
+                if key in changes:
+                    raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
+                                     "budget may not override what an arm tests")  # fmt: skip
         if "seeds" in b:
             _seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
         _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k != "seeds"})
@@ -189,9 +222,48 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
         raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
     study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
-                  base=base, factors=factors, overrides=chosen, budgets=known)  # fmt: skip
+                  base=base, factors=factors, overrides=chosen, budgets=known, arms=arms)  # fmt: skip
+    for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
+        try:
+            with_overrides(Config(), {**base, **changes, **chosen})
+        except ConfigError as e:
+            raise StudyError(f"{p}: [arms.{arm}] with [base] and budget '{budget}': {e}") from None
     try:
         study.trials()  # combinations can still clash with a range, e.g. a derived value
     except ConfigError as e:
         raise StudyError(f"{p}: {e}") from None
     return study
+
+
+def _arms(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """[arms.<name>] tables: each a non-empty set of config keys that differ from [base]."""
+    if "arms" not in doc:
+        return {}
+    arms = doc["arms"]
+    if "factors" in doc:
+        raise StudyError(f"{p}: a study has [factors] (a grid) or [arms] (variants of [base]), not both; "
+                         "split it into two study files")  # fmt: skip
+    if not isinstance(arms, dict) or not all(isinstance(t, dict) for t in arms.values()):
+        raise StudyError(f"{p}: [arms] must hold tables like [arms.cosine] with config keys, e.g. "
+                         '"train.schedule" = "cosine"')  # fmt: skip
+    if not arms:
+        raise StudyError(f"{p}: [arms] is empty; add at least one arm, e.g. [arms.cosine] with "
+                         '"train.schedule" = "cosine"')  # fmt: skip
+    out = {}
+    for name, table in arms.items():
+        if name == BASELINE:
+            raise StudyError(f"{p}: [arms.{BASELINE}]: the name '{BASELINE}' is reserved for [base] itself; "
+                             "rename the arm")  # fmt: skip
+        if not name.strip() or any(c in name for c in ",\n"):
+            raise StudyError(f"{p}: arm name {name!r}: use a non-empty name without commas")
+        for key, v in table.items():
+            if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
+                raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
+                                 f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
+        changes = _check_keys(p, f"arms.{name}", table)
+        if not changes:
+            raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
+                             "config key")  # fmt: skip
+        _check_values(p, f"arms.{name}", changes)
+        out[name] = changes
+    return out

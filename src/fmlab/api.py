@@ -1,0 +1,328 @@
+"""The public Python API: stores, studies as DataFrames, their analysis, HiPlot, training and prediction.
+
+    import fmlab
+    st = fmlab.open_store("runs/fmlab.db").study("seed", budget="quick")
+    st.trials()            # one row per trial: id, state, seed, one column per factor, metrics, timings
+    st.analysis().effects  # the numbers the report shows
+    st.hiplot().display()  # the report's HiPlot experiment, inline in Jupyter
+
+The CLI is a thin layer over these functions (plus printing); nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .store import DEFAULT_PATH
+
+if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `import fmlab` stays fast
+    import hiplot
+    import pandas as pd
+
+    from .analysis import Analysis
+    from .config import Config
+    from .store import Store
+    from .sweep import Progress
+    from .train import TrialResult
+
+STATES = ("WAITING", "RUNNING", "COMPLETE", "FAILED")
+METRIC_COLS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_s", "total_s", "train_images_per_s")
+EPOCH_METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Store]:
+    from .store import Store
+
+    s = Store(path, create=False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def open_store(path: str | Path = DEFAULT_PATH) -> StoreHandle:
+    """A handle on an existing store (a missing file is an error naming it; nothing is created)."""
+    with _opened(Path(path)):
+        pass
+    return StoreHandle(Path(path))
+
+
+@dataclass(frozen=True)
+class StoreHandle:
+    """A store file; every call reads it afresh, so a handle sees trials a running sweep adds."""
+
+    path: Path
+
+    def studies(self) -> pd.DataFrame:
+        """One row per study: name, description, path (its file), select, design, factors, budgets, trials."""
+        import pandas as pd
+
+        rows = []
+        with _opened(self.path) as s:
+            for info in s.studies():
+                full = s.study(info["name"])
+                rows.append({"name": info["name"], "description": info["description"], "path": info["path"],
+                             "select": info["select_metric"], "design": info["spec"].get("design", "grid"),
+                             "factors": list(info["factors"]), "budgets": full["budgets"],
+                             "trials": len(s.records(info["name"]))})  # fmt: skip
+        cols = ["name", "description", "path", "select", "design", "factors", "budgets", "trials"]
+        return pd.DataFrame(rows, columns=cols).astype({"trials": "int64"})
+
+    def study(self, name: str, budget: str | None = None) -> StudyHandle:
+        """One study under one budget (None: the only budget it has; several is an error naming them)."""
+        with _opened(self.path) as s:
+            return StudyHandle(self, name, s.pick_budget(name, budget))
+
+    def records(self, study: str | None = None, budget: str | None = None,
+                state: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Trial records as `fmlab ls --format json` prints them (an unknown study is an error)."""
+        with _opened(self.path) as s:
+            if study:
+                s.study(study)
+            return s.records(study, budget, states=[state] if state else None)
+
+    def trial(self, ref: str) -> dict[str, Any]:
+        """One trial (id or unique prefix) with its epochs, log and traceback: `fmlab show --format json`."""
+        with _opened(self.path) as s:
+            return s.trial(ref)
+
+    def checkpoint(self, ref: str) -> Path:
+        """The checkpoint directory of a trial id, STUDY:best or STUDY@BUDGET:best."""
+        from .store import resolve_checkpoint
+
+        return resolve_checkpoint(ref, self.path)
+
+
+def _typed_trials(rows: list[dict[str, Any]], factors: Mapping[str, list[Any]]) -> pd.DataFrame:
+    """Stable columns and dtypes whatever the states: metrics float64, seed int64, state categorical,
+    each factor column typed by the study's levels (bool, int64, float64, or str)."""
+    import pandas as pd
+
+    head = ["id", "study", "budget", "label", "state", "seed", *factors]
+    tail = ["val_loss", "val_acc", "test_loss", "test_acc", "epochs", "best_epoch", "stop_reason", "n_params",
+            "train_s", "total_s", "train_images_per_s", "error", "config"]  # fmt: skip
+    df = pd.DataFrame(rows, columns=head + tail)
+    types: dict[str, Any] = {c: "float64" for c in METRIC_COLS}
+    types.update(seed="int64", epochs="int64", best_epoch="Int64", n_params="Int64",
+                 state=pd.CategoricalDtype(list(STATES)))  # fmt: skip
+    for f, levels in factors.items():
+        types[f] = _level_dtype(levels)
+    return df.astype(types)
+
+
+def _level_dtype(levels: list[Any]) -> str:
+    if levels and all(isinstance(v, bool) for v in levels):
+        return "bool"
+    if levels and all(isinstance(v, int) and not isinstance(v, bool) for v in levels):
+        return "int64"
+    if levels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
+        return "float64"
+    return "object"
+
+
+@dataclass(frozen=True)
+class StudyHandle:
+    """One study under one budget in a store: its trials and epochs as DataFrames, analysis, report."""
+
+    store: StoreHandle
+    name: str
+    budget: str
+
+    def inputs(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        """(trials, epochs, meta): the contract of fmlab.analysis.analyse, typed (see trials())."""
+        import pandas as pd
+
+        from .results import report_inputs
+
+        with _opened(self.store.path) as s:
+            trials, epochs, meta = report_inputs(s, self.name, self.budget)
+        tdf = _typed_trials(trials, meta["factors"])
+        ecols = ["trial_id", "seed", *meta["factors"], "epoch", *EPOCH_METRICS]
+        types = {"seed": "int64", "epoch": "int64", **{c: "float64" for c in EPOCH_METRICS}}
+        if meta["design"] != "arms":  # an arms study's epoch rows name the sharing arms, comma-joined
+            types.update({f: _level_dtype(v) for f, v in meta["factors"].items()})
+        edf = pd.DataFrame(epochs, columns=ecols).astype(types)
+        return tdf, edf, meta
+
+    def meta(self) -> dict[str, Any]:
+        """study, budget, label, select, planned, description, design, base, factors, baseline (arms: arms)."""
+        return self.inputs()[2]
+
+    def trials(self) -> pd.DataFrame:
+        """One row per trial of this budget, every state (an arms study: one row per arm)."""
+        return self.inputs()[0]
+
+    def epochs(self) -> pd.DataFrame:
+        """One row per trial and epoch: trial_id, seed, factors, epoch, lr, losses, accuracies, epoch_s."""
+        return self.inputs()[1]
+
+    def analysis(self) -> Analysis:
+        """cells (ranked, mean/std/95% CI over seeds), effects, interactions, anova, curves, findings;
+        for an arms study effects are each arm vs the baseline and test_effects the same on test_acc."""
+        from .analysis import analyse
+
+        return analyse(*self.inputs())
+
+    def best(self) -> pd.Series | None:
+        """The COMPLETE trial that is best on the study's validation selection metric (None if none)."""
+        from .analysis import best_trial
+
+        tdf, _, meta = self.inputs()
+        tid = best_trial(tdf, meta["select"]) if len(tdf) else None
+        return None if tid is None else tdf[tdf["id"] == tid].iloc[0]
+
+    def checkpoint(self) -> Path | None:
+        """The best trial's checkpoint directory, or None when there is none (yet)."""
+        b = self.best()
+        return None if b is None else self._ckpt(str(b["id"]))
+
+    def _ckpt(self, tid: str | None) -> Path | None:
+        from .store import Store
+
+        d = Store.trial_dir_of(self.store.path, tid) if tid else None
+        return d if d is not None and (d / "trial.json").is_file() else None
+
+    def default_report_dir(self) -> Path:
+        return Path("reports") / (self.name if self.budget == "full" else f"{self.name}-{self.budget}")
+
+    def report(self, out_dir: str | Path | None = None) -> dict[str, Any]:
+        """Write the report (index.html, summary.md, figures, CSV tables, hiplot.html); returns its summary
+        dict (what `fmlab report --format json` prints). Default folder: reports/<study>[-<budget>]."""
+        from .analysis import best_trial
+        from .report import build_report
+
+        tdf, edf, meta = self.inputs()
+        ckpt = self._ckpt(best_trial(tdf, meta["select"]) if len(tdf) else None)
+        return build_report(tdf, edf, meta, Path(out_dir) if out_dir else self.default_report_dir(), ckpt)
+
+    def hiplot(self) -> hiplot.Experiment:
+        """The report's HiPlot experiment (one row per trial): .display() in Jupyter, .to_html(path)."""
+        from .report import hiplot_experiment
+
+        tdf, _, meta = self.inputs()
+        return hiplot_experiment(tdf, meta)
+
+    def export(self, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
+        """trials.<fmt> and epochs.<fmt> (csv or jsonl) in out_dir: what `fmlab results` writes."""
+        from . import results
+
+        with _opened(self.store.path) as s:
+            return results.export(s, self.name, out_dir, fmt, self.budget)
+
+
+# ---------------------------------------------------------------- running
+
+
+def sweep_slots(workers: int | None = None, threads: int = 0) -> tuple[int, int]:
+    """(worker processes, threads each): by default one single-thread worker per core (BENCHMARKS.md
+    "Studies": that beats one multi-thread worker); workers 0 runs inline."""
+    from .env import cores
+    from .errors import FmlabError
+
+    workers = cores() if workers is None else workers
+    if workers < 0:
+        raise FmlabError(f"bad --workers {workers}; use 0 (inline) or a count of processes")
+    return workers, threads or max(1, cores() // max(workers, 1))
+
+
+def check_dataset(data_dir: str | Path | None = None) -> None:
+    """A missing dataset is one clear error before a sweep, not a study of FAILED trials."""
+    from . import data
+
+    for name in data.FILES:
+        data.find_file(name, data_dir)
+
+
+def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
+              workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
+              device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
+              on_update: Callable[[Progress], None] | None = None) -> StudyHandle:  # fmt: skip
+    """Run a study file's trials into the store (resumes: COMPLETE trials are not redone), as
+    `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials())."""
+    from . import study as fstudy
+    from . import sweep
+    from .env import RunOptions
+    from .store import Store
+
+    st = fstudy.load(path, budget, seeds)
+    workers, threads = sweep_slots(workers, threads)
+    check_dataset(data_dir)
+    s = Store(Path(store))
+    try:
+        trials = st.trials()
+        plan = s.plan(st, trials, retry_failed=retry_failed)
+        todo = set(plan.todo)
+        est = sweep.estimate_s([t for t in trials if t.id in todo], workers, threads, sweep.calibration(s, threads))
+        opts = RunOptions(device=device, threads=threads, data_dir=data_dir)
+        sweep.run(s, st, plan, workers=workers, opts=opts, on_update=on_update or (lambda p: None), estimate=est)
+    finally:
+        s.close()
+    return StoreHandle(Path(store)).study(st.name, st.budget)
+
+
+def make_config(overrides: Mapping[str, Any] | None = None, base: Config | None = None) -> Config:
+    """A Config from the defaults (or base) plus {"train.lr": 1e-3, ...} (values or `--set` strings)."""
+    from .config import Config, with_overrides
+
+    return with_overrides(base or Config(), dict(overrides or {})).resolved()
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What train_trial() returns: the plain TrialResult and where its checkpoint went (None: not saved)."""
+
+    result: TrialResult
+    checkpoint: Path | None
+
+
+def default_train_dir(cfg: Config) -> Path:
+    return Path("runs/train") / cfg.trial_id()
+
+
+def train_trial(config: Config | Mapping[str, Any] | None = None, *, out: str | Path | None = None, save: bool = True,
+          device: str = "auto", threads: int = 0, data_dir: str | None = None,
+          on_epoch: Callable[[dict[str, float]], None] | None = None) -> Trained:  # fmt: skip
+    """Train one network (a Config, or overrides of the defaults like the CLI's --set); with save, write
+    the checkpoint to out (default runs/train/<trial id>), as `fmlab train` does. (Not `fmlab.train`:
+    that name is the fmlab.train module, which Python binds on the package once anything imports it.)"""
+    from . import checkpoint
+    from .env import RunOptions
+    from .train import train as train_one
+
+    cfg = config.resolved() if config is not None and not isinstance(config, Mapping) else make_config(config)
+    res = train_one(cfg, opts=RunOptions(device=device, threads=threads, data_dir=data_dir), on_epoch=on_epoch)
+    ckpt = checkpoint.save_trial(res, Path(out) if out else default_train_dir(cfg)) if save else None
+    return Trained(res, ckpt)
+
+
+# ---------------------------------------------------------------- inference
+
+
+def predict(ckpt: str | Path, images: Any, *, store: str | Path = DEFAULT_PATH,
+            names: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Class probabilities for images: a list of files/folders (PNG, JPEG, ...), or uint8 pixels
+    [N, 28, 28] in Fashion-MNIST form. ckpt: a trial id, STUDY:best or a checkpoint directory.
+    One row per image: image, class, index, prob (the top class), then one column per class."""
+    import numpy as np
+    import pandas as pd
+
+    from . import infer
+
+    ld = infer.load(ckpt, store)
+    if isinstance(images, np.ndarray):
+        preds = infer.predict_pixels(ld, images, names or [str(i) for i in range(len(images))], len(ld.classes))
+    else:
+        preds = infer.predict(ld, [images] if isinstance(images, (str, Path)) else list(images), len(ld.classes))
+    rows = []
+    for p in preds:
+        probs = {t["class"]: t["prob"] for t in p["top"]}
+        rows.append({"image": p["file"], "class": p["top"][0]["class"], "index": p["top"][0]["index"],
+                     "prob": p["top"][0]["prob"], **{c: probs[c] for c in ld.classes}})  # fmt: skip
+    cols = ["image", "class", "index", "prob", *ld.classes]
+    return pd.DataFrame(rows, columns=cols).astype({"index": "int64", "prob": "float64",
+                                                     **{c: "float64" for c in ld.classes}})  # fmt: skip

@@ -1,0 +1,223 @@
+"""Statistics for an arms study: each arm (a variant of the baseline config) against the baseline.
+
+Pure functions over DataFrames, like analysis.py, whose Analysis they fill in (design "arms") so the
+report and the CLI treat both designs alike. Each arm is compared with the baseline within each seed
+(arm minus baseline, same seed, so init and data order are shared); the mean of those differences gets
+a t-based 95% CI and a one-sample t-test. Holm adjusts over the arms, separately for the selection
+metric (the question the study asks) and for test accuracy (evaluated only, a check that the
+validation result carries over). An arm whose trials are the baseline's own (its keys are unused
+under the base config, e.g. momentum with adam) is named, not tested.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .analysis import (
+    Analysis,
+    _warnings,
+    anova,
+    cell_table,
+    curve_table,
+    fmt_effect,
+    fmt_p,
+    higher_is_better,
+    holm,
+    t_ci,
+    t_test,
+    unit,
+)
+
+BASELINE = "baseline"
+TEST = "test_acc"
+
+
+def changes_text(changes: dict[str, Any]) -> str:
+    """{'train.schedule': 'cosine'} -> 'train.schedule=cosine'."""
+    def v(x: Any) -> str:
+        if isinstance(x, bool):
+            return str(x).lower()
+        if isinstance(x, list):
+            return ",".join(str(i) for i in x)
+        return str(x)
+
+    return ", ".join(f"{k}={v(x)}" for k, x in changes.items()) or "(the [base] config)"
+
+
+def paired(done: pd.DataFrame, metric: str, arm: str, base: str = BASELINE) -> list[float]:
+    """One value per seed that has both: mean(metric | arm, seed) - mean(metric | baseline, seed)."""
+    if metric not in done:
+        return []
+    g = done.groupby(["seed", "arm"], observed=True)[metric].mean().unstack("arm")
+    if arm not in g or base not in g:
+        return []
+    d = (g[arm] - g[base]).dropna()
+    return [float(x) for x in d]
+
+
+def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]],
+                same_as_base: set[str]) -> pd.DataFrame:  # fmt: skip
+    """Each arm minus the baseline on metric, paired by seed; Holm over the arms (column p_holm)."""
+    rows = []
+    for name, changes in arms.items():
+        per_seed = paired(done, metric, name)
+        ci = t_ci(per_seed)
+        p = math.nan if name in same_as_base else t_test(per_seed)
+        rows.append({"kind": "arm", "term": f"{name} vs {BASELINE}", "arm": name, "changes": changes_text(changes),
+                     "metric": metric, "estimate": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n_seeds": ci["n"],
+                     "p": p, "n_level": int((done["arm"] == name).sum()),
+                     "n_baseline": int((done["arm"] == BASELINE).sum())})  # fmt: skip
+    tab = pd.DataFrame(rows)
+    holm(tab)
+    if len(tab):
+        tab.loc[tab["arm"].isin(same_as_base), "verdict"] = "same trials as the baseline: not a comparison"
+    return tab
+
+
+def _shared(done: pd.DataFrame, names: list[str]) -> tuple[set[str], list[str]]:
+    """Arms whose complete trials are exactly the baseline's, and notes on arms sharing trials."""
+    ids = {n: frozenset(done.loc[done["arm"] == n, "id"]) for n in names}
+    same_base = {n for n in names[1:] if ids[n] and ids[n] == ids[names[0]]}
+    notes, seen = [], set()
+    for n in names[1:]:
+        twins = [m for m in names[1:] if m != n and ids[m] and ids[m] == ids[n]]
+        if twins and n not in seen:
+            seen.update([n, *twins])
+            notes.append(f"Arms {', '.join([n, *twins])} resolve to the same configs (same trials): one result, "
+                         "reported under each name.")  # fmt: skip
+    if same_base:
+        notes.append(f"Arm(s) {', '.join(sorted(same_base))} resolve to the baseline's own config (the keys they "
+                     "set are unused or already the base values): not compared.")  # fmt: skip
+    return same_base, notes
+
+
+def finding(r: pd.Series, t: pd.Series | None, metric: str) -> str:
+    """'cosine vs baseline: +0.31 pts [0.05, 0.57] in val_acc, Holm p = 0.020 (n = 5 seeds): better val_acc;
+    test_acc +0.20 pts [-0.10, 0.50]'."""
+    if r["verdict"].startswith("same trials"):
+        return f"{r['term']} ({r['changes']}): {r['verdict']} (the keys it sets are unused or already the base values)"
+    _, u = unit(metric)
+    ci = f"[{fmt_effect(r['lo'], metric, False)}, {fmt_effect(r['hi'], metric, False)}]"
+    verdict = r["verdict"]
+    if verdict == "distinguishable":
+        good = (r["estimate"] > 0) == higher_is_better(metric)
+        verdict = f"{'better' if good else 'worse'} {metric}"
+    out = (f"{r['term']} ({r['changes']}): {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
+           f"Holm p {fmt_p(r['p_holm'])} (n = {r['n_seeds']} seeds): {verdict}")  # fmt: skip
+    if t is not None and np.isfinite(t["estimate"]):
+        out += (f"; {TEST} {fmt_effect(t['estimate'], TEST)} pts [{fmt_effect(t['lo'], TEST, False)}, "
+                f"{fmt_effect(t['hi'], TEST, False)}]")  # fmt: skip
+    return out
+
+
+def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -> Analysis:
+    """The analysis of an arms study.
+
+    trials: as for fmlab.analysis.analyse, with an 'arm' column (the baseline's rows say 'baseline')
+        in place of factor columns; a trial shared by several arms appears once per arm (same id).
+    meta: study, budget, select, planned, design "arms", arms {name: {config key: value}} (file order).
+    """
+    select = meta.get("select", "val_acc")
+    if select not in ("val_acc", "val_loss"):
+        raise ValueError(f"select metric {select!r}: use a validation metric (val_acc or val_loss), never test")
+    arms = {str(k): dict(v) for k, v in meta.get("arms", {}).items()}
+    names = [BASELINE, *arms]
+    budget = meta.get("budget") or "full"
+    label = f"{meta.get('study', 'study')} study ({budget}{': indicative only' if budget == 'quick' else ''})"
+    t = trials.copy()
+    missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
+    if missing_cols:
+        raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.arms.analyse_arms for the contract")
+    t["arm"] = t["arm"].astype(str)
+    stray = sorted(set(t["arm"]) - set(names))
+    if stray:
+        raise ValueError(f"arm: trial values {stray} are not among the study's arms {names}")
+    t["arm"] = pd.Categorical(t["arm"], categories=names, ordered=True)
+    t["cell"] = t["arm"].astype(str)
+    t["state"] = t["state"].astype(str).str.upper()
+    done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()
+
+    counts = {"rows": len(t), "complete": len(done), **{s.lower(): int((t["state"] == s).sum())
+              for s in ("FAILED", "WAITING", "RUNNING")}}  # fmt: skip
+    counts["planned"] = int(meta.get("planned") or len(t))
+    counts["missing"] = max(0, counts["planned"] - len(t))
+    counts["seeds"] = int(done["seed"].nunique())
+    counts["cells_planned"] = len(names)
+    cells = cell_table(done, ["arm"], select)
+    cells["changes"] = [changes_text(arms.get(str(a), {})) for a in cells["arm"]] if len(cells) else []
+    counts["cells_complete"] = len(cells)
+    same_base, notes = _shared(done, names)
+    eff = arm_effects(done, select, arms, same_base)
+    test = arm_effects(done, TEST, arms, same_base) if TEST in done else pd.DataFrame()
+    # one row per trial for the ANOVA: an arm that shares the baseline's trials must not count them twice
+    once = done.drop_duplicates("id").astype({"arm": str})  # plain strings: no empty levels in the design
+    tab, note = anova(once, select, ["arm"]) if len(done) else (None, "no complete trials")
+    note = note.replace("main effects and two-way interactions", "arm (one-way)")
+
+    a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
+                 factors={"arm": names}, baseline={"arm": BASELINE}, counts=counts, cells=cells, effects=eff,
+                 interactions=pd.DataFrame(), anova=tab, anova_note=note, curves=curve_table(done, epochs),
+                 complete=done, missing_cells=[n for n in names if n not in set(cells["cell"])],
+                 design="arms", arms=arms, test_effects=test)  # fmt: skip
+    a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
+                for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
+    a.warnings = _warnings(a, budget) + notes
+    tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
+    a.findings = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
+    m = int(np.isfinite(eff["p"]).sum()) if len(eff) else 0
+    if m:
+        a.findings.append(f"Holm-adjusted over the {m} arms tested, separately for {select} (the selection metric) "
+                          f"and {TEST} (evaluated only); 95% CIs are per arm: a t-interval over the per-seed "
+                          "differences arm minus baseline.")  # fmt: skip
+    return a
+
+
+# ---------------------------------------------------------------- display rows (report, terminal)
+
+
+def _level(r: pd.Series, m: str) -> str:
+    k, _ = unit(m)
+    d = 2 if k == 100 else 4
+    mean, lo, hi = (r.get(f"{m}_{s}", math.nan) for s in ("mean", "lo", "hi"))
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{k * mean:.{d}f}" + (f" [{k * lo:.{d}f}, {k * hi:.{d}f}]" if np.isfinite(lo) else " (no CI: n = 1)")
+
+
+def ranked_header(a: Analysis) -> list[str]:
+    _, u = unit(a.select, level=True)
+    return ["rank", "arm", "changes", "n", f"{a.select} mean [95% CI]{u}", f"{TEST} mean [95% CI] %"]
+
+
+def ranked_rows(a: Analysis, limit: int | None = None) -> list[list[str]]:
+    return [[str(r["rank"]), r["cell"], r["changes"], str(r["n"]), _level(r, a.select), _level(r, TEST)]
+            for _, r in a.cells.head(limit).iterrows()]  # fmt: skip
+
+
+def effect_header(a: Analysis) -> list[str]:
+    _, u = unit(a.select)
+    return ["comparison", f"effect on {a.select}{u}", "95% CI", "Holm p", f"effect on {TEST} pts",
+            f"{TEST} 95% CI", f"{TEST} Holm p", "seeds", "verdict"]  # fmt: skip
+
+
+def effect_rows(a: Analysis) -> list[list[str]]:
+    """One row per arm, in file order: effect on the selection metric and on test accuracy, verdict last
+    (the verdict is on the selection metric)."""
+    tests = {r["arm"]: r for _, r in a.test_effects.iterrows()} if len(a.test_effects) else {}
+    rows = []
+    for _, r in a.effects.iterrows():
+        t = tests.get(r["arm"])
+        ci = lambda x, m: f"[{fmt_effect(x['lo'], m, False)}, {fmt_effect(x['hi'], m, False)}]"  # noqa: E731
+        tcols = [fmt_effect(t["estimate"], TEST), ci(t, TEST), fmt_p(t["p_holm"]).lstrip("= ")] if t is not None \
+            else ["n/a"] * 3  # fmt: skip
+        rows.append([r["term"], fmt_effect(r["estimate"], a.select), ci(r, a.select),
+                     fmt_p(r["p_holm"]).lstrip("= "), *tcols, str(r["n_seeds"]), r["verdict"]])  # fmt: skip
+    return rows
+
+
+def definition_rows(a: Analysis) -> list[list[str]]:
+    return [[BASELINE, "(the [base] config)"], *([n, changes_text(c)] for n, c in a.arms.items())]

@@ -1,0 +1,263 @@
+"""Arms studies: parsing and validation, trial planning (shared trials run once), the arm-vs-baseline
+analysis on synthetic results with known effects, and a tiny arms study end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli
+from statsmodels.stats.multitest import multipletests
+
+from fmlab import analysis, report, results
+from fmlab import study as fstudy
+from fmlab.config import Config, with_overrides
+from fmlab.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_BASE = '"model.widths" = "8,16,16"\n"data.train_subset" = 600\n"data.val_size" = 300\n"train.max_epochs" = 1\n'
+
+
+def write(tmp: Path, body: str, name: str = "arms", seeds=(0, 1)) -> Path:
+    p = tmp / f"{name}.toml"
+    p.write_text(f'name = "{name}"\nseeds = {list(seeds)}\nselect = "val_acc"\n[base]\n{TINY_BASE}{body}')
+    return p
+
+
+ARMS = """
+[arms.lr_hi]
+"train.lr" = 3e-3
+[arms.mom]
+"train.momentum" = 0.5
+[arms.bn]
+"model.batch_norm" = true
+[arms.bn_nobias]
+"model.batch_norm" = true
+"model.conv_bias" = false
+"""
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+
+def test_further_study_parses_and_each_arm_changes_only_its_keys():
+    path = ROOT / "studies" / "further.toml"
+    full, quick = fstudy.load(path, "full"), fstudy.load(path, "quick")
+    assert full.design == "arms" and full.select == "val_acc" and full.seeds == (0, 1, 2, 3, 4)
+    assert len(full.arms) >= 20 and len(full.trials()) == (len(full.arms) + 1) * 5  # no two arms alike
+    assert quick.seeds == (0, 1) and quick.label == "quick: indicative only"
+    assert len(quick.trials()) == (len(quick.arms) + 1) * 2
+    base = with_overrides(Config(), full.base).resolved().flat()
+    assert base == Config().resolved().flat()  # fmlab's defaults are the seed study's best cell
+    for name, changes in full.arms.items():
+        flat = with_overrides(Config(), {**full.base, **changes}).resolved().flat()
+        diff = {k for k in flat if flat[k] != base[k]}
+        # conv_bias is derived from batch_norm ("auto"), so a batch-norm arm may change it too
+        assert diff and diff <= set(changes) | {"model.conv_bias"}, (name, diff)
+
+
+def test_arms_trials_are_baseline_plus_arms_times_seeds(tmp_path):
+    st = fstudy.load(write(tmp_path, '[arms.lr_hi]\n"train.lr" = 3e-3\n[arms.cosine]\n"train.schedule" = "cosine"\n'))
+    assert [c["arm"] for c in st.cells()] == ["baseline", "lr_hi", "cosine"]
+    trials = st.trials()
+    assert len(trials) == 3 * 2 and len({t.id for t in trials}) == 6
+    by = {(t.cell["arm"], t.seed): t.config for t in trials}
+    assert by[("lr_hi", 1)].train.lr == 3e-3 and by[("lr_hi", 1)].seed == 1
+    assert by[("cosine", 0)].train.schedule == "cosine" and by[("baseline", 0)].train.schedule == "constant"
+    assert by[("baseline", 0)].model.widths == (8, 16, 16)  # [base] applies to every arm
+    assert st.spec()["design"] == "arms" and st.spec()["arms"]["lr_hi"] == {"train.lr": 3e-3}
+
+
+BAD = {  # case: (study body, budget, what the one-line error must name)
+    "unknown_key": ('[arms.x]\n"train.lrr" = 1\n', "full", ["[arms.x]", "train.lrr", "train.lr,"]),
+    "bad_value": ('[arms.cos]\n"train.schedule" = "cosyne"\n', "full",
+                  ["[arms.cos]", "train.schedule", "'cosine'", "'onecycle'"]),
+    "out_of_range": ('[arms.big]\n"model.dropout" = 1.5\n', "full", ["[arms.big]", "model.dropout", "0.0..0.99"]),
+    "factors_and_arms": ('[factors]\n"train.lr" = [1e-3]\n[arms.x]\n"train.lr" = 3e-3\n', "full",
+                         ["[factors]", "[arms]", "not both"]),
+    "empty_arms": ("[arms]\n", "full", ["[arms] is empty"]),
+    "arm_without_keys": ("[arms.nothing]\n", "full", ["[arms.nothing]", "changes no key"]),
+    "reserved_name": ('[arms.baseline]\n"train.lr" = 3e-3\n', "full", ["[arms.baseline]", "reserved"]),
+    "dotted_name": ('[arms.wd0.05]\n"train.lr" = 3e-3\n', "full", ["[arms.wd0.05]", "quoted"]),
+    "arm_seed": ('[arms.s]\nseed = 3\n', "full", ["[arms.s]", "seeds"]),
+    "budget_overrides_arm": ('[arms.long]\n"train.max_epochs" = 5\n[budgets.quick]\n"train.max_epochs" = 2\n',
+                             "quick", ["[budgets.quick]", "train.max_epochs", "[arms.long]"]),
+    "clash_with_base": ('[arms.cos]\n"train.schedule" = "cosine"\n"train.lr_min" = 0.5\n', "full",
+                        ["[arms.cos]", "train.lr_min"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_arms_name_file_arm_and_key(tmp_path, case):
+    body, budget, needles = BAD[case]
+    f = write(tmp_path, body)
+    with pytest.raises(fstudy.StudyError) as e:
+        fstudy.load(f, budget)
+    msg = str(e.value)
+    assert "\n" not in msg and str(f) in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_bad_arm_via_cli_exits_2_and_leaves_the_store_untouched(tmp_path):
+    good = write(tmp_path, '[arms.lr_hi]\n"train.lr" = 3e-3\n', name="good")
+    db = tmp_path / "fm.db"
+    Store(db).plan(fstudy.load(good), fstudy.load(good).trials())  # an existing store, nothing run
+    before = db.read_bytes()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text() + '[arms.act]\n"model.activation" = "swish"\n')
+    p = run_cli("sweep", str(bad), "--store", str(db))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert all(s in lines[0] for s in (str(bad), "[arms.act]", "model.activation", "'gelu'"))
+    assert db.read_bytes() == before
+    p = run_cli("sweep", str(bad), "--store", str(tmp_path / "new" / "fm.db"))
+    assert p.returncode == 2 and not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------- planning: shared trials
+
+
+def test_arms_that_resolve_alike_share_one_trial_and_both_are_linked(tmp_path):
+    st = fstudy.load(write(tmp_path, ARMS))
+    trials = st.trials()
+    # mom: momentum is unused under adam (resolved() resets it), so it is the baseline's own trial;
+    # bn_nobias: conv_bias "auto" already means no bias with batch norm, so it is bn's trial
+    assert len(trials) == 3 * 2
+    cells = {(t.cell["arm"], t.seed): t.cell for t in trials}
+    assert cells[("baseline", 0)] == {"arm": "baseline", "also": ["mom"]}
+    assert cells[("bn", 1)] == {"arm": "bn", "also": ["bn_nobias"]}
+    assert cells[("lr_hi", 0)] == {"arm": "lr_hi"}
+    db = tmp_path / "fm.db"
+    store = Store(db)
+    plan = store.plan(st, trials)
+    assert len(plan.ids) == len(plan.todo) == 6
+    con = sqlite3.connect(db)
+    links = {t: json.loads(c) for t, c in con.execute("SELECT trial, cell FROM study_trials")}
+    assert len(links) == 6 and sum("also" in c for c in links.values()) == 4
+    assert con.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 6
+    assert json.loads(con.execute("SELECT factors FROM studies").fetchone()[0]) == ["arm"]
+    rows, _ = results.tables(store, "arms")
+    assert len(rows) == 5 * 2  # one row per arm and seed: shared trials appear under each arm
+    assert sorted(r["arm"] for r in rows if r["seed"] == 0) == ["baseline", "bn", "bn_nobias", "lr_hi", "mom"]
+    _, _, meta = results.report_inputs(store, "arms")
+    assert meta["design"] == "arms" and meta["factors"] == {"arm": ["baseline", "lr_hi", "mom", "bn", "bn_nobias"]}
+    assert meta["baseline"] == {"arm": "baseline"} and meta["arms"]["bn_nobias"]["model.conv_bias"] is False
+    # an arm added later that shares existing trials: the link now names it too (no new trial)
+    f2 = write(tmp_path, ARMS + '[arms.nesterov_unused]\n"train.nesterov" = true\n', name="arms")
+    st2 = fstudy.load(f2)
+    store.plan(st2, st2.trials())
+    assert con.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 6
+    base0 = next(t.id for t in trials if t.cell["arm"] == "baseline" and t.seed == 0)
+    cell = json.loads(con.execute("SELECT cell FROM study_trials WHERE trial = ?", (base0,)).fetchone()[0])
+    assert cell == {"arm": "baseline", "also": ["mom", "nesterov_unused"]}
+    store.close()
+    con.close()
+
+
+# ---------------------------------------------------------------- analysis on synthetic results
+
+GOOD = 0.010  # the 'good' arm adds 1.0 point of validation accuracy; 'null' adds nothing
+
+
+def synth(seeds=range(6), noise=0.002, rng_seed=3):
+    rng = np.random.default_rng(rng_seed)
+    rows, eps = [], []
+    arms = {"good": {"train.schedule": "cosine"}, "null": {"model.activation": "gelu"},
+            "twin": {"train.momentum": 0.5}}  # fmt: skip
+    for s in seeds:
+        offset = rng.normal(0, 0.004)  # seeds differ as a whole: what pairing removes
+        for arm, eff in (("baseline", 0.0), ("good", GOOD), ("null", 0.0)):
+            acc = 0.90 + eff + offset + rng.normal(0, noise)
+            test = acc - 0.003 + rng.normal(0, 0.001)
+            names = [arm, "twin"] if arm == "baseline" else [arm]
+            for name in names:  # the twin arm resolves to the baseline's trials: same id, one row per arm
+                rows.append({"id": f"{arm}-{s}", "state": "COMPLETE", "seed": s, "arm": name, "val_acc": acc,
+                             "val_loss": 0.3 - acc / 4, "test_acc": test,
+                             "test_loss": 0.31 - acc / 4, "epochs": 3, "best_epoch": 3, "train_s": 5.0,
+                             "total_s": 6.0, "n_params": 1000})  # fmt: skip
+            eps += [{"trial_id": f"{arm}-{s}", "epoch": e, "train_loss": 1 / e, "train_acc": acc - 0.05 / e,
+                     "val_loss": 0.4 / e, "val_acc": acc - 0.04 / e, "epoch_s": 1.0, "lr": 1e-3}
+                    for e in (1, 2, 3)]  # fmt: skip
+    meta = {"study": "synth-arms", "budget": "full", "design": "arms", "select": "val_acc",
+            "factors": {"arm": ["baseline", *arms]}, "baseline": {"arm": "baseline"}, "arms": arms,
+            "planned": len(rows)}  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(eps), meta
+
+
+def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
+    a = analysis.analyse(*synth())
+    assert a.design == "arms"
+    eff = a.effects.set_index("arm")
+    g, n, tw = eff.loc["good"], eff.loc["null"], eff.loc["twin"]
+    assert g["lo"] > 0 and g["lo"] < GOOD < g["hi"] and abs(g["estimate"] - GOOD) < 0.003
+    assert g["verdict"] == "distinguishable" and g["n_seeds"] == 6
+    assert n["lo"] < 0 < n["hi"] and n["verdict"] == "not distinguishable from noise"
+    assert tw["verdict"].startswith("same trials as the baseline") and not np.isfinite(tw["p"])
+    # Holm over the two arms tested (the twin is not a test), separately for test accuracy
+    ps = eff.loc[["good", "null"], "p"].to_numpy()
+    assert np.allclose(eff.loc[["good", "null"], "p_holm"], multipletests(ps, method="holm")[1])
+    assert (eff.loc[["good", "null"], "m_tests"] == 2).all()
+    t = a.test_effects.set_index("arm")
+    assert t.loc["good", "lo"] > 0 and t.loc["good", "metric"] == "test_acc"
+    # the paired estimate is the mean of per-seed differences, the CI a t-interval over them
+    tr = synth()[0]
+    d = (tr[tr.arm == "good"].set_index("seed").val_acc - tr[tr.arm == "baseline"].set_index("seed").val_acc)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 5) * d.std(ddof=1) / np.sqrt(6)
+    assert np.isclose(g["estimate"], d.mean()) and np.isclose(g["hi"] - g["lo"], 2 * half)
+    good = next(f for f in a.findings if f.startswith("good vs baseline"))
+    assert f"{100 * g['estimate']:+.2f} pts [{100 * g['lo']:.2f}, " in good and "n = 6 seeds" in good
+    assert f"Holm p {analysis.fmt_p(g['p_holm'])} (" in good and g["p_holm"] >= g["p"]
+    assert "better val_acc" in good and "test_acc +" in good
+    assert any(f.startswith("null vs baseline") and "not distinguishable from noise" in f for f in a.findings)
+    assert any("twin" in w and "baseline" in w for w in a.warnings)
+    ranked = list(a.cells["cell"])
+    assert ranked[0] == "good" and len(ranked) == 4 and a.cells["n"].tolist() == [6] * 4
+    assert a.anova is not None and "arm" in a.anova.index
+
+
+def test_arm_report_has_ranked_table_effects_and_figure(tmp_path):
+    rep = report.build_report(*synth(), tmp_path)
+    assert rep["design"] == "arms" and "arm_effects" in rep["figures"] and Path(rep["figures"]["arm_effects"]).is_file()
+    page = (tmp_path / "index.html").read_text()
+    for s in ("Each arm vs the baseline", "Arms ranked by val_acc", "good vs baseline", "train.schedule=cosine",
+              "arm_effects.png", "not distinguishable from noise"):  # fmt: skip
+        assert s in page, s
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Arms ranked" in md and "| 1 | good |" in md
+    eff = rep["effects_table"]
+    assert eff["header"][0] == "comparison" and eff["rows"][0][-1] == "distinguishable"
+    hip = (tmp_path / "hiplot.html").read_text()
+    t, e, m = synth()
+    waiting = report.build_report(t.assign(state="WAITING"), e, m, tmp_path / "waiting")  # nothing complete yet
+    assert waiting["findings"] == [] and "No complete trials: nothing to analyse." in waiting["warnings"]
+    assert '\\"arm\\": {\\"type\\": \\"categorical\\"' in hip  # the arm is a categorical column
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_tiny_arms_study_end_to_end(tmp_path):
+    f = write(tmp_path, ARMS, name="tinyarms")
+    db, out = tmp_path / "s" / "fm.db", tmp_path / "rep"
+    dry = run_cli("sweep", str(f), "--store", str(db), "--dry-run", check=True)
+    assert "baseline + 4 arms x 2 seeds = 6 trials" in dry.stdout and "arm=baseline also=mom" in dry.stdout
+    run_cli("sweep", str(f), "--store", str(db), "--workers", "2", "--threads", "1", "--plain", check=True)
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*), SUM(state = 'COMPLETE') FROM trials").fetchone() == (6, 6)
+    con.close()
+    p = run_cli("report", "tinyarms", "--store", str(db), "--out", str(out), "--format", "json", check=True)
+    rep = json.loads(p.stdout)
+    assert rep["design"] == "arms" and rep["counts"]["complete"] == 10 and rep["counts"]["seeds"] == 2
+    assert {r[1] for r in rep["cells_table"]["rows"]} == {"baseline", "lr_hi", "mom", "bn", "bn_nobias"}
+    page = (out / "index.html").read_text()
+    assert "Arms ranked by val_acc" in page and "lr_hi vs baseline" in page and "bn_nobias" in page
+    assert (out / "arm_effects.png").is_file() and (out / "summary.md").is_file() and (out / "hiplot.html").is_file()
+    term = run_cli("report", "tinyarms", "--store", str(db), "--out", str(out), check=True)
+    assert "each arm vs the baseline" in term.stdout and "[base]" in term.stdout
