@@ -79,20 +79,26 @@ def lever_steps(a: argparse.Namespace) -> dict:
     n_b = len(y) // a.batch_size
     idx = [slice(i * a.batch_size, (i + 1) * a.batch_size) for i in range(n_b)]
     times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     for k, (f, ac) in variants.items():  # warm-up: oneDNN primitives, allocator
         for i in range(a.warmup):
             step(*models[k], xs[f][idx[i % n_b]], y[idx[i % n_b]], ac)
     j = 0
     for _ in range(a.rounds):
         for k, (f, ac) in variants.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i in range(a.block):
                 b = idx[(j + i) % n_b]
                 step(*models[k], xs[f][b], y[b], ac)
             times[k].append((time.perf_counter() - t0) / a.block * 1e3)
+            cpu[k].append((time.process_time() - c0) / a.block * 1e3)
         j += a.block
+    base = next(iter(variants))
+    # paired by round: each variant's wall time over the default's in the same round (< 1 = faster)
     return {k: {"ms_per_step": statistics.median(v), "img_per_s": a.batch_size / statistics.median(v) * 1e3,
-                "rounds_ms": v} for k, v in times.items()}  # fmt: skip
+                "cpu_ms_per_step": statistics.median(cpu[k]),
+                "ratio_to_default": statistics.median(x / d for x, d in zip(v, times[base])),
+                "rounds_ms": v, "rounds_cpu_ms": cpu[k]} for k, v in times.items()}  # fmt: skip
 
 
 @torch.no_grad()

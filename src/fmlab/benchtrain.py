@@ -42,7 +42,7 @@ class BenchTrainOptions:
     seeds: tuple[int, ...] = (0, 1, 2)  # run pair i uses seeds[i % len(seeds)]
     repeats: int = 0  # run pairs (conv, fmlab); 0 = one pair per seed
     threads: int = 0  # both sides' intra-op threads; 0 = each side's default (torch's / fmlab's)
-    conv_workers: int = 0  # the conventional DataLoader's num_workers
+    conv_workers: int = 1  # the conventional DataLoader's num_workers (1 beat 0 here: BENCHMARKS.md)
     data_dir: str | None = None
     script: str | None = None  # the conventional script (default scripts/conventional_train.py)
     timeout_s: float = 7200  # per run

@@ -572,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run pairs (conventional, fmlab), seeds in turn; 0 = one pair per seed (default)")
     bt.add_argument("--threads", type=int, default=0,
                     help="intra-op threads for both sides and the GEMM probe (0 = each side's default)")
-    bt.add_argument("--conv-workers", type=int, default=0,
-                    help="num_workers of the conventional DataLoader (default 0: the faster here, BENCHMARKS.md)")
+    bt.add_argument("--conv-workers", type=int, default=1,
+                    help="num_workers of the conventional DataLoader (default 1: faster than 0 here, BENCHMARKS.md)")
     bt.add_argument("--script", help="the conventional loop (default scripts/conventional_train.py)")
     bt.add_argument("--data-dir", help="folder with the IDX files")
     bt.set_defaults(func=cmd_bench_train)
