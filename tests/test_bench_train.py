@@ -39,6 +39,7 @@ def test_seed_net_forward_flops_match_the_hand_count():
 def test_gemm_probe_returns_a_positive_rate():
     p = benchtrain.gemm_peak_gflops(1, sizes=(256,), repeats=2)
     assert p["gflops"] > 0 and p["size"] == 256 and p["threads"] == 1
+    assert p["gflops"] == max(p["by_kernel"].values()) and "torch.mm" in p["by_kernel"]
 
 
 def test_conventional_dataset_matches_fmlab_normalisation():

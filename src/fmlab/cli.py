@@ -125,13 +125,14 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         print(f"{side:13} {d['train_images_per_s']:15,.0f} {runs:>24} {d['wall_s']:7.1f} {d['gflops']:8.2f} "
               f"{100 * d['peak_fraction']:7.1f}% {100 * a['mean']:12.2f}% ± {100 * a['std']:.2f} (n={a['n']})")
     g = rep["acc_gap"]
-    peaks = ", ".join(f"{p['dtype']} {p['gflops']:.1f} GFLOP/s (n={p['size']})" for p in rep["peaks"])
+    peaks = "; ".join(f"{p['dtype']} {p['gflops']:.1f} GFLOP/s (" + ", ".join(f"{k} {v:.0f}" for k, v in
+                      p["by_kernel"].items()) + ")" for p in rep["peaks"])  # fmt: skip
     print(f"speedup (fmlab / conventional median img/s): {rep['speedup']:.2f}x;  test acc gap fmlab - conventional: "
           f"{100 * g['mean']:+.2f} ± {100 * g['std']:.2f} pts (paired by seed, n={g['n']})")
     print(f"{n_img:,} training images x {rep['epochs']} epoch(s), batch {rep['batch_size']}, {rep['threads']} "
           f"thread(s), fmlab precision {rep['precision']} (conventional fp32); forward "
           f"{rep['forward_flops_per_image'] / 1e6:.2f} MFLOP/image, training counted as 3x; GEMM peak "
-          f"(torch.mm, this run): {peaks}")  # fmt: skip
+          f"(best square matmul, this run): {peaks}")  # fmt: skip
     print(f"img/s covers the training loop of every epoch (evaluation excluded); wall = whole process. "
           f"Order: {' '.join('c' if s == 'conventional' else 'f' for s in rep['order'])}")  # fmt: skip
     out_json(rep)
