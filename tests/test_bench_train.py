@@ -66,6 +66,11 @@ def test_summary_is_the_ratio_of_medians_and_a_paired_gap():
     assert rep["acc_gap"]["mean"] == pytest.approx(0.015) and rep["acc_gap"]["n"] == 2
     assert rep["fmlab_gflops"] == pytest.approx(400 * 3e6 / 1e9)
     assert rep["fmlab_peak_fraction"] == pytest.approx(400 * 3e6 / 1e9 / 10.0)
+    bf = with_overrides(Config(), {"train.precision": "bf16"})
+    peaks = [{"dtype": "fp32", "gflops": 10.0}, {"dtype": "bf16", "gflops": 40.0}]
+    rep = benchtrain.summarise(o, bf, runs, {"total": 1_000_000}, peaks, 2, 1.0)
+    assert rep["peak_gflops"] == 40.0 and rep["fmlab_peak_fraction"] == pytest.approx(1.2 / 40)
+    assert rep["conventional_peak_fraction"] == pytest.approx(150 * 3e6 / 1e9 / 10.0)  # fp32 loop, fp32 peak
 
 
 def test_bench_train_end_to_end_alternates_separate_processes():

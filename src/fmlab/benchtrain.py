@@ -245,9 +245,11 @@ def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops:
         per_seed = {s: statistics.fmean(r["test_acc"] for r in mine if r["seed"] == s) for s in o.seeds}
         acc = _stats(list(per_seed.values()))
         gflops = ips * train_flops / 1e9
+        own = ref if side == "fmlab" else peak["fp32"]  # the conventional loop always runs fp32
         rep[side] = {"train_images_per_s": ips, "train_images_per_s_all": [r["train_images_per_s"] for r in mine],
                      "wall_s": statistics.median(r["wall_s"] for r in mine), "test_acc": acc, "test_acc_by_seed":
-                     per_seed, "gflops": gflops, "peak_fraction": gflops / ref["gflops"]}  # fmt: skip
+                     per_seed, "gflops": gflops, "peak_dtype": own["dtype"],
+                     "peak_fraction": gflops / own["gflops"]}  # fmt: skip
     gaps = [rep["fmlab"]["test_acc_by_seed"][s] - rep["conventional"]["test_acc_by_seed"][s] for s in o.seeds]
     c, f = rep["conventional"], rep["fmlab"]
     rep.update({
