@@ -99,6 +99,11 @@ def test_bad_set_fails_before_any_run():
     assert p.returncode == 2 and "unknown config key" in p.stderr
 
 
+def test_missing_conventional_script_is_one_clear_error(tmp_path):
+    p = run_cli("bench-train", "--epochs", "1", "--script", str(tmp_path / "nope.py"))
+    assert p.returncode == 2 and "--script" in p.stderr
+
+
 def test_conventional_script_refuses_what_it_does_not_follow():
     import subprocess
     import sys

@@ -154,9 +154,13 @@ def config_sets(o: BenchTrainOptions, seed: int) -> list[str]:
 
 
 def commands(o: BenchTrainOptions, seed: int, out_dir: str) -> dict[str, list[str]]:
+    script = Path(o.script) if o.script else CONVENTIONAL_SCRIPT
+    if not script.is_file():
+        raise FmlabError(f"the conventional loop {script} is not there (it ships in the source tree's scripts/); "
+                         "run from a checkout or pass --script PATH")  # fmt: skip
     sets = [a for s in config_sets(o, seed) for a in ("--set", s)]
     data = ["--data-dir", o.data_dir] if o.data_dir else []
-    conv = [sys.executable, str(o.script or CONVENTIONAL_SCRIPT), *sets, "--workers", str(o.conv_workers), *data]
+    conv = [sys.executable, str(script), *sets, "--workers", str(o.conv_workers), *data]
     fm = [sys.executable, "-m", "fmlab", "train", *sets, "--out", out_dir, *data]
     if o.threads:
         conv += ["--threads", str(o.threads)]
@@ -202,6 +206,7 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
         raise FmlabError(f"--repeats {o.repeats} is fewer than the {len(o.seeds)} seeds; every seed needs a run")
     if o.epochs < 1 or o.batch_size < 1:
         raise FmlabError("--epochs and --batch-size must be positive")
+    commands(o, o.seeds[0], "")  # a bad key or a missing script fails here, before the probe and the runs
     cfg = config.with_overrides(config.Config(), config.parse_sets(config_sets(o, o.seeds[0]))).resolved()
     threads = o.threads or cores()
     flops = model_flops(tuple(config_sets(o, o.seeds[0])))
