@@ -78,7 +78,7 @@ def test_bench_train_end_to_end_alternates_separate_processes():
     rep = json.loads(p.stdout.strip().splitlines()[-1])
     for k in ("speedup", "conventional_images_per_s", "fmlab_images_per_s", "conventional_test_acc",
               "fmlab_test_acc", "acc_gap", "fmlab_gflops", "conventional_gflops", "peak_gflops",
-              "fmlab_peak_fraction", "forward_flops_per_image"):  # fmt: skip
+              "fmlab_peak_fraction", "forward_flops_per_image", "loadavg_start", "loadavg_end"):  # fmt: skip
         assert k in rep, k
     assert rep["speedup"] == pytest.approx(rep["fmlab_images_per_s"] / rep["conventional_images_per_s"])
     assert rep["peak_gflops"] > 0 and rep["fmlab_gflops"] > 0

@@ -215,6 +215,7 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
         peaks.append(gemm_peak_gflops(threads, "bf16"))
 
     runs: list[dict[str, Any]] = []
+    load_start = os.getloadavg()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmlab-bench-train-") as tmp:
         for i in range(pairs):
@@ -235,7 +236,9 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
         again = gemm_peak_gflops(threads, p["dtype"])
         kernels = {k: max(v, p["by_kernel"].get(k, 0.0)) for k, v in again["by_kernel"].items()}
         peaks[i] = {**(again if again["gflops"] > p["gflops"] else p), "by_kernel": kernels}
-    return summarise(o, cfg, runs, flops, peaks, threads, time.perf_counter() - t0)
+    rep = summarise(o, cfg, runs, flops, peaks, threads, time.perf_counter() - t0)
+    # other jobs on the machine skew every figure: the 1-minute load average says whether there were any
+    return {**rep, "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cores": cores()}
 
 
 def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops: dict[str, int],

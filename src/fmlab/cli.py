@@ -135,6 +135,10 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
           f"(best square matmul, this run): {peaks}")  # fmt: skip
     print(f"img/s covers the training loop of every epoch (evaluation excluded); wall = whole process. "
           f"Order: {' '.join('c' if s == 'conventional' else 'f' for s in rep['order'])}")  # fmt: skip
+    load = max(rep["loadavg_start"][0], rep["loadavg_end"][0])
+    if load > 0.5:
+        print(f"note: load average {rep['loadavg_start'][0]:.1f} at the start, {rep['loadavg_end'][0]:.1f} at the end "
+              f"on {rep['cores']} cores: other jobs were running, so the figures are skewed; rerun on a quiet machine")
     out_json(rep)
     return 0
 
