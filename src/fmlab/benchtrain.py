@@ -227,7 +227,7 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
                        "train_images_per_s": r["train_images_per_s"], "train_s": r["train_s"],
                        "eval_s": r["eval_s"] + r.get("test_eval_s", 0.0), "wall_s": r["wall_s"],
                        "epochs": r["epochs"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
-                       "train_images": r.get("train_images")}  # fmt: skip
+                       "train_images": r.get("train_images"), "threads": r.get("threads")}  # fmt: skip
                 runs.append(row)
                 if on_run:
                     on_run(row)
