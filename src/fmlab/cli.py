@@ -89,6 +89,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from . import benchtrain
+    from .study import parse_seeds
+
+    o = benchtrain.BenchTrainOptions(
+        sets=tuple(args.set), epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
+        seeds=tuple(parse_seeds(args.seeds)), repeats=args.repeats, threads=args.threads,
+        conv_workers=args.conv_workers, data_dir=args.data_dir, script=args.script)  # fmt: skip
+    pairs = o.repeats or len(o.seeds)
+    err(f"bench-train: {pairs} pair(s) of runs (conventional, then fmlab), {o.epochs} epoch(s), batch "
+        f"{o.batch_size}, seeds {list(o.seeds)}" + (f", sets {list(o.sets)}" if o.sets else ""))  # fmt: skip
+
+    def progress(r: dict[str, Any]) -> None:
+        err(f"  pair {r['pair']} seed {r['seed']} {r['side']:12} pid {r['pid']}: {r['train_images_per_s']:8.0f} img/s "
+            f"train {r['train_s']:.1f}s eval {r['eval_s']:.1f}s wall {r['wall_s']:.1f}s "
+            f"test acc {100 * r['test_acc']:.2f}%")  # fmt: skip
+
+    rep = benchtrain.bench_train(o, on_run=progress)
+    n_img = rep["train_images"]
+    print(f"{'side':13} {'img/s (median)':>15} {'runs':>24} {'wall s':>7} {'GFLOP/s':>8} {'of peak':>8} "
+          f"{'test acc (mean ± std, n)':>26}")  # fmt: skip
+    for side in ("conventional", "fmlab"):
+        d = rep[side]
+        a = d["test_acc"]
+        runs = ",".join(f"{x:.0f}" for x in d["train_images_per_s_all"])
+        print(f"{side:13} {d['train_images_per_s']:15,.0f} {runs:>24} {d['wall_s']:7.1f} {d['gflops']:8.2f} "
+              f"{100 * d['peak_fraction']:7.1f}% {100 * a['mean']:12.2f}% ± {100 * a['std']:.2f} (n={a['n']})")
+    g = rep["acc_gap"]
+    peaks = "; ".join(f"{p['dtype']} {p['gflops']:.1f} GFLOP/s (" + ", ".join(f"{k} {v:.0f}" for k, v in
+                      p["by_kernel"].items()) + ")" for p in rep["peaks"])  # fmt: skip
+    print(f"speedup (fmlab / conventional median img/s): {rep['speedup']:.2f}x;  test acc gap fmlab - conventional: "
+          f"{100 * g['mean']:+.2f} ± {100 * g['std']:.2f} pts (paired by seed, n={g['n']})")
+    print(f"{n_img:,} training images x {rep['epochs']} epoch(s), batch {rep['batch_size']}, {rep['threads']} "
+          f"thread(s), fmlab precision {rep['precision']} (conventional fp32); forward "
+          f"{rep['forward_flops_per_image'] / 1e6:.2f} MFLOP/image, training counted as 3x; GEMM peak "
+          f"(best square matmul, this run): {peaks}")  # fmt: skip
+    print(f"img/s covers the training loop of every epoch (evaluation excluded); wall = whole process. "
+          f"Order: {' '.join('c' if s == 'conventional' else 'f' for s in rep['order'])}")  # fmt: skip
+    load = max(rep["loadavg_start"][0], rep["loadavg_end"][0])
+    if load > 0.5:
+        print(f"note: load average {rep['loadavg_start'][0]:.1f} at the start, {rep['loadavg_end'][0]:.1f} at the end "
+              f"on {rep['cores']} cores: other jobs were running, so the figures are skewed; rerun on a quiet machine")
+    out_json(rep)
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -497,6 +543,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="checkpoint directory (default runs/train/<trial id>)")
     add_run_args(t)
     t.set_defaults(func=cmd_train)
+
+    bt = sub.add_parser("bench-train", help="fmlab's trainer vs a conventional DataLoader loop, alternating "
+                        "processes; last line JSON with speedup")
+    bt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for both sides, repeatable (e.g. train.precision=bf16: fmlab only)")
+    bt.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3; early stopping held off)")
+    bt.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    bt.add_argument("--train-subset", type=int, default=0, help="stratified training subset, 0 = all (default)")
+    bt.add_argument("--seeds", default="0,1,2", help="N (0..N-1) or a list like 0,1,2 (default 0,1,2)")
+    bt.add_argument("--repeats", type=int, default=0,
+                    help="run pairs (conventional, fmlab), seeds in turn; 0 = one pair per seed (default)")
+    bt.add_argument("--threads", type=int, default=0,
+                    help="intra-op threads for both sides and the GEMM probe (0 = each side's default)")
+    bt.add_argument("--conv-workers", type=int, default=1,
+                    help="num_workers of the conventional DataLoader (default 1: faster than 0 here, BENCHMARKS.md)")
+    bt.add_argument("--script", help="the conventional loop (default scripts/conventional_train.py)")
+    bt.add_argument("--data-dir", help="folder with the IDX files")
+    bt.set_defaults(func=cmd_bench_train)
 
     r = sub.add_parser("report-files", help="(dev) build a report from trials.csv, epochs.csv and a meta JSON")
     r.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.analyse)")

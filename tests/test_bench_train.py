@@ -1,0 +1,113 @@
+"""fmlab bench-train: the conventional loop vs fmlab's trainer, end to end on a tiny budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+from conftest import run_cli
+
+from fmlab import benchtrain, data
+from fmlab.config import Config, with_overrides
+from fmlab.model import build
+
+TINY_ARGS = ("--train-subset", "300", "--epochs", "1", "--set", "model.widths=8,16,16",
+             "--set", "data.val_size=300", "--seeds", "2", "--threads", "1")  # fmt: skip
+
+
+def hand_flops(widths: tuple[int, ...], fc_out: int = 10) -> int:
+    """Conv3x3 'same' + 2x2 pool blocks on 28x28, then FC: multiply-add = 2 FLOPs, bias not counted."""
+    total, c_in, side = 0, 1, 28
+    for c in widths:
+        total += side * side * c * c_in * 9 * 2
+        c_in, side = c, side // 2
+    return total + c_in * side * side * fc_out * 2
+
+
+def test_seed_net_forward_flops_match_the_hand_count():
+    fl = benchtrain.forward_flops(build(Config().model))
+    # conv1 28*28*64*9*2 + conv2 14*14*128*64*9*2 + conv3 7*7*256*128*9*2 + fc 2304*10*2
+    assert fl["total"] == 28 * 28 * 64 * 9 * 2 + 14 * 14 * 128 * 64 * 9 * 2 + 7 * 7 * 256 * 128 * 9 * 2 + 2304 * 10 * 2
+    assert fl["total"] == 58_752_000 == hand_flops((64, 128, 256))  # "58.75 MFLOP"
+    assert fl["fc"] == 46_080
+    assert benchtrain.model_flops(("model.widths=8,16,16",))["total"] == hand_flops((8, 16, 16))
+
+
+def test_gemm_probe_returns_a_positive_rate():
+    p = benchtrain.gemm_peak_gflops(1, sizes=(256,), repeats=2)
+    assert p["gflops"] > 0 and p["size"] == 256 and p["threads"] == 1
+    assert p["gflops"] == max(p["by_kernel"].values()) and "torch.mm" in p["by_kernel"]
+
+
+def test_conventional_dataset_matches_fmlab_normalisation():
+    spec = importlib.util.spec_from_file_location("conventional_train", benchtrain.CONVENTIONAL_SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = with_overrides(Config(), {"data.train_subset": 50, "data.val_size": 300})
+    ds = data.load(cfg.data)
+    items = mod.FashionImages(ds.train.x.numpy(), ds.train.y.numpy(), cfg.data.mean, cfg.data.std)
+    ref = data.normalize(ds.train.x, cfg.data.mean, cfg.data.std)
+    for i in (0, 7, 49):
+        x, y = items[i]
+        assert x.shape == (1, 28, 28) and y == int(ds.train.y[i])
+        torch.testing.assert_close(x, ref[i], rtol=0, atol=1e-6)
+
+
+def test_summary_is_the_ratio_of_medians_and_a_paired_gap():
+    o = benchtrain.BenchTrainOptions(seeds=(0, 1), epochs=1)
+    runs = [{"side": s, "seed": seed, "train_images_per_s": ips, "wall_s": 1.0, "test_acc": acc, "train_images": 10}
+            for s, seed, ips, acc in [("conventional", 0, 100, 0.80), ("fmlab", 0, 300, 0.81),
+                                      ("conventional", 1, 200, 0.82), ("fmlab", 1, 500, 0.84)]]  # fmt: skip
+    rep = benchtrain.summarise(o, Config(), runs, {"total": 1_000_000}, [{"dtype": "fp32", "gflops": 10.0}], 2, 1.0)
+    assert rep["speedup"] == pytest.approx(400 / 150)
+    assert rep["acc_gap"]["mean"] == pytest.approx(0.015) and rep["acc_gap"]["n"] == 2
+    assert rep["fmlab_gflops"] == pytest.approx(400 * 3e6 / 1e9)
+    assert rep["fmlab_peak_fraction"] == pytest.approx(400 * 3e6 / 1e9 / 10.0)
+    bf = with_overrides(Config(), {"train.precision": "bf16"})
+    peaks = [{"dtype": "fp32", "gflops": 10.0}, {"dtype": "bf16", "gflops": 40.0}]
+    rep = benchtrain.summarise(o, bf, runs, {"total": 1_000_000}, peaks, 2, 1.0)
+    assert rep["peak_gflops"] == 40.0 and rep["fmlab_peak_fraction"] == pytest.approx(1.2 / 40)
+    assert rep["conventional_peak_fraction"] == pytest.approx(150 * 3e6 / 1e9 / 10.0)  # fp32 loop, fp32 peak
+
+
+def test_bench_train_end_to_end_alternates_separate_processes():
+    p = run_cli("bench-train", *TINY_ARGS, check=True)
+    rep = json.loads(p.stdout.strip().splitlines()[-1])
+    for k in ("speedup", "conventional_images_per_s", "fmlab_images_per_s", "conventional_test_acc",
+              "fmlab_test_acc", "acc_gap", "fmlab_gflops", "conventional_gflops", "peak_gflops",
+              "fmlab_peak_fraction", "forward_flops_per_image", "loadavg_start", "loadavg_end"):  # fmt: skip
+        assert k in rep, k
+    assert rep["speedup"] == pytest.approx(rep["fmlab_images_per_s"] / rep["conventional_images_per_s"])
+    assert rep["peak_gflops"] > 0 and rep["fmlab_gflops"] > 0
+    assert rep["forward_flops_per_image"] == hand_flops((8, 16, 16))
+    assert rep["order"] == ["conventional", "fmlab", "conventional", "fmlab"]
+    pids = [r["pid"] for r in rep["runs"]]
+    assert len(set(pids)) == 4 and os.getpid() not in pids
+    for r in rep["runs"]:
+        assert r["epochs"] == 1 and 0 <= r["test_acc"] <= 1
+        if r["side"] == "conventional":  # the script's own os.getpid(): it ran in the process we started
+            assert r["reported_pid"] == r["pid"] and r["train_images"] == 300
+    assert [r["seed"] for r in rep["runs"]] == [0, 0, 1, 1]
+    assert "speedup" in p.stdout and "img/s" in p.stdout  # the table before the JSON line
+
+
+def test_bad_set_fails_before_any_run():
+    p = run_cli("bench-train", "--set", "model.nope=1", "--epochs", "1")
+    assert p.returncode == 2 and "unknown config key" in p.stderr
+
+
+def test_missing_conventional_script_is_one_clear_error(tmp_path):
+    p = run_cli("bench-train", "--epochs", "1", "--script", str(tmp_path / "nope.py"))
+    assert p.returncode == 2 and "--script" in p.stderr
+
+
+def test_conventional_script_refuses_what_it_does_not_follow():
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, str(benchtrain.CONVENTIONAL_SCRIPT), "--set", "train.schedule=cosine"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode != 0 and "train.schedule" in p.stderr
