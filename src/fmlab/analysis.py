@@ -263,6 +263,19 @@ def finding_text(r: pd.Series, metric: str) -> str:
             f"Holm p {fmt_p(r['p_holm'])} ({n}): {verdict}")  # fmt: skip
 
 
+def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The COMPLETE trials with a selection metric, and how many trials are in each state (t's state
+    column is upper-cased in place)."""
+    t["state"] = t["state"].astype(str).str.upper()
+    done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()
+    counts = {"rows": len(t), "complete": len(done), **{s.lower(): int((t["state"] == s).sum())
+              for s in ("FAILED", "WAITING", "RUNNING")}}  # fmt: skip
+    counts["planned"] = int(meta.get("planned") or len(t))
+    counts["missing"] = max(0, counts["planned"] - len(t))
+    counts["seeds"] = int(done["seed"].nunique())
+    return done, counts
+
+
 def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -> Analysis:
     """The whole analysis of one study.
 
@@ -303,14 +316,7 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
             raise ValueError(f"{f}: trial values {stray} are not among the study's levels {fac_levels[f]}")
         t[f] = pd.Categorical(labels, categories=fac_levels[f], ordered=True)
     t["cell"] = [_cell_name(r, factors, short) for _, r in t.iterrows()]
-    t["state"] = t["state"].astype(str).str.upper()
-    done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()
-
-    counts = {"rows": len(t), "complete": len(done), **{s.lower(): int((t["state"] == s).sum())
-              for s in ("FAILED", "WAITING", "RUNNING")}}  # fmt: skip
-    counts["planned"] = int(meta.get("planned") or len(t))
-    counts["missing"] = max(0, counts["planned"] - len(t))
-    counts["seeds"] = int(done["seed"].nunique())
+    done, counts = complete_and_counts(t, select, meta)
     counts["cells_planned"] = math.prod(len(v) for v in fac_levels.values())
 
     cells = cell_table(done, factors, select)

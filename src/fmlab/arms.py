@@ -22,6 +22,7 @@ from .analysis import (
     _warnings,
     anova,
     cell_table,
+    complete_and_counts,
     curve_table,
     fmt_effect,
     fmt_p,
@@ -138,14 +139,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
         raise ValueError(f"arm: trial values {stray} are not among the study's arms {names}")
     t["arm"] = pd.Categorical(t["arm"], categories=names, ordered=True)
     t["cell"] = t["arm"].astype(str)
-    t["state"] = t["state"].astype(str).str.upper()
-    done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()
-
-    counts = {"rows": len(t), "complete": len(done), **{s.lower(): int((t["state"] == s).sum())
-              for s in ("FAILED", "WAITING", "RUNNING")}}  # fmt: skip
-    counts["planned"] = int(meta.get("planned") or len(t))
-    counts["missing"] = max(0, counts["planned"] - len(t))
-    counts["seeds"] = int(done["seed"].nunique())
+    done, counts = complete_and_counts(t, select, meta)
     counts["cells_planned"] = len(names)
     cells = cell_table(done, ["arm"], select)
     cells["changes"] = [changes_text(arms.get(str(a), {})) for a in cells["arm"]] if len(cells) else []
