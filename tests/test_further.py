@@ -33,6 +33,7 @@ NEW_FIELDS = {
     "data.erase_area_max": 0.33, "data.noise_std": 0.0, "train.weight_decay": 0.0, "train.momentum": 0.9,
     "train.nesterov": False, "train.schedule": "constant", "train.warmup_epochs": 0.0, "train.lr_min": 0.0,
     "train.step_every": 10, "train.step_gamma": 0.1, "train.label_smoothing": 0.0, "train.tta": False,
+    "model.depth": 1,
 }  # fmt: skip
 
 

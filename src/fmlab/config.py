@@ -32,7 +32,7 @@ def _neutral(default: Any, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["seed"] = "seed"  # network family; "seed" = 3 conv + 1 FC
+    arch: Literal["seed", "resnet"] = "seed"  # network family; seed = conv blocks + 1 FC; resnet: model.py
     widths: tuple[int, ...] = (64, 128, 256)  # output channels of each conv block
     kernel_size: Literal[3, 5] = 3  # conv kernel side, pixels ("same" padding)
     batch_norm: bool = False  # BatchNorm after each conv
@@ -40,6 +40,7 @@ class ModelConfig:
     dropout: float = 0.2  # drop probability after the last conv block, 0 = off
     pool: Literal["avg", "max"] = "avg"  # 2x2 pooling after each conv block
     activation: Literal["relu", "leaky_relu", "prelu", "gelu"] = "relu"
+    depth: int = _neutral(1)  # resnet: basic blocks per stage (one stage per width); seed: must be 1
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ def coerce(key: str, value: Any) -> Any:
 
 _RANGES: dict[str, tuple[float, float]] = {
     "model.dropout": (0.0, 0.99),
+    "model.depth": (1, 64),
     "data.val_size": (1, 59_000),
     "data.train_subset": (0, 60_000),
     "data.std": (1e-6, 10),
@@ -274,8 +276,9 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """Apply {'model.batch_norm': True, ...}; values may be strings (from --set)."""
+def with_overrides(cfg: Config, overrides: dict[str, Any], rules: bool = True) -> Config:
+    """Apply {'model.batch_norm': True, ...}; values may be strings (from --set). rules=False skips the
+    rules that tie fields together (check), for checking one key's value on its own."""
     sections = {name: {} for name in SECTIONS}
     seed = cfg.seed
     for key, raw in overrides.items():
@@ -289,12 +292,19 @@ def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
             sec, _, name = key.partition(".")
             sections[sec][name] = value
     new = {n: dataclasses.replace(getattr(cfg, n), **kw) for n, kw in sections.items()}
-    return check(Config(**new, seed=seed))
+    out = Config(**new, seed=seed)
+    return check(out) if rules else out
 
 
 def check(cfg: Config) -> Config:
     """Rules that tie two fields together; returns cfg unchanged or raises ConfigError."""
-    d, t = cfg.data, cfg.train
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.arch == "resnet" and not m.batch_norm:
+        raise ConfigError("model.arch=resnet needs model.batch_norm=true (its blocks are conv-BN pairs)")
+    if m.arch == "resnet" and m.conv_bias is True:
+        raise ConfigError("model.conv_bias=true: resnet's convs all feed a BN and have no bias; leave it at auto")
+    if m.arch == "seed" and m.depth != 1:
+        raise ConfigError(f"model.depth={m.depth} applies to model.arch=resnet only; leave it at 1 for the seed net")
     if d.erase_area_min > d.erase_area_max:
         raise ConfigError(f"data.erase_area_min ({d.erase_area_min}) exceeds data.erase_area_max ({d.erase_area_max})")
     if t.lr_min > t.lr and t.schedule not in ("constant", "step"):

@@ -154,7 +154,7 @@ def _check_keys(path: Path, section: str, table: Any, extra: tuple[str, ...] = (
 def _check_values(path: Path, section: str, overrides: dict[str, Any]) -> None:
     for key, value in overrides.items():
         try:
-            with_overrides(Config(), {key: value})
+            with_overrides(Config(), {key: value}, rules=False)  # the combination is checked in load()
         except ConfigError as e:
             raise StudyError(f"{path}: [{section}] {e}") from None
 
@@ -216,7 +216,10 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         seeds = _seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
             _seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
     chosen.pop("seeds", None)
-    monitor = with_overrides(Config(), {**base, **chosen}).train.monitor
+    try:
+        monitor = with_overrides(Config(), {**base, **chosen}).train.monitor
+    except ConfigError as e:
+        raise StudyError(f"{p}: [base] with budget '{budget}': {e}") from None
     select = doc.get("select", monitor)
     if select not in SELECT:
         why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
