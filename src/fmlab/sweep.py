@@ -8,6 +8,7 @@ too: the state comes back with each epoch's row (rayexec.py).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import executors
+from .config import ModelConfig, from_dict
 from .env import RunOptions
 from .store import HEARTBEAT_S, Plan, State, Store
 from .study import Study
 
 MAX_ATTEMPTS = 3
 REF_IMAGES_PER_S = 700.0  # seed net (64,128,256), one thread, fp32, this 2-core box, measured before the trainer work
-REF_WIDTHS = (64, 128, 256)
+REF_MODEL = ModelConfig()  # the seed net (64, 128, 256) that REF_IMAGES_PER_S was measured on
 
 
 @dataclass
@@ -50,22 +52,22 @@ class Progress:
         return self.estimate_s * left / max(self.total, 1)
 
 
-def _flops(widths: tuple[int, ...] | list[int], k: int = 3) -> float:
-    """Multiply-adds of the conv stack per image (28x28 input, 2x2 pooling after each block)."""
-    side, c_in, total = 28, 1, 0.0
-    for w in widths:
-        total += side * side * c_in * w * k * k
-        side, c_in = side // 2, w
-    return total + c_in * side * side * 10
+@functools.lru_cache(maxsize=256)
+def _flops(m: ModelConfig) -> float:
+    """Forward FLOPs per image of the conv and linear layers of m's network (any arch)."""
+    from .benchtrain import forward_flops
+    from .model import build
+
+    return float(forward_flops(build(m))["total"])
 
 
 def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0) -> float:
     """Upper bound (every trial runs to max_epochs) of a sweep's wall time; calib = measured / assumed speed."""
-    ref = _flops(REF_WIDTHS)
+    ref = _flops(REF_MODEL)
     total = 0.0
     for t in trials:
         c = t.config
-        ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model.widths, c.model.kernel_size) * threads**0.75
+        ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model) * threads**0.75
         n = c.data.train_subset or 60_000 - c.data.val_size
         total += c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
     return total / max(workers, 1)
@@ -74,11 +76,12 @@ def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0
 def calibration(store: Store, threads: int) -> float:
     """Measured / assumed training speed of COMPLETE trials in the store (1.0 when there are none)."""
     ratios = []
-    ref = _flops(REF_WIDTHS)
+    ref = _flops(REF_MODEL)
     for r in store.records(states=[State.COMPLETE])[-50:]:
-        ips, m = r["timings"].get("train_images_per_s"), r["config"]["model"]
+        ips = r["timings"].get("train_images_per_s")
         if ips:
-            ratios.append(ips / (REF_IMAGES_PER_S * ref / _flops(m["widths"], m["kernel_size"]) * threads**0.75))
+            m = from_dict(r["config"]).model
+            ratios.append(ips / (REF_IMAGES_PER_S * ref / _flops(m) * threads**0.75))
     return sorted(ratios)[len(ratios) // 2] if ratios else 1.0
 
 
