@@ -394,25 +394,6 @@ class Store:
         return min(recs, key=lambda r: (sign * r["metrics"][metric], r["id"]))
 
 
-Rows = list[dict[str, Any]]
-
-
-def load_study_trials(store_path: str | Path, study: str, budget: str | None = None,
-                      states: Iterable[str] = (State.COMPLETE,)) -> tuple[dict[str, Any], Rows, Rows]:  # fmt: skip
-    """For reports: (study info incl. factors, select metric, budget, label; trial records; epoch rows)."""
-    s = Store(store_path, create=False)
-    try:
-        info = s.study(study)
-        info["budget"] = s.pick_budget(study, budget)
-        from .study import budget_label
-
-        info["label"] = budget_label(info["budget"])
-        recs = s.records(study, info["budget"], states=states)
-        return info, recs, s.epochs(r["id"] for r in recs)
-    finally:
-        s.close()
-
-
 def resolve_checkpoint(ref: str, store_path: str | Path = DEFAULT_PATH) -> Path:
     """A checkpoint directory from a trial id (or unique prefix), STUDY:best, STUDY@BUDGET:best,
     or a checkpoint directory (holding trial.json and best.safetensors)."""
