@@ -264,6 +264,35 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
 
 
+def setup_rows(a: Analysis) -> list[list[str]]:
+    """What every complete trial shares: the config keys set away from fmlab's defaults, parameters,
+    epochs and training time (median and range over trials) -- the facts a results table quotes."""
+    import json
+
+    from .config import Config, from_dict
+
+    c = a.complete
+    if c.empty or "config" not in c:
+        return []
+    flats = [from_dict(json.loads(js)).resolved().flat() for js in c["config"]]
+    default = Config().resolved().flat()
+    shared = {k: v for k, v in flats[0].items() if k != "seed" and all(f[k] == v for f in flats)}
+    changed = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                        for k, v in shared.items() if v != default[k])  # fmt: skip
+    rows = [["config shared by every trial (keys set away from the defaults)", changed or "(defaults)"]]
+
+    def span(col: str, fmt: str) -> str:
+        x = pd.to_numeric(c[col], errors="coerce").dropna() if col in c else pd.Series(dtype=float)
+        if x.empty:
+            return "n/a"
+        return f"{x.median():{fmt}}" + (f" (range {x.min():{fmt}} to {x.max():{fmt}})" if x.min() != x.max() else "")
+
+    rows += [["parameters", span("n_params", ",.0f")], ["epochs per trial", span("epochs", ".0f")],
+             ["training time per trial, s (whole trial: data, epochs, validation, test)", span("total_s", ".0f")],
+             ["training images/s", span("train_images_per_s", ",.0f")]]  # fmt: skip
+    return rows
+
+
 def _counts_line(a: Analysis) -> str:
     c = a.counts
     return (f"{c['complete']} of {c['planned']} planned trials complete ({c['failed']} failed, {c['waiting']} "
@@ -287,6 +316,8 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None) -> str:
     if a.warnings:
         parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
+    if setup := setup_rows(a):
+        parts += ["## Setup", "", _md_table(["", "median over complete trials"], setup), ""]
     if a.design == "arms":
         parts += ["## Arms", "", _md_table(["arm", "changes"], farms.definition_rows(a)), ""]
         parts += ["## Arms ranked", "", _md_table(farms.ranked_header(a), farms.ranked_rows(a)), ""]
@@ -363,6 +394,8 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                      + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
+    if setup := setup_rows(a):
+        parts.append("<h2>Setup</h2>" + _html_table(["", "median over complete trials"], setup))
     if a.design == "arms":
         parts += _arms_html(a, figs)
     else:
