@@ -89,6 +89,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speedrun(args: argparse.Namespace) -> int:
+    from . import speedrun
+    from .study import parse_seeds
+
+    spec = speedrun.load(args.file)
+    names = args.recipe or list(spec.recipes)
+    for n in names:
+        if n not in spec.recipes:
+            raise FmlabError(f"{spec.path}: no recipe '{n}'; recipes: {', '.join(spec.recipes)}")
+    seeds = parse_seeds(args.seeds) if args.seeds else spec.seeds
+    log = Path(args.log)
+    err(f"speedrun {spec.name}: recipes {', '.join(names)}, seeds {list(seeds)}, one process per run; log {log}")
+
+    def progress(r: dict[str, Any]) -> None:
+        err(f"  {r['recipe']} seed {r['seed']}: test acc {100 * r['test_acc']:.2f}%  wall {r['wall_s']:.1f}s "
+            f"(train {r['train_s']:.1f}s, val {r['eval_s']:.1f}s, {r['epochs']} epochs)")  # fmt: skip
+
+    sums = speedrun.run(spec, names, seeds, log, args.threads, args.data_dir, on_run=progress)
+    print(f"{'recipe':14} {'n':>2} {'test acc mean [95% CI]':>26} {'target':>7} {'wall s median':>14} {'max':>6} "
+          f"{'target':>7}  met")  # fmt: skip
+    for s in sums:
+        ci = f"[{100 * s['test_acc_lo']:5.2f}, {100 * s['test_acc_hi']:5.2f}]" if s["n"] > 1 else "[n=1: no CI]"
+        print(f"{s['recipe']:14} {s['n']:2d} {100 * s['test_acc_mean']:9.2f}% {ci:>15} {100 * s['target_acc']:6.1f}% "
+              f"{s['wall_s_median']:14.1f} "
+              f"{s['wall_s_max']:6.1f} {s['target_s']:6.0f}s  {'yes' if s['met'] else 'no'}")  # fmt: skip
+    out_json({"speedrun": spec.name, "seeds": list(seeds), "recipes": sums})
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from . import benchtrain
     from .study import parse_seeds
@@ -127,10 +156,9 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
           f"(best square matmul, this run): {peaks}")  # fmt: skip
     print(f"img/s covers the training loop of every epoch (evaluation excluded); wall = whole process. "
           f"Order: {' '.join('c' if s == 'conventional' else 'f' for s in rep['order'])}")  # fmt: skip
-    load = max(rep["loadavg_start"][0], rep["loadavg_end"][0])
-    if load > 0.5:
-        print(f"note: load average {rep['loadavg_start'][0]:.1f} at the start, {rep['loadavg_end'][0]:.1f} at the end "
-              f"on {rep['cores']} cores: other jobs were running, so the figures are skewed; rerun on a quiet machine")
+    if rep["loadavg_start"][0] > 0.5:  # at the end the 1-min average holds this benchmark's own threads
+        print(f"note: load average {rep['loadavg_start'][0]:.1f} at the start on {rep['cores']} cores: other jobs may "
+              "have been running (a job that just ended still counts in the 1-min average); rerun on a quiet machine")
     out_json(rep)
     return 0
 
@@ -561,6 +589,16 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--script", help="the conventional loop (default scripts/conventional_train.py)")
     bt.add_argument("--data-dir", help="folder with the IDX files")
     bt.set_defaults(func=cmd_bench_train)
+
+    sp = sub.add_parser("speedrun", help="time-to-accuracy records: each recipe x seed as its own `fmlab train` "
+                        "process, whole wall time; last line JSON")
+    sp.add_argument("file", help="speedrun file, e.g. studies/speedrun.toml")
+    sp.add_argument("--recipe", action="append", help="run only this recipe (repeatable; default all)")
+    sp.add_argument("--seeds", help="N (0..N-1) or a list like 0,1,2 (default: the file's seeds)")
+    sp.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = fmlab's default: all cores)")
+    sp.add_argument("--log", default="runs/speedrun/runs.jsonl", help="JSONL file each run is appended to")
+    sp.add_argument("--data-dir", help="folder with the IDX files")
+    sp.set_defaults(func=cmd_speedrun)
 
     r = sub.add_parser("report-files", help="(dev) build a report from trials.csv, epochs.csv and a meta JSON")
     r.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.analyse)")
