@@ -38,9 +38,9 @@ def test_shipped_speedrun_file_loads_with_five_seeds_and_both_records():
     ('seeds = [0]\n[recipes.a]\ntarget_acc = 93\ntarget_s = 60\n', "recipes.a.target_acc: expected a number in (0, 1]"),
     ('seeds = [0]\n[recipes.a]\ntarget_acc = 0.9\ntarget_s = 60\ntarget = 1\n', "recipes.a: unknown key 'target'"),
     ('seeds = [0]\n[recipes.a]\ntarget_acc = 0.9\ntarget_s = 60\n[recipes.a.set]\nseed = 3\n', "'seed' is set by"),
-    ('seeds = []\n[recipes.a]\ntarget_acc = 0.9\ntarget_s = 60\n', "'seeds' must be a non-empty list"),
+    ('seeds = []\n[recipes.a]\ntarget_acc = 0.9\ntarget_s = 60\n', "key 'seeds': bad value []"),
     ('seeds = [0]\n', "no [recipes.<name>] table"),
-    ('speed = 1\n', "unknown key 'speed'"),
+    ('speed = 1\n', "unknown key 'speed'; allowed top-level keys: name, description, seeds, recipes"),
 ])  # fmt: skip
 def test_bad_speedrun_files_fail_with_one_line_naming_the_key(tmp_path, text, msg):
     f = write(tmp_path, text)

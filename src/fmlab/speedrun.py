@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import tempfile
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,19 +62,11 @@ class Speedrun:
 
 def load(path: str | Path) -> Speedrun:
     """Read and check a speedrun file; every error names the file and the key."""
+    from .study import _seeds, read_toml
+
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise FmlabError(f"{p}: no such speedrun file; see studies/speedrun.toml") from None
-    except tomllib.TOMLDecodeError as e:
-        raise FmlabError(f"{p}: not valid TOML ({e})") from None
-    for k in raw:
-        if k not in TOP_KEYS:
-            raise FmlabError(f"{p}: unknown key '{k}'; allowed: {', '.join(TOP_KEYS)}")
-    seeds = raw.get("seeds", [0, 1, 2, 3, 4])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise FmlabError(f"{p}: 'seeds' must be a non-empty list of non-negative integers, e.g. [0, 1, 2, 3, 4]")
+    raw = read_toml(p, "speedrun file", TOP_KEYS)
+    seeds = _seeds(p, "key 'seeds'", raw.get("seeds", [0, 1, 2, 3, 4]))
     recipes = {}
     for name, r in (raw.get("recipes") or {}).items():
         where = f"{p}: recipes.{name}"

@@ -159,20 +159,27 @@ def _check_values(path: Path, section: str, overrides: dict[str, Any]) -> None:
             raise StudyError(f"{path}: [{section}] {e}") from None
 
 
-def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
-    """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
-    p = Path(path)
+def read_toml(p: Path, what: str, top_keys: tuple[str, ...]) -> dict[str, Any]:
+    """A TOML file's top-level table; a missing or unreadable file, bad TOML or an unknown top-level key
+    is a StudyError naming the file (and the key)."""
     try:
         doc = tomllib.loads(p.read_text())
     except FileNotFoundError:
-        raise StudyError(f"{p}: study file not found") from None
+        raise StudyError(f"{p}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise StudyError(f"{p}: cannot read the study file ({e})") from None
+        raise StudyError(f"{p}: cannot read the {what} ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{p}: not valid TOML ({e})") from None
     for key in doc:
-        if key not in TOP_KEYS:
-            raise StudyError(f"{p}: unknown key '{key}'; allowed top-level keys: {', '.join(TOP_KEYS)}")
+        if key not in top_keys:
+            raise StudyError(f"{p}: unknown key '{key}'; allowed top-level keys: {', '.join(top_keys)}")
+    return doc
+
+
+def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
+    """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
+    p = Path(path)
+    doc = read_toml(p, "study file", TOP_KEYS)
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip() or any(c in name for c in ":@/ "):
         raise StudyError(f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
