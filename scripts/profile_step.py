@@ -16,6 +16,7 @@ import argparse
 import time
 
 import torch
+from bench_train_levers import step  # the same training step the levers benchmark times
 from torch.profiler import profile
 
 from fmlab import env
@@ -46,23 +47,18 @@ def main() -> None:
     x = torch.randn(a.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (a.batch_size,))
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-            out = net(x)
-        loss = torch.nn.functional.nll_loss(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
     for _ in range(5):
-        step()
+        step(net, opt, x, y, autocast)
     t0 = time.perf_counter()
     for _ in range(a.steps):
-        step()
+        step(net, opt, x, y, autocast)
     dt = (time.perf_counter() - t0) / a.steps
     with profile() as prof:
         for _ in range(a.steps):
-            step()
+            step(net, opt, x, y, autocast)
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     grouped: dict[str, float] = {}

@@ -52,8 +52,9 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     write_hiplot(hiplot_experiment(trials, meta), out / "hiplot.html", a.label)
     tables = write_tables(a, out)
     rep = summary_dict(a, out, figs, best, tables)
-    (out / "summary.md").write_text(markdown(a, figs, best))
-    (out / "index.html").write_text(page(a, figs, best, tables))
+    setup = setup_rows(a)  # parses every trial's config: once, for both pages
+    (out / "summary.md").write_text(markdown(a, figs, best, setup))
+    (out / "index.html").write_text(page(a, figs, best, tables, setup))
     return rep
 
 
@@ -311,12 +312,12 @@ FIG_TITLES = {
 }
 
 
-def markdown(a: Analysis, figs: dict[str, str], best: dict | None) -> str:
+def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[list[str]] | None = None) -> str:
     parts = [f"# {a.label}", "", _counts_line(a), ""]
     if a.warnings:
         parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
-    if setup := setup_rows(a):
+    if setup:
         parts += ["## Setup", "", _md_table(["", "median over complete trials"], setup), ""]
     if a.design == "arms":
         parts += ["## Arms", "", _md_table(["arm", "changes"], farms.definition_rows(a)), ""]
@@ -381,7 +382,8 @@ def _figure(figs: dict[str, str], key: str) -> str:
             f"<figcaption>{_h(FIG_TITLES[key])}</figcaption></figure>")  # fmt: skip
 
 
-def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str, str]) -> str:
+def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str, str],
+         setup: list[list[str]] | None = None) -> str:  # fmt: skip
     quick = "indicative only" in a.label
     badge = f' <span class="badge">{_h(a.budget)}{": indicative only" if quick else ""}</span>'
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_h(a.label)}</title>"
@@ -394,7 +396,7 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                      + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
-    if setup := setup_rows(a):
+    if setup:
         parts.append("<h2>Setup</h2>" + _html_table(["", "median over complete trials"], setup))
     if a.design == "arms":
         parts += _arms_html(a, figs)
