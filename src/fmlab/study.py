@@ -30,6 +30,7 @@ from .errors import FmlabError
 TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets")
 SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
 FULL = "full"
+BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
 BASELINE = "baseline"  # the arm name of the unchanged [base] config in an arms study
 
 
@@ -64,6 +65,8 @@ class Study:
     overrides: dict[str, Any]  # the chosen budget's config overrides
     budgets: tuple[str, ...] = field(default=())
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> config keys it changes
+    finding: bool = True  # the budget changes how trials compute, not what they learn from (full is one)
+    budget_note: str = ""  # what the budget is, e.g. "full data, bf16 on CPU"
 
     @property
     def label(self) -> str:
@@ -206,8 +209,10 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
     if budget not in known:
         raise StudyError(f"{p}: unknown budget '{budget}'; allowed: {', '.join(known)}")
     for bname, table in budgets.items():
-        b = _check_keys(p, f"budgets.{bname}", table, extra=("seeds",))
+        b = _check_keys(p, f"budgets.{bname}", table, extra=BUDGET_META)
         for key in b:
+            if key in BUDGET_META:
+                continue
             if key in factors:
                 raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
                                  "override a factor")  # fmt: skip
@@ -217,12 +222,18 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
                                      "budget may not override what an arm tests")  # fmt: skip
         if "seeds" in b:
             _seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
-        _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k != "seeds"})
+        if not isinstance(b.get("finding", False), bool):
+            raise StudyError(f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false")
+        if not isinstance(b.get("label", ""), str):
+            raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
+        _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
     chosen = dict(budgets.get(budget, {}))
     if seeds is None:
         seeds = _seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
             _seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
     chosen.pop("seeds", None)
+    finding = bool(chosen.pop("finding", budget == FULL))
+    note = str(chosen.pop("label", ""))
     try:
         monitor = with_overrides(Config(), {**base, **chosen}).train.monitor
     except ConfigError as e:
@@ -232,7 +243,8 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
         raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
     study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
-                  base=base, factors=factors, overrides=chosen, budgets=known, arms=arms)  # fmt: skip
+                  base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
+                  finding=finding, budget_note=note)  # fmt: skip
     for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
         try:
             with_overrides(Config(), {**base, **changes, **chosen})
