@@ -223,7 +223,9 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         if "seeds" in b:
             _seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
         if not isinstance(b.get("finding", False), bool):
-            raise StudyError(f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false")
+            raise StudyError(
+                f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false"
+            )
         if not isinstance(b.get("label", ""), str):
             raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
         _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
