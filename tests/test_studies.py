@@ -330,3 +330,25 @@ def test_budgets_and_seeds_change_the_plan(tmp_path):
     assert "quick: indicative only" in out and "= 6 trials" in out and not (tmp_path / "x.db").exists()
     seed_toml = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
     assert len(fstudy.load(seed_toml, "quick").trials()) == 48 and len(fstudy.load(seed_toml).trials()) == 72
+
+
+def test_finding_budget_is_labelled_by_its_label_not_indicative(tmp_path):
+    """A budget with finding = true (seed.toml's cpu) carries its label through the store spec and
+    results.report_inputs to the analysis; quick stays indicative only."""
+    from fmlab.analysis import analyse
+    from fmlab.results import report_inputs
+    from fmlab.store import Store
+
+    root = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
+    cpu, quick = fstudy.load(root, budget="cpu"), fstudy.load(root, budget="quick")
+    assert cpu.label == "full data, bf16 on CPU" and "indicative" not in cpu.label
+    assert quick.label == "quick: indicative only"
+    import pandas as pd
+
+    for st, want in ((cpu, "full data, bf16 on CPU"), (quick, "quick: indicative only")):
+        store = Store(tmp_path / f"{st.budget}.db")
+        store.plan(st, st.trials())
+        trials, epochs, meta = report_inputs(store, "seed", st.budget)
+        assert meta["label"] == want
+        a = analyse(pd.DataFrame(trials), pd.DataFrame(epochs), meta)
+        assert want in a.label and (("indicative" in a.label) == (st.budget == "quick"))

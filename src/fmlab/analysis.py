@@ -300,7 +300,8 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     baseline = {f: level_label(meta.get("baseline", {}).get(f, lv[0])) for f, lv in meta["factors"].items()}
     short = short_names(factors)
     budget = meta.get("budget") or "full"
-    label = f"{meta.get('study', 'study')} study ({budget}{': indicative only' if budget == 'quick' else ''})"
+    tag = meta.get("label") if meta.get("finding") else f"{budget}: indicative only" if budget == "quick" else budget
+    label = f"{meta.get('study', 'study')} study ({tag or budget})"
 
     t = trials.copy()
     missing_cols = [c for c in ["id", "state", "seed", *factors] if c not in t.columns]

@@ -128,7 +128,8 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     arms = {str(k): dict(v) for k, v in meta.get("arms", {}).items()}
     names = [BASELINE, *arms]
     budget = meta.get("budget") or "full"
-    label = f"{meta.get('study', 'study')} study ({budget}{': indicative only' if budget == 'quick' else ''})"
+    tag = meta.get("label") if meta.get("finding") else f"{budget}: indicative only" if budget == "quick" else budget
+    label = f"{meta.get('study', 'study')} study ({tag or budget})"
     t = trials.copy()
     missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
     if missing_cols:

@@ -70,7 +70,7 @@ class Study:
 
     @property
     def label(self) -> str:
-        return budget_label(self.budget)
+        return budget_label(self.budget, self.finding, self.budget_note)
 
     @property
     def design(self) -> str:
@@ -108,12 +108,16 @@ class Study:
         """What the store keeps about the study (JSON-able)."""
         return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
                 "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
-                "arms": self.arms, "budget": self.budget, "overrides": self.overrides}  # fmt: skip
+                "arms": self.arms, "budget": self.budget, "overrides": self.overrides,
+                "finding": self.finding, "budget_note": self.budget_note}  # fmt: skip
 
 
-def budget_label(budget: str) -> str:
-    """How a budget is shown wherever results appear; only the full budget is a finding."""
-    return FULL if budget == FULL else f"{budget}: indicative only"
+def budget_label(budget: str, finding: bool | None = None, note: str = "") -> str:
+    """How a budget is shown wherever results appear: a finding budget (full, or one with finding = true) by
+    its label (or name); any other as indicative only."""
+    if finding if finding is not None else budget == FULL:
+        return note or budget
+    return f"{budget}: indicative only"
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
