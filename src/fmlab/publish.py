@@ -291,6 +291,7 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
     fix = (f"the study file or the code changed since the folder was published (commit {run.get('commit')}); "
            f"check out that commit, or republish with 'fmlab publish {run['study_file']} --budget {run['budget']}'")
     complete: dict[str, dict[str, str]] = {}
+    listed: list[str] = []
     for i, r in enumerate(rows, start=2):
         tid = r.get("id", "")
         try:
@@ -303,6 +304,7 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
         if tid not in planned:
             raise PublishError(f"{d / 'trials.csv'}: line {i}: trial {tid} is not a trial of {run['study_file']} "
                                f"(budget {run['budget']}, seeds {run['seeds']}) now; {fix}")  # fmt: skip
+        listed.append(tid)
         if r.get("state") == "COMPLETE":
             complete[tid] = r
     by_trial: dict[str, list[dict[str, Any]]] = {}
@@ -322,7 +324,8 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
                 raise PublishError(f"{d / 'best' / f}: not found; run.json names best trial {best}; republish")
         if best not in complete:
             raise PublishError(f"{d / 'run.json'}: best trial {best} is not a COMPLETE row of trials.csv; republish")
-    return {"dir": d, "run": run, "study": st, "planned": planned, "complete": complete, "epochs": by_trial}
+    return {"dir": d, "run": run, "study": st, "planned": planned, "listed": list(dict.fromkeys(listed)),
+            "complete": complete, "epochs": by_trial}  # fmt: skip
 
 
 def import_folder(folder: str | Path, store: str | Path) -> dict[str, Any]:
@@ -336,7 +339,7 @@ def import_folder(folder: str | Path, store: str | Path) -> dict[str, Any]:
     per = run.get("trials", {})
     s = Store(Path(store))
     try:
-        s.plan(st, list(f["planned"].values()))
+        s.plan(st, [f["planned"][tid] for tid in f["listed"]])  # the trials the folder lists, as its store had
         states = s.states(list(f["planned"]))
         todo = [tid for tid in f["complete"] if states.get(tid) != "COMPLETE"]
         for tid in todo:
