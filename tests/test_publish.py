@@ -36,8 +36,14 @@ def _study(root: Path, extra: str = "") -> Path:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """A tiny study in progress (seed 0 of seeds [0, 1]: 2 of 4 trials), published from its store."""
+    from fmlab import study as fstudy
+    from fmlab.store import Store
+
     root = tmp_path_factory.mktemp("pub")
-    _study(root)
+    st = fstudy.load(_study(root), "t")
+    s = Store(root / "runs" / "fmlab.db")  # all 4 trials planned, as a sweep stopped half-way leaves them
+    s.plan(st, st.trials())
+    s.close()
     run_cli("sweep", "studies/tiny.toml", "--budget", "t", "--seeds", "0,", "--workers", "0", "--device", "cpu",
             "--threads", "1", "--store", "runs/fmlab.db", check=True, cwd=root)  # fmt: skip
     p = run_cli("publish", "studies/tiny.toml", "--budget", "t", "--store", "runs/fmlab.db", check=True, cwd=root)

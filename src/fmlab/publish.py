@@ -149,6 +149,7 @@ def publish(study_file: str | Path, budget: str, store: str | Path, out: str | P
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         h.export(tmp)
+        _finished_only(tmp)
         rep_dir = Path(tempfile.mkdtemp(prefix="fmlab-report-"))
         try:
             h.report(rep_dir)
@@ -201,6 +202,26 @@ def publish(study_file: str | Path, budget: str, store: str | Path, out: str | P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**run, "out": str(out)}
+
+
+def _finished_only(folder: Path) -> None:
+    """The tables as a fresh store holds them after import: a trial not yet finished (RUNNING, or WAITING
+    with an 'interrupted' note) is WAITING with no epochs; a FAILED trial keeps its error, not its epochs."""
+    rows = _read_csv(folder / "trials.csv")
+    done = {r["id"] for r in rows if r["state"] == "COMPLETE"}
+    for r in rows:
+        if r["state"] != "COMPLETE":
+            r["epochs"] = "0"
+            if r["state"] != "FAILED":
+                r.update(state="WAITING", error="")
+    _write_csv(folder / "trials.csv", rows)
+    _write_csv(folder / "epochs.csv", [e for e in _read_csv(folder / "epochs.csv") if e["trial_id"] in done])
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    from .results import write
+
+    write(rows, path, "csv")  # as results.export writes it, so a fresh store's export equals it
 
 
 def _scrub_paths(folder: Path, prefixes: list[Path]) -> None:
@@ -305,7 +326,7 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
             raise PublishError(f"{d / 'trials.csv'}: line {i}: trial {tid} is not a trial of {run['study_file']} "
                                f"(budget {run['budget']}, seeds {run['seeds']}) now; {fix}")  # fmt: skip
         listed.append(tid)
-        if r.get("state") == "COMPLETE":
+        if r.get("state") in ("COMPLETE", "FAILED"):
             complete[tid] = r
     by_trial: dict[str, list[dict[str, Any]]] = {}
     for i, e in enumerate(epochs, start=2):
@@ -322,26 +343,29 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
         for f in BEST_FILES:
             if not (d / "best" / f).is_file():
                 raise PublishError(f"{d / 'best' / f}: not found; run.json names best trial {best}; republish")
-        if best not in complete:
+        if complete.get(best, {}).get("state") != "COMPLETE":
             raise PublishError(f"{d / 'run.json'}: best trial {best} is not a COMPLETE row of trials.csv; republish")
     return {"dir": d, "run": run, "study": st, "planned": planned, "listed": list(dict.fromkeys(listed)),
             "complete": complete, "epochs": by_trial}  # fmt: skip
 
 
 def import_folder(folder: str | Path, store: str | Path) -> dict[str, Any]:
-    """Load a results folder into a store (created if missing): its COMPLETE trials with metrics, timings
-    and epochs under the same ids, the best checkpoint where the store keeps it. Idempotent: a trial
-    already COMPLETE in the store is left as it is. Returns {imported, already, planned, best}."""
+    """Load a results folder into a store (created if missing): the trials it lists (unfinished ones
+    WAITING), its COMPLETE trials with metrics, timings and epochs under the same ids, FAILED ones with
+    their error (`fmlab sweep --retry-failed` reruns them), the best checkpoint where the store keeps it.
+    Idempotent: a trial already COMPLETE or FAILED in the store is left as it is.
+    Returns {study, budget, imported, failed, already, planned, best}."""
     from .store import Store
 
     f = load_folder(folder)
     run, st = f["run"], f["study"]
+    n_complete = sum(r["state"] == "COMPLETE" for r in f["complete"].values())
     per = run.get("trials", {})
     s = Store(Path(store))
     try:
         s.plan(st, [f["planned"][tid] for tid in f["listed"]])  # the trials the folder lists, as its store had
         states = s.states(list(f["planned"]))
-        todo = [tid for tid in f["complete"] if states.get(tid) != "COMPLETE"]
+        todo = [tid for tid in f["complete"] if states.get(tid) not in ("COMPLETE", "FAILED")]
         for tid in todo:
             r = f["complete"][tid]
             extra = per.get(tid, {})
@@ -352,7 +376,8 @@ def import_folder(folder: str | Path, store: str | Path) -> dict[str, Any]:
                               env=extra.get("env") or {}, best_epoch=_num(r.get("best_epoch"), int),
                               stop_reason=r.get("stop_reason") or None, n_params=_num(r.get("n_params"), int),
                               epochs=f["epochs"].get(tid, []), started=extra.get("started"),
-                              finished=extra.get("finished"))  # fmt: skip
+                              finished=extra.get("finished"), state=r["state"],
+                              error=r.get("error") or None)  # fmt: skip
         best = run.get("best")
         if best:
             dest = s.trial_dir(best)
@@ -363,5 +388,6 @@ def import_folder(folder: str | Path, store: str | Path) -> dict[str, Any]:
                 s.add_artifacts(best, {"weights": dest / "best.safetensors", "trial_json": dest / "trial.json"})
     finally:
         s.close()
-    return {"study": st.name, "budget": st.budget, "imported": len(todo), "already": len(f["complete"]) - len(todo),
-            "planned": len(f["planned"]), "best": run.get("best")}  # fmt: skip
+    new = sum(f["complete"][t]["state"] == "COMPLETE" for t in todo)
+    return {"study": st.name, "budget": st.budget, "imported": new, "failed": len(todo) - new,
+            "already": n_complete - new, "planned": len(f["planned"]), "best": run.get("best")}  # fmt: skip

@@ -274,16 +274,17 @@ class Store:
     def import_complete(self, tid: str, *, metrics: dict[str, float], timings: dict[str, Any], env: dict[str, Any],
                         best_epoch: int | None, stop_reason: str | None, n_params: int | None,
                         epochs: list[dict[str, Any]], started: float | None = None,
-                        finished: float | None = None) -> None:  # fmt: skip
-        """Mark a planned trial COMPLETE with results from elsewhere (`fmlab import`); its epochs replace any.
-        A RUNNING trial (a live sweep) is left alone."""
+                        finished: float | None = None, state: str = State.COMPLETE.value,
+                        error: str | None = None) -> None:  # fmt: skip
+        """Mark a planned trial COMPLETE (or FAILED, with its error) with results from elsewhere (`fmlab
+        import`); its epochs replace any. A RUNNING trial (a live sweep) is left alone."""
         with self.tx() as db:
             cur = db.execute("UPDATE trials SET state=?, started=?, finished=?, metrics=?, timings=?, env=?, "
-                             "best_epoch=?, stop_reason=?, n_params=?, error=NULL, traceback=NULL, log=?, "
+                             "best_epoch=?, stop_reason=?, n_params=?, error=?, traceback=NULL, log=?, "
                              "owner_host=NULL, owner_pid=NULL, heartbeat=NULL WHERE id=? AND state != ?",
-                             (State.COMPLETE.value, started, finished or time.time(), _j(metrics), _j(timings),
-                              _j(env), best_epoch, stop_reason, n_params, "imported by fmlab import", tid,
-                              State.RUNNING.value))  # fmt: skip
+                             (State(state).value, started, finished or time.time(), _j(metrics or None),
+                              _j(timings or None), _j(env), best_epoch, stop_reason, n_params, error,
+                              "imported by fmlab import", tid, State.RUNNING.value))  # fmt: skip
             if cur.rowcount != 1:
                 return
             db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
