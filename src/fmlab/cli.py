@@ -457,7 +457,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     import shlex
 
-    from . import publish
+    from . import api, publish
     from .study import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds else None
@@ -465,8 +465,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     argv += ["--seeds", args.seeds] if args.seeds else []
     argv += ["--store", publish.shown_path(args.store)] if args.store else []
     argv += ["--out", publish.shown_path(args.out)] if args.out else []
-    run = publish.publish(args.study_file, args.budget, _store_path(args), args.out, seeds=seeds,
-                          command=shlex.join(argv))  # fmt: skip
+    run = api.publish_results(args.study_file, args.budget, store=_store_path(args), out=args.out, seeds=seeds,
+                              command=shlex.join(argv))  # fmt: skip
     c = run["counts"]
     err(f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
         f"{c['missing']} missing; best {run['best'] or 'none yet'}")  # fmt: skip
@@ -474,10 +474,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from . import publish
+    from . import api
 
-    r = publish.import_folder(args.folder, _store_path(args))
-    err(f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s), {r['already']} already in "
+    r = api.import_results(args.folder, store=_store_path(args))
+    failed = f", {r['failed']} FAILED" if r["failed"] else ""
+    err(f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s){failed}, {r['already']} already in "
         f"{_store_path(args)}; {r['planned']} planned; best checkpoint {r['best'] or 'none'}")  # fmt: skip
     return 0
 
