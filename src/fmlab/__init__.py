@@ -11,10 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["open_store", "run_study", "train_trial", "predict", "make_config", "StoreHandle", "StudyHandle", "Trained"]
+__all__ = ["open_store", "run_study", "train_trial", "predict", "make_config", "publish_results", "import_results",
+           "StoreHandle", "StudyHandle", "Trained"]
 
 if TYPE_CHECKING:
-    from .api import StoreHandle, StudyHandle, Trained, make_config, open_store, predict, run_study, train_trial
+    from .api import (
+        StoreHandle,
+        StudyHandle,
+        Trained,
+        import_results,
+        make_config,
+        open_store,
+        predict,
+        publish_results,
+        run_study,
+        train_trial,
+    )
 
 
 def __getattr__(name: str) -> Any:

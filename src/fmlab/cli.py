@@ -454,6 +454,35 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    import shlex
+
+    from . import api, publish
+    from .study import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    argv = ["fmlab", "publish", publish.shown_path(args.study_file), "--budget", args.budget]
+    argv += ["--seeds", args.seeds] if args.seeds else []
+    argv += ["--store", publish.shown_path(args.store)] if args.store else []
+    argv += ["--out", publish.shown_path(args.out)] if args.out else []
+    run = api.publish_results(args.study_file, args.budget, store=_store_path(args), out=args.out, seeds=seeds,
+                              command=shlex.join(argv))  # fmt: skip
+    c = run["counts"]
+    err(f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
+        f"{c['missing']} missing; best {run['best'] or 'none yet'}")  # fmt: skip
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from . import api
+
+    r = api.import_results(args.folder, store=_store_path(args))
+    failed = f", {r['failed']} FAILED" if r["failed"] else ""
+    err(f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s){failed}, {r['already']} already in "
+        f"{_store_path(args)}; {r['planned']} planned; best checkpoint {r['best'] or 'none'}")  # fmt: skip
+    return 0
+
+
 # ---------------------------------------------------------------- inference
 
 
@@ -657,6 +686,19 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--budget", help="which budget's trials (needed when the study has several)")
     rs.add_argument("--store", help=store_help)
     rs.set_defaults(func=cmd_results)
+    pb = sub.add_parser("publish", help="a study's results as a folder for the repository: tables, summary, "
+                        "figures, run.json, best/ (atomic)")
+    pb.add_argument("study_file")
+    pb.add_argument("--budget", default="full", help="the budget whose trials to publish (default full)")
+    pb.add_argument("--seeds", help="the --seeds the sweep ran with, if it overrode the study's")
+    pb.add_argument("--store", help=store_help)
+    pb.add_argument("--out", help="folder to write (default results/<study>-<budget>)")
+    pb.set_defaults(func=cmd_publish)
+    im = sub.add_parser("import", help="load a results folder into a store: its COMPLETE trials and best checkpoint")
+    im.add_argument("folder", help="a folder written by fmlab publish, e.g. results/seed-cpu")
+    im.add_argument("--store", help=store_help)
+    im.set_defaults(func=cmd_import)
+
     def ckpt_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("ckpt", metavar="CKPT", help="trial id, STUDY:best, or a checkpoint directory")
         p.add_argument("--store", default="runs/fmlab.db", help="trial store for ids (default runs/fmlab.db)")

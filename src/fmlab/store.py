@@ -271,6 +271,33 @@ class Store:
         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
         return True
 
+    def import_complete(self, tid: str, *, metrics: dict[str, float], timings: dict[str, Any], env: dict[str, Any],
+                        best_epoch: int | None, stop_reason: str | None, n_params: int | None,
+                        epochs: list[dict[str, Any]], started: float | None = None,
+                        finished: float | None = None, state: str = State.COMPLETE.value,
+                        error: str | None = None) -> None:  # fmt: skip
+        """Mark a planned trial COMPLETE (or FAILED, with its error) with results from elsewhere (`fmlab
+        import`); its epochs replace any. A RUNNING trial (a live sweep) is left alone."""
+        with self.tx() as db:
+            cur = db.execute("UPDATE trials SET state=?, started=?, finished=?, metrics=?, timings=?, env=?, "
+                             "best_epoch=?, stop_reason=?, n_params=?, error=?, traceback=NULL, log=?, "
+                             "owner_host=NULL, owner_pid=NULL, heartbeat=NULL WHERE id=? AND state != ?",
+                             (State(state).value, started, finished or time.time(), _j(metrics or None),
+                              _j(timings or None), _j(env), best_epoch, stop_reason, n_params, error,
+                              "imported by fmlab import", tid, State.RUNNING.value))  # fmt: skip
+            if cur.rowcount != 1:
+                return
+            db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
+            for row in epochs:
+                db.execute("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
+                           (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
+        shutil.rmtree(self.state_dir(tid), ignore_errors=True)
+
+    def add_artifacts(self, tid: str, paths: dict[str, Path]) -> None:
+        with self.tx() as db:
+            for kind, p in paths.items():
+                db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?)", (tid, kind, str(p), time.time()))
+
     def fail(self, tid: str, error: str, traceback: str, log: str = "") -> None:
         with self.tx() as db:
             db.execute("UPDATE trials SET state=?, finished=?, error=?, traceback=?, log=?, owner_pid=NULL, "
