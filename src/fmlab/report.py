@@ -365,7 +365,7 @@ def _html_table(header: list[str], rows: list[list[str]], good_col: int | None =
     head = "".join(f"<th>{_h(c)}</th>" for c in header)
     body = []
     for r in rows:
-        cls = ' class="good"' if good_col is not None and r[good_col] == "distinguishable" else ""
+        cls = ' class="good"' if good_col is not None and r[good_col] == "matters" else ""
         tds = "".join(f'<td class="num">{_h(c)}</td>' if _isnum(c) else f"<td>{_h(c)}</td>" for c in r)
         body.append(f"<tr{cls}>{tds}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
