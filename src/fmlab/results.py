@@ -62,7 +62,9 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
             "select": info["select_metric"], "planned": len(trials), "description": info["description"],
             "design": spec.get("design", "grid"), "base": spec.get("base", {}),
-            "finding": bool(spec.get("finding", budget == "full")), "budget_note": spec.get("budget_note", ""),
+            # the spec is the last swept budget's: its finding/label apply only to that budget
+            "finding": bool(spec.get("finding")) and spec.get("budget") == budget,
+            "budget_note": spec.get("budget_note", "") if spec.get("budget") == budget else "",
             "min_effect": spec.get("min_effect", {})}  # fmt: skip
     if meta["design"] == "arms":
         from .study import BASELINE
