@@ -283,3 +283,14 @@ def test_best_trial_is_chosen_on_validation():
     assert analysis.best_trial(trials, "val_loss") == trials.loc[trials["val_loss"].idxmin(), "id"]
     with pytest.raises(ValueError, match="never on test"):
         analysis.best_trial(trials, "test_acc")
+
+
+def test_summary_json_has_model_effects_best_set_and_df(tmp_path):
+    report.build_report(*synth(seeds=range(2)), tmp_path)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    bn = next(e for e in s["effects"] if e["term"] == "model.batch_norm: true vs false" and e["metric"] == "val_acc")
+    assert bn["df"] == 24 - 11 and bn["verdict"] == "matters" and bn["lo"] < BN_EFFECT < bn["hi"]
+    assert s["best_set"]["best"].startswith("batch_norm=true") and "Hsu" in s["best_set"]["method"]
+    assert s["best_set"]["best"] in s["best_set"]["set"]
+    assert "df" in pd.read_csv(tmp_path / "effects.csv").columns
+    assert (tmp_path / "index.html").read_text().count("best: batch_norm=true") == 1
