@@ -195,27 +195,29 @@ def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
     eff = a.effects.set_index("arm")
     g, n, tw = eff.loc["good"], eff.loc["null"], eff.loc["twin"]
     assert g["lo"] > 0 and g["lo"] < GOOD < g["hi"] and abs(g["estimate"] - GOOD) < 0.003
-    assert g["verdict"] == "distinguishable" and g["n_seeds"] == 6
-    assert n["lo"] < 0 < n["hi"] and n["verdict"] == "not distinguishable from noise"
+    assert g["verdict"] in ("matters", "real but smaller than X") and g["n_seeds"] == 6
+    assert -0.005 < n["lo"] and n["hi"] < 0.005 and n["verdict"] != "matters"  # inside min_effect 0.5 pts
     assert tw["verdict"].startswith("same trials as the baseline") and not np.isfinite(tw["p"])
-    # Holm over the two arms tested (the twin is not a test), separately for test accuracy
-    ps = eff.loc[["good", "null"], "p"].to_numpy()
-    assert np.allclose(eff.loc[["good", "null"], "p_holm"], multipletests(ps, method="holm")[1])
-    assert (eff.loc[["good", "null"], "m_tests"] == 2).all()
+    # Holm over one family: the two arms tested (the twin is not a test) and their TOSTs
+    ps = eff.loc[["good", "null"], ["p", "p_tost"]].to_numpy().T.ravel()
+    assert np.allclose(eff.loc[["good", "null"], "p_holm"], multipletests(ps, method="holm")[1][:2])
+    assert (eff.loc[["good", "null"], "m_tests"] == 4).all()
     t = a.test_effects.set_index("arm")
     assert t.loc["good", "lo"] > 0 and t.loc["good", "metric"] == "test_acc"
-    # the paired estimate is the mean of per-seed differences, the CI a t-interval over them
-    tr = synth()[0]
-    d = (tr[tr.arm == "good"].set_index("seed").val_acc - tr[tr.arm == "baseline"].set_index("seed").val_acc)
-    from scipy import stats
+    # the estimate is a contrast of val_acc ~ C(arm) + C(seed), fitted independently here
+    from statsmodels.formula.api import ols
 
-    half = stats.t.ppf(0.975, 5) * d.std(ddof=1) / np.sqrt(6)
-    assert np.isclose(g["estimate"], d.mean()) and np.isclose(g["hi"] - g["lo"], 2 * half)
+    tr = synth()[0]
+    tr = tr[tr.state == "COMPLETE"].drop_duplicates("id")
+    tr = tr[tr.arm.isin(["baseline", "good", "null"])]
+    ind = ols("val_acc ~ C(arm, Treatment('baseline')) + C(seed)", data=tr).fit()
+    k = "C(arm, Treatment('baseline'))[T.good]"
+    assert np.isclose(g["estimate"], ind.params[k]) and np.allclose([g["lo"], g["hi"]], ind.conf_int().loc[k])
     good = next(f for f in a.findings if f.startswith("good vs baseline"))
-    assert f"{100 * g['estimate']:+.2f} pts [{100 * g['lo']:.2f}, " in good and "n = 6 seeds" in good
+    assert f"{100 * g['estimate']:+.2f} pts [{100 * g['lo']:.2f}, " in good and f"(df {ind.df_resid:.0f})" in good
     assert f"Holm p {analysis.fmt_p(g['p_holm'])} (" in good and g["p_holm"] >= g["p"]
     assert "better val_acc" in good and "test_acc +" in good
-    assert any(f.startswith("null vs baseline") and "not distinguishable from noise" in f for f in a.findings)
+    assert a.findings[0].startswith("best: good") and a.best is not None and "good" in a.best["set"]
     assert any("twin" in w and "baseline" in w for w in a.warnings)
     ranked = list(a.cells["cell"])
     assert ranked[0] == "good" and len(ranked) == 4 and a.cells["n"].tolist() == [6] * 4
@@ -227,12 +229,12 @@ def test_arm_report_has_ranked_table_effects_and_figure(tmp_path):
     assert rep["design"] == "arms" and "arm_effects" in rep["figures"] and Path(rep["figures"]["arm_effects"]).is_file()
     page = (tmp_path / "index.html").read_text()
     for s in ("Each arm vs the baseline", "Arms ranked by val_acc", "good vs baseline", "train.schedule=cosine",
-              "arm_effects.png", "not distinguishable from noise"):  # fmt: skip
+              "arm_effects.png"):  # fmt: skip
         assert s in page, s
     md = (tmp_path / "summary.md").read_text()
     assert "## Arms ranked" in md and "| 1 | good |" in md
     eff = rep["effects_table"]
-    assert eff["header"][0] == "comparison" and eff["rows"][0][-1] == "distinguishable"
+    assert eff["header"][0] == "comparison" and eff["rows"][0][-1] in ("matters", "real but smaller than X")
     hip = (tmp_path / "hiplot.html").read_text()
     t, e, m = synth()
     waiting = report.build_report(t.assign(state="WAITING"), e, m, tmp_path / "waiting")  # nothing complete yet

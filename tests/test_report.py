@@ -57,16 +57,16 @@ def test_known_effect_recovered_and_null_factor_is_noise():
     bn = effect(a, "model.batch_norm: true vs false")
     assert bn["lo"] < BN_EFFECT < bn["hi"] and bn["lo"] > 0
     assert abs(bn["estimate"] - BN_EFFECT) < 0.003
-    assert bn["verdict"] == "distinguishable" and bn["n_seeds"] == 6
+    assert bn["verdict"] == "matters" and bn["n_seeds"] == 6 and bn["df"] == 72 - 15  # 15 params
     bs = effect(a, "train.batch_size: 128 vs 64")
-    assert bs["lo"] < BS128_EFFECT < bs["hi"] and bs["verdict"] == "distinguishable"
+    assert bs["lo"] < BS128_EFFECT < bs["hi"] and bs["verdict"] == "matters"
     pool = effect(a, "model.pool: max vs avg")
-    assert pool["lo"] < 0 < pool["hi"] and pool["verdict"] == "not distinguishable from noise"
-    assert effect(a, "train.batch_size: 32 vs 64")["verdict"] == "not distinguishable from noise"
+    assert pool["lo"] < 0 < pool["hi"] and pool["verdict"] == "no effect larger than X"
+    assert effect(a, "train.batch_size: 32 vs 64")["verdict"] == "no effect larger than X"
     text = "\n".join(a.findings)
-    assert "model.batch_norm: true vs false: +1." in text and "pts [" in text and "better val_acc" in text
-    assert "model.pool: max vs avg:" in text and "not distinguishable from noise" in text
-    assert "(n = 6 seeds paired; 36 vs 36 trials)" in text
+    assert text.startswith("best: batch_norm=true, pool=")
+    assert "matters: model.batch_norm: true vs false: +1." in text and "pts [" in text and "% of the variance" in text
+    assert "no effect larger than 0.50 pts (" in text and "model.pool: max vs avg" in text
 
 
 def test_paired_effect_matches_an_independent_reference():
@@ -158,8 +158,8 @@ def test_loss_selection_and_quick_label():
     a = analysis.analyse(*synth(select="val_loss", budget="quick"))
     assert a.label == "synth study (quick: indicative only)" and a.warnings[0].startswith("Quick budget")
     bn = effect(a, "model.batch_norm: true vs false")
-    assert bn["estimate"] < 0 and bn["verdict"] == "distinguishable"
-    assert any("model.batch_norm: true vs false: -0.0025" in f and "better val_loss" in f for f in a.findings)
+    assert bn["estimate"] < 0 and bn["verdict"] == "real but smaller than X"  # 0.0025 < min_effect 0.01
+    assert any(f.startswith("real but smaller than 0.0100") and "model.batch_norm" in f for f in a.findings)
     assert a.cells["val_loss_mean"].is_monotonic_increasing
     with pytest.raises(ValueError, match="never test"):
         analysis.analyse(*synth(select="test_acc"))
@@ -283,3 +283,14 @@ def test_best_trial_is_chosen_on_validation():
     assert analysis.best_trial(trials, "val_loss") == trials.loc[trials["val_loss"].idxmin(), "id"]
     with pytest.raises(ValueError, match="never on test"):
         analysis.best_trial(trials, "test_acc")
+
+
+def test_summary_json_has_model_effects_best_set_and_df(tmp_path):
+    report.build_report(*synth(seeds=range(2)), tmp_path)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    bn = next(e for e in s["effects"] if e["term"] == "model.batch_norm: true vs false" and e["metric"] == "val_acc")
+    assert bn["df"] == 24 - 11 and bn["verdict"] == "matters" and bn["lo"] < BN_EFFECT < bn["hi"]
+    assert s["best_set"]["best"].startswith("batch_norm=true") and "Hsu" in s["best_set"]["method"]
+    assert s["best_set"]["best"] in s["best_set"]["set"]
+    assert "df" in pd.read_csv(tmp_path / "effects.csv").columns
+    assert (tmp_path / "index.html").read_text().count("best: batch_norm=true") == 1

@@ -3,11 +3,12 @@
 Pure functions over DataFrames; nothing here prints or writes. The input contract (what the store
 hands over, one row per trial) is documented on :func:`analyse`.
 
-How a factor's effect is estimated: within each seed, the selection metric is averaged over the other
-factors' combinations that exist at both levels, giving one paired difference per seed; the mean of
-those differences gets a t-based 95% CI and a one-sample t-test. A factor with more than two levels
-compares each level with the baseline level this way. Two-way interactions are the paired
-difference-of-differences contrast. All p-values are Holm-adjusted together.
+How effects are estimated: one OLS fit per study and metric over every COMPLETE trial (all main
+effects, all two-way interactions, the seed as a block; fmlab.stats). A main effect is the difference
+of estimated marginal means (level vs baseline), an interaction the difference of differences, each
+with a 95% CI from the model's residual and df. Holm over one family (tests of 0 and TOST equivalence
+tests against [analysis] min_effect) gives four verdicts (fmlab.stats.VERDICTS). The best set is Hsu's
+MCB on the cell-means model. A one-cell study keeps the seed t-interval (t_ci).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .stats import MIN_EFFECT, VERDICTS, Fit, best_set, effects_table, fit_model, holm_verdicts
+from .stats import higher_is_better as higher_is_better
+
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 ALPHA = 0.05
-
-
-def higher_is_better(metric: str) -> bool:
-    return not metric.endswith("loss")
 
 
 def unit(metric: str, level: bool = False) -> tuple[float, str]:
@@ -106,133 +106,78 @@ class Analysis:
     missing_cells: list[str] = field(default_factory=list)
     design: str = "grid"  # or "arms" (fmlab.arms): factors = {"arm": [baseline, *arms]}, cell = arm name
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> config keys it changes
-    test_effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # arms: each arm vs baseline on test_acc
+    test_effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # each effect on test_acc (own Holm family)
+    min_effect: dict[str, float] = field(default_factory=lambda: dict(MIN_EFFECT))
+    best: dict[str, Any] | None = None  # fmlab.stats.best_set: best, set, method, note, cells
+    model_note: str = ""  # the fitted model, its residual df
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
     return ", ".join(f"{short[f]}={row[f]}" for f in factors)
 
 
-def _contrast(df: pd.DataFrame, metric: str, cols: list[str], weights: dict[tuple, float],
-              others: list[str]) -> list[float]:  # fmt: skip
-    """One value per seed: sum of weight x mean(metric) over the keyed levels of cols, taken only
-    over the other factors' combinations where every keyed level exists (so pairs stay balanced)."""
-    out = []
-    for _, g in df.groupby("seed", sort=True):
-        idx = others or ["_all"]
-        g = g.assign(_all=0) if not others else g
-        p = g.pivot_table(index=idx, columns=cols, values=metric, aggfunc="mean", observed=True)
-        if p.empty:
-            continue
-        keys = [k if len(cols) > 1 else k[0] for k in weights]
-        if any(k not in p.columns for k in keys):
-            continue
-        sub = p[keys].dropna()
-        if len(sub):
-            out.append(float(sum(w * sub[k] for k, w in zip(keys, weights.values(), strict=True)).mean()))
-    return out
+def study_budget_label(meta: dict[str, Any]) -> str:
+    """'full', 'cpu: full data, bf16 on CPU' (a budget with finding = true, by its label) or
+    'quick: indicative only'."""
+    budget = meta.get("budget") or "full"
+    if budget == "full":
+        return "full"
+    if meta.get("finding"):
+        return f"{budget}: {meta.get('budget_note') or 'a finding'}"
+    return f"{budget}: indicative only"
 
 
-def _row(kind: str, name: str, per_seed: list[float], extra: dict[str, Any]) -> dict[str, Any]:
-    ci = t_ci(per_seed)
-    return {"kind": kind, "term": name, **extra, "estimate": ci["mean"], "lo": ci["lo"], "hi": ci["hi"],
-            "n_seeds": ci["n"], "p": t_test(per_seed)}  # fmt: skip
+def min_effects(meta: dict[str, Any]) -> dict[str, float]:
+    """The smallest effect that matters per metric ([analysis] min_effect over the defaults)."""
+    return {**MIN_EFFECT, **{str(k): float(v) for k, v in (meta.get("min_effect") or {}).items()}}
 
 
-def main_effects(df: pd.DataFrame, metric: str, factors: dict[str, list[str]],
-                 baseline: dict[str, str]) -> pd.DataFrame:  # fmt: skip
-    rows = []
-    for f, levels in factors.items():
-        base = baseline.get(f, levels[0])
-        others = [o for o in factors if o != f]
-        for lv in levels:
-            if lv == base:
-                continue
-            per_seed = _contrast(df, metric, [f], {(lv,): 1.0, (base,): -1.0}, others)
-            rows.append(_row("main", f"{f}: {lv} vs {base}", per_seed, {
-                "factor": f, "level": lv, "baseline": base,
-                "n_level": int((df[f] == lv).sum()), "n_baseline": int((df[f] == base).sum())}))  # fmt: skip
-    return pd.DataFrame(rows)
+def model_effects(done: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
+                  x: float, interactions: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, Fit | None]:  # fmt: skip
+    """Main effects and two-way interactions as contrasts of one OLS fit (fmlab.stats), Holm and
+    verdicts over their family; empty tables when nothing fits."""
+    used = {f: v for f, v in factors.items() if len(v) > 1}
+    m = fit_model(done, metric, used, baseline, interactions) if len(done) and used else None
+    if m is None:
+        return pd.DataFrame(), pd.DataFrame(), None
+    tab = effects_table(m, metric, x)
+    n_seeds = int(done["seed"].nunique())
+    tab["n_seeds"] = n_seeds
+    for i, r in tab.iterrows():
+        if r["kind"] == "main":
+            tab.loc[i, "n_level"] = int((done[r["factor"]].astype(str) == r["level"]).sum())
+            tab.loc[i, "n_baseline"] = int((done[r["factor"]].astype(str) == r["baseline"]).sum())
+    eff = tab[tab["kind"] == "main"].reset_index(drop=True)
+    inter = tab[tab["kind"] == "interaction"].reset_index(drop=True)
+    holm_verdicts([eff, inter], x)
+    return eff, inter, m
 
 
-def interaction_effects(df: pd.DataFrame, metric: str, factors: dict[str, list[str]],
-                        baseline: dict[str, str]) -> pd.DataFrame:  # fmt: skip
-    """(a - a0) at b  minus  (a - a0) at b0, for each non-baseline a, b: paired by seed."""
-    rows = []
-    for fa, fb in itertools.combinations(factors, 2):
-        a0, b0 = baseline.get(fa, factors[fa][0]), baseline.get(fb, factors[fb][0])
-        others = [o for o in factors if o not in (fa, fb)]
-        for a in (x for x in factors[fa] if x != a0):
-            for b in (x for x in factors[fb] if x != b0):
-                w = {(a, b): 1.0, (a0, b): -1.0, (a, b0): -1.0, (a0, b0): 1.0}
-                per_seed = _contrast(df, metric, [fa, fb], w, others)
-                rows.append(_row("interaction", f"{fa} x {fb}: ({a} vs {a0}) at {b} minus at {b0}", per_seed,
-                                 {"factor": f"{fa} x {fb}", "level": f"{a}, {b}", "baseline": f"{a0}, {b0}"}))
-    return pd.DataFrame(rows)
-
-
-def holm(*tables: pd.DataFrame) -> None:
-    """Holm-adjust the p-values of all rows of all tables together (in place: column p_holm)."""
-    from statsmodels.stats.multitest import multipletests
-
-    ps = [(t, i, p) for t in tables if len(t) for i, p in t["p"].items() if np.isfinite(p)]
-    adj = multipletests([p for _, _, p in ps], method="holm")[1] if ps else []
-    for t in tables:
-        if len(t):
-            t["p_holm"] = math.nan
-    for (t, i, _), a in zip(ps, adj, strict=True):
-        t.loc[i, "p_holm"] = float(a)
-    for t in tables:
-        if len(t):
-            t["m_tests"] = len(ps)
-            t["verdict"] = [_verdict(r) for _, r in t.iterrows()]
-
-
-def _verdict(r: pd.Series) -> str:
-    if r["n_seeds"] < 2 or not np.isfinite(r["p_holm"]):
-        return "untested (fewer than 2 seeds paired)" if r["n_seeds"] < 2 else "untested (no spread)"
-    if r["lo"] <= 0 <= r["hi"] or r["p_holm"] >= ALPHA:
-        return "not distinguishable from noise"
-    return "distinguishable"
-
-
-def anova(df: pd.DataFrame, metric: str, factors: list[str]) -> tuple[pd.DataFrame | None, str]:
-    """Type-2 ANOVA of per-trial results: factors categorical, all two-way interactions, seed as a
-    block when there are several. Falls back to main effects when the residual has no degrees of
-    freedom left; returns (None, why) when even that is impossible."""
-    from statsmodels.formula.api import ols
+def anova(df: pd.DataFrame, metric: str, factors: list[str], m: Fit | None = None) -> tuple[pd.DataFrame | None, str]:
+    """Type-2 ANOVA of the study's fitted model (the same fit the effects are contrasts of); fits it
+    when not given. Returns (None, why) when nothing fits."""
     from statsmodels.stats.anova import anova_lm
 
-    usable = [f for f in factors if df[f].nunique() > 1]
-    if len(df) < 3 or not usable:
+    if m is None:
+        levels = {f: [str(v) for v in (df[f].cat.categories if hasattr(df[f], "cat") else sorted(df[f].unique()))]
+                  for f in factors}  # fmt: skip
+        levels = {f: v for f, v in levels.items() if df[f].nunique() > 1}
+        m = fit_model(df, metric, levels, {}) if len(df) and levels else None
+    if m is None:
         return None, "not enough complete trials or varying factors for an ANOVA"
-    alias = {f: f"f{i}" for i, f in enumerate(usable)}
-    d = df.rename(columns=alias)[[*alias.values(), "seed", metric]].rename(columns={metric: "y"})
-    mains = [f"C({a})" for a in alias.values()]
-    pairs = [f"C({a}):C({b})" for a, b in itertools.combinations(alias.values(), 2)]
-    block = ["C(seed)"] if d["seed"].nunique() > 1 else []
-    back = {v: k for k, v in alias.items()}
-    why = "no residual degrees of freedom"
-    for terms, note in ((mains + pairs + block, "main effects and two-way interactions"),
-                        (mains + block, "main effects only (too few trials for interactions)")):  # fmt: skip
-        try:
-            fit = ols("y ~ " + " + ".join(terms), data=d).fit()
-            if fit.df_resid < 1:
-                continue
-            tab = anova_lm(fit, typ=2)
-        except (ValueError, np.linalg.LinAlgError) as e:
-            why = str(e)
-            continue
-        tab.index = [_unalias(str(i), back) for i in tab.index]
-        tab["share_ss"] = tab["sum_sq"] / tab["sum_sq"].sum()
-        seeds = "; seed as a block" if block else "; one seed, so the residual is the higher-order interactions"
-        return tab, f"{metric} ~ {note}{seeds}; type-2 sums of squares, residual df {fit.df_resid:.0f}"
-    return None, f"ANOVA not possible: {why}"
+    try:
+        tab = anova_lm(m.fit, typ=2)
+    except (ValueError, np.linalg.LinAlgError) as e:
+        return None, f"ANOVA not possible: {e}"
+    back = {v: k for k, v in m.alias.items()}
+    tab.index = [_unalias(str(i), back) for i in tab.index]
+    tab["share_ss"] = tab["sum_sq"] / tab["sum_sq"].sum()
+    return tab, f"{m.note}; type-2 sums of squares"
 
 
 def _unalias(term: str, back: dict[str, str]) -> str:
     for a, f in sorted(back.items(), key=lambda kv: -len(kv[0])):
-        term = term.replace(f"C({a})", f)
+        term = term.replace(f"C({a}, Treatment(0))", f).replace(f"C({a})", f)
     return term.replace("C(seed)", "seed").replace(":", " x ")
 
 
@@ -249,18 +194,35 @@ def fmt_p(p: float) -> str:
 
 
 def finding_text(r: pd.Series, metric: str) -> str:
-    """'model.pool: max vs avg: +0.42 pts [0.21, 0.63] in val_acc, Holm p = 0.001 (...) : verdict'."""
+    """'model.pool: max vs avg: +0.42 pts [0.21, 0.63] in val_acc, Holm p = 0.001 (df 32): matters'."""
     _, u = unit(metric)
     ci = f"[{fmt_effect(r['lo'], metric, False)}, {fmt_effect(r['hi'], metric, False)}]"
-    n = f"n = {r['n_seeds']} seeds paired"
-    if "n_level" in r and np.isfinite(r.get("n_level", math.nan)):
-        n += f"; {int(r['n_level'])} vs {int(r['n_baseline'])} trials"
-    verdict = r["verdict"]
-    if verdict == "distinguishable":
-        good = (r["estimate"] > 0) == higher_is_better(metric)
-        verdict = f"{'better' if good else 'worse'} {metric}"
     return (f"{r['term']}: {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
-            f"Holm p {fmt_p(r['p_holm'])} ({n}): {verdict}")  # fmt: skip
+            f"Holm p {fmt_p(r['p_holm'])} (df {r['df']:.0f}): {r['verdict']}")  # fmt: skip
+
+
+def grouped_findings(tabs: list[pd.DataFrame], metric: str, x: float, anova_tab: pd.DataFrame | None) -> list[str]:
+    """'matters' one line each (largest first, with the term's share of the ANOVA sum of squares), then
+    one line per other verdict listing its terms."""
+    rows = pd.concat([t for t in tabs if len(t)], ignore_index=True) if any(len(t) for t in tabs) else None
+    if rows is None:
+        return []
+    share = anova_tab["share_ss"].to_dict() if anova_tab is not None else {}
+    out = []
+    m = rows[rows["verdict"] == VERDICTS[0]]
+    for _, r in m.reindex(m["estimate"].abs().sort_values(ascending=False).index).iterrows():
+        sh = share.get(r["factor"])
+        out.append(f"matters: {finding_text(r, metric).rsplit(': ', 1)[0]}"
+                   + (f"; {100 * sh:.0f}% of the variance" if sh is not None and np.isfinite(sh) else ""))  # fmt: skip
+    xs = fmt_effect(x, metric, False) + unit(metric)[1]
+    for v in [*VERDICTS[1:], *sorted(set(rows["verdict"]) - set(VERDICTS))]:
+        terms = rows.loc[rows["verdict"] == v, "term"].tolist()
+        if terms:
+            out.append(f"{v.replace('X', xs)} ({len(terms)}): " + "; ".join(terms))
+    n = int(rows["m_tests"].iloc[0])
+    out.append(f"Holm over {n} tests (each effect's test of 0 and its TOST against +-{xs}); 95% CIs per effect "
+               f"from the fitted model's residual (df {rows['df'].iloc[0]:.0f}).")  # fmt: skip
+    return out
 
 
 def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -300,8 +262,7 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     baseline = {f: level_label(meta.get("baseline", {}).get(f, lv[0])) for f, lv in meta["factors"].items()}
     short = short_names(factors)
     budget = meta.get("budget") or "full"
-    tag = meta.get("label") if meta.get("finding") else f"{budget}: indicative only" if budget == "quick" else budget
-    label = f"{meta.get('study', 'study')} study ({tag or budget})"
+    label = f"{meta.get('study', 'study')} study ({study_budget_label(meta)})"
 
     t = trials.copy()
     missing_cols = [c for c in ["id", "state", "seed", *factors] if c not in t.columns]
@@ -326,24 +287,39 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     missing_cells = [n for n in (_cell_name(g, factors, short) for g in grid) if n not in observed]
     counts["cells_complete"] = len(observed)
 
-    eff = main_effects(done, select, fac_levels, baseline) if len(done) else pd.DataFrame()
-    inter = interaction_effects(done, select, fac_levels, baseline) if len(done) else pd.DataFrame()
-    holm(eff, inter)
-    tab, note = anova(done, select, factors) if len(done) else (None, "no complete trials")
+    me = min_effects(meta)
+    x = me.get(select, MIN_EFFECT[select])
+    eff, inter, fit = model_effects(done, select, fac_levels, baseline, x)
+    tab, note = anova(done, select, factors, fit) if fit is not None else (None, "no model could be fitted")
+    test_eff = pd.DataFrame()
+    if "test_acc" in done and done["test_acc"].notna().sum() > 2:
+        te, ti, _ = model_effects(done.dropna(subset=["test_acc"]), "test_acc", fac_levels, baseline,
+                                  me["test_acc"])  # fmt: skip
+        test_eff = pd.concat([te, ti], ignore_index=True) if len(te) else pd.DataFrame()
+    best = best_set(done, select, factors, fit) if len(done) and fit is not None else None
+    if best is not None and len(cells):
+        bc = best["cells"].set_index("cell")
+        cells[f"{select}_lo"] = cells["cell"].map(bc["lo"])
+        cells[f"{select}_hi"] = cells["cell"].map(bc["hi"])
+        cells["in_best_set"] = cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)
 
     a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
                  factors=fac_levels, baseline=baseline, counts=counts, cells=cells,
                  effects=eff, interactions=inter, anova=tab, anova_note=note,
-                 curves=curve_table(done, epochs), complete=done, missing_cells=missing_cells)  # fmt: skip
+                 curves=curve_table(done, epochs), complete=done, missing_cells=missing_cells,
+                 test_effects=test_eff, min_effect=me, best=best, model_note=fit.note if fit else "")  # fmt: skip
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
                 for _, r in t[t["state"] != "COMPLETE"].iterrows()]  # fmt: skip
     a.warnings = _warnings(a, budget)
-    m = sum(int(np.isfinite(tb["p"]).sum()) for tb in (eff, inter) if len(tb))
-    a.findings = [finding_text(r, select) for tbl in (eff, inter) if len(tbl) for _, r in tbl.iterrows()]
-    if m:
-        a.findings.append(f"p-values are Holm-adjusted over all {m} comparisons above; the 95% CIs are per "
-                          "comparison (t over per-seed paired differences).")  # fmt: skip
+    a.findings = grouped_findings([eff, inter], select, x, tab)
+    if best is not None:
+        a.findings.insert(0, best_line(best))
     return a
+
+
+def best_line(best: dict[str, Any]) -> str:
+    others = [c for c in best["set"] if c != best["best"]]
+    return f"best: {best['best']}; not distinguishable from it: {'; '.join(others) if others else 'none'}"
 
 
 def best_trial(trials: pd.DataFrame, select: str = "val_acc") -> str | None:
@@ -398,8 +374,8 @@ def _warnings(a: Analysis, budget: str) -> list[str]:
     if c["complete"] == 0:
         w.append("No complete trials: nothing to analyse.")
     elif c["seeds"] < 2:
-        w.append("Only one seed per cell: effects are untested (no replication to measure noise); "
-                 "run at least 2 seeds, better 3 or more.")  # fmt: skip
+        w.append("Only one seed per cell: the model's residual is the higher-order interactions (no seed "
+                 "replication); run at least 2 seeds to measure noise directly.")  # fmt: skip
     if c["failed"]:
         ids = ", ".join(f"{f['id']} ({f['cell']}, seed {f['seed']})" for f in a.failed if f["state"] == "FAILED")
         w.append(f"{c['failed']} trial(s) FAILED and are left out: {ids}.")
@@ -411,6 +387,6 @@ def _warnings(a: Analysis, budget: str) -> list[str]:
         names = "; ".join(a.missing_cells[:8]) + (" ..." if len(a.missing_cells) > 8 else "")
         w.append(f"{len(a.missing_cells)} of {c['cells_planned']} cells have no complete trial: {names}.")
     if len(a.cells) and a.cells["n"].nunique() > 1:
-        w.append(f"Unequal seeds per cell (n from {a.cells['n'].min()} to {a.cells['n'].max()}); paired "
-                 "effects use only the combinations present at both levels.")  # fmt: skip
+        w.append(f"Unequal seeds per cell (n from {a.cells['n'].min()} to {a.cells['n'].max()}); the model "
+                 "fits the unbalanced data (marginal means weight every cell equally).")  # fmt: skip
     return w

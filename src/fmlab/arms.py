@@ -21,17 +21,18 @@ from .analysis import (
     Analysis,
     _warnings,
     anova,
+    best_line,
     cell_table,
     complete_and_counts,
     curve_table,
     fmt_effect,
     fmt_p,
     higher_is_better,
-    holm,
-    t_ci,
-    t_test,
+    min_effects,
+    study_budget_label,
     unit,
 )
+from .stats import MIN_EFFECT, best_set, effects_table, fit_model, holm_verdicts
 
 BASELINE = "baseline"
 TEST = "test_acc"
@@ -49,34 +50,43 @@ def changes_text(changes: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v(x)}" for k, x in changes.items()) or "(the [base] config)"
 
 
-def paired(done: pd.DataFrame, metric: str, arm: str, base: str = BASELINE) -> list[float]:
-    """One value per seed that has both: mean(metric | arm, seed) - mean(metric | baseline, seed)."""
-    if metric not in done:
-        return []
-    g = done.groupby(["seed", "arm"], observed=True)[metric].mean().unstack("arm")
-    if arm not in g or base not in g:
-        return []
-    d = (g[arm] - g[base]).dropna()
-    return [float(x) for x in d]
-
-
-def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]],
-                same_as_base: set[str]) -> pd.DataFrame:  # fmt: skip
-    """Each arm minus the baseline on metric, paired by seed; Holm over the arms (column p_holm)."""
+def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]], same_as_base: set[str],
+                x: float | None = None) -> tuple[pd.DataFrame, Any]:  # fmt: skip
+    """Each arm minus the baseline on metric: contrasts of one OLS fit metric ~ C(arm) + C(seed) over the
+    trials (each once); Holm and verdicts over the arms (fmlab.stats). An arm whose trials another arm
+    already holds gets that arm's row; an arm with the baseline's own trials is named, not tested."""
+    x = MIN_EFFECT.get(metric, 0.01) if x is None else x
+    names = [BASELINE, *arms]
+    if metric not in done or not len(done):
+        return pd.DataFrame(), None
+    ids = {n: frozenset(done.loc[done["arm"].astype(str) == n, "id"]) for n in names}
+    first = {n: next((m for m in names if ids[m] and ids[m] == ids[n]), n) for n in names}
+    own = [n for n in names if first[n] == n]
+    once = done[done["arm"].astype(str).isin(own)].drop_duplicates("id").astype({"arm": str})
+    m = fit_model(once.dropna(subset=[metric]), metric, {"arm": own}, {"arm": BASELINE}, interactions=False)
+    if m is None or len(own) < 2:
+        return pd.DataFrame(), m
+    tab = effects_table(m, metric, x).set_index("level")
     rows = []
     for name, changes in arms.items():
-        per_seed = paired(done, metric, name)
-        ci = t_ci(per_seed)
-        p = math.nan if name in same_as_base else t_test(per_seed)
+        src = first[name]
+        r = tab.loc[src].to_dict() if src in tab.index else {"estimate": math.nan, "lo": math.nan, "hi": math.nan,
+                                                              "se": math.nan, "p": math.nan, "p_tost": math.nan,
+                                                              "df": m.df_resid}  # fmt: skip
+        if name in same_as_base or src != name:
+            r["p"], r["p_tost"] = math.nan, math.nan
         rows.append({"kind": "arm", "term": f"{name} vs {BASELINE}", "arm": name, "changes": changes_text(changes),
-                     "metric": metric, "estimate": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n_seeds": ci["n"],
-                     "p": p, "n_level": int((done["arm"] == name).sum()),
-                     "n_baseline": int((done["arm"] == BASELINE).sum())})  # fmt: skip
-    tab = pd.DataFrame(rows)
-    holm(tab)
-    if len(tab):
-        tab.loc[tab["arm"].isin(same_as_base), "verdict"] = "same trials as the baseline: not a comparison"
-    return tab
+                     "metric": metric, **{k: r[k] for k in ("estimate", "se", "lo", "hi", "df", "p", "p_tost")},
+                     "n_seeds": int(once["seed"].nunique()), "n_level": int((done["arm"] == name).sum()),
+                     "n_baseline": int((done["arm"] == BASELINE).sum()), "factor": "arm"})  # fmt: skip
+    out = pd.DataFrame(rows)
+    holm_verdicts([out], x)
+    for name in arms:  # twins share the verdict of the arm they duplicate
+        if first[name] != name and first[name] != BASELINE:
+            out.loc[out["arm"] == name, ["p_holm", "p_tost_holm", "verdict"]] = \
+                out.loc[out["arm"] == first[name], ["p_holm", "p_tost_holm", "verdict"]].to_numpy()  # fmt: skip
+    out.loc[out["arm"].isin(same_as_base), "verdict"] = "same trials as the baseline: not a comparison"
+    return out, m
 
 
 def _shared(done: pd.DataFrame, names: list[str]) -> tuple[set[str], list[str]]:
@@ -104,11 +114,11 @@ def finding(r: pd.Series, t: pd.Series | None, metric: str) -> str:
     _, u = unit(metric)
     ci = f"[{fmt_effect(r['lo'], metric, False)}, {fmt_effect(r['hi'], metric, False)}]"
     verdict = r["verdict"]
-    if verdict == "distinguishable":
+    if verdict in ("matters", "real but smaller than X"):
         good = (r["estimate"] > 0) == higher_is_better(metric)
-        verdict = f"{'better' if good else 'worse'} {metric}"
+        verdict = f"{verdict} ({'better' if good else 'worse'} {metric})"
     out = (f"{r['term']} ({r['changes']}): {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
-           f"Holm p {fmt_p(r['p_holm'])} (n = {r['n_seeds']} seeds): {verdict}")  # fmt: skip
+           f"Holm p {fmt_p(r['p_holm'])} (df {r['df']:.0f}): {verdict}")  # fmt: skip
     if t is not None and np.isfinite(t["estimate"]):
         out += (f"; {TEST} {fmt_effect(t['estimate'], TEST)} pts [{fmt_effect(t['lo'], TEST, False)}, "
                 f"{fmt_effect(t['hi'], TEST, False)}]")  # fmt: skip
@@ -128,8 +138,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     arms = {str(k): dict(v) for k, v in meta.get("arms", {}).items()}
     names = [BASELINE, *arms]
     budget = meta.get("budget") or "full"
-    tag = meta.get("label") if meta.get("finding") else f"{budget}: indicative only" if budget == "quick" else budget
-    label = f"{meta.get('study', 'study')} study ({tag or budget})"
+    label = f"{meta.get('study', 'study')} study ({study_budget_label(meta)})"
     t = trials.copy()
     missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
     if missing_cols:
@@ -146,28 +155,38 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     cells["changes"] = [changes_text(arms.get(str(a), {})) for a in cells["arm"]] if len(cells) else []
     counts["cells_complete"] = len(cells)
     same_base, notes = _shared(done, names)
-    eff = arm_effects(done, select, arms, same_base)
-    test = arm_effects(done, TEST, arms, same_base) if TEST in done else pd.DataFrame()
-    # one row per trial for the ANOVA: an arm that shares the baseline's trials must not count them twice
-    once = done.drop_duplicates("id").astype({"arm": str})  # plain strings: no empty levels in the design
-    tab, note = anova(once, select, ["arm"]) if len(done) else (None, "no complete trials")
-    note = note.replace("main effects and two-way interactions", "arm (one-way)")
+    me = min_effects(meta)
+    eff, fit = arm_effects(done, select, arms, same_base, me.get(select))
+    test = arm_effects(done, TEST, arms, same_base, me.get(TEST))[0] if TEST in done else pd.DataFrame()
+    tab, note = anova(done, select, ["arm"], fit) if fit is not None else (None, "no model could be fitted")
+    note = note.replace("main effects only (too few trials)", "arm + seed block (one-way)")
+    # the best set among baseline and arms, each set of trials once
+    once = done.drop_duplicates("id").astype({"arm": str})
+    best = best_set(once, select, ["arm"], fit) if fit is not None else None
+    if best is not None and len(cells):
+        bc = best["cells"].set_index("cell")
+        cells[f"{select}_lo"] = cells["cell"].map(bc["lo"])
+        cells[f"{select}_hi"] = cells["cell"].map(bc["hi"])
+        cells["in_best_set"] = cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)
 
     a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
                  factors={"arm": names}, baseline={"arm": BASELINE}, counts=counts, cells=cells, effects=eff,
                  interactions=pd.DataFrame(), anova=tab, anova_note=note, curves=curve_table(done, epochs),
                  complete=done, missing_cells=[n for n in names if n not in set(cells["cell"])],
-                 design="arms", arms=arms, test_effects=test)  # fmt: skip
+                 design="arms", arms=arms, test_effects=test, min_effect=me, best=best,
+                 model_note=fit.note if fit is not None else "")  # fmt: skip
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
                 for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
     a.warnings = _warnings(a, budget) + notes
     tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
     a.findings = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
-    m = int(np.isfinite(eff["p"]).sum()) if len(eff) else 0
+    m = int(eff["m_tests"].iloc[0]) if len(eff) and "m_tests" in eff else 0
     if m:
-        a.findings.append(f"Holm-adjusted over the {m} arms tested, separately for {select} (the selection metric) "
-                          f"and {TEST} (evaluated only); 95% CIs are per arm: a t-interval over the per-seed "
-                          "differences arm minus baseline.")  # fmt: skip
+        a.findings.append(f"Holm over {m} tests (each arm's test of 0 and its TOST), separately for {select} (the "
+                          f"selection metric) and {TEST} (evaluated only); 95% CIs per arm from the model "
+                          f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
+    if best is not None:
+        a.findings.insert(0, best_line(best))
     return a
 
 

@@ -191,7 +191,7 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
             tbl.add_column(h, no_wrap=not text, min_width=15 if h == "verdict" else None,
                            ratio=2 if h in ("cell", "changes", "comparison") else None)  # fmt: skip
         for r in rep[key]["rows"]:
-            style = "green" if r[-1] == "distinguishable" else None
+            style = "green" if r[-1] == "matters" else None
             tbl.add_row(*(escape(c) for c in r), style=style)  # "[base]", "[0.1, 0.3]" are text, not markup
         con.print(tbl)
     con.print(f"report: {rep['index']}\nhiplot: {rep['hiplot']}\nsummary: {rep['summary_md']}", highlight=False)

@@ -201,8 +201,8 @@ def arm_effects(a: Analysis, path: Path) -> Path | None:
     for ax, (m, t) in zip(axes[0], panels, strict=True):
         k, u = unit(m)
         good = higher_is_better(m)
-        colors = ["#2e8b57" if v == "distinguishable" and (e > 0) == good else
-                  "#c0392b" if v == "distinguishable" else "#6b7280"
+        colors = ["#2e8b57" if v in ("matters", "real but smaller than X") and (e > 0) == good else
+                  "#c0392b" if v in ("matters", "real but smaller than X") else "#6b7280"
                   for v, e in zip(t["verdict"], t["estimate"], strict=True)]  # fmt: skip
         mean = k * t["estimate"].to_numpy(dtype=float)
         err = k * np.vstack([t["estimate"] - t["lo"], t["hi"] - t["estimate"]]).astype(float)

@@ -9,6 +9,7 @@ folder can be opened from disk, copied or zipped; nothing is fetched from the ne
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     write_hiplot(hiplot_experiment(trials, meta), out / "hiplot.html", a.label)
     tables = write_tables(a, out)
     rep = summary_dict(a, out, figs, best, tables)
+    rep["best_set"] = best_set_dict(a)
+    rep["min_effect"] = a.min_effect
+    (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "effects", "best_set",
+                                                                       "min_effect", "anova_note", "counts")},
+                                                 indent=1, default=str))  # fmt: skip
     setup = setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup))
     (out / "index.html").write_text(page(a, figs, best, tables, setup))
@@ -169,6 +175,14 @@ def write_tables(a: Analysis, out: Path) -> dict[str, str]:
     return names
 
 
+def best_set_dict(a: Analysis) -> dict[str, Any] | None:
+    """The best cell, the cells not distinguishable from it, the method and its note (JSON-safe)."""
+    if a.best is None:
+        return None
+    return {"best": a.best["best"], "set": a.best["set"], "method": a.best["method"], "note": a.best["note"],
+            "critical_value": _clean(a.best["critical"]), "df": _clean(a.best["df"])}
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, np.generic):
         v = v.item()
@@ -185,8 +199,9 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
     effects = []
     for tbl in (a.effects, a.interactions, a.test_effects):
         for _, r in tbl.iterrows():
-            effects.append({k: _clean(r[k]) for k in ("kind", "term", "estimate", "lo", "hi", "n_seeds", "p",
-                                                        "p_holm", "verdict")} | {"metric": r.get("metric", a.select)})
+            effects.append({k: _clean(r.get(k)) for k in ("kind", "term", "estimate", "lo", "hi", "df", "n_seeds", "p",
+                                                            "p_holm", "p_tost_holm", "verdict")}
+                           | {"metric": r.get("metric", a.select)})  # fmt: skip
     return {
         "label": a.label, "select": a.select, "out_dir": str(out), "index": str(out / "index.html"),
         "summary_md": str(out / "summary.md"), "hiplot": str(out / "hiplot.html"),
@@ -365,7 +380,7 @@ def _html_table(header: list[str], rows: list[list[str]], good_col: int | None =
     head = "".join(f"<th>{_h(c)}</th>" for c in header)
     body = []
     for r in rows:
-        cls = ' class="good"' if good_col is not None and r[good_col] == "distinguishable" else ""
+        cls = ' class="good"' if good_col is not None and r[good_col] == "matters" else ""
         tds = "".join(f'<td class="num">{_h(c)}</td>' if _isnum(c) else f"<td>{_h(c)}</td>" for c in r)
         body.append(f"<tr{cls}>{tds}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

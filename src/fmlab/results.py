@@ -59,14 +59,13 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     budget = store.pick_budget(study, budget)
     trials, epochs = tables(store, study, budget)
     spec = info["spec"]
-    from .study import budget_label
-
-    same = spec.get("budget") == budget  # the spec holds the budget last swept; others fall back to the name rule
-    finding = bool(spec.get("finding")) if same and "finding" in spec else budget == "full"
-    label = budget_label(budget, finding, spec.get("budget_note", "") if same else "")
-    meta = {"study": study, "budget": budget, "label": label, "finding": finding,
+    meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
             "select": info["select_metric"], "planned": len(trials), "description": info["description"],
-            "design": spec.get("design", "grid"), "base": spec.get("base", {})}  # fmt: skip
+            "design": spec.get("design", "grid"), "base": spec.get("base", {}),
+            # the spec is the last swept budget's: its finding/label apply only to that budget
+            "finding": bool(spec.get("finding")) and spec.get("budget") == budget,
+            "budget_note": spec.get("budget_note", "") if spec.get("budget") == budget else "",
+            "min_effect": spec.get("min_effect", {})}  # fmt: skip
     if meta["design"] == "arms":
         from .study import BASELINE
 

@@ -27,7 +27,7 @@ from typing import Any
 from .config import Config, ConfigError, allowed_keys, with_overrides
 from .errors import FmlabError
 
-TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets")
+TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis")
 SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
 FULL = "full"
 BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
@@ -67,6 +67,8 @@ class Study:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> config keys it changes
     finding: bool = True  # the budget changes how trials compute, not what they learn from (full is one)
     budget_note: str = ""  # what the budget is, e.g. "full data, bf16 on CPU"
+
+    min_effect: dict[str, float] = field(default_factory=dict)  # [analysis] min_effect (over the defaults)
 
     @property
     def label(self) -> str:
@@ -108,16 +110,43 @@ class Study:
         """What the store keeps about the study (JSON-able)."""
         return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
                 "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
-                "arms": self.arms, "budget": self.budget, "overrides": self.overrides,
-                "finding": self.finding, "budget_note": self.budget_note}  # fmt: skip
+                "arms": self.arms, "budget": self.budget, "overrides": self.overrides, "finding": self.finding,
+                "budget_note": self.budget_note, "min_effect": self.min_effect}  # fmt: skip
 
 
-def budget_label(budget: str, finding: bool | None = None, note: str = "") -> str:
-    """How a budget is shown wherever results appear: a finding budget (full, or one with finding = true) by
-    its label (or name); any other as indicative only."""
-    if finding if finding is not None else budget == FULL:
-        return note or budget
-    return f"{budget}: indicative only"
+def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
+    """How a budget is shown wherever results appear: full, a budget with finding = true by its label
+    (e.g. 'cpu: full data, bf16 on CPU'), any other 'quick: indicative only'."""
+    if budget == FULL:
+        return FULL
+    return f"{budget}: {note or 'a finding'}" if finding else f"{budget}: indicative only"
+
+
+MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
+
+
+def _analysis(p: Path, doc: dict[str, Any]) -> dict[str, float]:
+    """[analysis] min_effect = { val_loss = 0.01, ... }: positive numbers in the metric's own units."""
+    an = doc.get("analysis", {})
+    if not isinstance(an, dict):
+        raise StudyError(f"{p}: [analysis] must be a table, e.g. [analysis] min_effect = {{ val_loss = 0.01 }}")
+    for k in an:
+        if k != "min_effect":
+            raise StudyError(f"{p}: [analysis] unknown key '{k}'; allowed: min_effect")
+    me = an.get("min_effect", {})
+    if not isinstance(me, dict):
+        raise StudyError(f"{p}: [analysis] key 'min_effect': bad value {me!r}; expected a table like "
+                         "{ val_loss = 0.01, val_acc = 0.005 }")  # fmt: skip
+    out = {}
+    for k, v in me.items():
+        if k not in MIN_EFFECT_KEYS:
+            raise StudyError(f"{p}: [analysis] min_effect key '{k}': unknown metric; allowed: "
+                             f"{', '.join(MIN_EFFECT_KEYS)}")  # fmt: skip
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise StudyError(f"{p}: [analysis] min_effect key '{k}': bad value {v!r}; expected a positive number "
+                             "in the metric's units (accuracy as a fraction, e.g. 0.005)")  # fmt: skip
+        out[k] = float(v)
+    return out
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -250,7 +279,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
     study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
                   base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
-                  finding=finding, budget_note=note)  # fmt: skip
+                  finding=finding, budget_note=note, min_effect=_analysis(p, doc))  # fmt: skip
     for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
         try:
             with_overrides(Config(), {**base, **changes, **chosen})

@@ -1,0 +1,345 @@
+"""The statistical engine shared by grid (analysis.py) and arms (arms.py) studies.
+
+Pure functions over DataFrames; nothing here prints or writes. One OLS fit per study and metric
+(statsmodels): grid ``metric ~ (factors)^2 + C(seed)``, arms ``metric ~ C(arm) + C(seed)``; the seed block
+is left out with one seed (the higher-order interactions are then the error). Every trial enters.
+
+- Effects are contrasts of that fit: a main effect is the difference of estimated marginal means (level
+  vs baseline, averaged with equal weight over the other factors' levels and the seeds), a two-way
+  interaction the difference of differences. Estimates, 95% CIs and p-values come from ``fit.t_test``
+  with the model's residual df.
+- Verdicts: Holm over one family holding each effect's test of 0 and its TOST against +-min_effect;
+  matters (differs from 0, CI not inside +-X), real but smaller than X (differs, CI inside), no effect
+  larger than X (TOST rejects), undecided (the rest).
+- Best set: Hsu's multiple comparisons with the best on the cell-means model (cell + seed block), with
+  Dunnett's one-sided critical value from scipy's multivariate t.
+
+:func:`contrast_design` and :func:`fast_contrasts` are the same computation vectorised over many
+responses (numpy least squares), used by the simulation tests; tests check they equal statsmodels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05
+MIN_EFFECT = {"val_loss": 0.01, "val_acc": 0.005, "test_acc": 0.005, "test_loss": 0.01}
+VERDICTS = ("matters", "real but smaller than X", "no effect larger than X", "undecided")
+MCB = "Hsu's multiple comparisons with the best (Dunnett's one-sided critical value from scipy's multivariate t)"
+
+
+def higher_is_better(metric: str) -> bool:
+    return not metric.endswith("loss")
+
+
+@dataclass
+class Fit:
+    """One fitted model and the contrasts that name the study's effects."""
+
+    fit: Any  # statsmodels RegressionResults
+    formula: str
+    df_resid: float
+    sigma: float
+    names: list[str]  # effect term names, same order as L's rows
+    L: np.ndarray  # contrast matrix over fit.params
+    meta: list[dict[str, Any]]  # per effect: kind, factor, level, baseline
+    note: str
+    alias: dict[str, str]  # factor -> column name in the model frame
+
+
+def _frame(df: pd.DataFrame, metric: str, factors: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, str]]:
+    alias = {f: f"f{i}" for i, f in enumerate(factors)}
+    d = pd.DataFrame({a: pd.Categorical(df[f].astype(str), categories=[str(v) for v in factors[f]])
+                      for f, a in alias.items()})  # fmt: skip
+    d["seed"] = pd.Categorical(df["seed"].astype(int))
+    d["y"] = df[metric].astype(float).to_numpy()
+    return d.reset_index(drop=True), alias
+
+
+def _terms(alias: dict[str, str], factors: dict[str, list[str]], interactions: bool, block: bool) -> list[str]:
+    used = [a for f, a in alias.items() if len(factors[f]) > 1]
+    mains = [f"C({a}, Treatment(0))" for a in used]
+    pairs = [f"{x}:{y}" for x, y in itertools.combinations(mains, 2)] if interactions else []
+    return mains + pairs + (["C(seed)"] if block else [])
+
+
+def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str, str], baseline: dict[str, str],
+               seeds: list[Any], interactions: bool) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+    """Contrast rows over the params: EMMs over a balanced reference grid (every cell x every seed)."""
+    keys = list(factors)
+    grid = pd.DataFrame(list(itertools.product(*[factors[f] for f in keys], seeds)), columns=[*keys, "seed"])
+    ref = pd.DataFrame({alias[f]: pd.Categorical(grid[f].astype(str), categories=[str(v) for v in factors[f]])
+                        for f in keys})  # fmt: skip
+    ref["seed"] = pd.Categorical(grid["seed"], categories=seeds)
+    X = _matrix(design_info, ref)
+
+    def mean_at(cond: dict[str, str]) -> np.ndarray:
+        m = np.ones(len(grid), bool)
+        for f, v in cond.items():
+            m &= grid[f].astype(str).to_numpy() == str(v)
+        return X[m].mean(axis=0)
+
+    names, rows, meta = [], [], []
+    for f in keys:
+        b = baseline.get(f, factors[f][0])
+        for lv in factors[f]:
+            if lv == b:
+                continue
+            names.append(f"{f}: {lv} vs {b}")
+            rows.append(mean_at({f: lv}) - mean_at({f: b}))
+            meta.append({"kind": "main", "factor": f, "level": lv, "baseline": b})
+    if interactions:
+        for fa, fb in itertools.combinations(keys, 2):
+            a0, b0 = baseline.get(fa, factors[fa][0]), baseline.get(fb, factors[fb][0])
+            for a in (x for x in factors[fa] if x != a0):
+                for b in (x for x in factors[fb] if x != b0):
+                    names.append(f"{fa} x {fb}: ({a} vs {a0}) at {b} minus at {b0}")
+                    rows.append(mean_at({fa: a, fb: b}) - mean_at({fa: a0, fb: b}) - mean_at({fa: a, fb: b0})
+                                + mean_at({fa: a0, fb: b0}))  # fmt: skip
+                    meta.append({"kind": "interaction", "factor": f"{fa} x {fb}", "level": f"{a}, {b}",
+                                 "baseline": f"{a0}, {b0}"})  # fmt: skip
+    return names, np.array(rows).reshape(len(rows), X.shape[1]), meta
+
+
+def _matrix(spec: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The fitted model's design matrix for new rows (statsmodels' formula machinery)."""
+    from statsmodels.formula._manager import FormulaManager
+
+    return np.asarray(FormulaManager().get_matrices(spec, frame, pandas=False), dtype=float)
+
+
+def fit_model(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
+              interactions: bool = True) -> Fit | None:  # fmt: skip
+    """OLS of metric on the factors (and their two-way interactions) with the seed as a block.
+    Falls back to main effects when the two-way model leaves no residual df; None when nothing fits."""
+    from statsmodels.formula.api import ols
+
+    d, alias = _frame(df.dropna(subset=[metric]), metric, factors)
+    if len(d) < 3:
+        return None
+    seeds = sorted(d["seed"].unique())
+    block = len(seeds) > 1
+    tries = [(True, "main effects and two-way interactions"), (False, "main effects only (too few trials)")]
+    for inter, what in tries if interactions else tries[1:]:
+        terms = _terms(alias, factors, inter, block)
+        if not terms:
+            return None
+        formula = "y ~ " + " + ".join(terms)
+        fit = ols(formula, data=d).fit()
+        if fit.df_resid < 1:
+            continue
+        names, L, meta = _contrasts(fit.model.data.model_spec, factors, alias, baseline, seeds, inter)
+        why = "seed as a block" if block else "one seed, so the residual is the higher-order interactions"
+        note = f"{metric} ~ {what}; {why}; residual df {fit.df_resid:.0f}"
+        return Fit(fit, formula, float(fit.df_resid), float(np.sqrt(fit.scale)), names, L, meta, note, alias)
+    return None
+
+
+def estimable(fit: Any, L: np.ndarray) -> np.ndarray:
+    """Rows of L that the data identify (in the row space of the design; missing cells can break that)."""
+    X = np.asarray(fit.model.exog)
+    proj = L @ np.linalg.pinv(X) @ X
+    return np.all(np.isclose(proj, L, atol=1e-8), axis=1)
+
+
+def effects_table(m: Fit, metric: str, min_effect: float) -> pd.DataFrame:
+    """One row per effect: estimate, se, lo, hi, df, p, p_tost (then Holm and verdicts)."""
+    rows = []
+    ok = estimable(m.fit, m.L)
+    for name, row, info, good in zip(m.names, m.L, m.meta, ok, strict=True):
+        r: dict[str, Any] = {**info, "term": name, "metric": metric}
+        if good:
+            tt = m.fit.t_test(row[None, :])
+            est, se = float(np.squeeze(tt.effect)), float(np.squeeze(tt.sd))
+            lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
+            r.update(estimate=est, se=se, lo=lo, hi=hi, df=m.df_resid, p=float(np.squeeze(tt.pvalue)))
+        else:
+            r.update(estimate=math.nan, se=math.nan, lo=math.nan, hi=math.nan, df=m.df_resid, p=math.nan)
+        rows.append(r)
+    tab = pd.DataFrame(rows)
+    tab["p_tost"] = tost_p(tab["estimate"].to_numpy(), tab["se"].to_numpy(), m.df_resid, min_effect)
+    return tab
+
+
+def tost_p(est: np.ndarray, se: np.ndarray, df: float, x: float) -> np.ndarray:
+    """Two one-sided tests of |effect| < x: the larger of the two one-sided p-values."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_lo = stats.t.sf((est + x) / se, df)
+        p_hi = stats.t.cdf((est - x) / se, df)
+    return np.maximum(p_lo, p_hi)
+
+
+def holm_verdicts(tabs: list[pd.DataFrame], min_effect: float) -> None:
+    """Holm over one family (every effect's test of 0 and its TOST, across the tables), then verdicts;
+    in place: columns p_holm, p_tost_holm, m_tests, verdict."""
+    p = np.concatenate([np.r_[t["p"].to_numpy(float), t["p_tost"].to_numpy(float)] for t in tabs if len(t)] or [[]])
+    adj = holm_adjust(p)
+    i = 0
+    for t in tabs:
+        if not len(t):
+            continue
+        n = len(t)
+        t["p_holm"], t["p_tost_holm"] = adj[i:i + n], adj[i + n:i + 2 * n]
+        i += 2 * n
+        t["m_tests"] = int(np.isfinite(p).sum())
+        t["verdict"] = verdicts(t["lo"].to_numpy(float), t["hi"].to_numpy(float), t["p_holm"].to_numpy(float),
+                                t["p_tost_holm"].to_numpy(float), min_effect)  # fmt: skip
+
+
+def holm_adjust(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels), NaN left as NaN."""
+    from statsmodels.stats.multitest import multipletests
+
+    out = np.full(len(p), math.nan)
+    fin = np.isfinite(p)
+    if fin.any():
+        out[fin] = multipletests(p[fin], method="holm")[1]
+    return out
+
+
+def holm_adjust_many(P: np.ndarray) -> np.ndarray:
+    """Holm over each column of P (tests x studies) at once: the simulation path (statsmodels'
+    multipletests, used for a single study, costs a garbage collection per call); tests check both agree."""
+    m = P.shape[0]
+    order = np.argsort(P, axis=0)
+    ps = np.take_along_axis(P, order, axis=0) * (m - np.arange(m))[:, None]
+    ps = np.minimum(np.maximum.accumulate(ps, axis=0), 1.0)
+    out = np.empty_like(ps)
+    np.put_along_axis(out, order, ps, axis=0)
+    return out
+
+
+def verdicts(lo: np.ndarray, hi: np.ndarray, p_holm: np.ndarray, p_tost_holm: np.ndarray, x: float) -> list[str]:
+    out = []
+    for a, b, p, q in zip(lo, hi, p_holm, p_tost_holm, strict=True):
+        if not np.isfinite(p):
+            out.append("untested (not estimable from these trials)")
+        elif p < ALPHA:
+            out.append(VERDICTS[1] if (-x < a and b < x) else VERDICTS[0])
+        elif np.isfinite(q) and q < ALPHA:
+            out.append(VERDICTS[2])
+        else:
+            out.append(VERDICTS[3])
+    return out
+
+
+def dunnett_one_sided(corr: np.ndarray, df: float, alpha: float = ALPHA, draws: int = 100_000) -> float:
+    """Critical value d with P(max_i T_i <= d) = 1 - alpha for T ~ multivariate t (corr, df): the
+    1 - alpha quantile of the maximum over draws from scipy's multivariate t (fixed random state, so
+    the same study always gets the same value; Monte Carlo error about 0.01)."""
+    k = corr.shape[0]
+    if k == 1:
+        return float(stats.t.ppf(1 - alpha, df))
+    t = stats.multivariate_t(loc=np.zeros(k), shape=corr, df=df, allow_singular=True)
+    return float(np.quantile(t.rvs(size=draws, random_state=12345).reshape(draws, k).max(axis=1), 1 - alpha))
+
+
+def mcb(means: np.ndarray, cov: np.ndarray, df: float, higher: bool,
+        d: float | None = None) -> tuple[np.ndarray, float]:  # fmt: skip
+    """Hsu's MCB: a boolean mask of the cells not distinguishable from the best, and the critical value.
+    Cell i stays when mean_i + d * se(i - j) >= mean_j for every other j (signs flipped when lower is
+    better); d is Dunnett's one-sided value for comparisons with the observed best's correlation."""
+    s = means if higher else -means
+    k = len(s)
+    if k == 1:
+        return np.array([True]), math.nan
+    if d is None:
+        b = int(np.argmax(s))
+        others = [j for j in range(k) if j != b]
+        D = np.zeros((k - 1, k))
+        for r, j in enumerate(others):
+            D[r, j], D[r, b] = 1.0, -1.0
+        c = D @ cov @ D.T
+        sd = np.sqrt(np.diag(c))
+        d = dunnett_one_sided(c / np.outer(sd, sd), df)
+    var = np.diag(cov)
+    se = np.sqrt(np.maximum(var[:, None] + var[None, :] - 2 * cov, 0.0))
+    gap = s[None, :] - s[:, None] - d * se  # gap[i, j] > 0: j beats i beyond doubt
+    np.fill_diagonal(gap, -np.inf)
+    return ~(gap > 0).any(axis=1), float(d)
+
+
+def cell_means(df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit | None
+               ) -> tuple[pd.DataFrame, np.ndarray, float, str] | None:  # fmt: skip
+    """Cell-means model metric ~ C(cell) + C(seed): per cell its seed-adjusted mean, the covariance of
+    those means and the residual df. With no residual df left (one seed), the raw cell means with the
+    two-way model's residual variance, and the note says so."""
+    from statsmodels.formula.api import ols
+
+    d = df.dropna(subset=[metric]).copy()
+    if not len(d):
+        return None
+    cells = list(dict.fromkeys(d["cell"]))
+    d = pd.DataFrame({"cell": pd.Categorical(d["cell"], categories=cells), "seed": pd.Categorical(d["seed"]),
+                      "y": d[metric].astype(float).to_numpy()})  # fmt: skip
+    seeds = list(d["seed"].cat.categories)
+    n = d.groupby("cell", observed=False).size().to_numpy()
+    if len(seeds) > 1 and len(cells) > 1:
+        fit = ols("y ~ C(cell) + C(seed)", data=d).fit()
+        if fit.df_resid >= 1:
+            ref = pd.DataFrame(list(itertools.product(cells, seeds)), columns=["cell", "seed"])
+            ref["cell"] = pd.Categorical(ref["cell"], categories=cells)
+            ref["seed"] = pd.Categorical(ref["seed"], categories=seeds)
+            X = _matrix(fit.model.data.model_spec, ref)
+            L = np.array([X[(ref["cell"] == c).to_numpy()].mean(axis=0) for c in cells])
+            means, cov = L @ fit.params.to_numpy(), L @ fit.cov_params().to_numpy() @ L.T
+            note = f"cell-means model {metric} ~ cell + seed block; residual df {fit.df_resid:.0f}"
+            return pd.DataFrame({"cell": cells, "mean": means, "n": n}), cov, float(fit.df_resid), note
+    means = d.groupby("cell", observed=False)["y"].mean().to_numpy()
+    if two_way is None:
+        return None
+    cov = np.diag(two_way.sigma**2 / n)
+    note = (f"raw cell means with the two-way model's residual SD (no replication left for a cell-means "
+            f"model); residual df {two_way.df_resid:.0f}")  # fmt: skip
+    return pd.DataFrame({"cell": cells, "mean": means, "n": n}), cov, two_way.df_resid, note
+
+
+def best_set(df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit | None) -> dict[str, Any] | None:
+    """The best cell, the cells not distinguishable from it (MCB, 95% simultaneous) and per-cell CIs
+    from the pooled residual SD."""
+    cm = cell_means(df, metric, factors, two_way)
+    if cm is None:
+        return None
+    tab, cov, dfr, note = cm
+    keep, d = mcb(tab["mean"].to_numpy(), cov, dfr, higher_is_better(metric))
+    se = np.sqrt(np.diag(cov))
+    q = stats.t.ppf(1 - ALPHA / 2, dfr)
+    tab = tab.assign(se=se, lo=tab["mean"] - q * se, hi=tab["mean"] + q * se, in_best=keep)
+    tab = tab.sort_values("mean", ascending=not higher_is_better(metric)).reset_index(drop=True)
+    return {"best": str(tab["cell"].iloc[0]), "set": [str(c) for c in tab.loc[tab["in_best"], "cell"]],
+            "method": MCB, "critical": d, "df": dfr, "note": note, "cells": tab}  # fmt: skip
+
+
+# --- the same computation vectorised over many responses (simulation tests) ---
+
+
+def contrast_design(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
+                    interactions: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+    """The fitted model's design matrix X and contrast matrix L (for fast_contrasts), and effect names."""
+    m = fit_model(df, metric, factors, baseline, interactions)
+    if m is None:
+        raise ValueError("nothing to fit")
+    return np.asarray(m.fit.model.exog), m.L, m.names
+
+
+def fast_contrasts(X: np.ndarray, L: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+    """For each column of Y (n x r): estimates, se, lo, hi, p of L @ beta; df = n - rank(X)."""
+    beta, _, rank, _ = np.linalg.lstsq(X, Y, rcond=None)
+    resid = Y - X @ beta
+    df = X.shape[0] - rank
+    s2 = (resid**2).sum(axis=0) / df
+    xtx = np.linalg.pinv(X.T @ X)
+    v = np.einsum("ij,jk,ik->i", L, xtx, L)
+    est = L @ beta
+    se = np.sqrt(v[:, None] * s2[None, :])
+    q = stats.t.ppf(1 - ALPHA / 2, df)
+    p = 2 * stats.t.sf(np.abs(est / se), df)
+    return {"estimate": est, "se": se, "lo": est - q * se, "hi": est + q * se, "p": p, "df": df,
+            "sigma2": s2}  # fmt: skip
