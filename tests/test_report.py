@@ -69,37 +69,46 @@ def test_known_effect_recovered_and_null_factor_is_noise():
     assert "no effect larger than 0.50 pts (" in text and "model.pool: max vs avg" in text
 
 
-def test_paired_effect_matches_an_independent_reference():
-    """Balanced design: the mean over seeds of per-seed level differences = the t-test on those
-    differences computed directly from the raw table with scipy."""
+def test_effect_and_cell_ci_match_a_statsmodels_fit_made_here():
+    """The batch-norm effect and a cell's CI against OLS fits made directly in the test: the two-way model
+    in sum coding (a 2-level main effect is -2 x its level-0 coefficient) and the cell-means model."""
+    from statsmodels.formula.api import ols
+
     trials, epochs, meta = synth()
     a = analysis.analyse(trials, epochs, meta)
-    per_seed = trials.groupby(["seed", "model.batch_norm"])["val_acc"].mean().unstack()
-    d = per_seed[True] - per_seed[False]
-    ref = stats.ttest_1samp(d, 0.0)
-    ci = ref.confidence_interval(0.95)
+    d = trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
+                      bs=trials["train.batch_size"].astype(str))  # fmt: skip
+    ind = ols("val_acc ~ (C(bn, Sum) + C(pool, Sum) + C(bs, Sum))**2 + C(seed)", data=d).fit()
+    k = "C(bn, Sum)[S.False]"
+    lo, hi = ind.conf_int().loc[k]
     bn = effect(a, "model.batch_norm: true vs false")
-    assert bn["estimate"] == pytest.approx(d.mean())
-    assert (bn["lo"], bn["hi"]) == pytest.approx((ci.low, ci.high))
-    assert bn["p"] == pytest.approx(ref.pvalue)
+    assert bn["estimate"] == pytest.approx(-2 * ind.params[k])
+    assert (bn["lo"], bn["hi"]) == pytest.approx((-2 * hi, -2 * lo))
+    assert bn["p"] == pytest.approx(ind.pvalues[k]) and bn["df"] == ind.df_resid == 57
+    per_seed = trials.groupby(["seed", "model.batch_norm"])["val_acc"].mean().unstack()
+    assert bn["estimate"] == pytest.approx((per_seed[True] - per_seed[False]).mean())  # balanced: same point
+    cm = ols("val_acc ~ C(cell) + C(seed)", data=d.assign(cell=d["bn"] + d["pool"] + d["bs"])).fit()
     cell = a.cells.set_index("cell").loc["batch_norm=true, pool=avg, batch_size=64"]
     vals = trials.query("`model.batch_norm` and `model.pool` == 'avg' and `train.batch_size` == 64")["val_acc"]
-    lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=vals.mean(), scale=stats.sem(vals))
+    half = stats.t.ppf(0.975, cm.df_resid) * math.sqrt(cm.scale / len(vals))  # pooled residual SD, not the cell's
     assert (cell["val_acc_mean"], cell["val_acc_lo"], cell["val_acc_hi"], cell["n"]) == pytest.approx(
-        (vals.mean(), lo, hi, 6))
+        (vals.mean(), vals.mean() - half, vals.mean() + half, 6))
     assert a.cells["rank"].tolist() == list(range(1, 13))
     assert a.cells["val_acc_mean"].is_monotonic_decreasing
 
 
-def test_holm_applied_over_all_comparisons():
+def test_holm_over_one_family_of_tests_of_zero_and_tost():
     from statsmodels.stats.multitest import multipletests
 
     a = analysis.analyse(*synth())
     both = pd.concat([a.effects, a.interactions])
     assert len(a.effects) == 4 and len(a.interactions) == 1 + 2 + 2  # bn x pool, bn x bs (2), pool x bs (2)
-    assert np.allclose(both["p_holm"], multipletests(both["p"], method="holm")[1])
-    assert (both["p_holm"] >= both["p"] - 1e-12).all()
-    assert any("Holm-adjusted over all 9 comparisons" in f for f in a.findings)
+    adj = multipletests(np.r_[a.effects["p"], a.effects["p_tost"], a.interactions["p"],
+                              a.interactions["p_tost"]], method="holm")[1]  # fmt: skip
+    assert np.allclose(np.r_[a.effects["p_holm"], a.effects["p_tost_holm"], a.interactions["p_holm"],
+                             a.interactions["p_tost_holm"]], adj)  # fmt: skip
+    assert (both["p_holm"] >= both["p"] - 1e-12).all() and (both["m_tests"] == 18).all()
+    assert any(f.startswith("Holm over 18 tests") for f in a.findings)
 
 
 def test_anova_table_present():
@@ -113,11 +122,13 @@ def test_anova_table_present():
     assert "type-2" in a.anova_note
 
 
-def test_one_seed_study_warns_and_tests_nothing():
+def test_one_seed_study_fits_with_the_higher_order_terms_as_error_and_says_so():
     a = analysis.analyse(*synth(seeds=[0]))
-    assert any("one seed" in w.lower() and "untested" in w for w in a.warnings)
-    assert set(a.effects["verdict"]) == {"untested (fewer than 2 seeds paired)"}
-    assert a.effects["p_holm"].isna().all() and not any("Holm-adjusted" in f for f in a.findings)
+    assert any("one seed" in w.lower() and "higher-order" in w for w in a.warnings)
+    bn = effect(a, "model.batch_norm: true vs false")
+    assert bn["df"] == 12 - 10 and bn["n_seeds"] == 1  # 12 cells, 10 parameters of the two-way model
+    assert bn["lo"] < BN_EFFECT < bn["hi"] and set(a.effects["verdict"]) <= set(analysis.VERDICTS)
+    assert "one seed" in a.model_note and "residual df 2" in a.model_note
     assert a.anova is not None and "one seed" in a.anova_note  # the residual is the higher-order terms
 
 
@@ -135,6 +146,17 @@ def test_failed_waiting_and_missing_trials_counted_and_named():
     assert "batch_norm=true, pool=max, batch_size=128" in a.missing_cells and "1 of 12 cells" in text
     bn = effect(a, "model.batch_norm: true vs false")  # still recovered from the balanced pairs left
     assert bn["lo"] < BN_EFFECT < bn["hi"]
+
+
+def test_a_factor_not_yet_varied_is_untested_and_left_out_of_the_fit():
+    """A study in progress whose COMPLETE trials all have batch_norm=false: its effect is untested, it has no
+    ANOVA row (an all-zero design column would make that row numerical noise), the rest is estimated."""
+    trials, epochs, meta = synth(seeds=[0, 1])
+    a = analysis.analyse(trials[~trials["model.batch_norm"]], epochs, meta)
+    assert effect(a, "model.batch_norm: true vs false")["verdict"].startswith("untested")
+    assert list(a.effects["factor"]) == ["model.batch_norm", "model.pool", "train.batch_size", "train.batch_size"]
+    assert "model.batch_norm" not in a.anova.index and a.anova.loc["Residual", "df"] == 12 - 7 - 0
+    assert effect(a, "train.batch_size: 128 vs 64")["verdict"] == "matters"
 
 
 @pytest.mark.parametrize("keep", [1, 2, 3])
@@ -175,7 +197,8 @@ def test_cli_report_files_json(tmp_path, capsys):
     assert cli.main(args) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["label"].endswith("(quick: indicative only)") and rep["counts"]["complete"] == 24
-    assert len(rep["effects"]) == 9 and rep["top_cells"][0]["rank"] == 1
+    metrics = [e["metric"] for e in rep["effects"]]  # 4 main + 5 two-way on the selection metric, then on test_acc
+    assert metrics == ["val_acc"] * 9 + ["test_acc"] * 9 and rep["top_cells"][0]["rank"] == 1
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "quick: indicative only" in md and "![" in md
     assert cli.main(args[:-2] + ["--format", "table"]) == 0

@@ -341,11 +341,11 @@ def test_finding_budget_is_labelled_by_its_label_not_indicative(tmp_path):
 
     root = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
     cpu, quick = fstudy.load(root, budget="cpu"), fstudy.load(root, budget="quick")
-    assert cpu.label == "full data, bf16 on CPU" and "indicative" not in cpu.label
+    assert cpu.label == "cpu: full data, bf16 on CPU" and "indicative" not in cpu.label
     assert quick.label == "quick: indicative only"
     import pandas as pd
 
-    for st, want in ((cpu, "full data, bf16 on CPU"), (quick, "quick: indicative only")):
+    for st, want in ((cpu, "cpu: full data, bf16 on CPU"), (quick, "quick: indicative only")):
         store = Store(tmp_path / f"{st.budget}.db")
         store.plan(st, st.trials())
         trials, epochs, meta = report_inputs(store, "seed", st.budget)

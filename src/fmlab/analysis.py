@@ -136,18 +136,29 @@ def model_effects(done: pd.DataFrame, metric: str, factors: dict[str, list[str]]
                   x: float, interactions: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, Fit | None]:  # fmt: skip
     """Main effects and two-way interactions as contrasts of one OLS fit (fmlab.stats), Holm and
     verdicts over their family; empty tables when nothing fits."""
-    used = {f: v for f, v in factors.items() if len(v) > 1}
+    # a factor the COMPLETE trials hold at one level (a study in progress) is left out of the fit: its
+    # all-zero columns would make the design rank-deficient and its ANOVA row noise; its effects are untested
+    varies = {f: len(v) > 1 and len(done) and done[f].astype(str).nunique() > 1 for f, v in factors.items()}
+    used = {f: v for f, v in factors.items() if varies[f]}
     m = fit_model(done, metric, used, baseline, interactions) if len(done) and used else None
     if m is None:
         return pd.DataFrame(), pd.DataFrame(), None
     tab = effects_table(m, metric, x)
+    held = [{"kind": "main", "factor": f, "level": lv, "baseline": baseline[f], "metric": metric,
+             "term": f"{f}: {lv} vs {baseline[f]}", "estimate": math.nan, "se": math.nan, "lo": math.nan,
+             "hi": math.nan, "df": m.df_resid, "p": math.nan, "p_tost": math.nan}
+            for f, v in factors.items() if len(v) > 1 and not varies[f] for lv in v if lv != baseline[f]]  # fmt: skip
+    if held:
+        tab = pd.concat([tab, pd.DataFrame(held)], ignore_index=True)
     n_seeds = int(done["seed"].nunique())
     tab["n_seeds"] = n_seeds
     for i, r in tab.iterrows():
         if r["kind"] == "main":
             tab.loc[i, "n_level"] = int((done[r["factor"]].astype(str) == r["level"]).sum())
             tab.loc[i, "n_baseline"] = int((done[r["factor"]].astype(str) == r["baseline"]).sum())
-    eff = tab[tab["kind"] == "main"].reset_index(drop=True)
+    order = {f: i for i, f in enumerate(factors)}
+    eff = tab[tab["kind"] == "main"].sort_values("factor", key=lambda c: c.map(order), kind="stable")
+    eff = eff.reset_index(drop=True)
     inter = tab[tab["kind"] == "interaction"].reset_index(drop=True)
     holm_verdicts([eff, inter], x)
     return eff, inter, m

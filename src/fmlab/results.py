@@ -23,6 +23,7 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
     budget = store.pick_budget(study, budget)
     factors = info["factors"]
     arms = info["spec"].get("design") == "arms"
+    label = spec_label(info["spec"], budget)
     recs = store.records(study, budget)
     trials, by_id = [], {}
     for r in recs:
@@ -30,7 +31,7 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
         cells = [{"arm": a} for a in [cell["arm"], *r["cell"].get("also", [])]] if arms else [cell]
         tm = r["timings"]
         for c in cells:
-            row = {"id": r["id"], "study": study, "budget": budget, "label": r["label"], "state": r["state"],
+            row = {"id": r["id"], "study": study, "budget": budget, "label": label, "state": r["state"],
                    "seed": r["seed"], **c, **{m: r["metrics"].get(m) for m in METRICS},
                    "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], "n_params": r["n_params"],
                    "train_s": tm.get("train_s"), "total_s": tm.get("total_s"),
@@ -50,6 +51,15 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
     return trials, epochs
 
 
+def spec_label(spec: dict[str, Any], budget: str) -> str:
+    """The budget's label as the study file gives it (a finding = true budget by its label). The stored
+    spec is the last swept budget's, so its finding and label apply only to that budget."""
+    from .study import budget_label
+
+    mine = spec.get("budget") == budget
+    return budget_label(budget, bool(spec.get("finding")) and mine, spec.get("budget_note", "") if mine else "")
+
+
 def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     """(trials, epochs, meta) in the contract of fmlab.analysis.analyse / report.build_report, as plain
     rows (pd.DataFrame(rows) them): every trial of one budget, whatever its state, one row each."""
@@ -59,7 +69,7 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     budget = store.pick_budget(study, budget)
     trials, epochs = tables(store, study, budget)
     spec = info["spec"]
-    meta = {"study": study, "budget": budget, "label": trials[0]["label"] if trials else budget,
+    meta = {"study": study, "budget": budget, "label": spec_label(spec, budget),
             "select": info["select_metric"], "planned": len(trials), "description": info["description"],
             "design": spec.get("design", "grid"), "base": spec.get("base", {}),
             # the spec is the last swept budget's: its finding/label apply only to that budget
