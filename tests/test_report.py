@@ -249,7 +249,7 @@ def test_pages_in_headless_chromium(built, tmp_path):
     with Browser() as b:
         b.open(out / "index.html")
         imgs = b.js("[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
-        assert len(imgs) == 5 and all(ok and w > 0 for _, ok, w in imgs), imgs
+        assert len(imgs) == 6 and imgs[0][0] == "forest.png" and all(ok and w > 0 for _, ok, w in imgs), imgs
         assert b.problems() == []
         shot = b.screenshot(tmp_path / "index.png").read_bytes()
         assert _not_blank(shot) > 10

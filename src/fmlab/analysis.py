@@ -1,4 +1,4 @@
-"""Statistics over one study's trials: per-cell summaries, effects paired by seed, interactions, ANOVA.
+"""Statistics over one study's trials: per-cell summaries, effects and interactions of one fitted model, ANOVA.
 
 Pure functions over DataFrames; nothing here prints or writes. The input contract (what the store
 hands over, one row per trial) is documented on :func:`analyse`.
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .claims import check_claims
 from .stats import MIN_EFFECT, VERDICTS, Fit, best_set, effects_table, fit_model, holm_verdicts
 from .stats import higher_is_better as higher_is_better
 
@@ -94,8 +95,8 @@ class Analysis:
     baseline: dict[str, str]
     counts: dict[str, int]  # rows, complete, failed, waiting, running, planned, missing, seeds
     cells: pd.DataFrame  # one row per cell, ranked by the selection metric
-    effects: pd.DataFrame  # main effects: level vs baseline, paired by seed, Holm-adjusted
-    interactions: pd.DataFrame  # two-way contrasts, paired by seed, Holm-adjusted
+    effects: pd.DataFrame  # main effects: level vs baseline, contrasts of the fit, Holm-adjusted
+    interactions: pd.DataFrame  # two-way contrasts of the fit, Holm-adjusted
     anova: pd.DataFrame | None  # statsmodels anova_lm typ 2, or None with anova_note saying why
     anova_note: str
     curves: pd.DataFrame  # per cell and epoch: mean/std/n of train_loss, val_loss, val_acc
@@ -110,6 +111,7 @@ class Analysis:
     min_effect: dict[str, float] = field(default_factory=lambda: dict(MIN_EFFECT))
     best: dict[str, Any] | None = None  # fmlab.stats.best_set: best, set, method, note, cells
     model_note: str = ""  # the fitted model, its residual df
+    claims: list[dict[str, Any]] = field(default_factory=list)  # fmlab.claims.check_claims: each with its verdict
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
@@ -325,6 +327,8 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     a.findings = grouped_findings([eff, inter], select, x, tab)
     if best is not None:
         a.findings.insert(0, best_line(best))
+    a.claims = check_claims(list(meta.get("claims") or []), [eff, inter], select,
+                            fmt_effect(x, select, False) + unit(select)[1], best, cells)  # fmt: skip
     return a
 
 

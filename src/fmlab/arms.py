@@ -1,11 +1,12 @@
 """Statistics for an arms study: each arm (a variant of the baseline config) against the baseline.
 
 Pure functions over DataFrames, like analysis.py, whose Analysis they fill in (design "arms") so the
-report and the CLI treat both designs alike. Each arm is compared with the baseline within each seed
-(arm minus baseline, same seed, so init and data order are shared); the mean of those differences gets
-a t-based 95% CI and a one-sample t-test. Holm adjusts over the arms, separately for the selection
-metric (the question the study asks) and for test accuracy (evaluated only, a check that the
-validation result carries over). An arm whose trials are the baseline's own (its keys are unused
+report and the CLI treat both designs alike. Each arm minus the baseline is a contrast of one OLS fit
+metric ~ arm + seed block over every complete trial (fmlab.stats; the seed block keeps the pairing of
+init and data order), with its 95% CI from the model's residual. Holm (tests of 0 and TOSTs) over the
+arms, separately for the selection metric (the question the study asks) and for test accuracy (evaluated
+only, a check that the validation result carries over); the best set among baseline and arms is Hsu's
+MCB. An arm whose trials are the baseline's own (its keys are unused
 under the base config, e.g. momentum with adam) is named, not tested.
 """
 
@@ -32,6 +33,7 @@ from .analysis import (
     study_budget_label,
     unit,
 )
+from .claims import check_claims
 from .stats import MIN_EFFECT, best_set, effects_table, fit_model, holm_verdicts
 
 BASELINE = "baseline"
@@ -187,6 +189,9 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                           f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
     if best is not None:
         a.findings.insert(0, best_line(best))
+    a.claims = check_claims(list(meta.get("claims") or []), [eff], select,
+                            fmt_effect(me.get(select, MIN_EFFECT[select]), select, False) + unit(select)[1], best,
+                            cells)  # fmt: skip
     return a
 
 

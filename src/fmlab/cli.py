@@ -181,10 +181,14 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
               f"{c['seeds']} seed(s)")  # fmt: skip
     for w in rep["warnings"]:
         con.print(f"[yellow]! {w}[/yellow]", markup=True, highlight=False)
+    for f in rep["findings"]:  # the answer first: the best set, then the effects by verdict
+        con.print(f"- {escape(f)}", highlight=False)
+    for cl in rep.get("claims", []):
+        con.print(f"claim: {escape(cl['text'])}: [bold]{cl['verdict']}[/bold] ({escape(cl['why'])})", highlight=False)
     what = "arms" if rep.get("design") == "arms" else "top cells"
     vs = "each arm vs the baseline" if rep.get("design") == "arms" else "effects"
     for key, title in (("cells_table", f"{what} by {rep['select']} (mean [95% CI] over seeds)"),
-                       ("effects_table", f"{vs}, paired by seed (Holm-adjusted p)")):  # fmt: skip
+                       ("effects_table", f"{vs}, contrasts of the fitted model (Holm-adjusted p)")):  # fmt: skip
         tbl = Table(title=title, title_justify="left")
         for h in rep[key]["header"]:
             text = h in ("cell", "arm", "changes", "comparison", "verdict") or h.startswith(("effect", rep["select"]))

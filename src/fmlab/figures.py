@@ -210,9 +210,51 @@ def arm_effects(a: Analysis, path: Path) -> Path | None:
             ax.errorbar(mean[i], y[i], xerr=np.where(np.isfinite(err[:, i : i + 1]), err[:, i : i + 1], 0),
                         fmt="o", ms=5, capsize=3, color=colors[i])  # fmt: skip
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_xlabel(f"{m}: arm - baseline{u}, paired by seed" + (" (selection)" if m == a.select else " (evaluated)"))
+        ax.set_xlabel(f"{m}: arm - baseline{u}, model contrast" + (" (selection)" if m == a.select else " (evaluated)"))
         ax.grid(axis="x", alpha=0.3)
     names = [f"{r} (= baseline)" if v.startswith("same trials") else f"{r} (n={n})"
              for r, n, v in zip(order["arm"], order["n_seeds"], order["verdict"], strict=True)]  # fmt: skip
     axes[0][0].set_yticks(y, names, fontsize=8)
+    return _save(fig, path, a.label)
+
+
+VERDICT_COLORS = {"matters": "#2b5d9c", "real but smaller than X": "#7fa7d6", "no effect larger than X": "#2e8b57",
+                  "undecided": "#9ca3af"}  # fmt: skip
+
+
+def forest(a: Analysis, path: Path) -> Path | None:
+    """Every effect of the fitted model on the selection metric, largest first: estimate and 95% CI
+    (the model's residual df), the band +-min_effect shaded, coloured by verdict (Holm family)."""
+    tabs = [t for t in (a.effects, a.interactions) if len(t)]
+    if not tabs:
+        return None
+    t = pd.concat(tabs, ignore_index=True)
+    t = t[np.isfinite(t["estimate"].astype(float))]
+    if not len(t):
+        return None
+    t = t.reindex(t["estimate"].abs().sort_values(ascending=True).index)  # largest at the top
+    plt = _plt()
+    k, u = unit(a.select)
+    x = a.min_effect.get(a.select, 0.0)
+    fig, ax = plt.subplots(figsize=(8.5, 0.32 * len(t) + 1.8))
+    ax.axvspan(-k * x, k * x, color="#e5efe5", zorder=0, label=f"±{k * x:g}{u}: smaller than matters")
+    ax.axvline(0, color="black", lw=0.8)
+    y = np.arange(len(t))
+    for i, (_, r) in enumerate(t.iterrows()):
+        c = VERDICT_COLORS.get(r["verdict"], "#6b7280")
+        ax.errorbar(k * r["estimate"], i, xerr=[[k * (r["estimate"] - r["lo"])], [k * (r["hi"] - r["estimate"])]],
+                    fmt="o", ms=4, capsize=3, color=c)  # fmt: skip
+    short = short_names(list(a.factors))
+    names = [str(n) for n in t["term"]]
+    for f, s in sorted(short.items(), key=lambda kv: -len(kv[0])):
+        names = [n.replace(f, s) for n in names]
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_xlabel(f"effect on {a.select}{u} (contrast of the fitted model, 95% CI, df {t['df'].iloc[0]:.0f})")
+    from matplotlib.lines import Line2D
+
+    seen = [v for v in VERDICT_COLORS if v in set(t["verdict"])]
+    handles = [Line2D([], [], marker="o", ls="", color=VERDICT_COLORS[v], label=v.replace("X", f"{k * x:g}{u}"))
+               for v in seen]  # fmt: skip
+    ax.legend(handles=handles, fontsize=7, loc="lower right", title="verdict (Holm)", title_fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
     return _save(fig, path, a.label)

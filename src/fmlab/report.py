@@ -41,7 +41,8 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     figs: dict[str, str] = {}
     plots = [("cells", figures.cells), ("curves", figures.curves)]
     plots += [("arm_effects", figures.arm_effects)] if a.design == "arms" else \
-        [("main_effects", figures.main_effects), ("interactions", figures.interactions)]  # fmt: skip
+        [("forest", figures.forest), ("main_effects", figures.main_effects),
+         ("interactions", figures.interactions)]  # fmt: skip
     for name, fn in plots:
         path = fn(a, out / f"{name}.png")
         if path:
@@ -55,8 +56,10 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     rep = summary_dict(a, out, figs, best, tables)
     rep["best_set"] = best_set_dict(a)
     rep["min_effect"] = a.min_effect
+    rep["claims"] = [{k: _clean(v) for k, v in c.items()} for c in a.claims]
     (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "effects", "best_set",
-                                                                       "min_effect", "anova_note", "counts")},
+                                                                       "claims", "min_effect", "anova_note",
+                                                                       "counts")},
                                                  indent=1, default=str))  # fmt: skip
     setup = setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup))
@@ -272,6 +275,24 @@ def anova_rows(a: Analysis) -> list[list[str]]:
 
 
 ANOVA_HEADER = ["term", "df", "sum of squares", "F", "p", "% of SS"]
+CLAIM_HEADER = ["claim", "tested as", "verdict", "evidence"]
+
+
+def claim_rows(a: Analysis) -> list[list[str]]:
+    """Each claim: its text, what it was tested as, the verdict and why (estimate and CI, or the best set)."""
+    rows = []
+    for c in a.claims:
+        if c["kind"] == "best":
+            what = "in the best set: " + ", ".join(f"{k}={v}" for k, v in c["cell"].items())
+        else:
+            what = f"{c['kind']}{' (' + c['direction'] + ')' if c.get('direction') else ''}: {c['term']}"
+        ev = c["why"]
+        if "estimate" in c:
+            _, u = unit(a.select)
+            ev += (f"; {fmt_effect(c['estimate'], a.select)}{u} [{fmt_effect(c['lo'], a.select, False)}, "
+                   f"{fmt_effect(c['hi'], a.select, False)}], Holm p {fmt_p(c['p_holm'])}")  # fmt: skip
+        rows.append([c["text"], what, c["verdict"], ev])
+    return rows
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -320,9 +341,12 @@ def _counts_line(a: Analysis) -> str:
 FIG_TITLES = {
     "cells": "Cells ranked by the selection metric (mean and 95% CI over seeds)",
     "curves": "Learning curves per cell (mean over seeds; band = ±1 std)",
-    "main_effects": "Main effects: each level's mean over seeds (95% CI)",
-    "interactions": "Two-way interactions (means over seeds and the other factors)",
-    "arm_effects": "Each arm minus the baseline, paired by seed (mean and 95% CI; coloured = Holm p < 0.05)",
+    "forest": "Every effect on the selection metric, largest first: contrasts of the fitted model with 95% CIs; "
+              "shaded: smaller than the smallest effect that matters; colour: verdict",
+    "main_effects": "Raw means of each level over seeds (descriptive; the effects and their CIs are the forest plot)",
+    "interactions": "Two-way interactions, raw means over seeds and the other factors (descriptive)",
+    "arm_effects": "Each arm minus the baseline: contrasts of the model arm + seed block (95% CI; coloured = better or "
+                   "worse after Holm)",
     "confusion": "Best trial on the test set: confusion matrix and per-class accuracy",
 }
 
@@ -332,16 +356,21 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[l
     if a.warnings:
         parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
+    if "forest" in figs:
+        parts += [f"![{FIG_TITLES['forest']}]({figs['forest']})", ""]
+    if a.claims:
+        parts += ["## The original's claims", "", _md_table(CLAIM_HEADER, claim_rows(a)), ""]
     if setup:
         parts += ["## Setup", "", _md_table(["", "median over complete trials"], setup), ""]
     if a.design == "arms":
         parts += ["## Arms", "", _md_table(["arm", "changes"], farms.definition_rows(a)), ""]
         parts += ["## Arms ranked", "", _md_table(farms.ranked_header(a), farms.ranked_rows(a)), ""]
-        parts += ["## Each arm vs the baseline (paired by seed)", "",
+        parts += ["## Each arm vs the baseline (contrasts of the fitted model)", "",
                   _md_table(farms.effect_header(a), farms.effect_rows(a)), ""]  # fmt: skip
     else:
         parts += ["## Cells", "", _md_table(cell_header(a), cell_rows(a)), ""]
-        parts += ["## Effects (paired by seed)", "", _md_table(effect_header(a), effect_rows(a)), ""]
+        parts += ["## Effects (contrasts of the fitted model)", "", a.model_note, "",
+                  _md_table(effect_header(a), effect_rows(a)), ""]
     parts += ["## ANOVA", "", a.anova_note, ""]
     if a.anova is not None:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
@@ -411,6 +440,11 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                      + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
+    parts.append(_figure(figs, "forest"))
+    if a.claims:
+        parts.append("<h2>The original's claims</h2><p class='muted'>Each claim of the study file checked against "
+                     "the effects above (same fit, same Holm family) or the best set.</p>"
+                     + _html_table(CLAIM_HEADER, claim_rows(a)))  # fmt: skip
     if setup:
         parts.append("<h2>Setup</h2>" + _html_table(["", "median over complete trials"], setup))
     if a.design == "arms":
@@ -419,9 +453,10 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
         parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
         parts.append(f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(cell_header(a), cell_rows(a)))
         parts += [_figure(figs, k) for k in ("cells", "curves")]
-        parts.append("<h2>Effects, paired by seed</h2><p class='muted'>Each comparison: the level minus the "
-                     "baseline level, averaged within each seed over the other factors, then a t-interval over "
-                     "seeds. Interactions: the difference of those differences.</p>"
+        parts.append("<h2>Effects (contrasts of the fitted model)</h2><p class='muted'>Each comparison: the "
+                     "difference of estimated marginal means (level minus baseline level) of one OLS fit over every "
+                     "complete trial; interactions: the difference of those differences; 95% CIs from the "
+                     f"model's residual. {_h(a.model_note)}</p>"
                      + _html_table(effect_header(a), effect_rows(a), good_col=6))  # fmt: skip
     parts.append(f"<h2>ANOVA</h2><p class='muted'>{_h(a.anova_note)}</p>")
     if a.anova is not None:
@@ -439,8 +474,8 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
 def _arms_html(a: Analysis, figs: dict[str, str]) -> list[str]:
     """An arms study's sections: effects figure, each arm vs the baseline, the ranked arms, definitions."""
     return [_figure(figs, "arm_effects"),
-            "<h2>Each arm vs the baseline, paired by seed</h2><p class='muted'>Per seed: the arm's result minus "
-            "the baseline's (same seed), then the mean and a t-interval over seeds. Holm over the arms, "
+            "<h2>Each arm vs the baseline (contrasts of the fitted model)</h2><p class='muted'>Each arm minus the "
+            f"baseline in one OLS fit arm + seed block ({_h(a.model_note)}). Holm over the arms, "
             f"separately for {_h(a.select)} (selection) and test accuracy (evaluated only); the verdict is on "
             f"{_h(a.select)}.</p>" + _html_table(farms.effect_header(a), farms.effect_rows(a), good_col=8),
             f"<h2>Arms ranked by {_h(a.select)}</h2>" + _html_table(farms.ranked_header(a), farms.ranked_rows(a)),

@@ -87,25 +87,36 @@ def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str,
         return X[m].mean(axis=0)
 
     names, rows, meta = [], [], []
+    for name, info, parts in effect_terms(factors, baseline, interactions):
+        names.append(name)
+        rows.append(sum(sign * mean_at(cond) for sign, cond in parts))
+        meta.append(info)
+    return names, np.array(rows).reshape(len(rows), X.shape[1]), meta
+
+
+def effect_terms(factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True
+                 ) -> list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]]:  # fmt: skip
+    """Every effect a grid study's model names, in table order: (name, kind/factor/level/baseline, the
+    marginal means it combines as (sign, {factor: level})). A main effect is level minus baseline; a
+    two-way interaction the difference of differences. Study files' claims are checked against these names."""
+    keys = list(factors)
+    out: list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]] = []
     for f in keys:
         b = baseline.get(f, factors[f][0])
-        for lv in factors[f]:
-            if lv == b:
-                continue
-            names.append(f"{f}: {lv} vs {b}")
-            rows.append(mean_at({f: lv}) - mean_at({f: b}))
-            meta.append({"kind": "main", "factor": f, "level": lv, "baseline": b})
+        for lv in (x for x in factors[f] if x != b):
+            out.append((f"{f}: {lv} vs {b}", {"kind": "main", "factor": f, "level": lv, "baseline": b},
+                        [(1.0, {f: lv}), (-1.0, {f: b})]))  # fmt: skip
     if interactions:
         for fa, fb in itertools.combinations(keys, 2):
             a0, b0 = baseline.get(fa, factors[fa][0]), baseline.get(fb, factors[fb][0])
             for a in (x for x in factors[fa] if x != a0):
                 for b in (x for x in factors[fb] if x != b0):
-                    names.append(f"{fa} x {fb}: ({a} vs {a0}) at {b} minus at {b0}")
-                    rows.append(mean_at({fa: a, fb: b}) - mean_at({fa: a0, fb: b}) - mean_at({fa: a, fb: b0})
-                                + mean_at({fa: a0, fb: b0}))  # fmt: skip
-                    meta.append({"kind": "interaction", "factor": f"{fa} x {fb}", "level": f"{a}, {b}",
-                                 "baseline": f"{a0}, {b0}"})  # fmt: skip
-    return names, np.array(rows).reshape(len(rows), X.shape[1]), meta
+                    out.append((f"{fa} x {fb}: ({a} vs {a0}) at {b} minus at {b0}",
+                                {"kind": "interaction", "factor": f"{fa} x {fb}", "level": f"{a}, {b}",
+                                 "baseline": f"{a0}, {b0}"},
+                                [(1.0, {fa: a, fb: b}), (-1.0, {fa: a0, fb: b}), (-1.0, {fa: a, fb: b0}),
+                                 (1.0, {fa: a0, fb: b0})]))  # fmt: skip
+    return out
 
 
 def _matrix(spec: Any, frame: pd.DataFrame) -> np.ndarray:

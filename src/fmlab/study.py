@@ -27,7 +27,7 @@ from typing import Any
 from .config import Config, ConfigError, allowed_keys, with_overrides
 from .errors import FmlabError
 
-TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis")
+TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis", "claims")
 SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
 FULL = "full"
 BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
@@ -69,6 +69,7 @@ class Study:
     budget_note: str = ""  # what the budget is, e.g. "full data, bf16 on CPU"
 
     min_effect: dict[str, float] = field(default_factory=dict)  # [analysis] min_effect (over the defaults)
+    claims: tuple[dict[str, Any], ...] = ()  # [[claims]], checked (fmlab.claims)
 
     @property
     def label(self) -> str:
@@ -111,7 +112,8 @@ class Study:
         return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
                 "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
                 "arms": self.arms, "budget": self.budget, "overrides": self.overrides, "finding": self.finding,
-                "budget_note": self.budget_note, "min_effect": self.min_effect}  # fmt: skip
+                "budget_note": self.budget_note, "min_effect": self.min_effect,
+                "claims": list(self.claims)}  # fmt: skip
 
 
 def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
@@ -147,6 +149,27 @@ def _analysis(p: Path, doc: dict[str, Any]) -> dict[str, float]:
                              "in the metric's units (accuracy as a fraction, e.g. 0.005)")  # fmt: skip
         out[k] = float(v)
     return out
+
+
+def _claims(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]],
+            arms: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...]:  # fmt: skip
+    """[[claims]]: each names an effect the study estimates (or a partial cell for kind = "best")."""
+    from .analysis import level_label
+    from .claims import ClaimError, parse_claims
+
+    if "claims" not in doc:
+        return ()
+    if arms:
+        levels, baseline, design = {"arm": [BASELINE, *arms]}, {"arm": BASELINE}, "arms"
+    else:
+        flat = with_overrides(Config(), base).resolved().flat()
+        levels = {k: [level_label(v) for v in lv] for k, lv in factors.items()}
+        baseline = {k: level_label(flat[k] if flat.get(k) in lv else lv[0]) for k, lv in factors.items()}
+        design = "grid"
+    try:
+        return tuple(parse_claims(doc["claims"], levels, baseline, design, level_label))
+    except ClaimError as e:
+        raise StudyError(f"{p}: {e}") from None
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -279,7 +302,8 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
     study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
                   base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
-                  finding=finding, budget_note=note, min_effect=_analysis(p, doc))  # fmt: skip
+                  finding=finding, budget_note=note, min_effect=_analysis(p, doc),
+                  claims=_claims(p, doc, base, factors, arms))  # fmt: skip
     for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
         try:
             with_overrides(Config(), {**base, **changes, **chosen})

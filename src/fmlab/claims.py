@@ -1,0 +1,157 @@
+"""A study file's claims (``[[claims]]``), checked against the study's fitted model.
+
+Pure functions; nothing here prints or reads files. A claim is one of:
+
+- ``kind = "effect"``: ``term`` (an effect or interaction as the effects table names it) differs from 0
+  in ``direction`` ("better" or "worse", in the selection metric's sense). Supported when the effect's
+  verdict is "matters" that way; contradicted when it matters the other way, is real but smaller than
+  the smallest effect that matters, or shows no effect larger than it; undecided otherwise.
+- ``kind = "negligible"``: ``term`` is smaller than the smallest effect that matters. Supported when the
+  verdict is "no effect larger than X" or "real but smaller than X" (both put the CI inside +-X);
+  contradicted when it matters; undecided otherwise.
+- ``kind = "best"``: some cell matching ``cell`` (a partial cell, e.g. ``{ "model.pool" = "avg" }``) is
+  in the best set. Supported when one is (the verdict says how many matching cells share it);
+  contradicted when none is.
+
+The verdicts come from the same Holm family and the same fit as the effects table (fmlab.stats).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .stats import VERDICTS, effect_terms, higher_is_better
+
+KINDS = ("effect", "negligible", "best")
+DIRECTIONS = ("better", "worse")
+CLAIM_VERDICTS = ("supported", "contradicted", "undecided")
+
+
+class ClaimError(ValueError):
+    """A bad [[claims]] entry; the message names the claim and the key (the caller adds the file)."""
+
+
+def term_names(factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid") -> list[str]:
+    """Every term a claim may name: grid effects and two-way interactions, or 'ARM vs baseline'."""
+    if design == "arms":
+        return [f"{a} vs {baseline['arm']}" for a in factors["arm"] if a != baseline["arm"]]
+    return [name for name, _, _ in effect_terms(factors, baseline, interactions=True)]
+
+
+def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid",
+                 label: Any = str) -> list[dict[str, Any]]:  # fmt: skip
+    """Check [[claims]] against the study's factors (level labels) and baseline; returns plain dicts
+    (text, kind, term | cell, direction). label maps a TOML value to its level label."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
+        raise ClaimError("[[claims]] must be an array of tables, e.g. [[claims]] text = \"...\" kind = \"effect\"")
+    names = term_names(factors, baseline, design)
+    out = []
+    for i, c in enumerate(raw, 1):
+        where = f"[[claims]] #{i}"
+        allowed = {"text", "kind", "term", "direction", "cell"}
+        for k in c:
+            if k not in allowed:
+                raise ClaimError(f"{where}: unknown key '{k}'; allowed: {', '.join(sorted(allowed))}")
+        text, kind = c.get("text"), c.get("kind")
+        if not isinstance(text, str) or not text.strip():
+            raise ClaimError(f"{where}: key 'text': a non-empty string is required (what the claim says)")
+        if kind not in KINDS:
+            raise ClaimError(f"{where} ({text!r}): key 'kind': bad value {kind!r}; allowed: {', '.join(KINDS)}")
+        claim: dict[str, Any] = {"text": text, "kind": kind}
+        if kind == "best":
+            cell = c.get("cell")
+            if not isinstance(cell, dict) or not cell or "term" in c or "direction" in c:
+                raise ClaimError(f"{where} ({text!r}): kind 'best' takes key 'cell' (a table of factor = level, "
+                                 "e.g. cell = { \"model.pool\" = \"avg\" }) and no 'term' or 'direction'")  # fmt: skip
+            want = {}
+            for f, v in cell.items():
+                if f not in factors:
+                    raise ClaimError(f"{where} ({text!r}): key 'cell': unknown factor '{f}'; the study's factors: "
+                                     f"{', '.join(factors)}")  # fmt: skip
+                lv = label(v)
+                if lv not in factors[f]:
+                    raise ClaimError(f"{where} ({text!r}): key 'cell': {f} = {v!r} is not a level; levels: "
+                                     f"{', '.join(factors[f])}")  # fmt: skip
+                want[f] = lv
+            claim["cell"] = want
+        else:
+            term = c.get("term")
+            if term not in names:
+                near = [n for n in names if isinstance(term, str) and term.split(":")[0] in n][:4]
+                raise ClaimError(f"{where} ({text!r}): key 'term': {term!r} is not an effect this study estimates; "
+                                 f"e.g. {'; '.join(near or names[:4])}")  # fmt: skip
+            claim["term"] = term
+            if kind == "effect":
+                if c.get("direction") not in DIRECTIONS:
+                    raise ClaimError(f"{where} ({text!r}): key 'direction': bad value {c.get('direction')!r}; "
+                                     f"allowed: {', '.join(DIRECTIONS)} (in the selection metric's sense)")  # fmt: skip
+                claim["direction"] = c["direction"]
+            elif "direction" in c or "cell" in c:
+                raise ClaimError(f"{where} ({text!r}): kind 'negligible' takes only 'term'")
+        out.append(claim)
+    return out
+
+
+def _effect_verdict(claim: dict[str, Any], r: pd.Series | None, metric: str) -> tuple[str, str]:
+    if r is None:
+        return "undecided", "not estimated from these trials"
+    v = str(r["verdict"])
+    est = float(r["estimate"])
+    if not np.isfinite(est) or v not in VERDICTS:
+        return "undecided", v
+    good = (est > 0) == higher_is_better(metric)
+    way = "better" if good else "worse"
+    if claim["kind"] == "negligible":
+        if v in (VERDICTS[1], VERDICTS[2]):
+            return "supported", v
+        return ("contradicted", f"matters ({way})") if v == VERDICTS[0] else ("undecided", v)
+    if v == VERDICTS[0]:
+        return ("supported", f"matters ({way})") if way == claim["direction"] else \
+            ("contradicted", f"matters the other way ({way})")  # fmt: skip
+    if v == VERDICTS[1]:
+        return "contradicted", f"real ({way}) but smaller than the smallest effect that matters"
+    if v == VERDICTS[2]:
+        return "contradicted", v
+    return "undecided", v
+
+
+def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metric: str, x_text: str,
+                 best: dict[str, Any] | None, cells: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each claim with its verdict, the reason and the evidence (the effect's estimate and CI or the
+    matching cells in the best set). tables: the effects and interactions of the selection metric."""
+    rows = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else None
+    by_term = {r["term"]: r for _, r in rows.iterrows()} if rows is not None else {}
+    out = []
+    for c in claims:
+        res = dict(c)
+        if c["kind"] == "best":
+            if best is None or not len(cells):
+                res.update(verdict="undecided", why="no best set (too few complete trials)")
+            else:
+                match = cells
+                for f, lv in c["cell"].items():
+                    match = match[match[f].astype(str) == lv]
+                names = set(match["cell"])
+                inside = [n for n in best["set"] if n in names]
+                if not names:
+                    res.update(verdict="undecided", why="no complete trial in a matching cell yet")
+                elif inside:
+                    res.update(verdict="supported", why=f"{len(inside)} matching cell(s) of {len(names)} in the best "
+                               f"set of {len(best['set'])}; best: {best['best']}")  # fmt: skip
+                else:
+                    res.update(verdict="contradicted", why=f"none of {len(names)} matching cell(s) in the best set "
+                               f"of {len(best['set'])}; best: {best['best']}")  # fmt: skip
+        else:
+            r = by_term.get(c["term"])
+            verdict, why = _effect_verdict(c, r, metric)
+            res.update(verdict=verdict, why=why.replace("X", x_text))
+            if r is not None and np.isfinite(r["estimate"]):
+                res.update(estimate=float(r["estimate"]), lo=float(r["lo"]), hi=float(r["hi"]), df=float(r["df"]),
+                           p_holm=float(r["p_holm"]))  # fmt: skip
+        out.append(res)
+    return out
