@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .diagnostics import Diagnostics, apply_transform, diagnose, limit_lines
 from .stats import MIN_EFFECT, VERDICTS, Fit, best_set, effects_table, fit_model, holm_verdicts
 from .stats import higher_is_better as higher_is_better
 
@@ -110,6 +111,7 @@ class Analysis:
     min_effect: dict[str, float] = field(default_factory=lambda: dict(MIN_EFFECT))
     best: dict[str, Any] | None = None  # fmlab.stats.best_set: best, set, method, note, cells
     model_note: str = ""  # the fitted model, its residual df
+    diagnostics: Diagnostics | None = None  # residual checks, outliers, seed-level check (fmlab.diagnostics)
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
@@ -281,6 +283,7 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
         raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.analysis.analyse for the contract")
     if select not in t.columns:
         raise ValueError(f"trials table has no {select!r} column (the selection metric)")
+    t, transform_notes = apply_transform(t, meta, select)  # [analysis] transform = "log": log(loss) throughout
     for f in factors:
         is_bool = all(isinstance(v, (bool, np.bool_)) for v in meta["factors"][f])
         labels = t[f].map(lambda v, b=is_bool: level_label(v, b))
@@ -322,6 +325,8 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
                 for _, r in t[t["state"] != "COMPLETE"].iterrows()]  # fmt: skip
     a.warnings = _warnings(a, budget)
+    a.diagnostics = diagnose(fit, done, select, eff, factors, notes=transform_notes)
+    a.warnings += transform_notes + limit_lines(a.diagnostics)
     a.findings = grouped_findings([eff, inter], select, x, tab)
     if best is not None:
         a.findings.insert(0, best_line(best))
