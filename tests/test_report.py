@@ -232,7 +232,8 @@ def _not_blank(png: bytes) -> float:
 def test_report_files(built):
     out, trials, rep = built
     for name in ("index.html", "summary.md", "hiplot.html", "cells.png", "curves.png", "main_effects.png",
-                 "interactions.png", "confusion.png", "cells.csv", "effects.csv", "anova.csv"):  # fmt: skip
+                 "interactions.png", "confusion.png", "residuals.png", "cells.csv", "effects.csv",
+                 "anova.csv"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
     page = (out / "index.html").read_text()
     assert "quick: indicative only" in page and "s1-0max64" in page and "http" not in page
@@ -249,7 +250,7 @@ def test_pages_in_headless_chromium(built, tmp_path):
     with Browser() as b:
         b.open(out / "index.html")
         imgs = b.js("[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
-        assert len(imgs) == 6 and imgs[0][0] == "forest.png" and all(ok and w > 0 for _, ok, w in imgs), imgs
+        assert len(imgs) == 7 and imgs[0][0] == "forest.png" and all(ok and w > 0 for _, ok, w in imgs), imgs
         assert b.problems() == []
         shot = b.screenshot(tmp_path / "index.png").read_bytes()
         assert _not_blank(shot) > 10

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from .claims import check_claims
+from .diagnostics import Diagnostics, apply_transform, diagnose, limit_lines
 from .stats import MIN_EFFECT, VERDICTS, Fit, best_set, effects_table, fit_model, holm_verdicts
 from .stats import higher_is_better as higher_is_better
 
@@ -112,6 +113,7 @@ class Analysis:
     best: dict[str, Any] | None = None  # fmlab.stats.best_set: best, set, method, note, cells
     model_note: str = ""  # the fitted model, its residual df
     claims: list[dict[str, Any]] = field(default_factory=list)  # fmlab.claims.check_claims: each with its verdict
+    diagnostics: Diagnostics | None = None  # residual checks, outliers, seed-level check (fmlab.diagnostics)
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
@@ -283,6 +285,7 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
         raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.analysis.analyse for the contract")
     if select not in t.columns:
         raise ValueError(f"trials table has no {select!r} column (the selection metric)")
+    t, transform_notes = apply_transform(t, meta, select)  # [analysis] transform = "log": log(loss) throughout
     for f in factors:
         is_bool = all(isinstance(v, (bool, np.bool_)) for v in meta["factors"][f])
         labels = t[f].map(lambda v, b=is_bool: level_label(v, b))
@@ -324,6 +327,8 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
                 for _, r in t[t["state"] != "COMPLETE"].iterrows()]  # fmt: skip
     a.warnings = _warnings(a, budget)
+    a.diagnostics = diagnose(fit, done, select, eff, factors, notes=transform_notes)
+    a.warnings += transform_notes + limit_lines(a.diagnostics)
     a.findings = grouped_findings([eff, inter], select, x, tab)
     if best is not None:
         a.findings.insert(0, best_line(best))

@@ -34,6 +34,7 @@ from .analysis import (
     unit,
 )
 from .claims import check_claims
+from .diagnostics import apply_transform, diagnose, limit_lines
 from .stats import MIN_EFFECT, best_set, effects_table, fit_model, holm_verdicts
 
 BASELINE = "baseline"
@@ -145,6 +146,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
     if missing_cols:
         raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.arms.analyse_arms for the contract")
+    t, transform_notes = apply_transform(t, meta, select)
     t["arm"] = t["arm"].astype(str)
     stray = sorted(set(t["arm"]) - set(names))
     if stray:
@@ -180,6 +182,8 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
                 for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
     a.warnings = _warnings(a, budget) + notes
+    a.diagnostics = diagnose(fit, done, select, eff, ["arm"], notes=transform_notes)
+    a.warnings += transform_notes + limit_lines(a.diagnostics)
     tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
     a.findings = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
     m = int(eff["m_tests"].iloc[0]) if len(eff) and "m_tests" in eff else 0

@@ -258,3 +258,40 @@ def forest(a: Analysis, path: Path) -> Path | None:
     ax.legend(handles=handles, fontsize=7, loc="lower right", title="verdict (Holm)", title_fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path, a.label)
+
+
+def residuals(a: Analysis, path: Path) -> Path | None:
+    """The fitted model's residuals: against the fitted values (outliers named by trial id) and a normal
+    QQ plot; from the same fit the effects are contrasts of (fmlab.diagnostics)."""
+    from scipy import stats
+
+    from .diagnostics import OUTLIER
+
+    d = a.diagnostics
+    if d is None or len(d.residuals) < 3:
+        return None
+    plt = _plt()
+    r = d.residuals
+    out = r[np.isfinite(r["student"]) & (r["student"].abs() > OUTLIER)]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"wspace": 0.3})
+    ax.scatter(r["fitted"], r["resid"], s=14, color="#2b5d9c", alpha=0.8)
+    ax.scatter(out["fitted"], out["resid"], s=40, facecolors="none", edgecolors="#c0392b")
+    for _, o in out.iterrows():
+        ax.annotate(str(o["id"]), (o["fitted"], o["resid"]), fontsize=7, color="#c0392b", xytext=(4, 2),
+                    textcoords="offset points")  # fmt: skip
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"fitted {d.metric}")
+    ax.set_ylabel("residual")
+    ax.set_title(f"residuals vs fitted (circled: |studentized| > {OUTLIER:g})", fontsize=10)
+    ax.grid(alpha=0.3)
+    (osm, osr), (slope, icept, _) = stats.probplot(r["resid"].to_numpy(float), dist="norm")
+    bx.scatter(osm, osr, s=14, color="#2b5d9c", alpha=0.8)
+    bx.plot(osm, slope * osm + icept, color="black", lw=0.8)
+    bx.set_xlabel("normal quantile")
+    bx.set_ylabel("ordered residual")
+    from .analysis import fmt_p
+
+    sw = f"Shapiro-Wilk p {fmt_p(d.shapiro_p)}"
+    bx.set_title(f"normal QQ plot ({sw}, n = {len(r)})", fontsize=10)
+    bx.grid(alpha=0.3)
+    return _save(fig, path, a.label)

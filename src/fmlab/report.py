@@ -43,6 +43,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     plots += [("arm_effects", figures.arm_effects)] if a.design == "arms" else \
         [("forest", figures.forest), ("main_effects", figures.main_effects),
          ("interactions", figures.interactions)]  # fmt: skip
+    plots.append(("residuals", figures.residuals))
     for name, fn in plots:
         path = fn(a, out / f"{name}.png")
         if path:
@@ -57,9 +58,10 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     rep["best_set"] = best_set_dict(a)
     rep["min_effect"] = a.min_effect
     rep["claims"] = [{k: _clean(v) for k, v in c.items()} for c in a.claims]
+    rep["diagnostics"] = a.diagnostics.to_dict() if a.diagnostics is not None else None
     (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "effects", "best_set",
                                                                        "claims", "min_effect", "anova_note",
-                                                                       "counts")},
+                                                                       "counts", "diagnostics")},
                                                  indent=1, default=str))  # fmt: skip
     setup = setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup))
@@ -374,12 +376,13 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[l
     parts += ["## ANOVA", "", a.anova_note, ""]
     if a.anova is not None:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
+    parts += diagnostics_md(a, figs)
     if best:
         parts += [f"## Best trial {best['trial_id']} on the test set", "",
                   f"test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images", "",
                   _md_table(["class", "accuracy %"], [[c, f"{100 * v:.1f}"] for c, v in
                             zip(best["classes"], best["per_class_acc"], strict=True)]), ""]  # fmt: skip
-    parts += [f"![{FIG_TITLES[k]}]({v})" for k, v in figs.items()]
+    parts += [f"![{FIG_TITLES[k]}]({v})" for k, v in figs.items() if k not in ("residuals", "forest")]  # placed above
     return "\n".join(parts) + "\n"
 
 
@@ -461,6 +464,7 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
     parts.append(f"<h2>ANOVA</h2><p class='muted'>{_h(a.anova_note)}</p>")
     if a.anova is not None:
         parts.append(_html_table(ANOVA_HEADER, anova_rows(a)))
+    parts.append(diagnostics_html(a, figs))
     if best:
         parts.append(f"<h2>Best trial on the test set</h2><p>Trial <code>{_h(best['trial_id'])}</code> (chosen on "
                      f"{_h(a.select)}): test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images.</p>"
@@ -482,3 +486,68 @@ def _arms_html(a: Analysis, figs: dict[str, str]) -> list[str]:
             _figure(figs, "cells"), _figure(figs, "curves"),
             "<h2>Arms: what each changes from the baseline</h2>"
             + _html_table(["arm", "changes"], farms.definition_rows(a))]  # fmt: skip
+
+
+# ---------------------------------------------------------------- diagnostics (fmlab.diagnostics)
+
+FIG_TITLES["residuals"] = "The fitted model's residuals: against the fitted values, and a normal QQ plot"
+DIAG_READ = ("A p-value under 0.05 puts the assumption in doubt (with many trials these tests flag small "
+             "departures too): read the CIs with care; when the spread grows with the mean, try "
+             '[analysis] transform = "log".')  # fmt: skip
+
+
+def diagnostic_rows(a: Analysis) -> list[list[str]]:
+    """The residual tests and outliers as (check, result) rows."""
+    d = a.diagnostics
+    if d is None:
+        return []
+    outl = "; ".join(f"{o['id']} ({o['cell']}, seed {o['seed']}, {o['student']:+.1f})" for o in d.outliers)
+    return [["model", d.model], ["Shapiro-Wilk (normal residuals)", f"p {fmt_p(d.shapiro_p)} (n = {len(d.residuals)})"],
+            [f"Brown-Forsythe (equal spread; {d.bf_by})", f"p {fmt_p(d.bf_p)}"],
+            ["trials with |externally studentized residual| > 4", outl or "none"]]  # fmt: skip
+
+
+def seed_header(a: Analysis) -> list[str]:
+    u = unit(a.select)[1]
+    return ["comparison", f"model effect{u}", "model Holm p", f"seed-paired effect{u}", "95% CI", "df", "Holm p",
+            "agree"]  # fmt: skip
+
+
+def seed_rows(a: Analysis) -> list[list[str]]:
+    d = a.diagnostics
+    if d is None or not len(d.seed_check):
+        return []
+    m = a.select
+    return [[r["term"], fmt_effect(r["model_estimate"], m), fmt_p(r["model_p_holm"]).lstrip("= "),
+             fmt_effect(r["estimate"], m), f"[{fmt_effect(r['lo'], m, False)}, {fmt_effect(r['hi'], m, False)}]",
+             str(int(r["df"])), fmt_p(r["p_holm"]).lstrip("= "), "yes" if r["agree"] else "NO"]
+            for _, r in d.seed_check.iterrows()]  # fmt: skip
+
+
+def diagnostics_md(a: Analysis, figs: dict[str, str]) -> list[str]:
+    d = a.diagnostics
+    if d is None:
+        return ["## Diagnostics", "", "No fitted model: nothing to check.", ""]
+    parts = ["## Diagnostics", "", DIAG_READ, "", _md_table(["check", "result"], diagnostic_rows(a)), ""]
+    if "residuals" in figs:
+        parts += [f"![{FIG_TITLES['residuals']}]({figs['residuals']})", ""]
+    parts += [f"Seed-level check: {d.seed_note}.", ""]
+    if len(d.seed_check):
+        parts += [_md_table(seed_header(a), seed_rows(a)), ""]
+    parts += [*[f"- **{s}**" for s in d.disagreements], *[f"- {n}" for n in d.notes]]
+    return parts + ([""] if d.disagreements or d.notes else [])
+
+
+def diagnostics_html(a: Analysis, figs: dict[str, str]) -> str:
+    d = a.diagnostics
+    if d is None:
+        return "<h2>Diagnostics</h2><p class='muted'>No fitted model: nothing to check.</p>"
+    parts = ["<h2>Diagnostics</h2>", f"<p class='muted'>{_h(DIAG_READ)}</p>",
+             _html_table(["check", "result"], diagnostic_rows(a)), _figure(figs, "residuals"),
+             f"<p>Seed-level check: {_h(d.seed_note)}.</p>"]  # fmt: skip
+    if len(d.seed_check):
+        parts.append(_html_table(seed_header(a), seed_rows(a)))
+    items = [f"<li><b>{_h(s)}</b></li>" for s in d.disagreements] + [f"<li>{_h(n)}</li>" for n in d.notes]
+    if items:
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    return "\n".join(parts)

@@ -75,7 +75,8 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
             # the spec is the last swept budget's: its finding/label apply only to that budget
             "finding": bool(spec.get("finding")) and spec.get("budget") == budget,
             "budget_note": spec.get("budget_note", "") if spec.get("budget") == budget else "",
-            "min_effect": spec.get("min_effect", {}), "claims": spec.get("claims", [])}  # fmt: skip
+            "min_effect": spec.get("min_effect", {}), "claims": spec.get("claims", []),
+            "transform": spec.get("transform", "none")}  # fmt: skip
     if meta["design"] == "arms":
         from .study import BASELINE
 

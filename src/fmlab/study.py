@@ -70,6 +70,7 @@ class Study:
 
     min_effect: dict[str, float] = field(default_factory=dict)  # [analysis] min_effect (over the defaults)
     claims: tuple[dict[str, Any], ...] = ()  # [[claims]], checked (fmlab.claims)
+    transform: str = "none"  # [analysis] transform: "log" analyses log(loss) (fmlab.diagnostics)
 
     @property
     def label(self) -> str:
@@ -113,7 +114,7 @@ class Study:
                 "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
                 "arms": self.arms, "budget": self.budget, "overrides": self.overrides, "finding": self.finding,
                 "budget_note": self.budget_note, "min_effect": self.min_effect,
-                "claims": list(self.claims)}  # fmt: skip
+                "claims": list(self.claims), "transform": self.transform}  # fmt: skip
 
 
 def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
@@ -125,6 +126,7 @@ def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
 
 
 MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
+TRANSFORMS = ("none", "log")  # as fmlab.diagnostics.TRANSFORMS (kept here so study files load light)
 
 
 def _analysis(p: Path, doc: dict[str, Any]) -> dict[str, float]:
@@ -133,8 +135,8 @@ def _analysis(p: Path, doc: dict[str, Any]) -> dict[str, float]:
     if not isinstance(an, dict):
         raise StudyError(f"{p}: [analysis] must be a table, e.g. [analysis] min_effect = {{ val_loss = 0.01 }}")
     for k in an:
-        if k != "min_effect":
-            raise StudyError(f"{p}: [analysis] unknown key '{k}'; allowed: min_effect")
+        if k not in ("min_effect", "transform"):
+            raise StudyError(f"{p}: [analysis] unknown key '{k}'; allowed: min_effect, transform")
     me = an.get("min_effect", {})
     if not isinstance(me, dict):
         raise StudyError(f"{p}: [analysis] key 'min_effect': bad value {me!r}; expected a table like "
@@ -170,6 +172,15 @@ def _claims(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[st
         return tuple(parse_claims(doc["claims"], levels, baseline, design, level_label))
     except ClaimError as e:
         raise StudyError(f"{p}: {e}") from None
+
+
+def _transform(p: Path, doc: dict[str, Any]) -> str:
+    """[analysis] transform = "log" (loss metrics analysed as log(loss)) or "none" (the default)."""
+    an = doc.get("analysis", {})
+    t = an.get("transform", "none") if isinstance(an, dict) else "none"
+    if t not in TRANSFORMS:
+        raise StudyError(f"{p}: [analysis] key 'transform': bad value {t!r}; allowed: {', '.join(TRANSFORMS)}")
+    return str(t)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -303,7 +314,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
     study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
                   base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
                   finding=finding, budget_note=note, min_effect=_analysis(p, doc),
-                  claims=_claims(p, doc, base, factors, arms))  # fmt: skip
+                  claims=_claims(p, doc, base, factors, arms), transform=_transform(p, doc))  # fmt: skip
     for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
         try:
             with_overrides(Config(), {**base, **changes, **chosen})
