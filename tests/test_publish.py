@@ -157,3 +157,7 @@ def test_committed_results_regenerate(run_json, tmp_path):
     for t in ("cells.csv", "effects.csv"):
         if (d / t).exists():
             assert (tmp_path / "rep" / t).read_text() == (d / t).read_text(), t
+    from fmlab import study as fstudy  # the published summary follows the study file's claims
+
+    claims = fstudy.load(REPO / run["study_file"], run["budget"]).claims
+    assert [c["text"] for c in json.loads((d / "summary.json").read_text())["claims"]] == [c["text"] for c in claims]

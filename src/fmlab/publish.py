@@ -140,6 +140,7 @@ def publish(study_file: str | Path, budget: str, store: str | Path, out: str | P
             raise StoreError(f"{store}: study '{st.name}' has no trials under budget '{st.budget}'; "
                              f"run 'fmlab sweep {study_file} --budget {st.budget}' first")  # fmt: skip
         recs = {r["id"]: r for r in s.records(st.name, st.budget)}
+        s.record_study(st)  # the report follows the study file's analysis keys (claims, min_effect, transform)
     complete = [recs[i] for i in planned if i in recs and recs[i]["state"] == "COMPLETE"]
     failed = [i for i in planned if i in recs and recs[i]["state"] == "FAILED"]
     h = StoreHandle(store).study(st.name, st.budget)

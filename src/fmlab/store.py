@@ -176,16 +176,28 @@ class Store:
                                "WHERE id = ? AND state = ?", (State.WAITING, tid, State.RUNNING))  # fmt: skip
         return stale
 
+    def record_study(self, study: Any, db: sqlite3.Connection | None = None) -> None:
+        """Write the study's row (description, factors, spec: what the analysis reads, e.g. claims and
+        min_effect) from its file; trials are untouched. plan() calls it; so does publish, so that a
+        report follows the study file's current analysis keys."""
+        now = time.time()
+        args = (study.name, study.description, study.path, study.select, _j(_columns(study)), _j(study.spec()),
+                now, now)
+        sql = ("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+               "description=excluded.description, path=excluded.path, select_metric=excluded.select_metric, "
+               "factors=excluded.factors, spec=excluded.spec, updated=excluded.updated")
+        if db is not None:
+            db.execute(sql, args)
+            return
+        with self.tx() as tx:
+            tx.execute(sql, args)
+
     def plan(self, study: Any, trials: list[Any], *, retry_failed: bool = False) -> Plan:
         """Record the study and its trials (WAITING when new), recover stale rows; say what is left."""
         now = time.time()
         ids = [t.id for t in trials]
         with self.tx() as db:
-            db.execute("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
-                       "description=excluded.description, path=excluded.path, select_metric=excluded.select_metric, "
-                       "factors=excluded.factors, spec=excluded.spec, updated=excluded.updated",
-                       (study.name, study.description, study.path, study.select, _j(_columns(study)),
-                        _j(study.spec()), now, now))  # fmt: skip
+            self.record_study(study, db)
             for t in trials:
                 db.execute("INSERT OR IGNORE INTO trials (id, config, seed, state, created) VALUES (?,?,?,?,?)",
                            (t.id, _j(t.config.to_dict()), t.seed, State.WAITING.value, now))  # fmt: skip
