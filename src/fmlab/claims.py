@@ -149,7 +149,7 @@ def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metri
         else:
             r = by_term.get(c["term"])
             verdict, why = _effect_verdict(c, r, metric)
-            res.update(verdict=verdict, why=why.replace("X", x_text))
+            res.update(verdict=verdict, why=f"the effect's verdict: {why.replace('X', x_text)}")
             if r is not None and np.isfinite(r["estimate"]):
                 res.update(estimate=float(r["estimate"]), lo=float(r["lo"]), hi=float(r["hi"]), df=float(r["df"]),
                            p_holm=float(r["p_holm"]))  # fmt: skip

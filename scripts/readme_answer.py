@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""The README's "What the study found" section, built from results/ (summary.json, run.json, best/).
+
+    scripts/readme_answer.py            print the section
+    scripts/readme_answer.py --write    replace it in README.md (between the answer markers)
+    scripts/readme_answer.py --check    exit 1 when README.md differs from results/ (the test runs this)
+
+Each published folder gives: its budget label, trials done of planned, seeds, hardware, the best set, the
+effects that matter with CIs, the claims with verdicts, the best trial's test accuracy, and the commands
+that reproduce it. Study files with a `full` budget and no results/<study>-full/ are listed as not yet run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- answer:begin (scripts/readme_answer.py --write) -->", "<!-- answer:end -->"
+
+
+def _fmt(v: float, metric: str, signed: bool = True) -> str:
+    k, d = (100, 2) if metric.endswith("acc") else (1, 4)
+    return f"{k * v:{'+' if signed else ''}.{d}f}"
+
+
+def _unit(metric: str) -> str:
+    return " pts" if metric.endswith("acc") else ""
+
+
+def folder_lines(d: Path) -> list[str]:
+    run = json.loads((d / "run.json").read_text())
+    summ = json.loads((d / "summary.json").read_text())
+    c, sel, hw = run["counts"], run["select"], run["hardware"]
+    seeds = ", ".join(str(s) for s in run["seeds"])
+    hard = f"{'/'.join(hw.get('device') or ['?'])} ({'/'.join(hw.get('device_name') or ['?'])}), " \
+           f"{'/'.join(hw.get('threads') or ['?'])} thread(s), torch {'/'.join(hw.get('torch') or ['?'])}"  # fmt: skip
+    state = "complete" if c["complete"] == c["planned"] else f"**in progress: {c['complete']} of {c['planned']} " \
+        f"trials COMPLETE** ({c['failed']} failed, {c['missing']} not yet run)"  # fmt: skip
+    out = [f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}): {state}; "
+           f"{run['wall_s'] / 3600:.1f} h of training summed over trials, each on {hard}; published "
+           f"{run['published'][:10]} at commit {str(run['commit'])[:7]}.", ""]  # fmt: skip
+    b = summ.get("best_set")
+    if b:
+        others = len(b["set"]) - 1
+        out.append(f"- Best cell by {sel}: {b['best']}; {others} other cell(s) not distinguishable from it "
+                   f"(Hsu's MCB, 95% simultaneous, df {b['df']:.0f}).")  # fmt: skip
+    eff = [e for e in summ["effects"] if e.get("metric", sel) == sel]
+    matters = sorted((e for e in eff if e["verdict"] == "matters"), key=lambda e: -abs(e["estimate"]))
+    for e in matters:
+        out.append(f"- Matters: {e['term']}: {_fmt(e['estimate'], sel)}{_unit(sel)} [{_fmt(e['lo'], sel, False)}, "
+                   f"{_fmt(e['hi'], sel, False)}] in {sel} (df {e['df']:.0f}, Holm p {e['p_holm']:.2g}).")  # fmt: skip
+    rest: dict[str, int] = {}
+    for e in eff:
+        if e["verdict"] != "matters":
+            rest[e["verdict"]] = rest.get(e["verdict"], 0) + 1
+    if rest:
+        x = summ.get("min_effect", {}).get(sel)
+        xs = f"{_fmt(x, sel, False)}{_unit(sel)}" if x is not None else "X"
+        out.append("- Other effects: " + "; ".join(f"{n} {v.replace('X', xs)}" for v, n in rest.items()) + ".")
+    for cl in summ.get("claims", []):
+        out.append(f"- Claim \"{cl['text']}\": **{cl['verdict']}** ({cl['why']}).")
+    best = d / "best" / "trial.json"
+    if best.exists():
+        tj = json.loads(best.read_text())
+        m = tj.get("metrics", {})
+        out.append(f"- Best trial {tj['trial_id']} (chosen on {sel}): test accuracy {100 * m['test_acc']:.2f}% "
+                   f"(one trial, evaluated only), {tj.get('n_params', 0):,} parameters; "
+                   f"`fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`.")  # fmt: skip
+    rel = d.relative_to(ROOT).as_posix()
+    out.append(f"- Reproduce or resume: `fmlab import {rel}` then `fmlab sweep {run['study_file']} --budget "
+               f"{run['budget']}` (runs only what the folder lacks), then `fmlab publish {run['study_file']} "
+               f"--budget {run['budget']}`; the report: `fmlab report {run['study']} --budget {run['budget']}`.")
+    return out
+
+
+def section(root: Path = ROOT) -> str:
+    lines = [BEGIN, "## What the study found", ""]
+    folders = sorted(p.parent for p in (root / "results").glob("*/run.json"))
+    for d in folders:
+        lines += folder_lines(d) + [""]
+    if not folders:
+        lines += ["Nothing is published in results/ yet.", ""]
+    unrun = []
+    for f in sorted((root / "studies").glob("*.toml")):
+        doc = tomllib.loads(f.read_text())
+        if "full" in doc.get("budgets", {}) and not (root / "results" / f"{doc['name']}-full").exists():
+            unrun.append(f"`fmlab sweep studies/{f.name} --budget full`")
+    if unrun:
+        lines += ["Not yet run (GPU jobs: `scripts/gpu_answers.sh` runs them in order, time-bounded): "
+                  + ", ".join(unrun) + ".", ""]  # fmt: skip
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help="replace the section in README.md")
+    g.add_argument("--check", action="store_true", help="exit 1 when README.md's section is out of date")
+    args = ap.parse_args()
+    new = section()
+    if not (args.write or args.check):
+        print(new)
+        return 0
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"{readme}: no answer markers; add the lines {BEGIN!r} and {END!r} where the section goes",
+              file=sys.stderr)
+        return 1
+    head, rest = text.split(BEGIN, 1)
+    cur = BEGIN + rest.split(END, 1)[0] + END
+    if args.check:
+        if cur != new:
+            print(f"{readme}: 'What the study found' is out of date with results/; run scripts/readme_answer.py "
+                  "--write", file=sys.stderr)  # fmt: skip
+            return 1
+        return 0
+    readme.write_text(head + new + rest.split(END, 1)[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
