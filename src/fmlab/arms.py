@@ -29,6 +29,7 @@ from .analysis import (
     fmt_p,
     higher_is_better,
     min_effects,
+    seed_plan,
     study_budget_label,
     unit,
 )
@@ -187,6 +188,10 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                           f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
     if best is not None:
         a.findings.insert(0, best_line(best))
+    if fit is not None and len(eff):  # the planned grid: baseline and the arms with trials of their own
+        levels = {"arm": [BASELINE, *[m["level"] for m in fit.meta]]}
+        rows = eff.assign(key="arm: " + eff["arm"].astype(str) + f" vs {BASELINE}")
+        a.plan = seed_plan(fit, [rows], levels, {"arm": BASELINE}, counts["seeds"], me.get(select), best, select)
     return a
 
 
