@@ -158,12 +158,12 @@ def plan_seeds(fit: Fit, rows: pd.DataFrame, factors: dict[str, list[str]], base
     """The study's seed plan (JSON-safe dict). rows: its effects table (term, kind, estimate, se, verdict,
     m_tests; optional column key: the contrast's name in the fit when term differs). factors/baseline:
     the planned grid (level labels). best: fmlab.stats.best_set's dict."""
-    m = int(rows["m_tests"].dropna().iloc[0]) if "m_tests" in rows and rows["m_tests"].notna().any() else 1
-    alpha = ALPHA / max(m, 1)
-    inter = any(mm["kind"] == "interaction" for mm in fit.meta)
-    grid = grid_factors(factors, fit, baseline)
-    v1, cells, rank = per_seed_variance(grid, {f: v[0] for f, v in grid.items()}, inter)
-    delta_now = detectable_delta(fit.df_resid, alpha)
+    m_now = int(rows["m_tests"].dropna().iloc[0]) if "m_tests" in rows and rows["m_tests"].notna().any() else 1
+    grid = grid_factors(factors, fit, baseline)  # analysed as a full grid is: the two-way model where it fits
+    v1, cells, rank = per_seed_variance(grid, {f: v[0] for f, v in grid.items()}, True)
+    m = 2 * len(v1)  # the planned family: every contrast of the full grid, its test of 0 and its TOST
+    alpha = ALPHA / m
+    delta_now = detectable_delta(fit.df_resid, ALPHA / max(m_now, 1))
     out = []
     for _, r in rows.iterrows():
         key = r.get("key", r["term"]) if "key" in rows else r["term"]
@@ -177,12 +177,14 @@ def plan_seeds(fit: Fit, rows: pd.DataFrame, factors: dict[str, list[str]], base
         out.append(e)
     plan = {"metric": str(rows["metric"].iloc[0]) if "metric" in rows and len(rows) else "",
             "sigma": fit.sigma, "df": fit.df_resid, "n_seeds": int(n_seeds), "power": POWER, "family_alpha": ALPHA,
-            "m_tests": m, "alpha": alpha, "min_effect": x, "cells": cells, "rank": rank, "cap": cap,
+            "m_tests": m, "alpha": alpha, "m_tests_now": m_now, "alpha_now": ALPHA / max(m_now, 1),
+            "min_effect": x, "cells": cells, "rank": rank, "cap": cap,
             "effects": out, "best": _best_plan(best, cells, cap, higher),
             "method": (f"two-sided t-test at alpha = {ALPHA}/{m} = {alpha:.2g} (Bonferroni: Holm's first, "
-                       f"strictest step over the family of {m} tests), {POWER:.0%} power from the noncentral t "
-                       f"with the model's df; more seeds = every planned cell at n seeds, SE from each contrast's "
-                       f"l (X'X)^-1 l' in that design, df = n x {cells} cells - {rank} - (n - 1)")}  # fmt: skip
+                       f"strictest step over the planned grid's family of {m} tests), {POWER:.0%} power from the "
+                       f"noncentral t with the model's df; more seeds = every planned cell at n seeds, SE from "
+                       f"each contrast's l (X'X)^-1 l' in that design, df = n x {cells} cells - {rank} "
+                       "- (n - 1)")}  # fmt: skip
     return plan
 
 
@@ -231,10 +233,14 @@ def _span(vals: list[float], scale: float, u: str) -> str:
     return _fmt(lo, scale) + ("" if _fmt(lo, scale) == _fmt(hi, scale) else f" to {_fmt(hi, scale)}") + u
 
 
-def needs_text(e: dict[str, Any], cap: int = CAP) -> str:
-    if e["seeds_needed"] is None:
+def needs_text(e: dict[str, Any], cap: int = CAP, have: int | None = None) -> str:
+    """'<term> needs ~K seeds (route)'; have: the seeds planned, to say when they already suffice."""
+    k = e["seeds_needed"]
+    if k is None:
         return f"{e['term']}: more than {cap} seeds"
-    return f"{e['term']} needs ~{e['seeds_needed']} seeds ({e['route']})"
+    if have is not None and k <= have:
+        return f"{e['term']}: ~{k} seeds suffice, within the {have} planned, once every cell has them ({e['route']})"
+    return f"{e['term']} needs ~{k} seeds ({e['route']})"
 
 
 def plan_lines(plan: dict[str, Any], n: int | None = None, scale: float = 1.0, u: str = "") -> list[str]:
@@ -250,12 +256,12 @@ def plan_lines(plan: dict[str, Any], n: int | None = None, scale: float = 1.0, u
              f"How: {plan['method']}."]  # fmt: skip
     now = [e["mde_now"] for e in plan["effects"] if e["kind"] in ("main", "arm")]
     if any(v is not None for v in now):
-        lines.append(f"From the trials as they are (df {plan['df']:.0f}): {_span(now, scale, u)} for "
-                     f"{'arms' if 'arm' in kinds.values() else 'main effects'}.")  # fmt: skip
+        lines.append(f"From the trials as they are (df {plan['df']:.0f}, alpha = {ALPHA}/{plan['m_tests_now']}): "
+                     f"{_span(now, scale, u)} for {'arms' if 'arm' in kinds.values() else 'main effects'}.")
     und = [e for e in plan["effects"] if e["verdict"] == "undecided" and e["estimate"] is not None]
     if und:
         lines.append("Undecided, taking today's estimate as the truth, seeds of every cell for an 80% chance of a "
-                     "verdict: " + "; ".join(needs_text(e, plan["cap"]) for e in und) + ".")  # fmt: skip
+                     "verdict: " + "; ".join(needs_text(e, plan["cap"], n) for e in und) + ".")  # fmt: skip
     b = plan.get("best")
     if b and not b["already_one"]:
         k = f"~{b['seeds_needed']} seeds" if b["seeds_needed"] else f"more than {plan['cap']} seeds"
@@ -272,7 +278,7 @@ def dry_run_line(plan: dict[str, Any], n: int, scale: float = 1.0, u: str = "") 
     und = [e for e in plan["effects"] if e["verdict"] == "undecided" and e["estimate"] is not None]
     line = (f"with {n} seeds: smallest detectable main effect {_span(mains, scale, u)} on {plan['metric']} "
             f"({plan['power']:.0%} power, alpha {plan['alpha']:.2g})")  # fmt: skip
-    line += "; undecided: " + (", ".join(needs_text(e, plan["cap"]) for e in und) if und else "none")
+    line += "; undecided: " + (", ".join(needs_text(e, plan["cap"], n) for e in und) if und else "none")
     b = plan.get("best")
     if b and not b["already_one"]:
         k = f"~{b['seeds_needed']} seeds" if b["seeds_needed"] else f"more than {plan['cap']} seeds"
