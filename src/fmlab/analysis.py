@@ -114,6 +114,7 @@ class Analysis:
     model_note: str = ""  # the fitted model, its residual df
     claims: list[dict[str, Any]] = field(default_factory=list)  # fmlab.claims.check_claims: each with its verdict
     diagnostics: Diagnostics | None = None  # residual checks, outliers, seed-level check (fmlab.diagnostics)
+    plan: dict[str, Any] | None = None  # fmlab.power.plan_seeds: detectable effects, seeds to resolve
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
@@ -334,7 +335,23 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
         a.findings.insert(0, best_line(best))
     a.claims = check_claims(list(meta.get("claims") or []), [eff, inter], select,
                             fmt_effect(x, select, False) + unit(select)[1], best, cells)  # fmt: skip
+    a.plan = seed_plan(fit, [eff, inter], fac_levels, baseline, counts["seeds"], x, best, select)
     return a
+
+
+def seed_plan(fit: Fit | None, tabs: list[pd.DataFrame], factors: dict[str, list[str]], baseline: dict[str, str],
+              n_seeds: int, x: float, best: dict[str, Any] | None, select: str) -> dict[str, Any] | None:  # fmt: skip
+    """fmlab.power's seed plan for the selection metric's family of effects; None when nothing fits."""
+    from .power import plan_seeds
+
+    rows = [t for t in tabs if len(t)]
+    if fit is None or not rows:
+        return None
+    try:
+        return plan_seeds(fit, pd.concat(rows, ignore_index=True), factors, baseline, n_seeds, x, best,
+                          higher_is_better(select))  # fmt: skip
+    except (ValueError, np.linalg.LinAlgError):  # a grid the planner cannot fit: the report just omits the plan
+        return None
 
 
 def best_line(best: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from .analysis import (
     fmt_p,
     higher_is_better,
     min_effects,
+    seed_plan,
     study_budget_label,
     unit,
 )
@@ -196,6 +197,10 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     a.claims = check_claims(list(meta.get("claims") or []), [eff], select,
                             fmt_effect(me.get(select, MIN_EFFECT[select]), select, False) + unit(select)[1], best,
                             cells)  # fmt: skip
+    if fit is not None and len(eff):  # the planned grid: baseline and the arms with trials of their own
+        levels = {"arm": [BASELINE, *[m["level"] for m in fit.meta]]}
+        rows = eff.assign(key="arm: " + eff["arm"].astype(str) + f" vs {BASELINE}")
+        a.plan = seed_plan(fit, [rows], levels, {"arm": BASELINE}, counts["seeds"], me.get(select), best, select)
     return a
 
 

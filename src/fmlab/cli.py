@@ -286,6 +286,26 @@ class _SweepDisplay:
             self.panel = None
 
 
+def _power_line(store: Any, st: Any) -> str | None:
+    """The dry-run's seed plan from the trials the store already holds (fmlab.power), at the planned seeds;
+    None when they fit no model."""
+    import pandas as pd
+
+    from . import power
+    from .analysis import analyse, unit
+    from .results import report_inputs
+
+    try:
+        trials, epochs, meta = report_inputs(store, st.name, st.budget)
+        a = analyse(pd.DataFrame(trials), pd.DataFrame(epochs), meta)
+    except (FmlabError, KeyError, ValueError):  # a store too thin or too old to analyse: the plan still prints
+        return None
+    if a.plan is None:
+        return None
+    k, u = unit(a.select)
+    return f"{power.dry_run_line(a.plan, len(st.seeds), k, u)} (from {a.counts['complete']} COMPLETE trials)"
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     import signal
 
@@ -338,6 +358,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               + (f", RUNNING in another sweep: {n_run}" if n_run else ""))  # fmt: skip
         print(f"estimated time: <= {_fmt_secs(est)} on {where}, {threads} thread(s) each "
               f"(upper bound, every trial to max_epochs; speed {'from this store' if calib != 1.0 else 'assumed'})")
+        power_line = _power_line(store, st) if store and n_done else None
+        if power_line:
+            print(power_line)
         for t in todo:
             cell = _cell_text(t.cell)
             print(f"  {t.id}  seed {t.seed}  {cell}")

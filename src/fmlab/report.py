@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import arms as farms
 from . import figures
+from . import power as fpower
 from .analysis import Analysis, analyse, fmt_effect, fmt_p, unit
 
 TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_epoch", "train_s", "total_s", "n_params")
@@ -59,9 +60,10 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     rep["min_effect"] = a.min_effect
     rep["claims"] = [{k: _clean(v) for k, v in c.items()} for c in a.claims]
     rep["diagnostics"] = a.diagnostics.to_dict() if a.diagnostics is not None else None
+    rep["seeds_planned"] = a.plan
     (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "effects", "best_set",
                                                                        "claims", "min_effect", "anova_note",
-                                                                       "counts", "diagnostics")},
+                                                                       "counts", "diagnostics", "seeds_planned")},
                                                  indent=1, default=str))  # fmt: skip
     setup = setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup))
@@ -377,6 +379,7 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[l
     if a.anova is not None:
         parts += [_md_table(ANOVA_HEADER, anova_rows(a)), ""]
     parts += diagnostics_md(a, figs)
+    parts += plan_md(a)
     if best:
         parts += [f"## Best trial {best['trial_id']} on the test set", "",
                   f"test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images", "",
@@ -465,6 +468,7 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
     if a.anova is not None:
         parts.append(_html_table(ANOVA_HEADER, anova_rows(a)))
     parts.append(diagnostics_html(a, figs))
+    parts += plan_html(a)
     if best:
         parts.append(f"<h2>Best trial on the test set</h2><p>Trial <code>{_h(best['trial_id'])}</code> (chosen on "
                      f"{_h(a.select)}): test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images.</p>"
@@ -551,3 +555,42 @@ def diagnostics_html(a: Analysis, figs: dict[str, str]) -> str:
     if items:
         parts.append("<ul>" + "".join(items) + "</ul>")
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- seeds planned (fmlab.power)
+
+PLAN_HEADER = ["effect", "estimate", "verdict", "detectable now (80% power)", "seeds of every cell to resolve"]
+
+
+def plan_sentences(a: Analysis) -> list[str]:
+    if a.plan is None:
+        return []
+    k, u = unit(a.select)
+    return fpower.plan_lines(a.plan, scale=k, u=u)
+
+
+def plan_rows(a: Analysis) -> list[list[str]]:
+    if a.plan is None:
+        return []
+    rows = []
+    for e in a.plan["effects"]:
+        nan = lambda v: math.nan if v is None else v  # noqa: E731
+        need = "" if e["verdict"] != "undecided" or e["estimate"] is None else \
+            (f"~{e['seeds_needed']} ({e['route']})" if e["seeds_needed"] else f"more than {a.plan['cap']}")  # fmt: skip
+        rows.append([e["term"], fmt_effect(nan(e["estimate"]), a.select), e["verdict"],
+                     fmt_effect(nan(e["mde_now"]), a.select, False), need])  # fmt: skip
+    return rows
+
+
+def plan_md(a: Analysis) -> list[str]:
+    if a.plan is None:
+        return []
+    return ["## Seeds planned", "", *[f"- {s}" for s in plan_sentences(a)], "",
+            _md_table(PLAN_HEADER, plan_rows(a)), ""]  # fmt: skip
+
+
+def plan_html(a: Analysis) -> list[str]:
+    if a.plan is None:
+        return []
+    return ["<h2>Seeds planned</h2><ul>" + "".join(f"<li>{_h(s)}</li>" for s in plan_sentences(a)) + "</ul>"
+            + _html_table(PLAN_HEADER, plan_rows(a))]  # fmt: skip
