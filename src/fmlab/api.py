@@ -214,6 +214,15 @@ class StudyHandle:
         with _opened(self.store.path) as s:
             return results.export(s, self.name, out_dir, fmt, self.budget)
 
+    def tensorboard(self, logdir: str | Path) -> list[str]:
+        """One TensorBoard run per trial in logdir (epoch scalars, HParams), rewritten from the store;
+        returns the trial ids written (those with epochs or ended). Needs fmlab[tensorboard]."""
+        from . import tboard
+
+        tboard.require()
+        with _opened(self.store.path) as s:
+            return tboard.write_from_store(logdir, s, self.name, self.budget)
+
 
 # ---------------------------------------------------------------- running
 
@@ -241,9 +250,11 @@ def check_dataset(data_dir: str | Path | None = None) -> None:
 def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
               workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
               device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
-              on_update: Callable[[Progress], None] | None = None) -> StudyHandle:  # fmt: skip
+              on_update: Callable[[Progress], None] | None = None,
+              tensorboard: str | Path | None = None) -> StudyHandle:  # fmt: skip
     """Run a study file's trials into the store (resumes: COMPLETE trials are not redone), as
-    `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials())."""
+    `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials()).
+    tensorboard: a folder for one TensorBoard run per trial, written as epochs finish (fmlab[tensorboard])."""
     from . import study as fstudy
     from . import sweep
     from .env import RunOptions
@@ -252,15 +263,24 @@ def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] 
     st = fstudy.load(path, budget, seeds)
     workers, threads = sweep_slots(workers, threads)
     check_dataset(data_dir)
+    if tensorboard is not None:
+        from . import tboard
+
+        tboard.require()
     s = Store(Path(store))
+    board = None
     try:
         trials = st.trials()
         plan = s.plan(st, trials, retry_failed=retry_failed)
         todo = set(plan.todo)
         est = sweep.estimate_s([t for t in trials if t.id in todo], workers, threads, sweep.calibration(s, threads))
         opts = RunOptions(device=device, threads=threads, data_dir=data_dir)
-        sweep.run(s, st, plan, workers=workers, opts=opts, on_update=on_update or (lambda p: None), estimate=est)
+        board = tboard.for_sweep(tensorboard, st, s, plan) if tensorboard is not None else None
+        sweep.run(s, st, plan, workers=workers, opts=opts, on_update=on_update or (lambda p: None), estimate=est,
+                  board=board)  # fmt: skip
     finally:
+        if board is not None:
+            board.close()
         s.close()
     return StoreHandle(Path(store)).study(st.name, st.budget)
 

@@ -318,6 +318,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .store import Store
 
     trials = st.trials()
+    if args.tensorboard and not args.dry_run:  # before Ray or the store: a missing package changes nothing
+        from . import tboard
+
+        tboard.require()
     on_ray = args.executor == "ray"
     ex = None
     if on_ray:
@@ -369,6 +373,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         api.check_dataset(args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
+    board = tboard.for_sweep(args.tensorboard, st, store, plan) if args.tensorboard else None
     est = sweep.estimate_s([t for t in trials if t.id in set(plan.todo)], workers, threads,
                            sweep.calibration(store, threads))  # fmt: skip
     err(head)
@@ -384,13 +389,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     disp = _SweepDisplay(f"{st.name} ({st.label})", live=sys.stderr.isatty() and not args.plain)
     try:
         prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est,
-                         executor=ex)  # fmt: skip
+                         executor=ex, board=board)  # fmt: skip
     except KeyboardInterrupt:
         disp.close()
         err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
         return 130
     finally:
         disp.close()
+        if board is not None:
+            board.close()
+    if board is not None:
+        tb = args.tensorboard
+        err(f"TensorBoard: tensorboard --logdir {tb}" if board.error is None
+            else f"fmlab: TensorBoard output stopped ({board.error}); the store has every result; rewrite the "
+                 f"runs with fmlab results {st.name} --budget {st.budget} --tensorboard {tb}")  # fmt: skip
     recs = {r["id"]: r for r in store.records(st.name, st.budget)}
     planned = [recs[t.id] for t in trials]
     failed = [r for r in planned if r["state"] == "FAILED"]
@@ -476,7 +488,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from . import api
 
-    for p in api.open_store(_store_path(args)).study(args.study, args.budget).export(args.out, args.as_):
+    if not args.out and not args.tensorboard:
+        raise FmlabError("fmlab results: give --out DIR (tables), --tensorboard DIR, or both")
+    h = api.open_store(_store_path(args)).study(args.study, args.budget)
+    if args.tensorboard:
+        ids = h.tensorboard(args.tensorboard)
+        err(f"wrote {len(ids)} TensorBoard run(s) to {args.tensorboard}; view: tensorboard --logdir {args.tensorboard}")
+    for p in h.export(args.out, args.as_) if args.out else []:
         err(f"wrote {p}")
     return 0
 
@@ -689,6 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="print the plan and an estimate; run nothing")
     sw.add_argument("--retry-failed", action="store_true", help="rerun the study's FAILED trials")
     sw.add_argument("--plain", action="store_true", help="line-by-line progress even on a terminal")
+    sw.add_argument("--tensorboard", metavar="DIR", help="write one TensorBoard run per trial to DIR as epochs "
+                    "finish: scalars and HParams (needs pip install 'fmlab[tensorboard]')")
     add_run_args(sw)
     sw.set_defaults(func=cmd_sweep)
 
@@ -708,7 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("results", help="per-trial and per-epoch tables of a study")
     rs.add_argument("study")
-    rs.add_argument("--out", required=True, help="output folder (trials.csv, epochs.csv)")
+    rs.add_argument("--out", help="output folder (trials.csv, epochs.csv)")
+    rs.add_argument("--tensorboard", metavar="DIR", help="also (or instead) write one TensorBoard run per trial to "
+                    "DIR from the store, replacing earlier runs of these trials (needs fmlab[tensorboard])")
     rs.add_argument("--as", dest="as_", choices=["csv", "jsonl"], default="csv")
     rs.add_argument("--budget", help="which budget's trials (needed when the study has several)")
     rs.add_argument("--store", help=store_help)

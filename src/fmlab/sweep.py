@@ -104,9 +104,10 @@ class _Heartbeat(threading.Thread):
 
 def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOptions,
         on_update: Callable[[Progress], None] = lambda p: None, estimate: float = 0.0,
-        executor: executors.Executor | None = None) -> Progress:  # fmt: skip
+        executor: executors.Executor | None = None, board: Any = None) -> Progress:  # fmt: skip
     """Run the plan's WAITING trials (and any that become WAITING) on executor (default: `workers`
-    local processes, 0 = inline); returns the final progress. The executor is shut down at the end."""
+    local processes, 0 = inline); returns the final progress. The executor is shut down at the end.
+    board (a tboard.Board, optional) is handed each recorded epoch and result, after the store."""
     trials = {t.id: t for t in study.trials()}
     ids = plan.ids
     ex = executor or executors.make(workers)
@@ -146,6 +147,8 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
             else:
                 store.release([tid], error=f"{ev.error}; retrying (from its last saved epoch, if any)")
             prog.last = f"{tid}: {ev.error}"
+        if board is not None:
+            board.record(ev)
         if ev.kind != "epoch":
             prog.running.pop(tid, None)
             prog.events += 1
