@@ -63,6 +63,24 @@ class State(StrEnum):
     FAILED = "FAILED"
 
 
+W, R, C, F = State.WAITING, State.RUNNING, State.COMPLETE, State.FAILED
+# every trial state change goes through Store.transition, which refuses any pair not listed here
+TRANSITIONS: dict[tuple[State, State], str] = {
+    (W, R): "claim: a sweep takes a WAITING trial",
+    (R, C): "complete: its owner records the result",
+    (R, F): "fail: its owner records the error",
+    (R, W): "release (interrupted, retrying) or recover_stale (the owner is gone); resume state is kept",
+    (F, W): "plan(retry_failed=True): run a FAILED trial again from scratch",
+    (W, C): "import: a results folder brings a finished trial",
+    (F, C): "import: a results folder brings a finished trial",
+    (W, F): "import: a results folder brings a FAILED trial",
+}
+
+
+class TransitionError(StoreError):
+    """A state change the table does not allow (a bug in the caller, not bad input)."""
+
+
 @dataclass
 class Plan:
     """What a sweep will do: all planned ids, split by their state in the store."""
@@ -148,6 +166,23 @@ class Store:
 
     # ------------------------------------------------------------ planning and claiming
 
+    def transition(self, db: sqlite3.Connection, tid: str, to: State, frm: tuple[State, ...], *,
+                   owned: bool = False, **cols: Any) -> bool:
+        """The one place a trial's state changes: UPDATE the row from one of frm to to (and set cols) when it
+        is in one of frm (and, with owned, RUNNING under this process). False when the row is not in such a
+        state (another sweep took it, or it is gone); TransitionError for a pair TRANSITIONS lacks."""
+        bad = [f for f in frm if (f, to) not in TRANSITIONS]
+        if bad:
+            raise TransitionError(f"trial {tid}: {bad[0].value} -> {to.value} is not an allowed state change; "
+                                  f"allowed: {', '.join(f'{a}->{b}' for a, b in TRANSITIONS)}")  # fmt: skip
+        sets = ", ".join(f"{k}=?" for k in ("state", *cols))
+        where = f"id=? AND state IN ({','.join('?' * len(frm))})"
+        args: list[Any] = [to.value, *cols.values(), tid, *(f.value for f in frm)]
+        if owned:
+            where += " AND owner_host=? AND owner_pid=?"
+            args += [self.host, self.pid]
+        return db.execute(f"UPDATE trials SET {sets} WHERE {where}", args).rowcount == 1
+
     def _stale_ids(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
         now = time.time()
         rows = self.db.execute("SELECT id, owner_host, owner_pid, heartbeat FROM trials WHERE state = ?",
@@ -172,8 +207,7 @@ class Store:
         if stale:
             with self.tx() as db:
                 for tid in stale:
-                    db.execute("UPDATE trials SET state = ?, owner_host = NULL, owner_pid = NULL, heartbeat = NULL "
-                               "WHERE id = ? AND state = ?", (State.WAITING, tid, State.RUNNING))  # fmt: skip
+                    self.transition(db, tid, W, (R,), owner_host=None, owner_pid=None, heartbeat=None)
         return stale
 
     def record_study(self, study: Any, db: sqlite3.Connection | None = None) -> None:
@@ -206,8 +240,7 @@ class Store:
                            "SET cell=excluded.cell", (study.name, study.budget, t.id, _j(t.cell)))  # fmt: skip
             if retry_failed:
                 for tid in ids:
-                    if db.execute("UPDATE trials SET state=?, error=NULL, traceback=NULL, attempts=0 "
-                                  "WHERE id=? AND state=?", (State.WAITING.value, tid, State.FAILED.value)).rowcount:
+                    if self.transition(db, tid, W, (F,), error=None, traceback=None, attempts=0):
                         db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
                         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
         recovered = self.recover_stale(ids, mine_too=True)
@@ -240,10 +273,9 @@ class Store:
         now = time.time()
         with self.tx() as db:
             for tid in ids:
-                cur = db.execute("UPDATE trials SET state=?, owner_host=?, owner_pid=?, heartbeat=?, started=?, "
-                                 "attempts=attempts+1 WHERE id=? AND state=?",
-                                 (State.RUNNING, self.host, self.pid, now, now, tid, State.WAITING))  # fmt: skip
-                if cur.rowcount == 1:
+                n = db.execute("SELECT attempts FROM trials WHERE id=? AND state=?", (tid, W.value)).fetchone()
+                if n is not None and self.transition(db, tid, R, (W,), owner_host=self.host, owner_pid=self.pid,
+                                                heartbeat=now, started=now, attempts=(n[0] or 0) + 1):  # fmt: skip
                     return tid
         return None
 
@@ -251,9 +283,6 @@ class Store:
         with self.tx() as db:
             db.execute("UPDATE trials SET heartbeat=? WHERE state=? AND owner_host=? AND owner_pid=?",
                        (time.time(), State.RUNNING.value, self.host, self.pid))  # fmt: skip
-
-    def _mine(self) -> str:
-        return f"id=? AND state='{State.RUNNING.value}' AND owner_host=? AND owner_pid=?"
 
     def add_epoch(self, tid: str, row: dict[str, float]) -> None:
         with self.tx() as db:
@@ -267,12 +296,10 @@ class Store:
         ckpt = save_trial(result, self.trial_dir(tid))
         now = time.time()
         with self.tx() as db:
-            cur = db.execute("UPDATE trials SET state=?, finished=?, metrics=?, timings=?, env=?, best_epoch=?, "
-                             f"stop_reason=?, n_params=?, log=?, owner_pid=NULL, heartbeat=NULL WHERE {self._mine()}",
-                             (State.COMPLETE.value, now, _j(result.metrics), _j(result.timings), _j(result.env),
-                              result.best_epoch, result.stop_reason, result.n_params, log, tid, self.host,
-                              self.pid))  # fmt: skip
-            if cur.rowcount != 1:
+            if not self.transition(db, tid, C, (R,), owned=True, finished=now, metrics=_j(result.metrics),
+                              timings=_j(result.timings), env=_j(result.env), best_epoch=result.best_epoch,
+                              stop_reason=result.stop_reason, n_params=result.n_params, log=log, owner_pid=None,
+                              heartbeat=None):  # fmt: skip
                 return False  # no longer ours (taken back as stale): the other owner writes it
             db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
             for row in result.epochs:
@@ -291,13 +318,13 @@ class Store:
         """Mark a planned trial COMPLETE (or FAILED, with its error) with results from elsewhere (`fmlab
         import`); its epochs replace any. A RUNNING trial (a live sweep) is left alone."""
         with self.tx() as db:
-            cur = db.execute("UPDATE trials SET state=?, started=?, finished=?, metrics=?, timings=?, env=?, "
-                             "best_epoch=?, stop_reason=?, n_params=?, error=?, traceback=NULL, log=?, "
-                             "owner_host=NULL, owner_pid=NULL, heartbeat=NULL WHERE id=? AND state != ?",
-                             (State(state).value, started, finished or time.time(), _j(metrics or None),
-                              _j(timings or None), _j(env), best_epoch, stop_reason, n_params, error,
-                              "imported by fmlab import", tid, State.RUNNING.value))  # fmt: skip
-            if cur.rowcount != 1:
+            to = State(state)
+            frm = tuple(f for f in (W, F, C) if (f, to) in TRANSITIONS)  # never a RUNNING row (a live sweep)
+            if not self.transition(db, tid, to, frm, started=started, finished=finished or time.time(),
+                              metrics=_j(metrics or None), timings=_j(timings or None), env=_j(env),
+                              best_epoch=best_epoch, stop_reason=stop_reason, n_params=n_params, error=error,
+                              traceback=None, log="imported by fmlab import", owner_host=None, owner_pid=None,
+                              heartbeat=None):  # fmt: skip
                 return
             db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
             for row in epochs:
@@ -312,16 +339,15 @@ class Store:
 
     def fail(self, tid: str, error: str, traceback: str, log: str = "") -> None:
         with self.tx() as db:
-            db.execute("UPDATE trials SET state=?, finished=?, error=?, traceback=?, log=?, owner_pid=NULL, "
-                       f"heartbeat=NULL WHERE {self._mine()}",
-                       (State.FAILED.value, time.time(), error, traceback, log, tid, self.host, self.pid))  # fmt: skip
+            self.transition(db, tid, F, (R,), owned=True, finished=time.time(), error=error, traceback=traceback,
+                            log=log, owner_pid=None, heartbeat=None)  # fmt: skip
 
     def release(self, tids: Iterable[str], error: str | None = None) -> None:
         """Give trials back (WAITING) so the next sweep redoes them from their last saved epoch."""
         with self.tx() as db:
             for tid in tids:
-                db.execute("UPDATE trials SET state=?, owner_host=NULL, owner_pid=NULL, heartbeat=NULL, "
-                           f"error=? WHERE {self._mine()}", (State.WAITING.value, error, tid, self.host, self.pid))
+                self.transition(db, tid, W, (R,), owned=True, owner_host=None, owner_pid=None, heartbeat=None,
+                                error=error)
 
     # ------------------------------------------------------------ reading
 
