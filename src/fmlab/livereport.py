@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def write(store: Store, study: str, budget: str, out_dir: str | Path, *, live: s
         best = best_trial(trials, meta["select"]) if test_pass else None
         ckpt = store.trial_dir(best) if best else None
         ckpt = ckpt if ckpt is not None and (ckpt / "trial.json").is_file() else None
-        rep = build_report(trials, epochs, meta, tmp, ckpt, live=live, reload_s=reload_s)
+        with warnings.catch_warnings():  # a study in progress fits rank-deficient models: say nothing per page
+            warnings.simplefilter("ignore")
+            rep = build_report(trials, epochs, meta, tmp, ckpt, live=live, reload_s=reload_s)
         new = sorted((f for f in tmp.iterdir() if f.is_file()), key=lambda f: f.name == "index.html")
         for f in new:
             f.chmod(0o644)  # mkdtemp's folder is private; the files should read like `fmlab report`'s
@@ -112,7 +115,7 @@ class LiveReport:
                 if sig != last:
                     left = sum(s in (State.WAITING, State.RUNNING) for _, s in sig[0])
                     note = (f"Live: rewritten every {self.every_s:g} s while the sweep runs (last at "
-                            f"{time.strftime('%H:%M:%S')}, {left} trial(s) to go); this page reloads every "
+                            f"{time.strftime('%H:%M:%S %Z')}, {left} trial(s) to go); this page reloads every "
                             f"{self.reload_s} s. The best trial's test-set pass runs once, at the end.")  # fmt: skip
                     write(store, self.study, self.budget, self.out, live=note, reload_s=self.reload_s)
                     last = sig

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,9 @@ class Ranker:
         from .results import report_frames
 
         trials, epochs, meta = report_frames(store, study, budget)
-        a = analyse(trials, epochs, meta)
+        with warnings.catch_warnings():  # a partial grid fits rank-deficient models; a warning would tear the view
+            warnings.simplefilter("ignore")
+            a = analyse(trials, epochs, meta)
         arms = a.design == "arms"
         rows = farms.ranked_rows(a) if arms else report.cell_rows(a)
         pick = (0, 1, 3, 4) if arms else (0, 1, 2, 3)  # rank, cell, n, select mean [CI]
@@ -225,7 +228,8 @@ def watch(store_path: str | Path, study: str, budget: str | None = None, every_s
             while True:
                 key = (v.done, v.failed, v.waiting, tuple((r["id"], r["epoch"]) for r in v.running))
                 if key != last or time.time() - at >= PLAIN_EVERY_S or v.finished:
-                    print(f"{time.strftime('%H:%M:%S')} {v.label}: {status_line(v)}", flush=True)
+                    note = f"; {v.note}" if v.note else ""
+                    print(f"{time.strftime('%H:%M:%S')} {v.label}: {status_line(v)}{note}", flush=True)
                     last, at = key, time.time()
                 if v.finished:
                     break
