@@ -91,12 +91,12 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
     assert counts == sorted(counts) and counts[-1] == 4, counts
     assert len(set(counts) - {4}) >= 2, f"the view did not update as trials completed: {counts}"
     running = [s for s in screens if re.search(r"\d/4 COMPLETE, 1 running", s)]
-    assert running and "━" in running[-1] and re.search(r"lr=0\.0[12] +\d/2", running[-1]), running[-1:]
+    assert running and "━" in running[-1] and re.search(r"^[0-9a-f]{8} 0\.0[12] +\d/2", running[-1], re.M), running[-1:]
     mid = [s for s in screens if re.search(r"[123]/4 COMPLETE", s) and "ranking so far (" in s]
-    assert mid and re.search(r"^1 +lr=0\.0[12] +1 ", mid[0], re.M), mid[:1]  # a cell ranked while trials run
+    assert mid and re.search(r"^1 +0\.0[12] +1 ", mid[0], re.M), mid[:1]  # a cell ranked while trials run
     assert re.search(r"ranking so far \(4 COMPLETE\)", last)
     # rank, cell, n, mean [CI], test acc
-    row = r"^([12]) +(lr=0\.0[12]) +2 +(\d\.\d{4}) \[(\d\.\d{4}), (\d\.\d{4})\] +(\d+\.\d\d)$"
+    row = r"^([12]) +(0\.0[12]) +2 +(\d\.\d{4}) \[(\d\.\d{4}), (\d\.\d{4})\] +(\d+\.\d\d)$"
     ranked = re.findall(row, last, re.M)
     assert [r[0] for r in ranked] == ["1", "2"], last
     assert "nothing left to run: 4/4 COMPLETE, 0 failed" in last
@@ -106,14 +106,15 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
     from fmlab.report import cell_rows
 
     rows = cell_rows(api.open_store(tmp_path / "runs" / "fmlab.db").study("tiny", "t").analysis())
-    assert [[r[0], r[1], r[3]] for r in rows] == [[r[0], r[1], f"{r[2]} [{r[3]}, {r[4]}]"] for r in ranked]
+    assert re.search(r"^# +lr +n +val_loss mean \[95% CI\] +test %$", last, re.M), last  # the header names the factor
+    assert [[r[0], r[1], r[3]] for r in rows] == [[r[0], f"lr={r[1]}", f"{r[2]} [{r[3]}, {r[4]}]"] for r in ranked]
 
     # not a terminal: plain lines, the ranking at the end, exit 0 at once (nothing left to run)
     p = run_cli("watch", "tiny", "--store", "runs/fmlab.db", cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert "tiny study (t: indicative only): 4/4 COMPLETE, 0 running, 0 failed, 0 waiting; done" in lines[0]
-    assert lines[1].split()[:3] == ["#", "cell", "n"] and len(lines) == 4 and "\x1b" not in p.stdout
+    assert lines[1].split()[:3] == ["#", "lr", "n"] and len(lines) == 4 and "\x1b" not in p.stdout
 
     p = run_cli("watch", "nosuch", "--store", "runs/fmlab.db", cwd=tmp_path, timeout=120)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no study 'nosuch'" in p.stderr

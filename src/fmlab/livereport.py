@@ -46,7 +46,9 @@ def write(store: Store, study: str, budget: str, out_dir: str | Path, *, live: s
         best = best_trial(trials, meta["select"]) if test_pass else None
         ckpt = store.trial_dir(best) if best else None
         ckpt = ckpt if ckpt is not None and (ckpt / "trial.json").is_file() else None
-        with warnings.catch_warnings():  # a study in progress fits rank-deficient models: say nothing per page
+        # a study in progress fits rank-deficient models: no warning per page over the sweep's display
+        # (record=True: also those passing the filters statsmodels adds when first imported in here)
+        with warnings.catch_warnings(record=True):
             warnings.simplefilter("ignore")
             rep = build_report(trials, epochs, meta, tmp, ckpt, live=live, reload_s=reload_s)
         new = sorted((f for f in tmp.iterdir() if f.is_file()), key=lambda f: f.name == "index.html")

@@ -36,6 +36,7 @@ class View:
     waiting: int
     running: list[dict[str, Any]] = field(default_factory=list)  # id, cell, epoch, max_epochs, metric, elapsed_s
     failures: list[dict[str, str]] = field(default_factory=list)  # id, cell, error
+    cells: str = "cell"  # the cell column's header: the factors' short names
     header: list[str] = field(default_factory=list)  # the ranking: rank, cell, n, select mean [CI], test
     ranking: list[list[str]] = field(default_factory=list)
     eta_s: float | None = None
@@ -47,7 +48,13 @@ class View:
 
 
 def _cell(cell: dict[str, Any]) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cell.items() if k != "also")
+    """A cell by its levels only ('true, 0.2, avg, 64'); the column header names the factors."""
+    return ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for k, v in cell.items() if k != "also")
+
+
+def _levels(name: str) -> str:
+    """report.cell_rows' 'batch_norm=true, dropout=0.2' as 'true, 0.2' (the header names the factors)."""
+    return ", ".join(part.split("=", 1)[-1] for part in name.split(", "))
 
 
 def _eta(recs: list[dict[str, Any]], epochs: dict[str, list[dict]], running: list[dict], waiting: int,
@@ -85,16 +92,28 @@ class Ranker:
         from .results import report_frames
 
         trials, epochs, meta = report_frames(store, study, budget)
-        with warnings.catch_warnings():  # a partial grid fits rank-deficient models; a warning would tear the view
+        # a partial grid fits rank-deficient models; a warning would print over the view. record=True: the
+        # filter statsmodels adds when first imported (inside this block) cannot print either
+        with warnings.catch_warnings(record=True):
             warnings.simplefilter("ignore")
             a = analyse(trials, epochs, meta)
         arms = a.design == "arms"
         rows = farms.ranked_rows(a) if arms else report.cell_rows(a)
         pick = (0, 1, 3, 4) if arms else (0, 1, 2, 3)  # rank, cell, n, select mean [CI]
         _, u = unit(a.select, level=True)
-        self.header = ["#", "arm" if arms else "cell", "n", f"{a.select} mean [95% CI]{u}", "test %"]
+        self.header = ["#", cell_header(meta), "n", f"{a.select} mean [95% CI]{u}", "test %"]
         self.rows = [[r[i] for i in pick] + [r[-1].split(" ")[0]] for r in rows]  # test acc: its mean only
+        if not arms:
+            for r in self.rows:
+                r[1] = _levels(r[1])
         self.key = key
+
+
+def cell_header(meta: dict[str, Any]) -> str:
+    """'arm', or the factors' short names in file order: the header over _cell's levels."""
+    from .analysis import short_names
+
+    return "arm" if meta.get("design") == "arms" else ", ".join(short_names(list(meta["factors"])).values())
 
 
 def look(store: Store, study: str, budget: str | None, ranker: Ranker) -> View:
@@ -124,7 +143,8 @@ def look(store: Store, study: str, budget: str | None, ranker: Ranker) -> View:
         else ""  # fmt: skip
     return View(label=f"{study} study ({spec_label(info['spec'], budget)})", select=select, planned=len(recs),
                 done=len(by_state[State.COMPLETE]), failed=len(failures), waiting=waiting, running=running,
-                failures=failures, header=ranker.header, ranking=ranker.rows,
+                failures=failures, cells=ranker.header[1] if ranker.header else "cell", header=ranker.header,
+                ranking=ranker.rows,
                 eta_s=_eta(recs, eps, running, waiting, now), note=note)  # fmt: skip
 
 
@@ -156,7 +176,7 @@ def render(v: View, height: int, store_path: Path, every_s: float) -> Any:
     out: list[Any] = [Text(f"{v.label}  {time.strftime('%H:%M:%S')}", style="bold", no_wrap=True,
                            overflow="ellipsis")]  # fmt: skip
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(ProgressBar(total=max(v.planned, 1), completed=v.done + v.failed, width=24),
+    bar.add_row(ProgressBar(total=max(v.planned, 1), completed=v.done + v.failed, width=20),
                 Text(status_line(v), no_wrap=True, overflow="ellipsis"))
     out.append(bar)
     used = 3  # title, bar, footer
@@ -166,7 +186,8 @@ def render(v: View, height: int, store_path: Path, every_s: float) -> Any:
         t = Table(box=None, padding=(0, 1, 0, 0), title=title, title_justify="left", title_style="bold",
                   show_edge=False, pad_edge=False)  # fmt: skip
         for i, h in enumerate(header):
-            t.add_column(h, no_wrap=True, overflow="ellipsis", ratio=1 if i == flex else None,
+            fit = max([len(h), *(len(r[i]) for r in rows)]) if i != flex else None  # only the flex column shrinks
+            t.add_column(h, no_wrap=True, overflow="ellipsis", ratio=1 if i == flex else None, min_width=fit,
                          justify="right" if i != flex and i else "left")  # fmt: skip
         for r in rows:
             t.add_row(*r)
@@ -178,10 +199,10 @@ def render(v: View, height: int, store_path: Path, every_s: float) -> Any:
     if v.running:
         rows = [[r["id"][:8], r["cell"], f"{r['epoch']}/{r['max_epochs']}", _metric(r["metric"], v.select),
                  _secs(r["elapsed_s"])] for r in v.running[:MAX_RUNNING]]  # fmt: skip
-        table("running", ["trial", "cell", "epoch", v.select, "time"], rows, len(v.running) - len(rows))
+        table("running", ["trial", v.cells, "epoch", v.select, "time"], rows, len(v.running) - len(rows))
     if v.failures:
         rows = [[f["id"][:8], f["cell"], f["error"]] for f in v.failures[:MAX_FAILED]]
-        table("failed", ["trial", "cell", "reason"], rows, len(v.failures) - len(rows), flex=2)
+        table("failed", ["trial", v.cells, "reason"], rows, len(v.failures) - len(rows), flex=2)
     room = max(height - used - 3, 1)  # 2: the table's title and header; 1: the exit line
     if v.ranking:
         rows = v.ranking[: room - 1] if len(v.ranking) > room else v.ranking
