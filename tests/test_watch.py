@@ -91,7 +91,8 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
     assert counts == sorted(counts) and counts[-1] == 4, counts
     assert len(set(counts) - {4}) >= 2, f"the view did not update as trials completed: {counts}"
     running = [s for s in screens if re.search(r"\d/4 COMPLETE, 1 running", s)]
-    assert running and "━" in running[-1] and re.search(r"^[0-9a-f]{8} 0\.0[12] +\d/2", running[-1], re.M), running[-1:]
+    assert running and "━" in running[-1], running[-1:]
+    assert re.search(r"^[0-9a-f]{8} +0\.0[12] +\d/2", running[-1], re.M), running[-1]  # trial, cell, epoch/max
     mid = [s for s in screens if re.search(r"[123]/4 COMPLETE", s) and "ranking so far (" in s]
     assert mid and re.search(r"^1 +0\.0[12] +1 ", mid[0], re.M), mid[:1]  # a cell ranked while trials run
     assert re.search(r"ranking so far \(4 COMPLETE\)", last)
@@ -136,3 +137,38 @@ def test_watch_plain_lines_while_running_and_ctrl_c_exits_0(tmp_path):
                 p.send_signal(signal.SIGINT)
         sweep.communicate(timeout=120)
     assert w.returncode == 0 and "Traceback" not in errs and errs == "", errs
+
+
+def test_view_of_failures_and_many_running_trials_fits_80x24(tmp_path):
+    """No training: trials claimed and failed by hand in a real store, the view rendered at 80x24."""
+    import io
+
+    from rich.console import Console
+
+    from fmlab import study as fstudy
+    from fmlab.store import Store
+    from fmlab.watch import Ranker, look, render
+
+    p = tiny_study(tmp_path)
+    p.write_text(p.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4]"))
+    st = fstudy.load(p, "t")
+    s = Store(tmp_path / "fm.db")
+    s.plan(st, st.trials())
+    ids = [s.claim([t.id for t in st.trials()]) for _ in range(9)]
+    s.add_epoch(ids[0], {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.5,
+                         "val_acc": 0.41, "epoch_s": 3.0})  # fmt: skip
+    s.fail(ids[8], "training loss is nan at epoch 2\nsecond line of detail", "Traceback ...")
+    ro = Store(tmp_path / "fm.db", read_only=True)
+    v = look(ro, "tiny", "t", Ranker())
+    assert (v.planned, v.done, v.failed, v.waiting, len(v.running)) == (10, 0, 1, 1, 8)
+    assert v.failures[0]["error"] == "training loss is nan at epoch 2"
+    con = Console(file=io.StringIO(), width=80, height=24, force_terminal=False, color_system=None)
+    con.print(render(v, 24, ro.path, 2.0))
+    lines = con.file.getvalue().rstrip("\n").splitlines()
+    assert len(lines) <= 23 and max(map(len, lines)) <= 80, lines  # one line left for the exit message
+    text = "\n".join(lines)
+    assert "... 2 more" in text and "training loss is nan at epoch 2" in text and "second line" not in text
+    assert re.search(rf"^{ids[0][:8]} +0\.01 +1/2 +1\.5000", text, re.M), text  # its latest epoch row
+    assert "no COMPLETE trial yet" in text
+    ro.close()
+    s.close()
