@@ -313,6 +313,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
     st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store (or torch) is touched
+    if args.report_every < 0:
+        raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
     from . import api, sweep
     from .env import RunOptions
     from .store import Store
@@ -387,28 +389,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     disp = _SweepDisplay(f"{st.name} ({st.label})", live=sys.stderr.isatty() and not args.plain)
+    live = _live_report(args, path, st)
     try:
         prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est,
                          executor=ex, board=board)  # fmt: skip
     except KeyboardInterrupt:
         disp.close()
+        if live is not None:  # a last page that no longer reloads: nothing rewrites it now
+            try:
+                live.finish(test_pass=False)
+            except Exception as e:
+                err(f"fmlab: the last report page could not be written: {e}")
         err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
         return 130
     finally:
         disp.close()
         if board is not None:
             board.close()
+        if live is not None:
+            live.stop()
     if board is not None:
         tb = args.tensorboard
         err(f"TensorBoard: tensorboard --logdir {tb}" if board.error is None
             else f"fmlab: TensorBoard output stopped ({board.error}); the store has every result; rewrite the "
                  f"runs with fmlab results {st.name} --budget {st.budget} --tensorboard {tb}")  # fmt: skip
+    wall = time.time() - prog.started
+    if live is not None:
+        from .env import cores
+
+        s = live.stats()
+        rep = live.finish()
+        share = 100 * s["thread_cpu_s"] / max(wall * cores(), 1e-9)
+        err(f"live report: {s['rewrites']} rewrite(s), {s['rewrite_s']:.1f}s wall, {s['thread_cpu_s']:.1f}s CPU in "
+            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {wall:.0f}s); final report with "
+            f"the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
+            + (f"; {len(s['errors'])} rewrite(s) failed, last: {s['errors'][-1]}" if s["errors"] else ""))
     recs = {r["id"]: r for r in store.records(st.name, st.budget)}
     planned = [recs[t.id] for t in trials]
     failed = [r for r in planned if r["state"] == "FAILED"]
     done = [r for r in planned if r["state"] == "COMPLETE"]
     err(f"{st.name} ({st.budget}{label}): {len(done)}/{len(planned)} COMPLETE ({prog.ran} run now), "
-        f"{len(failed)} FAILED, wall {_fmt_secs(time.time() - prog.started)}")  # fmt: skip
+        f"{len(failed)} FAILED, wall {_fmt_secs(wall)}")  # fmt: skip
     if done:
         best = store.best(st.name, st.budget)
         m = best["metrics"]
@@ -418,6 +439,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         err(f"FAILED {r['id']}: {r['error']}  (fmlab show {r['id']}; rerun with --retry-failed)")
     store.close()
     return 1 if failed else 0
+
+
+def _live_report(args: argparse.Namespace, path: Path, st: Any) -> Any:
+    """--report-every: the report rewritten while the sweep runs (fmlab.livereport), started; else None."""
+    if not args.report_every:
+        return None
+    from . import api
+    from .livereport import LiveReport
+
+    out = api.StudyHandle(api.StoreHandle(path), st.name, st.budget).default_report_dir()
+    err(f"live report: {out / 'index.html'}, rewritten every {args.report_every:g}s while the sweep runs")
+    return LiveReport(path, st.name, st.budget, out, args.report_every).__enter__()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    if args.every <= 0:
+        raise FmlabError(f"bad --every {args.every:g}; give seconds between refreshes, e.g. 2")
+    return watch(_store_path(args), args.study, args.budget, args.every)
 
 
 def _cell_text(cell: dict[str, Any]) -> str:
@@ -709,8 +750,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--plain", action="store_true", help="line-by-line progress even on a terminal")
     sw.add_argument("--tensorboard", metavar="DIR", help="write one TensorBoard run per trial to DIR as epochs "
                     "finish: scalars and HParams (needs pip install 'fmlab[tensorboard]')")
+    sw.add_argument("--report-every", type=float, default=0, metavar="SECONDS",
+                    help="rewrite the study's report (reports/<study>[-<budget>]/) while the sweep runs, at most "
+                    "this often; its test-set pass runs once, at the end (default 0: no live report)")
     add_run_args(sw)
     sw.set_defaults(func=cmd_sweep)
+
+    wa = sub.add_parser("watch", help="a live view of a study while it runs: progress, running trials, failures, "
+                        "ranking so far (read-only)")
+    wa.add_argument("study")
+    wa.add_argument("--budget", help="which budget's trials (needed when the study has several)")
+    wa.add_argument("--store", help=store_help)
+    wa.add_argument("--every", type=float, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
+    wa.set_defaults(func=cmd_watch)
 
     ls = sub.add_parser("ls", help="trials in the store: state, cell, seed, metrics")
     ls.add_argument("study", nargs="?")

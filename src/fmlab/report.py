@@ -26,12 +26,15 @@ TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_ep
 
 
 def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any], out_dir: str | Path,
-                 best_ckpt: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                 best_ckpt: Path | None = None, live: str | None = None,
+                 reload_s: int = 10) -> dict[str, Any]:  # fmt: skip
     """Write the report for one study into out_dir; returns what the CLI shows (JSON-safe).
 
     trials, epochs, meta: the contract on `fmlab.analysis.analyse`. best_ckpt: the checkpoint folder of
     the trial that is best on the validation metric (`fmlab.analysis.best_trial` picks its id); its
     confusion matrix and per-class accuracy on the test set are added; None skips them.
+    live: a note for a page written while the sweep runs (fmlab.livereport); index.html then shows it and
+    reloads itself every reload_s seconds.
     Returns: label, select, out_dir, index, summary_md, hiplot, figures {name: path}, tables {name: path},
     counts, warnings, findings (sentences), effects (rows), top_cells, cells_table / effects_table
     ({header, rows} as display strings), failed, missing_cells, anova_note, best (or None).
@@ -67,7 +70,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                                                  indent=1, default=str))  # fmt: skip
     setup = setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup))
-    (out / "index.html").write_text(page(a, figs, best, tables, setup))
+    (out / "index.html").write_text(page(a, figs, best, tables, setup, live, reload_s))
     return rep
 
 
@@ -433,11 +436,14 @@ def _figure(figs: dict[str, str], key: str) -> str:
 
 
 def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str, str],
-         setup: list[list[str]] | None = None) -> str:  # fmt: skip
+         setup: list[list[str]] | None = None, live: str | None = None, reload_s: int = 10) -> str:  # fmt: skip
     quick = "indicative only" in a.label
     badge = f' <span class="badge">{_h(a.budget)}{": indicative only" if quick else ""}</span>'
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_h(a.label)}</title>"
+    # a live page reloads itself; the final page (live None) has no refresh, so an open tab stops there
+    reload = f"<meta http-equiv='refresh' content='{int(reload_s)}'>" if live else ""
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{reload}<title>{_h(a.label)}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>{_h(a.study)} study{badge}</h1>",
+             f"<p class='warn' id='live'>{_h(live)}</p>" if live else "",
              f"<p class='muted'>{_h(_counts_line(a))}</p>",
              "<nav><a href='hiplot.html'>HiPlot: every trial</a><a href='summary.md'>summary.md</a>"
              + "".join(f"<a href='{_h(v)}'>{_h(v)}</a>" for v in tables.values()) + "</nav>"]  # fmt: skip

@@ -90,6 +90,16 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     return trials, epochs, meta
 
 
+def report_frames(store: Store, study: str, budget: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """report_inputs as (trials, epochs) DataFrames and meta, from an open store (a read-only one, for
+    `fmlab watch` and the live report); the epochs frame has its columns even before any epoch ends."""
+    import pandas as pd
+
+    trials, epochs, meta = report_inputs(store, study, budget)
+    cols = ["trial_id", "seed", *meta["factors"], *EPOCH_COLS]
+    return pd.DataFrame(trials), pd.DataFrame(epochs, columns=cols), meta
+
+
 def write(rows: list[dict[str, Any]], path: Path, fmt: str) -> Path:
     def w(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:

@@ -113,14 +113,20 @@ def _j(x: Any) -> str | None:
 
 
 class Store:
-    def __init__(self, path: str | Path = DEFAULT_PATH, *, create: bool = True):
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, create: bool = True, read_only: bool = False):
+        """read_only: a connection that cannot write (mode=ro), for watchers and live reports: it takes
+        no write lock, so any number of them read beside the sweep (WAL); implies create=False."""
         self.path = Path(path)
-        if not self.path.exists() and not create:
+        if not self.path.exists() and (not create or read_only):
             raise StoreError(f"{self.path}: no store here; run 'fmlab sweep STUDY_FILE' first or pass --store PATH")
         self.root = self.path.parent
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        if read_only:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60,
+                                      isolation_level=None, check_same_thread=False)  # fmt: skip
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         try:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -130,6 +136,8 @@ class Store:
             raise StoreError(f"{self.path}: store schema {version} is newer than this fmlab ({SCHEMA_VERSION}); "
                              "upgrade fmlab")  # fmt: skip
         self.db.execute("PRAGMA busy_timeout = 60000")
+        if version < SCHEMA_VERSION and read_only:
+            raise StoreError(f"{self.path}: not an fmlab store (schema {version}); 'fmlab sweep' creates one")
         if version < SCHEMA_VERSION:
             self.db.execute("PRAGMA journal_mode = WAL")
             with self.tx():
