@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import api, config
 
     cfg = api.make_config(config.parse_sets(args.set))
+    api.check_device(args.device)  # a missing GPU is one line before anything is printed or loaded
     tid = cfg.trial_id()
     out = Path(args.out) if args.out else api.default_train_dir(cfg)
     t0 = time.perf_counter()
@@ -174,7 +176,11 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    con = Console()
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich exits 1 here; main() ends a closed pipe quietly with 0
+            raise BrokenPipeError
+
+    con = PipeConsole()
     c = rep["counts"]
     con.print(f"[bold]{rep['label']}[/bold]: {c['complete']} of {c['planned']} planned trials complete, "
               f"{c['failed']} failed, {c['waiting'] + c['running']} unfinished, {c['missing']} missing; "
@@ -338,7 +344,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             cell = _cell_text(t.cell)
             print(f"  {t.id}  seed {t.seed}  {cell}")
         return 0
-    if not on_ray:  # Ray workers read the dataset on their own machines
+    if not on_ray:  # Ray workers read the dataset on their own machines; the cluster's resources decide the device
+        api.check_device(args.device)  # once, not one FAILED trial per missing GPU
         api.check_dataset(args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
@@ -571,7 +578,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--data-dir", help="folder with the IDX files (default: $FMLAB_DATA, then system paths)")
 
@@ -744,13 +751,34 @@ def main(argv: list[str] | None = None) -> int:
 
         args.url = UPSTREAM_URL
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, inside the handler, not at exit
+        return rc
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe (a worker's, a socket) broke: that is a bug to see, not a quiet exit
+        # `fmlab ls --format json | head -c 300`: the reader has what it wanted. Point stdout at devnull so
+        # the interpreter's last flush does not fail again (the recipe in Python's signal docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except FmlabError as e:
         err(f"fmlab: error: {e}")
         return 2
     except KeyboardInterrupt:
         err("fmlab: interrupted")
         return 130
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it (poll reports POLLERR on its write end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no stdout fd: trust the error
+        return True
 
 
 if __name__ == "__main__":
