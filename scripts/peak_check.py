@@ -7,9 +7,9 @@ Per round and dtype (fp32, bf16), in turn, at the same thread count:
   3 warm-up calls, fastest of 20);
 - v1: the probe bench-train used before (plain tensors for torch.mm, oneDNN matmul on to_mkldnn()
   operands; 1 warm-up call, fastest of 5), for comparison with the figures it produced;
-- independent: torch.utils.benchmark.Timer on torch.utils.mkldnn.to_mkldnn(nn.Linear(2048, 2048), dtype)
-  with an mkldnn input: its own warm-up and blocks of calls (blocked_autorange), the fastest block's
-  mean per call. Another harness and other code than fmlab's; the same kind of kernel.
+- independent: torch.utils.benchmark.Timer on torch.utils.mkldnn.to_mkldnn(nn.Linear(n, n), dtype)
+  with an mkldnn input, n = 1024 and 2048: its own warm-up and blocks of calls (blocked_autorange),
+  the fastest block's mean per call. Another harness and other code than fmlab's; the same kind of kernel.
 A table on stderr, then one JSON line on stdout. The rounds alternate so a busy spell hits every probe.
 """
 
@@ -46,7 +46,7 @@ def v1_probe(threads: int, dtype: str, sizes=(1024, 2048), repeats: int = 5) -> 
     return best
 
 
-def independent_probe(threads: int, dtype: str, n: int = 2048, min_run_time: float = 2.0) -> float:
+def independent_probe(threads: int, dtype: str, n: int, min_run_time: float = 1.0) -> float:
     torch.set_num_threads(threads)
     with torch.no_grad():
         lin = mkldnn.to_mkldnn(nn.Linear(n, n), DT[dtype])
@@ -65,14 +65,15 @@ def main() -> int:
     load = os.getloadavg()
     for r in range(a.rounds):
         for dtype in DT:
-            with torch.no_grad():
-                row = {"round": r, "dtype": dtype,
-                       "fmlab": benchtrain.gemm_peak_gflops(a.threads, dtype)["gflops"],
-                       "v1": v1_probe(a.threads, dtype),
-                       "independent": independent_probe(a.threads, dtype)}  # fmt: skip
+            fm = benchtrain.gemm_peak_gflops(a.threads, dtype)
+            ind = {n: independent_probe(a.threads, dtype, n) for n in (1024, 2048)}
+            row = {"round": r, "dtype": dtype, "fmlab": fm["gflops"], "fmlab_size": fm["size"],
+                   "fmlab_kernel": fm["kernel"], "v1": v1_probe(a.threads, dtype),
+                   "independent": max(ind.values()), "independent_by_size": ind}  # fmt: skip
             rows.append(row)
-            print(f"round {r} {dtype}: fmlab {row['fmlab']:6.1f}  v1 {row['v1']:6.1f}  independent "
-                  f"{row['independent']:6.1f} GFLOP/s", file=sys.stderr, flush=True)  # fmt: skip
+            print(f"round {r} {dtype}: fmlab {row['fmlab']:6.1f} ({fm['kernel']}, n={fm['size']})  v1 {row['v1']:6.1f}"
+                  f"  independent {ind[1024]:6.1f} (n=1024) {ind[2048]:6.1f} (n=2048) GFLOP/s",
+                  file=sys.stderr, flush=True)  # fmt: skip
     best = {d: {k: max(x[k] for x in rows if x["dtype"] == d) for k in ("fmlab", "v1", "independent")} for d in DT}
     for d, b in best.items():
         print(f"best {d}: fmlab {b['fmlab']:.1f}, v1 {b['v1']:.1f}, independent {b['independent']:.1f} GFLOP/s; "
