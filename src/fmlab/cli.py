@@ -123,6 +123,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from . import benchtrain
     from .study import parse_seeds
 
+    if args.peak_repeats < 1:
+        raise FmlabError(f"bad --peak-repeats {args.peak_repeats}; expected a positive count, e.g. 20")
     o = benchtrain.BenchTrainOptions(
         sets=tuple(args.set), epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
         seeds=tuple(parse_seeds(args.seeds)), repeats=args.repeats, threads=args.threads,
