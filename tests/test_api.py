@@ -185,11 +185,13 @@ def monkeypatch_module():
     mp.undo()
 
 
-def test_notebook_runs_headless_on_the_tiny_study(tiny_study, kernel, monkeypatch_module, tmp_path):
-    from nbclient import NotebookClient
-
+@pytest.fixture(scope="module")
+def notebook_checkout(tiny_study, kernel, monkeypatch_module) -> Path:
+    """A repository root as `make run` leaves it: runs/fmlab.db (the tiny study) and notebooks/explore.ipynb
+    (with a probe cell appended); the environment the README's command runs in, without FMLAB_STORE."""
+    root = tiny_study.parent.parent
     mp = monkeypatch_module
-    mp.setenv("FMLAB_STORE", str(tiny_study))
+    mp.delenv("FMLAB_STORE", raising=False)  # the notebook must find root/runs/fmlab.db by itself
     mp.setenv("FMLAB_STUDY", "tiny")
     mp.setenv("FMLAB_BUDGET", "quick")
     mp.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend shows the figures
@@ -199,11 +201,18 @@ def test_notebook_runs_headless_on_the_tiny_study(tiny_study, kernel, monkeypatc
     nb = nbformat.read(NOTEBOOK, as_version=4)
     probe = ("import json; print(json.dumps({'ranked': ranked['cell'].tolist(), 'effects': list(effects.columns), "
              "'terms': effects['term'].tolist(), 'hiplot_rows': len(exp.datapoints), 'best': str(best['id']), "
-             "'pred': predictions[['true', 'class', 'prob']].to_dict('records')}))")  # fmt: skip
+             "'pred': predictions[['true', 'class', 'prob']].to_dict('records'), 'cwd': os.getcwd(), "
+             "'store': STORE}))")  # fmt: skip
     nb.cells.append(nbformat.v4.new_code_cell(probe))
-    NotebookClient(nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(tmp_path)}}).execute()
-    # execute() raises CellExecutionError on any cell error; check what each tagged cell produced
+    (root / "notebooks").mkdir(exist_ok=True)
+    nbformat.write(nb, root / "notebooks" / "explore.ipynb")
+    return root
+
+
+def check_executed(nb, tiny_study: Path) -> dict:
+    """Every tagged cell produced what it shows; the probe's numbers equal the API's. Returns the probe."""
     outs = {c.metadata.get("tags", ["probe"])[0]: c.outputs for c in nb.cells if c.cell_type == "code"}
+    assert not [o for o_list in outs.values() for o in o_list if o.get("output_type") == "error"]
     kinds = {tag: {k for o in o_list for k in o.get("data", {})} for tag, o_list in outs.items()}
     for tag in ("studies", "trials", "ranked", "effects", "predict"):
         assert "text/html" in kinds[tag], tag  # a DataFrame
@@ -212,6 +221,7 @@ def test_notebook_runs_headless_on_the_tiny_study(tiny_study, kernel, monkeypatc
     assert "text/html" in kinds["hiplot"] and any("hiplot" in o["data"].get("text/html", "").lower()
                                                   for o in outs["hiplot"] if "data" in o)  # fmt: skip
     got = json.loads(outs["probe"][0]["text"])
+    assert Path(got["store"]).resolve() == tiny_study.resolve()  # the default store, found without FMLAB_STORE
     st = fmlab.open_store(tiny_study).study("tiny")
     a = st.analysis()
     assert got["ranked"] == a.cells["cell"].tolist() and len(got["ranked"]) == 4
@@ -222,3 +232,26 @@ def test_notebook_runs_headless_on_the_tiny_study(tiny_study, kernel, monkeypatc
     labels = data.load_file("t10k-labels-idx1-ubyte")
     assert [p["true"] for p in got["pred"]] == [data.CLASSES[labels[i]] for i in range(0, 10_000, 1_250)]
     assert not math.isnan(got["pred"][0]["prob"])
+    return got
+
+
+def test_notebook_runs_as_the_readme_says(notebook_checkout, tiny_study):
+    """`jupyter nbconvert --to notebook --execute notebooks/explore.ipynb --output OUT.ipynb` from the
+    repository root, FMLAB_STORE unset: nbconvert starts the kernel in notebooks/."""
+    root = notebook_checkout
+    jupyter = Path(sys.executable).with_name("jupyter")
+    p = subprocess.run([str(jupyter), "nbconvert", "--to", "notebook", "--execute", "notebooks/explore.ipynb",
+                        "--output", "OUT.ipynb"], cwd=root, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = check_executed(nbformat.read(root / "notebooks" / "OUT.ipynb", as_version=4), tiny_study)
+    assert Path(got["cwd"]).resolve() == (root / "notebooks").resolve()
+
+
+def test_notebook_runs_with_the_kernel_in_the_repository_root(notebook_checkout, tiny_study, kernel):
+    from nbclient import NotebookClient
+
+    root = notebook_checkout
+    nb = nbformat.read(root / "notebooks" / "explore.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(root)}}).execute()
+    got = check_executed(nb, tiny_study)  # execute() raised CellExecutionError on any cell error
+    assert Path(got["cwd"]).resolve() == root.resolve()

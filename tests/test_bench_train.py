@@ -15,7 +15,8 @@ from fmlab.config import Config, with_overrides
 from fmlab.model import build
 
 TINY_ARGS = ("--train-subset", "300", "--epochs", "1", "--set", "model.widths=8,16,16",
-             "--set", "data.val_size=300", "--seeds", "2", "--threads", "1")  # fmt: skip
+             "--set", "data.val_size=300", "--seeds", "2", "--threads", "1",
+             "--peak-sizes", "128,256", "--peak-repeats", "3")  # fmt: skip
 
 
 def hand_flops(widths: tuple[int, ...], fc_out: int = 10) -> int:
@@ -36,10 +37,30 @@ def test_seed_net_forward_flops_match_the_hand_count():
     assert benchtrain.model_flops(("model.widths=8,16,16",))["total"] == hand_flops((8, 16, 16))
 
 
-def test_gemm_probe_returns_a_positive_rate():
-    p = benchtrain.gemm_peak_gflops(1, sizes=(256,), repeats=2)
-    assert p["gflops"] > 0 and p["size"] == 256 and p["threads"] == 1
-    assert p["gflops"] == max(p["by_kernel"].values()) and "torch.mm" in p["by_kernel"]
+def test_gemm_probe_returns_both_dtypes_peaks_over_the_packed_linear():
+    peaks = benchtrain.gemm_peaks(1, sizes=(128, 256), repeats=2)
+    assert list(peaks) == ["fp32", "bf16"]
+    for dtype, p in peaks.items():
+        assert p["dtype"] == dtype and p["gflops"] > 0 and p["size"] in (128, 256) and p["threads"] == 1
+        assert p["repeats"] == 2 and p["warmup"] >= 1 and p["sizes"] == [128, 256]
+        assert p["gflops"] == max(p["by_kernel"].values()) == p["by_kernel"][p["kernel"]]
+        assert "torch.mm" in p["by_kernel"]
+        if torch.backends.mkldnn.is_available() and dtype == "fp32":
+            assert "packed_linear" in p["by_kernel"]  # bf16 may be refused by a CPU without the ISA
+    assert torch.get_num_threads() > 0  # the probe gives the thread count back
+
+
+def test_packed_linear_computes_the_product_it_times():
+    """What the probe times is the n x n product (and its FLOP count is 2 n^3): same result as torch.mm."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    lin = torch.nn.Linear(64, 64)
+    from torch.utils import mkldnn
+
+    packed = mkldnn.to_mkldnn(lin, torch.float32)
+    x = torch.randn(64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x.to_mkldnn()).to_dense(), x @ lin.weight.T + lin.bias)
 
 
 def test_conventional_dataset_matches_fmlab_normalisation():
@@ -61,15 +82,19 @@ def test_summary_is_the_ratio_of_medians_and_a_paired_gap():
     runs = [{"side": s, "seed": seed, "train_images_per_s": ips, "wall_s": 1.0, "test_acc": acc, "train_images": 10}
             for s, seed, ips, acc in [("conventional", 0, 100, 0.80), ("fmlab", 0, 300, 0.81),
                                       ("conventional", 1, 200, 0.82), ("fmlab", 1, 500, 0.84)]]  # fmt: skip
-    rep = benchtrain.summarise(o, Config(), runs, {"total": 1_000_000}, [{"dtype": "fp32", "gflops": 10.0}], 2, 1.0)
+    peaks = {"fp32": {"dtype": "fp32", "gflops": 10.0}, "bf16": {"dtype": "bf16", "gflops": 40.0}}
+    rep = benchtrain.summarise(o, Config(), runs, {"total": 1_000_000}, peaks, 2, 1.0)
     assert rep["speedup"] == pytest.approx(400 / 150)
     assert rep["acc_gap"]["mean"] == pytest.approx(0.015) and rep["acc_gap"]["n"] == 2
     assert rep["fmlab_gflops"] == pytest.approx(400 * 3e6 / 1e9)
-    assert rep["fmlab_peak_fraction"] == pytest.approx(400 * 3e6 / 1e9 / 10.0)
+    assert rep["fmlab_peak_fraction"] == pytest.approx(400 * 3e6 / 1e9 / 10.0)  # fp32 loop, fp32 peak
+    assert (rep["peak_gflops_fp32"], rep["peak_gflops_bf16"], rep["peak_dtype"]) == (10.0, 40.0, "fp32")
+    assert rep["fmlab_images_per_s_at_peak"] == pytest.approx(10e9 / 3e6)
+    assert rep["speedup_bound"] == pytest.approx(10e9 / 3e6 / 150)
     bf = with_overrides(Config(), {"train.precision": "bf16"})
-    peaks = [{"dtype": "fp32", "gflops": 10.0}, {"dtype": "bf16", "gflops": 40.0}]
     rep = benchtrain.summarise(o, bf, runs, {"total": 1_000_000}, peaks, 2, 1.0)
     assert rep["peak_gflops"] == 40.0 and rep["fmlab_peak_fraction"] == pytest.approx(1.2 / 40)
+    assert rep["peak_dtype"] == "bf16" and rep["speedup_bound"] == pytest.approx(40e9 / 3e6 / 150)
     assert rep["conventional_peak_fraction"] == pytest.approx(150 * 3e6 / 1e9 / 10.0)  # fp32 loop, fp32 peak
 
 
@@ -78,8 +103,13 @@ def test_bench_train_end_to_end_alternates_separate_processes():
     rep = json.loads(p.stdout.strip().splitlines()[-1])
     for k in ("speedup", "conventional_images_per_s", "fmlab_images_per_s", "conventional_test_acc",
               "fmlab_test_acc", "acc_gap", "fmlab_gflops", "conventional_gflops", "peak_gflops",
-              "fmlab_peak_fraction", "forward_flops_per_image", "loadavg_start", "loadavg_end"):  # fmt: skip
+              "fmlab_peak_fraction", "forward_flops_per_image", "loadavg_start", "loadavg_end",
+              "peak_gflops_fp32", "peak_gflops_bf16", "peak_dtype", "speedup_bound"):  # fmt: skip
         assert k in rep, k
+    assert set(rep["peaks"]) == {"fp32", "bf16"} and rep["peak_dtype"] == "fp32"  # the default precision
+    assert rep["peak_gflops"] == rep["peak_gflops_fp32"] == rep["peaks"]["fp32"]["gflops"] > 0
+    assert rep["fmlab_peak_fraction"] == pytest.approx(rep["fmlab_gflops"] / rep["peak_gflops_fp32"])
+    assert rep["peaks"]["bf16"]["gflops"] > 0 and rep["peaks"]["fp32"]["sizes"] == [128, 256]
     assert rep["speedup"] == pytest.approx(rep["fmlab_images_per_s"] / rep["conventional_images_per_s"])
     assert rep["peak_gflops"] > 0 and rep["fmlab_gflops"] > 0
     assert rep["forward_flops_per_image"] == hand_flops((8, 16, 16))

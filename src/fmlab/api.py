@@ -239,6 +239,14 @@ def sweep_slots(workers: int | None = None, threads: int = 0) -> tuple[int, int]
     return workers, threads or max(1, cores() // max(workers, 1))
 
 
+def check_device(device: str = "auto") -> str:
+    """A device this machine lacks (cuda on a CPU-only box) is one clear error before anything runs;
+    returns the device it resolves to ("auto" -> "cuda" or "cpu")."""
+    from .env import check_device as check
+
+    return str(check(device))
+
+
 def check_dataset(data_dir: str | Path | None = None) -> None:
     """A missing dataset is one clear error before a sweep, not a study of FAILED trials."""
     from . import data
@@ -262,6 +270,7 @@ def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] 
 
     st = fstudy.load(path, budget, seeds)
     workers, threads = sweep_slots(workers, threads)
+    check_device(device)
     check_dataset(data_dir)
     if tensorboard is not None:
         from . import tboard

@@ -9,8 +9,8 @@ conventional first (conv, fmlab, conv, fmlab, ...), so a slow spell on a shared 
 What the figures cover: img/s = training images / training-loop time over every epoch of a run
 (first steps included, evaluation excluded), median over runs; wall = the whole process (interpreter
 start, imports, data loading, training, evaluations). GFLOP/s counts a training step as 3x the forward
-FLOPs (a multiply-add = 2 FLOPs; conv and linear layers only), compared with a GEMM peak measured by
-this run at the same thread count.
+FLOPs (a multiply-add = 2 FLOPs; conv and linear layers only), compared with the GEMM peak of the
+loop's precision (fp32 and bf16 are both probed) measured by this run at the same thread count.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class BenchTrainOptions:
     data_dir: str | None = None
     script: str | None = None  # the conventional script (default scripts/conventional_train.py)
     timeout_s: float = 7200  # per run
+    peak_sizes: tuple[int, ...] = (1024, 2048)  # n of the GEMM peak probe's n x n products
+    peak_repeats: int = 20  # timed calls per kernel and size in the probe (the fastest counts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,42 +100,65 @@ def model_flops(sets: tuple[str, ...] = ()) -> dict[str, int]:
     return forward_flops(build(cfg.model))
 
 
+PEAK_DTYPES = ("fp32", "bf16")
+
+
 def gemm_peak_gflops(threads: int, dtype: str = "fp32", sizes: tuple[int, ...] = (1024, 2048),
-                     repeats: int = 5) -> dict[str, Any]:  # fmt: skip
-    """Best GFLOP/s of a square matrix product at `threads` threads, over two kernels: torch.mm (MKL's
-    sgemm for fp32, which on AMD CPUs may not take its AVX-512 path) and oneDNN's matmul (the library
-    torch's CPU convolutions use), called on oneDNN tensors. Per kernel and size: one warm-up call,
-    then the fastest of `repeats` timed calls (2 n^3 FLOPs each)."""
+                     repeats: int = 20, warmup: int = 3) -> dict[str, Any]:  # fmt: skip
+    """Best GFLOP/s of an n x n by n x n product at `threads` threads, over two kernels:
+
+    - packed_linear: an nn.Linear(n, n) whose weight is converted once to an oneDNN tensor
+      (torch.utils.mkldnn.to_mkldnn, fp32 or bf16), called on an oneDNN (mkldnn) input, under no_grad:
+      the library torch's CPU convolutions use, with no per-call conversion of either operand by torch;
+    - torch.mm on plain tensors (MKL's sgemm for fp32, which on AMD CPUs may not take its AVX-512 path).
+
+    Per kernel and size: `warmup` untimed calls, then the fastest of `repeats` timed calls (2 n^3 FLOPs
+    each; the bias add, n^2, is not counted). A timing is the best case the hardware gave, not a mean."""
     import torch
+    from torch import nn
+
+    try:  # a submodule torch does not import by itself; built on torch.jit, which torch deprecates
+        from torch.utils import mkldnn
+    except ImportError:  # a torch without it: torch.mm alone
+        mkldnn = None
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     by_kernel: dict[str, float] = {}
-    best, best_n = 0.0, 0
+    best, best_n, best_kernel = 0.0, 0, ""
     try:
-        for n in sizes:
-            a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
-            calls = {"torch.mm": lambda a=a, b=b: torch.mm(a, b)}
-            try:  # private API; absent from builds without oneDNN
-                am, bm = a.to_mkldnn(), b.to_mkldnn()
-                torch._C._nn.mkldnn_linear(am, bm, None)
-                calls["onednn_matmul"] = lambda am=am, bm=bm: torch._C._nn.mkldnn_linear(am, bm, None)
-            except (AttributeError, RuntimeError):
-                pass
-            for name, call in calls.items():
-                call()
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    call()
-                    g = 2 * n**3 / (time.perf_counter() - t0) / 1e9
-                    by_kernel[name] = max(by_kernel.get(name, 0.0), g)
-                    if g > best:
-                        best, best_n = g, n
+        with torch.no_grad():
+            for n in sizes:
+                a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+                calls = {"torch.mm": lambda a=a, b=b: torch.mm(a, b)}
+                if mkldnn is not None and torch.backends.mkldnn.is_available():
+                    try:  # a CPU without the ISA for this dtype refuses here
+                        lin = mkldnn.to_mkldnn(nn.Linear(n, n), dt)
+                        x = a.to_mkldnn()
+                        lin(x)
+                        calls["packed_linear"] = lambda lin=lin, x=x: lin(x)
+                    except RuntimeError:
+                        pass
+                for name, call in calls.items():
+                    for _ in range(warmup):
+                        call()
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        call()
+                        g = 2 * n**3 / (time.perf_counter() - t0) / 1e9
+                        by_kernel[name] = max(by_kernel.get(name, 0.0), g)
+                        if g > best:
+                            best, best_n, best_kernel = g, n, name
     finally:
         torch.set_num_threads(before)
-    return {"dtype": dtype, "gflops": best, "size": best_n, "threads": threads, "repeats": repeats,
-            "by_kernel": by_kernel}  # fmt: skip
+    return {"dtype": dtype, "gflops": best, "size": best_n, "kernel": best_kernel, "threads": threads,
+            "repeats": repeats, "warmup": warmup, "sizes": list(sizes), "by_kernel": by_kernel}  # fmt: skip
+
+
+def gemm_peaks(threads: int, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 20) -> dict[str, dict[str, Any]]:
+    """gemm_peak_gflops for each of PEAK_DTYPES: {"fp32": {...}, "bf16": {...}}."""
+    return {d: gemm_peak_gflops(threads, d, sizes, repeats) for d in PEAK_DTYPES}
 
 
 # ---------------------------------------------------------------- the runs
@@ -210,9 +235,9 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
     cfg = config.with_overrides(config.Config(), config.parse_sets(config_sets(o, o.seeds[0]))).resolved()
     threads = o.threads or cores()
     flops = model_flops(tuple(config_sets(o, o.seeds[0])))
-    peaks = [gemm_peak_gflops(threads, "fp32")]
-    if cfg.train.precision == "bf16":
-        peaks.append(gemm_peak_gflops(threads, "bf16"))
+    if not o.peak_sizes or min(o.peak_sizes) < 1 or o.peak_repeats < 1:
+        raise FmlabError("--peak-sizes and --peak-repeats must be positive")
+    peaks = gemm_peaks(threads, o.peak_sizes, o.peak_repeats)
 
     runs: list[dict[str, Any]] = []
     load_start = os.getloadavg()
@@ -232,20 +257,20 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
                 if on_run:
                     on_run(row)
     # a second probe after the runs: on a shared machine the better of the two is nearer the peak
-    for i, p in enumerate(peaks):
-        again = gemm_peak_gflops(threads, p["dtype"])
+    for d, again in gemm_peaks(threads, o.peak_sizes, o.peak_repeats).items():
+        p = peaks[d]
         kernels = {k: max(v, p["by_kernel"].get(k, 0.0)) for k, v in again["by_kernel"].items()}
-        peaks[i] = {**(again if again["gflops"] > p["gflops"] else p), "by_kernel": kernels}
+        peaks[d] = {**(again if again["gflops"] > p["gflops"] else p), "by_kernel": kernels}
     rep = summarise(o, cfg, runs, flops, peaks, threads, time.perf_counter() - t0)
     # other jobs on the machine skew every figure: the 1-minute load average says whether there were any
     return {**rep, "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cores": cores()}
 
 
 def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops: dict[str, int],
-              peaks: list[dict[str, Any]], threads: int, wall_s: float) -> dict[str, Any]:  # fmt: skip
+              peaks: dict[str, dict[str, Any]], threads: int, wall_s: float) -> dict[str, Any]:  # fmt: skip
+    """peaks: {"fp32": probe, "bf16": probe} (gemm_peaks); fmlab is held to the one of its precision."""
     train_flops = 3 * flops["total"]
-    peak = {p["dtype"]: p for p in peaks}
-    ref = peak["bf16" if cfg.train.precision == "bf16" else "fp32"]
+    ref = peaks["bf16" if cfg.train.precision == "bf16" else "fp32"]
     rep: dict[str, Any] = {"runs": runs, "order": [r["side"] for r in runs]}
     for side in SIDES:
         mine = [r for r in runs if r["side"] == side]
@@ -253,7 +278,7 @@ def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops:
         per_seed = {s: statistics.fmean(r["test_acc"] for r in mine if r["seed"] == s) for s in o.seeds}
         acc = _stats(list(per_seed.values()))
         gflops = ips * train_flops / 1e9
-        own = ref if side == "fmlab" else peak["fp32"]  # the conventional loop always runs fp32
+        own = ref if side == "fmlab" else peaks["fp32"]  # the conventional loop always runs fp32
         rep[side] = {"train_images_per_s": ips, "train_images_per_s_all": [r["train_images_per_s"] for r in mine],
                      "wall_s": statistics.median(r["wall_s"] for r in mine), "test_acc": acc, "test_acc_by_seed":
                      per_seed, "gflops": gflops, "peak_dtype": own["dtype"],
@@ -267,7 +292,11 @@ def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops:
         "acc_gap": _stats(gaps),  # fmlab minus conventional, paired by seed, accuracy as a fraction
         "conventional_gflops": c["gflops"], "fmlab_gflops": f["gflops"],
         "peak_gflops": ref["gflops"], "peak_dtype": ref["dtype"], "peaks": peaks,
+        **{f"peak_gflops_{d}": p["gflops"] for d, p in peaks.items()},
         "fmlab_peak_fraction": f["peak_fraction"], "conventional_peak_fraction": c["peak_fraction"],
+        # the bound on the speedup: fmlab's loop at 100% of its precision's peak, nothing else in a step
+        "fmlab_images_per_s_at_peak": ref["gflops"] * 1e9 / train_flops,
+        "speedup_bound": ref["gflops"] * 1e9 / train_flops / c["train_images_per_s"],
         "forward_flops_per_image": flops["total"], "train_flops_per_image": train_flops, "flops_by_layer": flops,
         "threads": threads, "precision": cfg.train.precision, "conventional_precision": "fp32",
         "epochs": o.epochs, "batch_size": o.batch_size, "train_images": runs[0]["train_images"],
@@ -275,7 +304,10 @@ def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops:
         "options": o.to_dict(), "wall_s": wall_s,
         "covers": "img/s = training images / training-loop time summed over every epoch of a run (first steps "
                   "included, evaluation excluded), median over runs; wall_s = whole process; GFLOP/s = img/s x "
-                  "3 x forward FLOPs (multiply-add = 2); peak = best of torch.mm and oneDNN matmul at the same "
-                  "threads, this run (probed before and after the runs)",
+                  "3 x forward FLOPs (multiply-add = 2); peaks (fp32 and bf16) = best of an oneDNN-packed nn.Linear "
+                  "and torch.mm on n x n products at the same threads, fastest of peak_repeats calls after warm-up, "
+                  "this run (probed before and after the runs, the better kept); fmlab's share is of the peak of "
+                  "its precision, the conventional loop's of fp32; speedup_bound = fmlab at 100% of that peak "
+                  "/ conventional img/s",
     })  # fmt: skip
     return rep

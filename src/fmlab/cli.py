@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import api, config
 
     cfg = api.make_config(config.parse_sets(args.set))
+    api.check_device(args.device)  # a missing GPU is one line before anything is printed or loaded
     tid = cfg.trial_id()
     out = Path(args.out) if args.out else api.default_train_dir(cfg)
     t0 = time.perf_counter()
@@ -121,10 +123,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from . import benchtrain
     from .study import parse_seeds
 
+    if args.peak_repeats < 1:
+        raise FmlabError(f"bad --peak-repeats {args.peak_repeats}; expected a positive count, e.g. 20")
     o = benchtrain.BenchTrainOptions(
         sets=tuple(args.set), epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
         seeds=tuple(parse_seeds(args.seeds)), repeats=args.repeats, threads=args.threads,
-        conv_workers=args.conv_workers, data_dir=args.data_dir, script=args.script)  # fmt: skip
+        conv_workers=args.conv_workers, data_dir=args.data_dir, script=args.script,
+        peak_sizes=_positive_ints(args.peak_sizes, "--peak-sizes"), peak_repeats=args.peak_repeats)  # fmt: skip
     pairs = o.repeats or len(o.seeds)
     err(f"bench-train: {pairs} pair(s) of runs (conventional, then fmlab), {o.epochs} epoch(s), batch "
         f"{o.batch_size}, seeds {list(o.seeds)}" + (f", sets {list(o.sets)}" if o.sets else ""))  # fmt: skip
@@ -146,13 +151,15 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
               f"{100 * d['peak_fraction']:7.1f}% {100 * a['mean']:12.2f}% ± {100 * a['std']:.2f} (n={a['n']})")
     g = rep["acc_gap"]
     peaks = "; ".join(f"{p['dtype']} {p['gflops']:.1f} GFLOP/s (" + ", ".join(f"{k} {v:.0f}" for k, v in
-                      p["by_kernel"].items()) + ")" for p in rep["peaks"])  # fmt: skip
+                      p["by_kernel"].items()) + ")" for p in rep["peaks"].values())  # fmt: skip
     print(f"speedup (fmlab / conventional median img/s): {rep['speedup']:.2f}x;  test acc gap fmlab - conventional: "
           f"{100 * g['mean']:+.2f} ± {100 * g['std']:.2f} pts (paired by seed, n={g['n']})")
     print(f"{n_img:,} training images x {rep['epochs']} epoch(s), batch {rep['batch_size']}, {rep['threads']} "
           f"thread(s), fmlab precision {rep['precision']} (conventional fp32); forward "
-          f"{rep['forward_flops_per_image'] / 1e6:.2f} MFLOP/image, training counted as 3x; GEMM peak "
-          f"(best square matmul, this run): {peaks}")  # fmt: skip
+          f"{rep['forward_flops_per_image'] / 1e6:.2f} MFLOP/image, training counted as 3x; GEMM peaks "
+          f"(best n x n product, packed oneDNN Linear or torch.mm, this run): {peaks}")  # fmt: skip
+    print(f"at 100% of the {rep['peak_dtype']} peak fmlab would train {rep['fmlab_images_per_s_at_peak']:,.0f} img/s: "
+          f"{rep['speedup_bound']:.2f}x the conventional loop, the bound on the speedup")  # fmt: skip
     print(f"img/s covers the training loop of every epoch (evaluation excluded); wall = whole process. "
           f"Order: {' '.join('c' if s == 'conventional' else 'f' for s in rep['order'])}")  # fmt: skip
     if rep["loadavg_start"][0] > 0.5:  # at the end the 1-min average holds this benchmark's own threads
@@ -174,7 +181,11 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    con = Console()
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich exits 1 here; main() ends a closed pipe quietly with 0
+            raise BrokenPipeError
+
+    con = PipeConsole()
     c = rep["counts"]
     con.print(f"[bold]{rep['label']}[/bold]: {c['complete']} of {c['planned']} planned trials complete, "
               f"{c['failed']} failed, {c['waiting'] + c['running']} unfinished, {c['missing']} missing; "
@@ -371,7 +382,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             cell = _cell_text(t.cell)
             print(f"  {t.id}  seed {t.seed}  {cell}")
         return 0
-    if not on_ray:  # Ray workers read the dataset on their own machines
+    if not on_ray:  # Ray workers read the dataset on their own machines; the cluster's resources decide the device
+        api.check_device(args.device)  # once, not one FAILED trial per missing GPU
         api.check_dataset(args.data_dir)
     store = Store(path)
     plan = store.plan(st, trials, retry_failed=args.retry_failed)
@@ -589,18 +601,23 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        xs = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise FmlabError(f"bad {flag} {text!r}; expected positive integers, e.g. 256,1024") from None
+    if not xs or min(xs) < 1:
+        raise FmlabError(f"bad {flag} {text!r}; expected positive integers, e.g. 256,1024")
+    return xs
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench, infer
 
     ld = infer.load(args.ckpt, args.store)
     runtimes = tuple(args.runtimes.split(",")) if args.runtimes else bench.DEFAULT_RUNTIMES
     bench.check_runtimes(runtimes)
-    try:
-        batches = tuple(int(b) for b in args.batches.split(","))
-    except ValueError:
-        raise FmlabError(f"bad --batches {args.batches!r}; expected positive integers, e.g. 256,1024") from None
-    if not batches or min(batches) < 1:
-        raise FmlabError(f"bad --batches {args.batches!r}; expected positive integers, e.g. 256,1024")
+    batches = _positive_ints(args.batches, "--batches")
     err(f"benchmarking {ld.ckpt_dir} on {', '.join(runtimes)}: {args.runs} batch-1 runs, batches {batches} ...")
     rep = bench.bench(ld, threads=args.threads, latency_threads=args.latency_threads, runs=args.runs,
                       batches=batches, repeats=args.repeats, runtimes=runtimes, data_dir=args.data_dir)  # fmt: skip
@@ -657,7 +674,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--data-dir", help="folder with the IDX files (default: $FMLAB_DATA, then system paths)")
 
@@ -701,6 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--conv-workers", type=int, default=1,
                     help="num_workers of the conventional DataLoader (default 1: faster than 0 here, BENCHMARKS.md)")
     bt.add_argument("--script", help="the conventional loop (default scripts/conventional_train.py)")
+    bt.add_argument("--peak-sizes", default="1024,2048", help="n of the GEMM peak probe's n x n products "
+                    "(default 1024,2048)")
+    bt.add_argument("--peak-repeats", type=int, default=20,
+                    help="timed calls per kernel and size in the peak probe, after warm-up (default 20)")
     bt.add_argument("--data-dir", help="folder with the IDX files")
     bt.set_defaults(func=cmd_bench_train)
 
@@ -845,13 +866,34 @@ def main(argv: list[str] | None = None) -> int:
 
         args.url = UPSTREAM_URL
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows here, inside the handler, not at exit
+        return rc
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe (a worker's, a socket) broke: that is a bug to see, not a quiet exit
+        # `fmlab ls --format json | head -c 300`: the reader has what it wanted. Point stdout at devnull so
+        # the interpreter's last flush does not fail again (the recipe in Python's signal docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except FmlabError as e:
         err(f"fmlab: error: {e}")
         return 2
     except KeyboardInterrupt:
         err("fmlab: interrupted")
         return 130
+
+
+def _stdout_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it (poll reports POLLERR on its write end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no stdout fd: trust the error
+        return True
 
 
 if __name__ == "__main__":

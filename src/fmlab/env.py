@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import FmlabError
+
 
 @dataclass(frozen=True)
 class RunOptions:
-    device: str = "auto"  # auto = cuda when present, else cpu
+    device: str = "auto"  # auto = cuda when present, else cpu; or cpu, cuda, cuda:N, mps
     threads: int = 0  # intra-op threads; 0 = all cores of this process's affinity
     channels_last: bool = True  # NHWC convolutions: faster with oneDNN and cuDNN
     eval_batch_size: int = 1024  # images per evaluation forward pass
@@ -38,11 +40,33 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def pick_device(name: str = "auto") -> torch.device:
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+_FALLBACK = "use --device cpu (or auto: cuda when present, else cpu)"
+
+
+def check_device(name: str = "auto") -> torch.device:
+    """The torch device for --device NAME, or one FmlabError naming it and the fix when this machine
+    or this torch build does not have it (checked once, before anything runs)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise FmlabError(f"bad --device {name!r}; expected {DEVICES}")
+    if kind == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise FmlabError(f"--device {name}: this torch ({torch.__version__}) is built without CUDA; install a "
+                             f"CUDA build of torch, or {_FALLBACK}")  # fmt: skip
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise FmlabError(f"--device {name}: no CUDA GPU is visible (check the driver with nvidia-smi, and "
+                             f"CUDA_VISIBLE_DEVICES); {_FALLBACK}")  # fmt: skip
+        if index and int(index) >= n:
+            raise FmlabError(f"--device {name}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}; "
+                             f"use one of those, or {_FALLBACK}")  # fmt: skip
+    if kind == "mps" and not torch.backends.mps.is_available():
+        why = "is not available here (it needs macOS 12.3+ on Apple silicon)" if torch.backends.mps.is_built() \
+            else f"is not in this torch build ({torch.__version__}; MPS builds are macOS only)"
+        raise FmlabError(f"--device {name}: Apple's MPS GPU backend {why}; {_FALLBACK}")
     return torch.device(name)
 
 
@@ -74,7 +98,7 @@ def setup(opts: RunOptions) -> torch.device:
     """Threads, allocator, device; call once per process before training."""
     torch.set_num_threads(opts.threads or cores())
     tune_allocator()
-    return pick_device(opts.device)
+    return check_device(opts.device)
 
 
 def seed_everything(seed: int) -> None:
