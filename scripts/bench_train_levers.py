@@ -12,7 +12,7 @@ mallopt  fmlab's allocator tuning on / off. mallopt is process-wide and glibc's 
          on, off, ...): median step time and minor page faults per step.
 compile  torch.compile(net) vs eager, in one process: compile time (first compiled steps minus an
          eager step) counted separately, then interleaved rounds; prints the break-even step count.
-workers  scripts/conventional_train.py with DataLoader num_workers 0 vs 1, alternating processes:
+workers  src/fmlab/conventional_train.py with DataLoader num_workers 0 vs 1, alternating processes:
          its training img/s.
 
 The last stdout line is one JSON object with every figure. Step figures are ms per step of batch
@@ -192,7 +192,7 @@ def lever_compile(a: argparse.Namespace) -> dict:
 
 
 def lever_workers(a: argparse.Namespace) -> dict:
-    script = str(ROOT / "scripts" / "conventional_train.py")
+    script = str(ROOT / "src" / "fmlab" / "conventional_train.py")
     sets = ["--set", f"data.train_subset={a.conv_images}", "--set", "train.max_epochs=1", "--set", "data.val_size=500"]
     res: dict[str, list[float]] = {"0": [], "1": []}
     for _ in range(a.procs):

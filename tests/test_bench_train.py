@@ -12,7 +12,7 @@ from conftest import run_cli
 
 from fmlab import benchtrain, data
 from fmlab.config import Config, with_overrides
-from fmlab.model import build
+from fmlab.model import build, forward_flops
 
 TINY_ARGS = ("--train-subset", "300", "--epochs", "1", "--set", "model.widths=8,16,16",
              "--set", "data.val_size=300", "--seeds", "2", "--threads", "1",
@@ -29,7 +29,7 @@ def hand_flops(widths: tuple[int, ...], fc_out: int = 10) -> int:
 
 
 def test_seed_net_forward_flops_match_the_hand_count():
-    fl = benchtrain.forward_flops(build(Config().model))
+    fl = forward_flops(build(Config().model))
     # conv1 28*28*64*9*2 + conv2 14*14*128*64*9*2 + conv3 7*7*256*128*9*2 + fc 2304*10*2
     assert fl["total"] == 28 * 28 * 64 * 9 * 2 + 14 * 14 * 128 * 64 * 9 * 2 + 7 * 7 * 256 * 128 * 9 * 2 + 2304 * 10 * 2
     assert fl["total"] == 58_752_000 == hand_flops((64, 128, 256))  # "58.75 MFLOP"

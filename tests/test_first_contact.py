@@ -107,3 +107,13 @@ def test_bad_store_files_are_one_line(args, tmp_path):
     args = tuple(str(tmp_path / "out") if a == "OUT" else a for a in args)
     one_line_error(run_cli(*args, "--store", str(bad)), str(bad), "not an fmlab store")
     one_line_error(run_cli(*args, "--store", str(tmp_path / "none.db")), "no store here")
+
+
+def test_debug_shows_the_traceback_behind_a_one_line_error(tmp_path):
+    from conftest import run_cli
+
+    plain = run_cli("show", "nope", "--store", str(tmp_path / "missing.db"))
+    debug = run_cli("show", "nope", "--store", str(tmp_path / "missing.db"), "--debug")
+    assert plain.returncode == debug.returncode == 2
+    assert "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
+    assert "Traceback" in debug.stderr and debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from fmlab import analysis, cli, report
+from fmlab import analysis, report
+
+_spec = importlib.util.spec_from_file_location("report_files", Path(__file__).resolve().parents[1] / "scripts" /
+                                               "report_files.py")  # fmt: skip
+report_files = importlib.util.module_from_spec(_spec)  # scripts/report_files.py: the dev path, not the user CLI
+_spec.loader.exec_module(report_files)
 
 FACTORS = {"model.batch_norm": [False, True], "model.pool": ["avg", "max"], "train.batch_size": [32, 64, 128]}
 BASELINE = {"model.batch_norm": False, "model.pool": "avg", "train.batch_size": 64}
@@ -187,21 +194,21 @@ def test_loss_selection_and_quick_label():
         analysis.analyse(*synth(select="test_acc"))
 
 
-def test_cli_report_files_json(tmp_path, capsys):
+def test_report_files_script_json(tmp_path, capsys):
     trials, epochs, meta = synth(seeds=[0, 1], budget="quick")
     trials.to_csv(tmp_path / "trials.csv", index=False)
     epochs.to_csv(tmp_path / "epochs.csv", index=False)
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    args = ["report-files", "--trials", str(tmp_path / "trials.csv"), "--epochs", str(tmp_path / "epochs.csv"),
+    args = ["--trials", str(tmp_path / "trials.csv"), "--epochs", str(tmp_path / "epochs.csv"),
             "--meta", str(tmp_path / "meta.json"), "--out", str(tmp_path / "rep"), "--format", "json"]  # fmt: skip
-    assert cli.main(args) == 0
+    assert report_files.main(args) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["label"].endswith("(quick: indicative only)") and rep["counts"]["complete"] == 24
     metrics = [e["metric"] for e in rep["effects"]]  # 4 main + 5 two-way on the selection metric, then on test_acc
     assert metrics == ["val_acc"] * 9 + ["test_acc"] * 9 and rep["top_cells"][0]["rank"] == 1
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "quick: indicative only" in md and "![" in md
-    assert cli.main(args[:-2] + ["--format", "table"]) == 0
+    assert report_files.main(args[:-2] + ["--format", "table"]) == 0
     assert "top cells by val_acc" in capsys.readouterr().out
 
 

@@ -2,7 +2,7 @@
 
 Both sides train the same network (same config, same initial weights for a seed), with Adam, the same
 batch size, epochs and train/val split, each in its own process started as a user would start it:
-`python scripts/conventional_train.py --set ...` (torch's default environment) and
+`python src/fmlab/conventional_train.py --set ...` (torch's default environment) and
 `python -m fmlab train --set ...` (with whatever fmlab sets up for itself). The runs alternate,
 conventional first (conv, fmlab, conv, fmlab, ...), so a slow spell on a shared machine hits both.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import FmlabError
 
-CONVENTIONAL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "conventional_train.py"
+CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("conventional_train.py")  # shipped in the package
 SIDES = ("conventional", "fmlab")
 
 
@@ -44,7 +44,7 @@ class BenchTrainOptions:
     threads: int = 0  # both sides' intra-op threads; 0 = each side's default (torch's / fmlab's)
     conv_workers: int = 1  # the conventional DataLoader's num_workers (1 beat 0 here: BENCHMARKS.md)
     data_dir: str | None = None
-    script: str | None = None  # the conventional script (default scripts/conventional_train.py)
+    script: str | None = None  # the conventional script (default: fmlab/conventional_train.py, in the package)
     timeout_s: float = 7200  # per run
     peak_sizes: tuple[int, ...] = (1024, 2048)  # n of the GEMM peak probe's n x n products
     peak_repeats: int = 20  # timed calls per kernel and size in the probe (the fastest counts)
@@ -56,45 +56,10 @@ class BenchTrainOptions:
 # ---------------------------------------------------------------- FLOPs and the GEMM peak
 
 
-def forward_flops(net: Any, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> dict[str, int]:
-    """FLOPs of one forward pass per image, from the shapes of its Conv2d and Linear layers: a
-    multiply-add counts 2 (bias, activation and pooling not counted). {layer name: FLOPs, 'total': sum}."""
-    import torch
-    from torch import nn
-
-    counts: dict[str, int] = {}
-    hooks = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def count(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
-            n = out.shape[0]
-            if isinstance(mod, nn.Conv2d):
-                k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-                counts[name] = 2 * k * out[0].numel()
-            else:
-                counts[name] = 2 * mod.in_features * out.numel() // n
-
-        return count
-
-    for name, mod in net.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            hooks.append(mod.register_forward_hook(hook(name)))
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(torch.zeros(input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        net.train(was_training)
-    return {**counts, "total": sum(counts.values())}
-
-
 def model_flops(sets: tuple[str, ...] = ()) -> dict[str, int]:
     """forward_flops of the network the config (with these --set overrides) builds."""
     from . import config
-    from .model import build
+    from .model import build, forward_flops
 
     cfg = config.with_overrides(config.Config(), config.parse_sets(list(sets))).resolved()
     return forward_flops(build(cfg.model))

@@ -212,27 +212,6 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
     con.print(f"report: {rep['index']}\nhiplot: {rep['hiplot']}\nsummary: {rep['summary_md']}", highlight=False)
 
 
-def cmd_report_files(args: argparse.Namespace) -> int:
-    """Dev/test path: a report from trials.csv, epochs.csv and a meta JSON (the store-backed
-    `fmlab report STUDY` hands build_report the same DataFrames)."""
-    import pandas as pd
-
-    from .report import build_report
-
-    try:
-        trials = pd.read_csv(args.trials)
-        epochs = pd.read_csv(args.epochs) if args.epochs else pd.DataFrame()
-        meta = json.loads(Path(args.meta).read_text())
-    except (OSError, ValueError) as e:
-        raise FmlabError(f"cannot read the report inputs: {e}") from None
-    try:
-        rep = build_report(trials, epochs, meta, args.out, Path(args.best_ckpt) if args.best_ckpt else None)
-    except (KeyError, ValueError) as e:
-        raise FmlabError(f"report inputs do not match the contract (see fmlab.analysis.analyse): {e}") from None
-    print_report_summary(rep, args.format)
-    return 0
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """A study's report from the store: reports/<study>/ (reports/<study>-<budget>/ for other budgets)."""
     from . import api
@@ -682,7 +661,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.")
+    ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.",
+                                 epilog="--debug (anywhere on the line, or FMLAB_DEBUG=1): show the traceback "
+                                 "behind a one-line error")  # fmt: skip
     ap.add_argument("--version", action="version", version=f"fmlab {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -717,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="intra-op threads for both sides and the GEMM probe (0 = each side's default)")
     bt.add_argument("--conv-workers", type=int, default=1,
                     help="num_workers of the conventional DataLoader (default 1: faster than 0 here, BENCHMARKS.md)")
-    bt.add_argument("--script", help="the conventional loop (default scripts/conventional_train.py)")
+    bt.add_argument("--script", help="the conventional loop (default: conventional_train.py in the fmlab package)")
     bt.add_argument("--peak-sizes", default="1024,2048", help="n of the GEMM peak probe's n x n products "
                     "(default 1024,2048)")
     bt.add_argument("--peak-repeats", type=int, default=20,
@@ -735,16 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", help="folder with the IDX files")
     sp.set_defaults(func=cmd_speedrun)
 
-    r = sub.add_parser("report-files", help="(dev) build a report from trials.csv, epochs.csv and a meta JSON")
-    r.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.analyse)")
-    r.add_argument("--epochs", help="CSV, one row per trial and epoch")
-    r.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned "
-                   "(an arms study: design \"arms\", arms {name: {key: value}})")
-    r.add_argument("--out", required=True, help="output folder (index.html, summary.md, figures, hiplot.html)")
-    r.add_argument("--best-ckpt", help="checkpoint dir of the best trial (by validation): confusion matrix")
-    r.add_argument("--format", choices=["table", "json"], default="table")
-    r.set_defaults(func=cmd_report_files)
-    store_help = "the SQLite store (default runs/fmlab.db)"
+    from .store import DEFAULT_PATH  # the one default store path (also the API's)
+
+    store_help = f"the SQLite store (default {DEFAULT_PATH})"
     rp = sub.add_parser("report", help="a study's report: index.html, summary.md, figures, hiplot.html")
     rp.add_argument("study")
     rp.add_argument("--budget", help="which budget's trials (needed when the study has several)")
@@ -823,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def ckpt_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("ckpt", metavar="CKPT", help="trial id, STUDY:best, or a checkpoint directory")
-        p.add_argument("--store", default="runs/fmlab.db", help="trial store for ids (default runs/fmlab.db)")
+        p.add_argument("--store", default=str(DEFAULT_PATH), help=f"trial store for ids (default {DEFAULT_PATH})")
 
     p = sub.add_parser("params", help="trainable parameters per layer, total, size")
     ckpt_arg(p)
@@ -860,7 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FMLAB_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     if getattr(args, "url", "x") is None:
         from .data import UPSTREAM_URL
 
@@ -877,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except FmlabError as e:
+        if debug:  # the traceback the one-line error hides, then the line itself
+            import traceback
+
+            traceback.print_exc()
         err(f"fmlab: error: {e}")
         return 2
     except KeyboardInterrupt:

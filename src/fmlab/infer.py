@@ -18,7 +18,6 @@ from .config import Config
 from .errors import FmlabError
 from .model import build, count_params
 
-DEFAULT_STORE = Path("runs/fmlab.db")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SIDE = 28  # Fashion-MNIST frame, pixels
 
@@ -45,23 +44,10 @@ def need(module: str, package: str) -> Any:
 
 
 def resolve(ref: str | Path, store: str | Path | None = None) -> Path:
-    """A checkpoint directory for a directory path, a trial id or ``STUDY:best``."""
-    p = Path(ref)
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise InferError(f"{p}: not a checkpoint directory (want a folder with trial.json and best.safetensors)")
-    if "/" in str(ref) or str(ref).startswith("."):
-        raise InferError(f"{p}: no such checkpoint directory; give a folder with trial.json and best.safetensors, "
-                         "a trial id or STUDY:best")  # fmt: skip
-    try:
-        from .store import resolve_checkpoint
-    except ImportError as e:
-        if isinstance(e, ModuleNotFoundError) and e.name != f"{__package__}.store":
-            raise  # the store exists but one of its own imports is missing: show that, not this
-        raise InferError(f"{ref}: no such checkpoint directory, and this fmlab has no trial store to look "
-                         "trial ids or STUDY:best up in; pass a checkpoint directory") from None  # fmt: skip
-    return Path(resolve_checkpoint(str(ref), Path(store) if store else DEFAULT_STORE))
+    """A checkpoint directory for a directory path, a trial id or ``STUDY:best`` (fmlab.store.resolve_checkpoint)."""
+    from .store import DEFAULT_PATH, resolve_checkpoint
+
+    return Path(resolve_checkpoint(str(ref), Path(store) if store else DEFAULT_PATH))
 
 
 @dataclass

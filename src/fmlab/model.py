@@ -27,6 +27,7 @@ so resnet needs model.batch_norm=true (config.check says so).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,3 +129,35 @@ def build(cfg: ModelConfig) -> nn.Module:
 
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def forward_flops(net: Any, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> dict[str, int]:
+    """FLOPs of one forward pass per image, from the shapes of its Conv2d and Linear layers: a
+    multiply-add counts 2 (bias, activation and pooling not counted). {layer name: FLOPs, 'total': sum}."""
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def count(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
+            n = out.shape[0]
+            if isinstance(mod, nn.Conv2d):
+                k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+                counts[name] = 2 * k * out[0].numel()
+            else:
+                counts[name] = 2 * mod.in_features * out.numel() // n
+
+        return count
+
+    for name, mod in net.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            hooks.append(mod.register_forward_hook(hook(name)))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was_training)
+    return {**counts, "total": sum(counts.values())}

@@ -62,11 +62,11 @@ class Speedrun:
 
 def load(path: str | Path) -> Speedrun:
     """Read and check a speedrun file; every error names the file and the key."""
-    from .study import _seeds, read_toml
+    from .study import check_seeds, read_toml
 
     p = Path(path)
     raw = read_toml(p, "speedrun file", TOP_KEYS)
-    seeds = _seeds(p, "key 'seeds'", raw.get("seeds", [0, 1, 2, 3, 4]))
+    seeds = check_seeds(p, "key 'seeds'", raw.get("seeds", [0, 1, 2, 3, 4]))
     recipes = {}
     for name, r in (raw.get("recipes") or {}).items():
         where = f"{p}: recipes.{name}"

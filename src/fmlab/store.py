@@ -469,13 +469,19 @@ class Store:
 
 def resolve_checkpoint(ref: str, store_path: str | Path = DEFAULT_PATH) -> Path:
     """A checkpoint directory from a trial id (or unique prefix), STUDY:best, STUDY@BUDGET:best,
-    or a checkpoint directory (holding trial.json and best.safetensors)."""
+    or a checkpoint directory (holding trial.json and best.safetensors). The one resolver: the CLI, the
+    API and inference (fmlab.infer.resolve) all come here."""
     p = Path(ref)
     if p.is_dir():
         if (p / "trial.json").is_file():
             return p
         raise StoreError(f"{p}: not a checkpoint directory (no trial.json); give a trial id, STUDY:best or "
                          "a directory with trial.json and best.safetensors")  # fmt: skip
+    if p.exists():
+        raise StoreError(f"{p}: not a checkpoint directory (want a folder with trial.json and best.safetensors)")
+    if "/" in str(ref) or str(ref).startswith("."):
+        raise StoreError(f"{p}: no such checkpoint directory; give a folder with trial.json and best.safetensors, "
+                         "a trial id or STUDY:best")  # fmt: skip
     s = Store(store_path, create=False)
     try:
         if ref.endswith(":best"):

@@ -200,7 +200,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(seeds))
 
 
-def _seeds(path: Path, where: str, value: Any) -> tuple[int, ...]:
+def check_seeds(path: Path, where: str, value: Any) -> tuple[int, ...]:
     ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                     for s in value)  # fmt: skip
     if not ok:
@@ -288,7 +288,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
                     raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
                                      "budget may not override what an arm tests")  # fmt: skip
         if "seeds" in b:
-            _seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
+            check_seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
         if not isinstance(b.get("finding", False), bool):
             raise StudyError(
                 f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false"
@@ -298,8 +298,8 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
     chosen = dict(budgets.get(budget, {}))
     if seeds is None:
-        seeds = _seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
-            _seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
+        seeds = check_seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
+            check_seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
     chosen.pop("seeds", None)
     finding = bool(chosen.pop("finding", budget == FULL))
     note = str(chosen.pop("label", ""))

@@ -55,8 +55,7 @@ class Progress:
 @functools.lru_cache(maxsize=256)
 def _flops(m: ModelConfig) -> float:
     """Forward FLOPs per image of the conv and linear layers of m's network (any arch)."""
-    from .benchtrain import forward_flops
-    from .model import build
+    from .model import build, forward_flops
 
     return float(forward_flops(build(m))["total"])
 

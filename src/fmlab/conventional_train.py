@@ -12,7 +12,8 @@ for a seed) and the data arrays with the same train/val split (fmlab.data.load).
 or fmlab.env. As fmlab does, the weights of the best epoch by the monitored validation metric are
 the ones evaluated on the test set.
 
-    PYTHONPATH=src python scripts/conventional_train.py --set train.max_epochs=2 [--workers 1]
+    python -m fmlab.conventional_train --set train.max_epochs=2 [--workers 1]   (in the package: a normal
+    install of fmlab can run bench-train)
 
 The last stdout line is one JSON object: train_images_per_s (images / training-loop time, every
 epoch; evaluation excluded), train_s, eval_s, total_s, test_acc, val_acc, pid, ...
