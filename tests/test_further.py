@@ -16,7 +16,7 @@ from fmlab import train as ftrain
 from fmlab.config import Config, ConfigError, DataConfig, TrainConfig, with_overrides
 from fmlab.data import normalize
 from fmlab.model import build
-from fmlab.train import evaluate, lr_at, make_optimizer, smoothed_nll, track, train
+from fmlab.train import LoopState, evaluate, lr_at, make_optimizer, smoothed_nll, track, train
 
 BASELINE_ID = "a9528b317040"  # Config().trial_id() before issue 6's fields existed
 
@@ -282,16 +282,16 @@ ACC = [0.50, 0.60, 0.60, 0.65, 0.64, 0.64, 0.659, 0.70, 0.71]  # min_delta 0.01,
 
 def test_track_on_a_scripted_sequence():
     c = TrainConfig(monitor="val_acc", patience=3, min_delta=0.01)
-    st = {"best": None, "best_epoch": 0, "bad_epochs": 0}
+    st = LoopState()
     marks = []
     for epoch, acc in enumerate(ACC, 1):
         marks.append(track(st, epoch, acc, c))
-        if st["bad_epochs"] >= c.patience:
+        if st.bad_epochs >= c.patience:
             break
-    assert epoch == 7 and st["best_epoch"] == 4 and st["best"] == 0.65
+    assert epoch == 7 and st.best_epoch == 4 and st.best == 0.65
     assert marks == [True, True, False, True, False, False, False]
     loss = TrainConfig(monitor="val_loss", patience=2)
-    st = {"best": None, "best_epoch": 0, "bad_epochs": 0}
+    st = LoopState()
     assert [track(st, e, v, loss) for e, v in enumerate([1.0, 0.9, 0.9, 0.95], 1)] == [True, True, False, False]
 
 

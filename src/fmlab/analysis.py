@@ -24,10 +24,10 @@ from scipy import stats
 
 from .claims import check_claims
 from .diagnostics import Diagnostics, apply_transform, diagnose, limit_lines
+from .metrics import METRICS as METRICS
 from .stats import MIN_EFFECT, VERDICTS, Fit, best_set, effects_table, fit_model, holm_verdicts
 from .stats import higher_is_better as higher_is_better
 
-METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 ALPHA = 0.05
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .metrics import EPOCH_COLS as EPOCH_METRICS
 from .store import DEFAULT_PATH
 
 if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `import fmlab` stays fast
@@ -31,7 +32,6 @@ if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `impor
 
 STATES = ("WAITING", "RUNNING", "COMPLETE", "FAILED")
 METRIC_COLS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_s", "total_s", "train_images_per_s")
-EPOCH_METRICS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FmlabError
+from .metrics import EPOCH_COLS
 
 RUN_SCHEMA = "fmlab.results/1"
 REPORT_FILES = ("summary.md", "summary.json")  # copied when present
@@ -335,8 +336,7 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
         if tid in complete:
             try:
                 by_trial.setdefault(tid, []).append({"epoch": int(e["epoch"]), **{c: _num(e.get(c)) for c in
-                                                     ("lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                                                      "epoch_s")}})  # fmt: skip
+                                                     EPOCH_COLS}})  # fmt: skip
             except (KeyError, ValueError) as ex:
                 raise PublishError(f"{d / 'epochs.csv'}: line {i}: bad row ({ex}); republish the folder") from None
     best = run.get("best")

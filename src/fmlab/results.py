@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .checkpoint import atomic_write
+from .metrics import METRICS as METRICS
 from .store import Store
 
-METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 Rows3 = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
-EPOCH_COLS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
+EPOCH_COLS = ("epoch", *metrics.EPOCH_COLS)  # the exported epochs table
 
 
 def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FmlabError
+from .metrics import EPOCH_COLS as EPOCH_COLS  # defined once, in fmlab.metrics
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path("runs/fmlab.db")
 HEARTBEAT_S = 5.0  # how often the parent refreshes its RUNNING rows
 HEARTBEAT_TTL_S = 60.0  # a RUNNING row not refreshed for this long belongs to a dead sweep
-EPOCH_COLS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS studies (

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FmlabError
+from .metrics import EPOCH_COLS, METRICS
 from .study import BASELINE
 
-EPOCH_TAGS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s")  # the store's epoch columns
-FINAL_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")  # a COMPLETE trial's metrics
+EPOCH_TAGS = EPOCH_COLS  # the store's epoch columns (fmlab.metrics)
+FINAL_METRICS = METRICS  # a COMPLETE trial's metrics (fmlab.metrics)
 FINAL = "final/"
 LIVE_METRICS = ("val_loss", "val_acc")  # the latest epoch's, so running trials show in the HParams view too
 INSTALL = "TensorBoard output needs the tensorboard package: pip install 'fmlab[tensorboard]'"

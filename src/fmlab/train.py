@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +98,34 @@ def improved(value: float, best: float | None, monitor: str, min_delta: float) -
     return value < best - min_delta if monitor == "val_loss" else value > best + min_delta
 
 
-def track(st: dict[str, Any], epoch: int, score: float, cfg: TrainConfig) -> bool:
+@dataclass
+class LoopState:
+    """The loop's progress after its last finished epoch: what early stopping tracks and what resume
+    restores (saved as the "train" object of the resume JSON, fmlab.checkpoint.save_state)."""
+
+    epoch: int = 0  # epochs finished
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (fmlab.metrics.EPOCH_COLS)
+    best: float | None = None  # the best monitored value so far
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best; training stops at patience
+    train_s: float = 0.0  # seconds in training steps, summed over epochs
+    eval_s: float = 0.0  # seconds in validation passes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def track(st: LoopState, epoch: int, score: float, cfg: TrainConfig) -> bool:
     """Early-stopping bookkeeping after an epoch (updates st's best, best_epoch, bad_epochs);
     True when score improved on the best. Training stops once bad_epochs reaches cfg.patience."""
-    if improved(score, st["best"], cfg.monitor, cfg.min_delta):
-        st.update(best=score, best_epoch=epoch, bad_epochs=0)
+    if improved(score, st.best, cfg.monitor, cfg.min_delta):
+        st.best, st.best_epoch, st.bad_epochs = score, epoch, 0
         return True
-    st["bad_epochs"] += 1
+    st.bad_epochs += 1
     return False
 
 
@@ -163,15 +184,16 @@ def train(
     n, bs = len(ytr), tc.batch_size
     steps_per_epoch = math.ceil(n / bs)
 
-    st = {"epoch": 0, "history": [], "best": None, "best_epoch": 0, "bad_epochs": 0, "train_s": 0.0, "eval_s": 0.0}
+    st = LoopState()
     best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if state_dir and (Path(state_dir) / "state.json").exists():
         from .checkpoint import load_state
 
-        st, best_weights = load_state(Path(state_dir), net, opt, gen, device, aug_gen=aug_gen)
+        saved, best_weights = load_state(Path(state_dir), net, opt, gen, device, aug_gen=aug_gen)
+        st = LoopState.from_dict(saved)
 
-    while st["epoch"] < tc.max_epochs and st["bad_epochs"] < tc.patience:
-        epoch = st["epoch"] + 1
+    while st.epoch < tc.max_epochs and st.bad_epochs < tc.patience:
+        epoch = st.epoch + 1
         t0 = time.perf_counter()
         net.train()
         perm = torch.randperm(n, generator=gen).to(device)
@@ -201,16 +223,16 @@ def train(
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": train_loss,
                "train_acc": correct.item() / n, "val_loss": val["loss"], "val_acc": val["acc"],
                "epoch_s": t2 - t0}  # fmt: skip
-        st["history"].append(row)
-        st["train_s"] += t1 - t0
-        st["eval_s"] += t2 - t1
-        st["epoch"] = epoch
+        st.history.append(row)
+        st.train_s += t1 - t0
+        st.eval_s += t2 - t1
+        st.epoch = epoch
         if track(st, epoch, row[tc.monitor], tc):
             best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if state_dir:
             from .checkpoint import save_state
 
-            save_state(Path(state_dir), st, net, opt, gen, best_weights, aug_gen=aug_gen)
+            save_state(Path(state_dir), st.to_dict(), net, opt, gen, best_weights, aug_gen=aug_gen)
         if on_epoch:
             on_epoch(row)
 
@@ -218,19 +240,19 @@ def train(
     t3 = time.perf_counter()
     xte, yte = _prep(ds.test, ds, device, fmt)
     test = evaluate(net, xte, yte, opts.eval_batch_size, autocast, tc.tta)
-    best_row = st["history"][st["best_epoch"] - 1]
-    images = len(st["history"]) * n
+    best_row = st.history[st.best_epoch - 1]
+    images = len(st.history) * n
     return TrialResult(
         trial_id=cfg.trial_id(),
         config=cfg.to_dict(),
-        epochs=st["history"],
-        best_epoch=st["best_epoch"],
-        stop_reason="early_stopping" if st["bad_epochs"] >= tc.patience else "max_epochs",
+        epochs=st.history,
+        best_epoch=st.best_epoch,
+        stop_reason="early_stopping" if st.bad_epochs >= tc.patience else "max_epochs",
         metrics={"val_loss": best_row["val_loss"], "val_acc": best_row["val_acc"],
                  "test_loss": test["loss"], "test_acc": test["acc"]},  # fmt: skip
-        timings={"total_s": time.perf_counter() - t_start, "train_s": st["train_s"], "eval_s": st["eval_s"],
+        timings={"total_s": time.perf_counter() - t_start, "train_s": st.train_s, "eval_s": st.eval_s,
                  "test_eval_s": time.perf_counter() - t3,
-                 "train_images_per_s": images / st["train_s"] if st["train_s"] else 0.0},  # fmt: skip
+                 "train_images_per_s": images / st.train_s if st.train_s else 0.0},  # fmt: skip
         env={**env.provenance(device), "run_options": opts.to_dict()},
         n_params=count_params(net),
         weights={k: v.detach().cpu().contiguous().numpy() for k, v in best_weights.items()},
