@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from .errors import FmlabError
 from .metrics import EPOCH_COLS as EPOCH_COLS  # defined once, in fmlab.metrics
@@ -79,6 +79,29 @@ TRANSITIONS: dict[tuple[State, State], str] = {
 
 class TransitionError(StoreError):
     """A state change the table does not allow (a bug in the caller, not bad input)."""
+
+
+class TrialRecord(TypedDict):
+    """One (study, budget, trial) link as Store.records returns it: the typed shape every listing reads."""
+
+    id: str
+    study: str | None
+    budget: str | None
+    label: str | None
+    state: str  # a State value
+    seed: int
+    cell: dict[str, Any]  # factor values, or {"arm": name, "also": [...]}
+    config: dict[str, Any]
+    metrics: dict[str, float]  # fmlab.metrics.METRICS once COMPLETE
+    best_epoch: int | None
+    stop_reason: str | None
+    n_params: int | None
+    timings: dict[str, Any]
+    attempts: int
+    error: str | None
+    owner: str | None  # "host:pid" while RUNNING
+    started: float | None
+    finished: float | None
 
 
 @dataclass
@@ -297,11 +320,9 @@ class Store:
             db.execute("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
                        (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
 
-    def complete(self, tid: str, result: Any, log: str = "") -> bool:
-        """Write the checkpoint, then the trial's row and epochs in one transaction; drop resume state."""
-        from .checkpoint import save_trial
-
-        ckpt = save_trial(result, self.trial_dir(tid))
+    def complete(self, tid: str, result: Any, log: str, ckpt: Path) -> bool:
+        """The trial's row, epochs and artifact paths in one transaction, once the sweep has written its
+        checkpoint files into ckpt (files first, then the row); drops the resume state."""
         now = time.time()
         with self.tx() as db:
             if not self.transition(db, tid, C, (R,), owned=True, finished=now, metrics=_j(result.metrics),
@@ -386,7 +407,7 @@ class Store:
                          f"(or {name}@{budgets[0]}:best)")  # fmt: skip
 
     def records(self, study: str | None = None, budget: str | None = None, states: Iterable[str] | None = None,
-                ids: Iterable[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                ids: Iterable[str] | None = None) -> list[TrialRecord]:  # fmt: skip
         """One record per (study, budget, trial) link: id, study, budget, label, state, seed, cell, config,
         metrics, timings, ... Trials not linked to any study appear with study None."""
         q = ("SELECT t.*, st.study, st.budget, st.cell FROM trials t LEFT JOIN study_trials st ON st.trial = t.id "
@@ -412,7 +433,7 @@ class Store:
         out = []
         for r in self.db.execute(q, args):
             d = dict(r)
-            rec = {"id": d["id"], "study": d["study"], "budget": d["budget"],
+            rec: TrialRecord = {"id": d["id"], "study": d["study"], "budget": d["budget"],
                    "label": budget_label(d["budget"]) if d["budget"] else None, "state": d["state"],
                    "seed": d["seed"], "cell": json.loads(d["cell"]) if d["cell"] else {},
                    "config": json.loads(d["config"]), "metrics": json.loads(d["metrics"] or "{}"),

@@ -124,7 +124,9 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
             r = ev.row
             prog.last = f"{tid} epoch {int(r['epoch'])}: val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}"
         elif ev.kind == "done":
-            store.complete(tid, ev.result, ev.log)
+            from .checkpoint import save_trial  # files first (the sweep's), then the row (the store's)
+
+            store.complete(tid, ev.result, ev.log, save_trial(ev.result, store.trial_dir(tid)))
             prog.done += 1
             prog.ran += 1
             prog.trial_s.append(time.time() - mine.pop(tid))
