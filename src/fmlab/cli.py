@@ -659,6 +659,16 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .store import DEFAULT_PATH  # the one default store path (also the API's)
+
+    store_help = f"the SQLite store (default {DEFAULT_PATH})"
+    # options shared by many commands, declared once (argparse parents)
+    STORE = argparse.ArgumentParser(add_help=False)
+    STORE.add_argument("--store", help=store_help)
+    FORMAT = argparse.ArgumentParser(add_help=False)
+    FORMAT.add_argument("--format", choices=["table", "json"], default="table", help="table (default) or json")
+    DATA = argparse.ArgumentParser(add_help=False)
+    DATA.add_argument("--data-dir", help="folder with the IDX files (default: FMLAB_DATA, then the usual places)")
     from . import __version__
 
     ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.",
@@ -669,9 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="check or fetch the dataset")
     dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
-    c = dsub.add_parser("check", help="where the dataset is, checksums, counts per class")
-    c.add_argument("--data-dir")
-    c.add_argument("--format", choices=["table", "json"], default="table")
+    c = dsub.add_parser("check", parents=[FORMAT, DATA], help="where the dataset is, checksums, counts per class")
     c.set_defaults(func=cmd_data_check)
     f = dsub.add_parser("fetch", help="download the upstream files, verify, write atomically")
     f.add_argument("--url", default=None, help="base URL (default: upstream)")
@@ -684,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(t)
     t.set_defaults(func=cmd_train)
 
-    bt = sub.add_parser("bench-train", help="fmlab's trainer vs a conventional DataLoader loop, alternating "
+    bt = sub.add_parser("bench-train", parents=[DATA],
+                        help="fmlab's trainer vs a conventional DataLoader loop, alternating "
                         "processes; last line JSON with speedup")
     bt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for both sides, repeatable (e.g. train.precision=bf16: fmlab only)")
@@ -703,28 +712,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 1024,2048)")
     bt.add_argument("--peak-repeats", type=int, default=20,
                     help="timed calls per kernel and size in the peak probe, after warm-up (default 20)")
-    bt.add_argument("--data-dir", help="folder with the IDX files")
     bt.set_defaults(func=cmd_bench_train)
 
-    sp = sub.add_parser("speedrun", help="time-to-accuracy records: each recipe x seed as its own `fmlab train` "
+    sp = sub.add_parser("speedrun", parents=[DATA],
+                        help="time-to-accuracy records: each recipe x seed as its own `fmlab train` "
                         "process, whole wall time; last line JSON")
     sp.add_argument("file", help="speedrun file, e.g. studies/speedrun.toml")
     sp.add_argument("--recipe", action="append", help="run only this recipe (repeatable; default all)")
     sp.add_argument("--seeds", help="N (0..N-1) or a list like 0,1,2 (default: the file's seeds)")
     sp.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = fmlab's default: all cores)")
     sp.add_argument("--log", default="runs/speedrun/runs.jsonl", help="JSONL file each run is appended to")
-    sp.add_argument("--data-dir", help="folder with the IDX files")
     sp.set_defaults(func=cmd_speedrun)
 
-    from .store import DEFAULT_PATH  # the one default store path (also the API's)
-
-    store_help = f"the SQLite store (default {DEFAULT_PATH})"
-    rp = sub.add_parser("report", help="a study's report: index.html, summary.md, figures, hiplot.html")
+    rp = sub.add_parser("report", parents=[STORE, FORMAT],
+                        help="a study's report: index.html, summary.md, figures, hiplot.html")
     rp.add_argument("study")
     rp.add_argument("--budget", help="which budget's trials (needed when the study has several)")
     rp.add_argument("--out", help="output folder (default reports/<study>, or reports/<study>-<budget>)")
-    rp.add_argument("--store", help=store_help)
-    rp.add_argument("--format", choices=["table", "json"], default="table")
     rp.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="run a study file's trials (resumes; nothing COMPLETE is redone)")
     sw.add_argument("study_file")
@@ -751,60 +755,56 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(sw)
     sw.set_defaults(func=cmd_sweep)
 
-    wa = sub.add_parser("watch", help="a live view of a study while it runs: progress, running trials, failures, "
+    wa = sub.add_parser("watch", parents=[STORE],
+                        help="a live view of a study while it runs: progress, running trials, failures, "
                         "ranking so far (read-only)")
     wa.add_argument("study")
     wa.add_argument("--budget", help="which budget's trials (needed when the study has several)")
-    wa.add_argument("--store", help=store_help)
     wa.add_argument("--every", type=float, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
     wa.set_defaults(func=cmd_watch)
 
-    ls = sub.add_parser("ls", help="trials in the store: state, cell, seed, metrics")
+    ls = sub.add_parser("ls", parents=[STORE, FORMAT], help="trials in the store: state, cell, seed, metrics")
     ls.add_argument("study", nargs="?")
     ls.add_argument("--budget")
     ls.add_argument("--state", choices=["WAITING", "RUNNING", "COMPLETE", "FAILED"])
-    ls.add_argument("--store", help=store_help)
-    ls.add_argument("--format", choices=["table", "json"], default="table")
     ls.set_defaults(func=cmd_ls)
 
-    sh = sub.add_parser("show", help="one trial: config, metrics, per-epoch rows, traceback and log")
+    sh = sub.add_parser("show", parents=[STORE, FORMAT],
+                        help="one trial: config, metrics, per-epoch rows, traceback and log")
     sh.add_argument("trial", help="a trial id or a unique prefix")
-    sh.add_argument("--store", help=store_help)
-    sh.add_argument("--format", choices=["table", "json"], default="table")
     sh.set_defaults(func=cmd_show)
 
-    rs = sub.add_parser("results", help="per-trial and per-epoch tables of a study")
+    rs = sub.add_parser("results", parents=[STORE], help="per-trial and per-epoch tables of a study")
     rs.add_argument("study")
     rs.add_argument("--out", help="output folder (trials.csv, epochs.csv)")
     rs.add_argument("--tensorboard", metavar="DIR", help="also (or instead) write one TensorBoard run per trial to "
                     "DIR from the store, replacing earlier runs of these trials (needs fmlab[tensorboard])")
     rs.add_argument("--as", dest="as_", choices=["csv", "jsonl"], default="csv")
     rs.add_argument("--budget", help="which budget's trials (needed when the study has several)")
-    rs.add_argument("--store", help=store_help)
     rs.set_defaults(func=cmd_results)
-    pb = sub.add_parser("publish", help="a study's results as a folder for the repository: tables, summary, "
+    pb = sub.add_parser("publish", parents=[STORE],
+                        help="a study's results as a folder for the repository: tables, summary, "
                         "figures, run.json, best/ (atomic)")
     pb.add_argument("study_file")
     pb.add_argument("--budget", default="full", help="the budget whose trials to publish (default full)")
     pb.add_argument("--seeds", help="the --seeds the sweep ran with, if it overrode the study's")
-    pb.add_argument("--store", help=store_help)
     pb.add_argument("--out", help="folder to write (default results/<study>-<budget>)")
     pb.set_defaults(func=cmd_publish)
-    im = sub.add_parser("import", help="load a results folder into a store: its COMPLETE trials and best checkpoint")
+    im = sub.add_parser("import", parents=[STORE],
+                        help="load a results folder into a store: its COMPLETE trials and best checkpoint")
     im.add_argument("folder", help="a folder written by fmlab publish, e.g. results/seed-cpu")
-    im.add_argument("--store", help=store_help)
     im.set_defaults(func=cmd_import)
 
     def ckpt_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("ckpt", metavar="CKPT", help="trial id, STUDY:best, or a checkpoint directory")
         p.add_argument("--store", default=str(DEFAULT_PATH), help=f"trial store for ids (default {DEFAULT_PATH})")
 
-    p = sub.add_parser("params", help="trainable parameters per layer, total, size")
+    p = sub.add_parser("params", parents=[FORMAT], help="trainable parameters per layer, total, size")
     ckpt_arg(p)
-    p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_params)
 
-    p = sub.add_parser("bench", help="latency and throughput: torch vs ONNX Runtime fp32/int8; last line JSON")
+    p = sub.add_parser("bench", parents=[DATA],
+                       help="latency and throughput: torch vs ONNX Runtime fp32/int8; last line JSON")
     ckpt_arg(p)
     p.add_argument("--threads", type=int, default=0, help="threads for batched runs (0 = all cores)")
     p.add_argument("--latency-threads", type=int, default=1, help="threads for batch-1 latency (default 1)")
@@ -813,22 +813,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", default="256,1024", help="batch sizes for throughput (default 256,1024)")
     p.add_argument("--runtimes", help="comma list of torch_eager, torch_script, torch_compile, ort_fp32, ort_int8 "
                    "(default all but torch_compile: minutes to compile cold, no faster here)")
-    p.add_argument("--data-dir", help="folder with the IDX files")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="ONNX file, checked against torch on the test set")
+    p = sub.add_parser("export", parents=[DATA], help="ONNX file, checked against torch on the test set")
     ckpt_arg(p)
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="file to write (atomically)")
     p.add_argument("--int8", action="store_true", help="static int8 quantization (QDQ) calibrated on train images")
     p.add_argument("--calib", type=int, default=500, help="calibration images for --int8 (default 500)")
-    p.add_argument("--data-dir", help="folder with the IDX files")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="top classes and probabilities for your own images")
+    p = sub.add_parser("predict", parents=[FORMAT], help="top classes and probabilities for your own images")
     ckpt_arg(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders")
     p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
-    p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_predict)
     return ap
 
