@@ -223,20 +223,28 @@ def test_unreadable_checkpoint_path(tmp_path):
     one_error_line(run_cli("params", str(f)), f)
 
 
-def test_resolve_hands_ids_to_the_store(tiny_ckpt, monkeypatch, tmp_path):
-    import sys
-    import types
+def test_resolve_finds_ids_and_study_best_in_a_real_store(tiny_ckpt, tmp_path):
+    """One resolver (fmlab.store.resolve_checkpoint) behind infer: a directory as is, a trial id, a unique
+    prefix and STUDY:best through a real SQLite store; a missing store is one clear error."""
+    import shutil
 
-    seen = {}
+    from test_studies import write_study
 
-    def resolve_checkpoint(ref, store_path):
-        seen.update(ref=ref, store=store_path)
-        return tiny_ckpt
+    from fmlab import study as fstudy
+    from fmlab.store import Store, StoreError
 
-    fake = types.ModuleType("fmlab.store")
-    fake.resolve_checkpoint = resolve_checkpoint
-    monkeypatch.setitem(sys.modules, "fmlab.store", fake)
+    st = fstudy.load(write_study(tmp_path, "rs", {"train.lr": [0.01]}))
+    s = Store(tmp_path / "s.db")
+    s.plan(st, st.trials())
+    tid = st.trials()[0].id
+    s.import_complete(tid, metrics={"val_loss": 0.3, "val_acc": 0.9, "test_loss": 0.3, "test_acc": 0.9},
+                      timings={}, env={}, best_epoch=1, stop_reason="max_epochs", n_params=1, epochs=[])  # fmt: skip
+    shutil.copytree(tiny_ckpt, s.trial_dir(tid), dirs_exist_ok=True)
     assert infer.resolve(tiny_ckpt) == tiny_ckpt  # a directory is taken as is
-    assert infer.resolve("seed:best", tmp_path / "s.db") == tiny_ckpt
-    assert seen == {"ref": "seed:best", "store": tmp_path / "s.db"}
-    assert infer.load("abc123", tmp_path / "s.db").ckpt_dir == tiny_ckpt
+    for ref in (tid, tid[:6], "rs:best", "rs@full:best"):
+        assert infer.resolve(ref, tmp_path / "s.db") == s.trial_dir(tid), ref
+    assert infer.load(tid[:6], tmp_path / "s.db").ckpt_dir == s.trial_dir(tid)
+    with pytest.raises(StoreError, match="no such checkpoint directory"):
+        infer.resolve("./nope", tmp_path / "s.db")
+    with pytest.raises(StoreError):
+        infer.resolve("abc123", tmp_path / "missing.db")

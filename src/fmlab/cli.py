@@ -109,12 +109,14 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
             f"(train {r['train_s']:.1f}s, val {r['eval_s']:.1f}s, {r['epochs']} epochs)")  # fmt: skip
 
     sums = speedrun.run(spec, names, seeds, log, args.threads, args.data_dir, on_run=progress)
-    print(f"{'recipe':14} {'n':>2} {'test acc mean [95% CI]':>26} {'target':>7} {'wall s median':>14} {'max':>6} "
-          f"{'target':>7}  met")  # fmt: skip
+    rows = []
     for s in sums:
         ci = f"[{100 * s['test_acc_lo']:5.2f}, {100 * s['test_acc_hi']:5.2f}]" if s["n"] > 1 else "[n=1: no CI]"
-        print(f"{s['recipe']:14} {s['n']:2d} {100 * s['test_acc_mean']:9.2f}% {ci:>15} {100 * s['target_acc']:6.1f}% "
-              f"{s['wall_s_median']:14.1f} {s['wall_s_max']:6.1f} {s['target_s']:6.0f}s  {'yes' if s['met'] else 'no'}")
+        rows.append([s["recipe"], str(s["n"]), f"{100 * s['test_acc_mean']:.2f}% {ci}", f"{100 * s['target_acc']:.1f}%",
+                     f"{s['wall_s_median']:.1f}", f"{s['wall_s_max']:.1f}", f"{s['target_s']:.0f}s",
+                     "yes" if s["met"] else "no"])  # fmt: skip
+    print_table(["recipe", "n", "test acc mean [95% CI]", "target", "wall s median", "max", "target", "met"], rows,
+                right=(1, 2, 3, 4, 5, 6))  # fmt: skip
     out_json({"speedrun": spec.name, "seeds": list(seeds), "recipes": sums})
     return 0
 
@@ -463,6 +465,20 @@ def _metric(r: dict, k: str) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
+def print_table(header: list[str], rows: list[list[str]], right: tuple[int, ...] = ()) -> None:
+    """The one plain-text table every listing prints: columns padded to their widest cell, two spaces
+    apart; the columns in right (numbers) right-aligned. Plain text, so a log or a pipe reads the same."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
+                         enumerate(zip(cells, widths, strict=True))).rstrip()  # fmt: skip
+
+    print(line(header))
+    for r in rows:
+        print(line(r))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from . import api
 
@@ -476,10 +492,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
              _metric(r, "val_acc"), _metric(r, "val_loss"), _metric(r, "test_acc"),
              str(r["best_epoch"] or ""), _fmt_secs(r["timings"]["total_s"]) if r["timings"] else ""]
             for r in recs]  # fmt: skip
-    widths = [max([len(c)] + [len(x[i]) for x in rows]) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
-    for x in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)).rstrip())
+    print_table(cols, rows)
     err(f"{len(recs)} trial(s)")
     return 0
 
@@ -570,11 +583,9 @@ def cmd_params(args: argparse.Namespace) -> int:
     if args.format == "json":
         out_json(rep)
         return 0
-    print(f"{'layer':14} {'type':10} {'shapes':34} {'params':>10}")
-    for r in rep["layers"]:
-        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items())
-        print(f"{r['layer']:14} {r['type']:10} {shapes:34} {r['params']:>10,}")
-    print(f"{'total':60} {rep['total']:>10,}")
+    rows = [[r["layer"], r["type"], ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items()),
+             f"{r['params']:,}"] for r in rep["layers"]]  # fmt: skip
+    print_table(["layer", "type", "shapes", "params"], [*rows, ["total", "", "", f"{rep['total']:,}"]], right=(3,))
     print(f"size: {rep['fp32_mb']:.3f} MB as fp32, {rep['disk_mb']:.3f} MB on disk ({rep['disk_bytes']:,} bytes, "
           f"{Path(rep['checkpoint']) / 'best.safetensors'}); MB = 10^6 bytes")
     return 0
@@ -601,13 +612,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rep = bench.bench(ld, threads=args.threads, latency_threads=args.latency_threads, runs=args.runs,
                       batches=batches, repeats=args.repeats, runtimes=runtimes, data_dir=args.data_dir)  # fmt: skip
     bs = [str(b) for b in batches]
-    print(f"{'runtime':14} {'p50 ms':>8} {'p99 ms':>8} " + " ".join(f"{'img/s @' + b:>12}" for b in bs)
-          + f" {'test acc':>9} {'prep s':>7}")  # fmt: skip
-    for r in rep["results"]:
-        lat = r["latency"]
-        print(f"{r['runtime']:14} {lat['p50_ms']:8.3f} {lat['p99_ms']:8.3f} "
-              + " ".join(f"{r['images_per_s'][b]:12,.0f}" for b in bs)
-              + f" {100 * r['test_acc']:8.2f}% {r['prep_s']:7.1f}")  # fmt: skip
+    rows = [[r["runtime"], f"{r['latency']['p50_ms']:.3f}", f"{r['latency']['p99_ms']:.3f}",
+             *(f"{r['images_per_s'][b]:,.0f}" for b in bs), f"{100 * r['test_acc']:.2f}%", f"{r['prep_s']:.1f}"]
+            for r in rep["results"]]  # fmt: skip
+    print_table(["runtime", "p50 ms", "p99 ms", *(f"img/s @{b}" for b in bs), "test acc", "prep s"], rows,
+                right=tuple(range(1, len(bs) + 5)))  # fmt: skip
     print(f"batch 1 on {rep['latency_threads']} thread(s), batches on {rep['threads']}; latency = one call "
           f"(ORT: session.run incl. input binding), p50/p99 of {rep['runs']} after warm-up; img/s = batch / "
           f"median of {rep['repeats']} calls; prep = trace/compile/session time, not in latency")  # fmt: skip
