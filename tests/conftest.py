@@ -53,3 +53,26 @@ def tiny_result(tiny_ds):
 def tiny_ckpt(tiny_result, tmp_path_factory) -> Path:
     """A checkpoint directory (best.safetensors + trial.json) of a tiny trained net."""
     return checkpoint.save_trial(tiny_result, tmp_path_factory.mktemp("ckpt") / tiny_result.trial_id)
+
+
+TINY_STUDY = """name = "tiny"
+seeds = [0, 1]
+[base]
+{base}
+[factors]
+"train.lr" = [0.01, 0.02]
+[budgets.t]
+"train.max_epochs" = {epochs}
+"""
+
+
+def tiny_study_file(root: Path, epochs: int = 1, extra: str = "") -> Path:
+    """root/studies/tiny.toml: 2 cells (lr) x 2 seeds on the TINY config, budget t = epochs epochs; extra is
+    appended to [base]."""
+    import json
+
+    p = root / "studies" / "tiny.toml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    base = "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in TINY.items() if k != "train.max_epochs")
+    p.write_text(TINY_STUDY.format(base=base + extra, epochs=epochs))
+    return p

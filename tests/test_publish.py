@@ -8,29 +8,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, tiny_study_file
 
 from fmlab import api
 
 REPO = Path(__file__).resolve().parents[1]
-STUDY = """name = "tiny"
-seeds = [0, 1]
-[base]
-{base}
-[factors]
-"train.lr" = [0.01, 0.02]
-[budgets.t]
-"train.max_epochs" = 1
-"""
-
-
 def _study(root: Path, extra: str = "") -> Path:
-    p = root / "studies" / "tiny.toml"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    base = "\n".join(f'"{k}" = {json.dumps(v) if not isinstance(v, str) else repr(v)}' for k, v in TINY.items()
-                     if k != "train.max_epochs")  # fmt: skip
-    p.write_text(STUDY.format(base=base + extra))
-    return p
+    return tiny_study_file(root, epochs=1, extra=extra)
 
 
 @pytest.fixture(scope="module")

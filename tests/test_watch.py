@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -14,27 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import run_cli, tiny_study_file
 
 TMUX = shutil.which("tmux")
-STUDY = """name = "tiny"
-seeds = [0, 1]
-[base]
-{base}
-[factors]
-"train.lr" = [0.01, 0.02]
-[budgets.t]
-"train.max_epochs" = 2
-"""
-
-
 def tiny_study(root: Path) -> Path:
     """A 4-trial study (2 cells x 2 seeds, 2 epochs of the TINY budget) in root/studies/tiny.toml."""
-    p = root / "studies" / "tiny.toml"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    base = "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in TINY.items() if k != "train.max_epochs")
-    p.write_text(STUDY.format(base=base))
-    return p
+    return tiny_study_file(root, epochs=2)
 
 
 def start_sweep(root: Path, *extra: str, hold_s: float = 1.0) -> subprocess.Popen:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .stats import ALPHA, MIN_EFFECT, Fit, holm_adjust
+from .stats import ALPHA, MIN_EFFECT, Fit, holm_adjust, json_safe
 
 OUTLIER = 4.0  # |externally studentized residual| above this names the trial
 MIN_SEEDS = 3
@@ -53,21 +53,15 @@ class Diagnostics:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: what summary.json carries."""
-        rows = [{k: _clean(v) for k, v in r.items()} for r in self.seed_check.to_dict("records")]
+        rows = [{k: json_safe(v) for k, v in r.items()} for r in self.seed_check.to_dict("records")]
         return {"metric": self.metric, "model": self.model, "n": len(self.residuals),
-                "shapiro_wilk_p": _clean(self.shapiro_p), "brown_forsythe_p": _clean(self.bf_p),
+                "shapiro_wilk_p": json_safe(self.shapiro_p), "brown_forsythe_p": json_safe(self.bf_p),
                 "brown_forsythe_by": self.bf_by, "outlier_threshold": OUTLIER,
-                "outliers": [{k: _clean(v) for k, v in o.items()} for o in self.outliers],
+                "outliers": [{k: json_safe(v) for k, v in o.items()} for o in self.outliers],
                 "seed_check": {"method": self.seed_note, "rows": rows}, "disagreements": self.disagreements,
                 "notes": self.notes}  # fmt: skip
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 # ---------------------------------------------------------------- transform

@@ -21,6 +21,7 @@ from . import arms as farms
 from . import figures
 from . import power as fpower
 from .analysis import Analysis, analyse, fmt_effect, fmt_p, unit
+from .stats import json_safe
 
 TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_epoch", "train_s", "total_s", "n_params")
 
@@ -61,7 +62,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     rep = summary_dict(a, out, figs, best, tables)
     rep["best_set"] = best_set_dict(a)
     rep["min_effect"] = a.min_effect
-    rep["claims"] = [{k: _clean(v) for k, v in c.items()} for c in a.claims]
+    rep["claims"] = [{k: json_safe(v) for k, v in c.items()} for c in a.claims]
     rep["diagnostics"] = a.diagnostics.to_dict() if a.diagnostics is not None else None
     rep["seeds_planned"] = a.plan
     (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "effects", "best_set",
@@ -190,27 +191,21 @@ def best_set_dict(a: Analysis) -> dict[str, Any] | None:
     if a.best is None:
         return None
     return {"best": a.best["best"], "set": a.best["set"], "method": a.best["method"], "note": a.best["note"],
-            "critical_value": _clean(a.best["critical"]), "df": _clean(a.best["df"])}
+            "critical_value": json_safe(a.best["critical"]), "df": json_safe(a.best["df"])}
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None,
                  tables: dict[str, str]) -> dict[str, Any]:  # fmt: skip
     top = []
     for _, r in a.cells.head(10).iterrows():
-        top.append({k: _clean(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
+        top.append({k: json_safe(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
     effects = []
     for tbl in (a.effects, a.interactions, a.test_effects):
         for _, r in tbl.iterrows():
-            effects.append({k: _clean(r.get(k)) for k in ("kind", "term", "estimate", "lo", "hi", "df", "n_seeds", "p",
-                                                            "p_holm", "p_tost_holm", "verdict")}
+            effects.append({k: json_safe(r.get(k)) for k in ("kind", "term", "estimate", "lo", "hi", "df", "n_seeds",
+                                                             "p", "p_holm", "p_tost_holm", "verdict")}
                            | {"metric": r.get("metric", a.select)})  # fmt: skip
     return {
         "label": a.label, "select": a.select, "out_dir": str(out), "index": str(out / "index.html"),
@@ -218,7 +213,7 @@ def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None
         "figures": {k: str(out / v) for k, v in figs.items()}, "tables": {k: str(out / v) for k, v in tables.items()},
         "counts": a.counts, "warnings": a.warnings, "findings": a.findings, "effects": effects,
         "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
-        "failed": [{k: _clean(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
+        "failed": [{k: json_safe(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
         "anova_note": a.anova_note,
         "design": a.design, "arms": a.arms,
         "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)} if a.design == "grid" else

@@ -35,6 +35,15 @@ VERDICTS = ("matters", "real but smaller than X", "no effect larger than X", "un
 MCB = "Hsu's multiple comparisons with the best (Dunnett's one-sided critical value from scipy's multivariate t)"
 
 
+def json_safe(v: Any) -> Any:
+    """A value for JSON: numpy scalars as Python numbers, NaN and infinities as None."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def higher_is_better(metric: str) -> bool:
     return not metric.endswith("loss")
 
