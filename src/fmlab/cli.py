@@ -274,6 +274,24 @@ def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
         print(f"  {t.id}  seed {t.seed}  {_cell_text(t.cell)}")
 
 
+def _print_start(p: Any, args: argparse.Namespace) -> None:
+    pl, lo = p.plan, p.layout
+    err(_sweep_head(p, args.study_file))
+    err(f"to run: {len(pl.todo)} on {lo.where}, {lo.threads} thread(s) each; already COMPLETE: {len(pl.done)}; "
+        f"FAILED: {len(pl.failed)}" + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
+        + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
+        + f"; estimate <= {_fmt_secs(p.estimate_s)}")  # fmt: skip
+
+
+def _print_interrupted(live: Any) -> None:
+    if live is not None:  # a last page that no longer reloads: nothing rewrites it now
+        try:
+            live.finish(test_pass=False)
+        except Exception as e:
+            err(f"fmlab: the last report page could not be written: {e}")
+    err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
+
+
 def _print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
     st, tb = p.study, args.tensorboard
     label = f" [{st.label}]" if st.budget != "full" else ""
@@ -311,21 +329,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.report_every < 0:
         raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
-    where = dict(seeds=parse_seeds(args.seeds) if args.seeds else None, workers=args.workers, threads=args.threads,
-                 store=_store_path(args), retry_failed=args.retry_failed, executor=args.executor,
-                 address=args.address, cpus_per_trial=args.cpus_per_trial)  # fmt: skip
+    common = dict(seeds=parse_seeds(args.seeds) if args.seeds else None, workers=args.workers, threads=args.threads,
+                  store=_store_path(args), retry_failed=args.retry_failed, executor=args.executor,
+                  address=args.address, cpus_per_trial=args.cpus_per_trial)  # fmt: skip
     if args.dry_run:
-        _print_dry_run(api.plan_sweep(args.study_file, args.budget, **where), args)
+        _print_dry_run(api.plan_sweep(args.study_file, args.budget, **common), args)
         return 0
-    with api.open_sweep(args.study_file, args.budget, **where, device=args.device, data_dir=args.data_dir,
+    with api.open_sweep(args.study_file, args.budget, **common, device=args.device, data_dir=args.data_dir,
                         gpus_per_trial=args.gpus_per_trial, tensorboard=args.tensorboard) as sw:  # fmt: skip
-        p, lo = sw.plan, sw.plan.layout
-        pl = p.plan
-        err(_sweep_head(p, args.study_file))
-        err(f"to run: {len(pl.todo)} on {lo.where}, {lo.threads} thread(s) each; already COMPLETE: {len(pl.done)}; "
-            f"FAILED: {len(pl.failed)}" + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
-            + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
-            + f"; estimate <= {_fmt_secs(p.estimate_s)}")  # fmt: skip
+        p = sw.plan
+        _print_start(p, args)
         signal.signal(signal.SIGTERM, _raise_interrupt)
         disp = SweepDisplay(f"{p.study.name} ({p.study.label})", live=sys.stderr.isatty() and not args.plain)
         live = _live_report(args, p.store, p.study)
@@ -333,12 +346,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             outcome = sw.run(disp.update)
         except KeyboardInterrupt:
             disp.close()
-            if live is not None:  # a last page that no longer reloads: nothing rewrites it now
-                try:
-                    live.finish(test_pass=False)
-                except Exception as e:
-                    err(f"fmlab: the last report page could not be written: {e}")
-            err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
+            _print_interrupted(live)
             return 130
         finally:
             disp.close()
