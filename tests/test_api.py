@@ -20,6 +20,7 @@ from conftest import TINY, run_cli
 
 import fmlab
 from fmlab import data
+from fmlab.errors import FmlabError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb"
 FACTORS = {"model.batch_norm": [False, True], "model.pool": ["avg", "max"]}
@@ -159,6 +160,45 @@ def test_run_study_runs_then_resumes(tiny_study, tmp_path):
     assert set(t["id"]) == set(ref[ref["seed"] == 0].index)
     again = fmlab.run_study(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(0,), workers=0, store=db)
     assert again.trials()["id"].tolist() == t["id"].tolist()  # nothing left to run
+
+
+def test_plan_sweep_reads_the_store_and_writes_nothing(tiny_study, tmp_path):
+    f = tiny_study.parent.parent / "tiny.toml"
+    fresh = fmlab.plan_sweep(f, "quick", store=tmp_path / "none" / "fmlab.db", workers=0, threads=1)
+    assert not (tmp_path / "none").exists()  # a dry run creates no store
+    assert fresh.plan is None and len(fresh.trials) == len(fresh.todo) == 8 and fresh.estimate_s > 0
+    assert (fresh.layout.executor, fresh.layout.workers, fresh.layout.where) == ("local", 0, "inline (this process)")
+    done = fmlab.plan_sweep(f, "quick", store=tiny_study, workers=2, threads=1)
+    assert done.todo == [] and sorted(done.plan.done) == sorted(t.id for t in done.trials) and done.calibrated
+    ray = fmlab.plan_sweep(f, "quick", store=tiny_study, executor="ray", cpus_per_trial=2)  # Ray is not asked
+    assert (ray.layout.workers, ray.layout.threads) == (1, 2) and ray.layout.where.startswith("Ray (local instance)")
+    with pytest.raises(FmlabError, match="bad executor 'dask'"):
+        fmlab.plan_sweep(f, "quick", store=tiny_study, executor="dask")
+
+
+def test_plan_sweep_record_writes_the_trials_waiting_and_runs_none(tiny_study, tmp_path):
+    db = tmp_path / "fmlab.db"
+    p = fmlab.plan_sweep(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(1,), store=db, workers=0,
+                         device="cpu", record=True)  # fmt: skip
+    assert sorted(p.plan.todo) == sorted(t.id for t in p.trials) and len(p.trials) == 4
+    recs = fmlab.open_store(db).records("tiny")
+    assert {r["state"] for r in recs} == {"WAITING"} and len(recs) == 4
+    assert all(r["attempts"] == 0 for r in recs)
+    assert fmlab.open_store(db).study("tiny").epochs().empty
+
+
+def test_a_missing_dataset_is_refused_before_any_trial(tiny_study, tmp_path):
+    from fmlab.data import DataError
+
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    f, db = tiny_study.parent.parent / "tiny.toml", tmp_path / "fmlab.db"
+    with pytest.raises(DataError, match="not found in --data-dir"):
+        fmlab.run_study(f, "quick", store=db, workers=0, device="cpu", data_dir=str(empty))
+    with pytest.raises(DataError, match="not found in --data-dir"):
+        fmlab.plan_sweep(f, "quick", store=db, workers=0, device="cpu", data_dir=str(empty), record=True)
+    assert not db.exists()  # refused before the store, so no trial was planned, let alone FAILED
+    assert fmlab.plan_sweep(f, "quick", store=db, data_dir=str(empty)).todo  # a dry run needs no dataset
 
 
 def test_notebook_is_committed_without_outputs():

@@ -160,6 +160,26 @@ def test_ray_sweep_runs_the_planned_trials(ray_head, tmp_path):
 
 
 @needs_ray
+def test_run_study_on_ray_from_python(ray_head, tmp_path):
+    """api.run_study(executor="ray"): the sweep `fmlab sweep --executor ray` runs, from Python (a fresh
+    interpreter, so this test process never joins the cluster)."""
+    f = write_study(tmp_path, "rayapi", {"model.pool": ["avg", "max"]}, base={"train.max_epochs": 1})
+    planned = ids_of(f)
+    db = tmp_path / "store" / "fm.db"
+    code = ("import sys, fmlab\n"
+            "seen = []\n"
+            "st = fmlab.run_study(sys.argv[1], store=sys.argv[2], executor='ray', address=sys.argv[3],\n"
+            "                     cpus_per_trial=1, on_update=lambda p: seen.append(p.done))\n"
+            "print(sorted(set(st.trials()['state'])), seen[-1])\n")  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", code, str(f), str(db), ray_head["address"]], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=150)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["['COMPLETE']", "2"], p.stdout
+    assert_exactly_complete(db, planned)
+    assert all('"device": "cpu"' in e for (e,) in q(db, "SELECT env FROM trials"))
+
+
+@needs_ray
 def test_killed_driver_then_rerun_completes_without_duplicates(ray_head, tmp_path):
     # Two 1-epoch trials finish first; the two longer ones are still running when the driver dies.
     f = write_study(tmp_path, "rayk", {"train.max_epochs": [1, 6]}, seeds=(0, 1))

@@ -11,17 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["open_store", "run_study", "train_trial", "predict", "make_config", "publish_results", "import_results",
-           "StoreHandle", "StudyHandle", "Trained"]
+__all__ = ["open_store", "plan_sweep", "open_sweep", "run_study", "train_trial", "predict", "make_config",
+           "publish_results", "import_results", "StoreHandle", "StudyHandle", "SweepPlan", "Trained"]
 
 if TYPE_CHECKING:
     from .api import (
         StoreHandle,
         StudyHandle,
+        SweepPlan,
         Trained,
         import_results,
         make_config,
         open_store,
+        open_sweep,
+        plan_sweep,
         predict,
         publish_results,
         run_study,

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `impor
 
     from .analysis import Analysis
     from .config import Config
-    from .store import Store
+    from .store import Plan, Store
+    from .study import Study, Trial
     from .sweep import Progress
     from .train import TrialResult
 
@@ -255,43 +256,242 @@ def check_dataset(data_dir: str | Path | None = None) -> None:
         data.find_file(name, data_dir)
 
 
-def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
-              workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
-              device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
-              on_update: Callable[[Progress], None] | None = None,
-              tensorboard: str | Path | None = None) -> StudyHandle:  # fmt: skip
-    """Run a study file's trials into the store (resumes: COMPLETE trials are not redone), as
-    `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials()).
-    tensorboard: a folder for one TensorBoard run per trial, written as epochs finish (fmlab[tensorboard])."""
-    from . import study as fstudy
+@dataclass(frozen=True)
+class SweepLayout:
+    """Where a sweep's trials run. executor: "local" or "ray"; workers: local processes (0 = inline) or
+    Ray trials at once (1 until the cluster is asked); threads: intra-op threads per trial; where: one line."""
+
+    executor: str
+    workers: int
+    threads: int
+    where: str
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep does: all its trials, those it runs (todo), the store's split of the planned ids by
+    state (plan; None when the store does not exist yet), the upper-bound estimate of its wall time
+    (calibrated: the speed measured on this store's COMPLETE trials, else assumed) and the layout."""
+
+    study: Study
+    trials: list[Trial]
+    todo: list[Trial]
+    plan: Plan | None
+    estimate_s: float
+    calibrated: bool
+    layout: SweepLayout
+    store: Path
+
+    def power_line(self) -> str | None:
+        """The seed plan (fmlab.power) at the planned seeds, from the COMPLETE trials the store already
+        holds; None when it holds none or they fit no model."""
+        import pandas as pd
+
+        from . import power
+        from .analysis import analyse, unit
+        from .errors import FmlabError
+        from .results import report_inputs
+
+        if self.plan is None or not self.plan.done:
+            return None
+        st = self.study
+        try:
+            with _opened(self.store) as s:
+                trials, epochs, meta = report_inputs(s, st.name, st.budget)
+            a = analyse(pd.DataFrame(trials), pd.DataFrame(epochs), meta)
+        except (FmlabError, KeyError, ValueError):  # a store too thin or too old to analyse: the plan stands
+            return None
+        if a.plan is None:
+            return None
+        k, u = unit(a.select)
+        return f"{power.dry_run_line(a.plan, len(st.seeds), k, u)} (from {a.counts['complete']} COMPLETE trials)"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a finished sweep leaves: its last progress (ran: trials completed by this sweep), wall time,
+    the planned trials' records in plan order, the best COMPLETE one (None: none yet) and the first
+    TensorBoard write error (None: none, or no board)."""
+
+    progress: Progress
+    wall_s: float
+    records: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    board_error: str | None
+
+    def in_state(self, state: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["state"] == state]
+
+
+def _layout(executor: str, workers: int | None, threads: int, address: str | None, cpus_per_trial: float,
+            ray: Any = None) -> SweepLayout:  # fmt: skip
+    """ray: a connected rayexec.RayExecutor (its slots and GPUs); None: the layout before Ray is asked."""
+    from .errors import FmlabError
+
+    if executor == "local":
+        workers, threads = sweep_slots(workers, threads)
+        return SweepLayout("local", workers, threads,
+                           "inline (this process)" if workers == 0 else f"{workers} worker process(es)")  # fmt: skip
+    if executor != "ray":
+        raise FmlabError(f"bad executor {executor!r}; use local or ray")
+    where = f"Ray ({address or 'local instance'}), {cpus_per_trial:g} CPU(s) per trial"
+    if ray is not None:
+        where += f", {ray.gpus:g} GPU(s) per trial; {ray.slots} at once"
+    return SweepLayout("ray", ray.slots if ray is not None else 1, threads or max(1, int(cpus_per_trial)), where)
+
+
+def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry_failed: bool,
+          record: bool) -> SweepPlan:  # fmt: skip
     from . import sweep
+
+    trials = st.trials()
+    if record:
+        assert store is not None
+        plan: Plan | None = store.plan(st, trials, retry_failed=retry_failed)
+        runnable: set[str] | None = set(plan.todo)
+    else:  # read-only: what a sweep would plan (FAILED rows are only reset when it starts)
+        plan = store.status([t.id for t in trials]) if store else None
+        runnable = set(plan.todo) | (set(plan.failed) if retry_failed else set()) if plan else None
+    todo = [t for t in trials if runnable is None or t.id in runnable]
+    calib = sweep.calibration(store, layout.threads) if store else 1.0
+    est = sweep.estimate_s(todo, layout.workers, layout.threads, calib)
+    return SweepPlan(st, trials, todo, plan, est, calib != 1.0, layout, path)
+
+
+class Sweep:
+    """A planned sweep holding its store (and Ray connection, TensorBoard board): open_sweep() makes one;
+    run() it once; close() (or a with block) lets go of what it holds."""
+
+    def __init__(self, plan: SweepPlan, store: Store, executor: Any, board: Any, opts: Any) -> None:
+        self.plan, self._store, self._ex, self._board, self._opts = plan, store, executor, board, opts
+
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, on_update: Callable[[Progress], None] | None = None) -> SweepOutcome:
+        """Run the plan's trials (and any that become WAITING); each progress snapshot goes to on_update.
+        Ctrl-C (KeyboardInterrupt) gives the running trials back (WAITING, resume state kept) and propagates."""
+        import time
+
+        from . import sweep
+
+        p, st, board = self.plan, self.plan.study, self._board
+        assert p.plan is not None, "open_sweep records the plan"
+        ex, self._ex = self._ex, None  # sweep.run shuts the executor down, whatever happens
+        try:
+            prog = sweep.run(self._store, st, p.plan, workers=p.layout.workers, opts=self._opts,
+                             on_update=on_update or (lambda _: None), estimate=p.estimate_s, executor=ex, board=board)
+        finally:
+            self._board = None
+            if board is not None:
+                board.close()
+        wall = time.time() - prog.started
+        recs = {r["id"]: r for r in self._store.records(st.name, st.budget)}
+        planned = [recs[t.id] for t in p.trials]
+        best = self._store.best(st.name, st.budget) if any(r["state"] == "COMPLETE" for r in planned) else None
+        return SweepOutcome(prog, wall, planned, best, board.error if board is not None else None)
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+            self._board = None
+        if self._ex is not None:  # connected to Ray but never run
+            self._ex.shutdown()
+            self._ex = None
+        self._store.close()
+
+
+def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
+               workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
+               device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
+               executor: str = "local", address: str | None = None, cpus_per_trial: float = 1.0,
+               gpus_per_trial: float | None = None, tensorboard: str | Path | None = None) -> Sweep:  # fmt: skip
+    """A sweep ready to run, with every check done before the store is touched: the study file, the
+    tensorboard package, the Ray connection (executor "ray"), then (local executor) the device, once, and
+    the dataset; Ray workers read the dataset on their own machines, where data_dir is a path, and the
+    cluster's resources decide the device. Then the store, the plan recorded in it (see plan_sweep) and
+    the TensorBoard board. Arguments as run_study's."""
+    from . import study as fstudy
     from .env import RunOptions
     from .store import Store
 
     st = fstudy.load(path, budget, seeds)
-    workers, threads = sweep_slots(workers, threads)
-    check_device(device)
-    check_dataset(data_dir)
     if tensorboard is not None:
         from . import tboard
 
         tboard.require()
-    s = Store(Path(store))
-    board = None
+    ray = None
+    if executor == "ray":
+        from .rayexec import RayExecutor
+
+        ray = RayExecutor(address, cpus_per_trial, gpus_per_trial, device)
+    s = board = None
     try:
-        trials = st.trials()
-        plan = s.plan(st, trials, retry_failed=retry_failed)
-        todo = set(plan.todo)
-        est = sweep.estimate_s([t for t in trials if t.id in todo], workers, threads, sweep.calibration(s, threads))
-        opts = RunOptions(device=device, threads=threads, data_dir=data_dir)
-        board = tboard.for_sweep(tensorboard, st, s, plan) if tensorboard is not None else None
-        sweep.run(s, st, plan, workers=workers, opts=opts, on_update=on_update or (lambda p: None), estimate=est,
-                  board=board)  # fmt: skip
+        layout = _layout(executor, workers, threads, address, cpus_per_trial, ray)
+        if ray is None:
+            check_device(device)  # once, not one FAILED trial per missing GPU
+            check_dataset(data_dir)
+        s = Store(Path(store))
+        p = _plan(st, s, Path(store), layout, retry_failed, record=True)
+        board = tboard.for_sweep(tensorboard, st, s, p.plan) if tensorboard is not None else None
+        return Sweep(p, s, ray, board, RunOptions(device=device, threads=layout.threads, data_dir=data_dir))
+    except BaseException:
+        if ray is not None:
+            ray.shutdown()
+        if s is not None:
+            s.close()
+        raise
+
+
+def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
+               workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
+               retry_failed: bool = False, executor: str = "local", address: str | None = None,
+               cpus_per_trial: float = 1.0, record: bool = False, device: str = "auto",
+               data_dir: str | None = None, gpus_per_trial: float | None = None) -> SweepPlan:  # fmt: skip
+    """A sweep's plan without running a trial: its trials, those it would run, the store's split by state,
+    the estimate and the layout (what `fmlab sweep --dry-run` prints). By default read-only: a missing
+    store is not created and Ray is not contacted (the layout then counts one trial at once).
+    record=True does what a sweep does before its first trial: open_sweep's checks (device, dataset,
+    Ray), then the plan written to the store (new trials WAITING, stale RUNNING rows recovered, with
+    retry_failed the FAILED ones WAITING again). Arguments as run_study's."""
+    from . import study as fstudy
+    from .store import Store
+
+    args = dict(seeds=seeds, workers=workers, threads=threads, store=store, retry_failed=retry_failed,
+                executor=executor, address=address, cpus_per_trial=cpus_per_trial)  # fmt: skip
+    if record:
+        with open_sweep(path, budget, **args, device=device, data_dir=data_dir, gpus_per_trial=gpus_per_trial) as sw:
+            return sw.plan
+    st = fstudy.load(path, budget, seeds)
+    layout = _layout(executor, workers, threads, address, cpus_per_trial)
+    s = Store(Path(store)) if Path(store).exists() else None
+    try:
+        return _plan(st, s, Path(store), layout, retry_failed, record=False)
     finally:
-        if board is not None:
-            board.close()
-        s.close()
-    return StoreHandle(Path(store)).study(st.name, st.budget)
+        if s is not None:
+            s.close()
+
+
+def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
+              workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
+              device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
+              executor: str = "local", address: str | None = None, cpus_per_trial: float = 1.0,
+              gpus_per_trial: float | None = None, on_update: Callable[[Progress], None] | None = None,
+              tensorboard: str | Path | None = None) -> StudyHandle:  # fmt: skip
+    """Run a study file's trials into the store (resumes: COMPLETE trials are not redone), as
+    `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials()).
+    executor: "local" (workers processes, 0 = inline; threads each) or "ray" (one Ray task per trial with
+    cpus_per_trial CPUs and gpus_per_trial GPUs, default 1 when the cluster has GPUs; address: auto,
+    HOST:PORT or ray://HOST:PORT, default RAY_ADDRESS or a new local instance; needs fmlab[ray]).
+    tensorboard: a folder for one TensorBoard run per trial, written as epochs finish (fmlab[tensorboard])."""
+    with open_sweep(path, budget, seeds=seeds, workers=workers, threads=threads, store=store, device=device,
+                    data_dir=data_dir, retry_failed=retry_failed, executor=executor, address=address,
+                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, tensorboard=tensorboard) as sw:
+        sw.run(on_update)
+    return StoreHandle(Path(store)).study(sw.plan.study.name, sw.plan.study.budget)
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, base: Config | None = None) -> Config:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FmlabError
+from .progress import fmt_secs as _fmt_secs
 
 
 def err(*a: Any) -> None:
@@ -23,10 +24,6 @@ def err(*a: Any) -> None:
 
 def out_json(obj: Any) -> None:
     print(json.dumps(obj, allow_nan=False), flush=True)
-
-
-def _fmt_secs(s: float) -> str:
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
 
 
 # ---------------------------------------------------------------- data
@@ -232,206 +229,116 @@ def _store_path(args: argparse.Namespace) -> Path:
     return Path(args.store) if args.store else DEFAULT_PATH
 
 
-class _SweepDisplay:
-    """Live progress on stderr: a rich panel on a terminal, one line per finished trial otherwise."""
-
-    def __init__(self, title: str, live: bool) -> None:
-        self.title, self.live, self.panel, self.printed, self.p = title, live, None, 0, None
-        if live:
-            from rich.console import Console
-            from rich.live import Live
-
-            self.panel = Live(console=Console(stderr=True), refresh_per_second=2, transient=True,
-                              get_renderable=self.render)  # fmt: skip
-            self.panel.start()
-
-    def line(self, p: Any) -> str:
-        elsewhere = f" (+{p.elsewhere} in another sweep)" if p.elsewhere else ""
-        return (f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
-                f"elapsed {_fmt_secs(time.time() - p.started)}, ETA {_fmt_secs(p.eta_s())}")  # fmt: skip
-
-    def render(self) -> Any:
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
-        p = self.p
-        if p is None:
-            return Text(f"{self.title}: starting")
-        t = Table(box=None, padding=(0, 2, 0, 0))
-        for c in ("running", "epoch", "elapsed"):
-            t.add_column(c)
-        now = time.time()
-        for tid, r in sorted(dict(p.running).items()):  # a copy: the sweep loop changes it meanwhile
-            t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", _fmt_secs(now - r["started"]))
-        return Group(Text(f"{self.title}: {self.line(p)}", style="bold"), t, Text(p.last, style="dim"))
-
-    def update(self, p: Any) -> None:
-        self.p = p
-        if self.panel is None and p.events != self.printed:
-            self.printed = p.events
-            err(f"[{self.line(p)}] {p.last}")
-
-    def close(self) -> None:
-        if self.panel is not None:
-            self.panel.stop()
-            self.panel = None
-
-
-def _power_line(store: Any, st: Any) -> str | None:
-    """The dry-run's seed plan from the trials the store already holds (fmlab.power), at the planned seeds;
-    None when they fit no model."""
-    import pandas as pd
-
-    from . import power
-    from .analysis import analyse, unit
-    from .results import report_inputs
-
-    try:
-        trials, epochs, meta = report_inputs(store, st.name, st.budget)
-        a = analyse(pd.DataFrame(trials), pd.DataFrame(epochs), meta)
-    except (FmlabError, KeyError, ValueError):  # a store too thin or too old to analyse: the plan still prints
-        return None
-    if a.plan is None:
-        return None
-    k, u = unit(a.select)
-    return f"{power.dry_run_line(a.plan, len(st.seeds), k, u)} (from {a.counts['complete']} COMPLETE trials)"
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    import signal
-
-    from . import study as fstudy
-
-    seeds = fstudy.parse_seeds(args.seeds) if args.seeds else None
-    st = fstudy.load(args.study_file, args.budget, seeds)  # every check before the store (or torch) is touched
-    if args.report_every < 0:
-        raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
-    from . import api, sweep
-    from .env import RunOptions
-    from .store import Store
-
-    trials = st.trials()
-    if args.tensorboard and not args.dry_run:  # before Ray or the store: a missing package changes nothing
-        from . import tboard
-
-        tboard.require()
-    on_ray = args.executor == "ray"
-    ex = None
-    if on_ray:
-        where = f"Ray ({args.address or 'local instance'}), {args.cpus_per_trial:g} CPU(s) per trial"
-        threads = args.threads or max(1, int(args.cpus_per_trial))
-        workers = 1  # the estimate's parallelism until the cluster is known
-        if not args.dry_run:  # connect before the store is touched: a bad address changes nothing
-            from .rayexec import RayExecutor
-
-            ex = RayExecutor(args.address, args.cpus_per_trial, args.gpus_per_trial, args.device)
-            workers = ex.slots
-            where += f", {ex.gpus:g} GPU(s) per trial; {workers} at once"
-    else:
-        workers, threads = api.sweep_slots(args.workers, args.threads)
-        where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
-    # On Ray, --data-dir is a path on the workers' machines (each reads its own copy of the dataset).
-    opts = RunOptions(device=args.device, threads=threads, data_dir=args.data_dir)
-    path = _store_path(args)
-    label = f" [{st.label}]" if st.budget != fstudy.FULL else ""
+def _sweep_head(p: Any, study_file: str) -> str:
+    """The plan's first line: study, budget, cells x seeds = trials, store."""
+    st, n = p.study, len(p.trials)
+    label = f" [{st.label}]" if st.budget != "full" else ""
     cells = f"baseline + {len(st.arms)} arms" if st.arms else f"{len(st.cells())} cells"
-    shared = len(st.cells()) * len(st.seeds) - len(trials)
-    head = (f"study {st.name} ({args.study_file}), budget {st.budget}{label}: {cells} x {len(st.seeds)} seeds = "
-            f"{len(trials)} trials" + (f" ({shared} shared by arms that resolve alike)" if shared else "")
-            + f"; store {path}")  # fmt: skip
-    if args.dry_run:
-        store = Store(path) if path.exists() else None
-        plan = store.status([t.id for t in trials]) if store else None
-        runnable = set(plan.todo) | (set(plan.failed) if args.retry_failed else set()) if plan else None
-        todo = [t for t in trials if runnable is None or t.id in runnable]
-        calib = sweep.calibration(store, threads) if store else 1.0
-        est = sweep.estimate_s(todo, workers, threads, calib)
-        n_done = len(plan.done) if plan else 0
-        n_failed = len(plan.failed) if plan else 0
-        n_run = len(plan.running) if plan else 0
-        print(head)
-        print(f"to run: {len(todo)}, already COMPLETE: {n_done}, FAILED: {n_failed}"
-              + ("" if args.retry_failed or not n_failed else " (skipped; --retry-failed reruns them)")
-              + (f", RUNNING in another sweep: {n_run}" if n_run else ""))  # fmt: skip
-        print(f"estimated time: <= {_fmt_secs(est)} on {where}, {threads} thread(s) each "
-              f"(upper bound, every trial to max_epochs; speed {'from this store' if calib != 1.0 else 'assumed'})")
-        power_line = _power_line(store, st) if store and n_done else None
-        if power_line:
-            print(power_line)
-        for t in todo:
-            cell = _cell_text(t.cell)
-            print(f"  {t.id}  seed {t.seed}  {cell}")
-        return 0
-    if not on_ray:  # Ray workers read the dataset on their own machines; the cluster's resources decide the device
-        api.check_device(args.device)  # once, not one FAILED trial per missing GPU
-        api.check_dataset(args.data_dir)
-    store = Store(path)
-    plan = store.plan(st, trials, retry_failed=args.retry_failed)
-    board = tboard.for_sweep(args.tensorboard, st, store, plan) if args.tensorboard else None
-    est = sweep.estimate_s([t for t in trials if t.id in set(plan.todo)], workers, threads,
-                           sweep.calibration(store, threads))  # fmt: skip
-    err(head)
-    err(f"to run: {len(plan.todo)} on {where}, {threads} thread(s) each; already COMPLETE: {len(plan.done)}; "
-        f"FAILED: {len(plan.failed)}" + (" (skipped; --retry-failed reruns them)" if plan.failed else "")
-        + (f"; recovered from a dead sweep: {len(plan.recovered)}" if plan.recovered else "")
-        + f"; estimate <= {_fmt_secs(est)}")  # fmt: skip
+    shared = len(st.cells()) * len(st.seeds) - n
+    return (f"study {st.name} ({study_file}), budget {st.budget}{label}: {cells} x {len(st.seeds)} seeds = {n} trials"
+            + (f" ({shared} shared by arms that resolve alike)" if shared else "") + f"; store {p.store}")
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
-    disp = _SweepDisplay(f"{st.name} ({st.label})", live=sys.stderr.isatty() and not args.plain)
-    live = _live_report(args, path, st)
-    try:
-        prog = sweep.run(store, st, plan, workers=workers, opts=opts, on_update=disp.update, estimate=est,
-                         executor=ex, board=board)  # fmt: skip
-    except KeyboardInterrupt:
-        disp.close()
-        if live is not None:  # a last page that no longer reloads: nothing rewrites it now
-            try:
-                live.finish(test_pass=False)
-            except Exception as e:
-                err(f"fmlab: the last report page could not be written: {e}")
-        err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
-        return 130
-    finally:
-        disp.close()
-        if board is not None:
-            board.close()
-        if live is not None:
-            live.stop()
-    if board is not None:
-        tb = args.tensorboard
-        err(f"TensorBoard: tensorboard --logdir {tb}" if board.error is None
-            else f"fmlab: TensorBoard output stopped ({board.error}); the store has every result; rewrite the "
+def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
+    n_done, n_failed, n_run = (len(p.plan.done), len(p.plan.failed), len(p.plan.running)) if p.plan else (0, 0, 0)
+    lo = p.layout
+    print(_sweep_head(p, args.study_file))
+    print(f"to run: {len(p.todo)}, already COMPLETE: {n_done}, FAILED: {n_failed}"
+          + ("" if args.retry_failed or not n_failed else " (skipped; --retry-failed reruns them)")
+          + (f", RUNNING in another sweep: {n_run}" if n_run else ""))  # fmt: skip
+    print(f"estimated time: <= {_fmt_secs(p.estimate_s)} on {lo.where}, {lo.threads} thread(s) each "
+          f"(upper bound, every trial to max_epochs; speed {'from this store' if p.calibrated else 'assumed'})")
+    power_line = p.power_line()
+    if power_line:
+        print(power_line)
+    for t in p.todo:
+        print(f"  {t.id}  seed {t.seed}  {_cell_text(t.cell)}")
+
+
+def _print_start(p: Any, args: argparse.Namespace) -> None:
+    pl, lo = p.plan, p.layout
+    err(_sweep_head(p, args.study_file))
+    err(f"to run: {len(pl.todo)} on {lo.where}, {lo.threads} thread(s) each; already COMPLETE: {len(pl.done)}; "
+        f"FAILED: {len(pl.failed)}" + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
+        + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
+        + f"; estimate <= {_fmt_secs(p.estimate_s)}")  # fmt: skip
+
+
+def _print_interrupted(live: Any) -> None:
+    if live is not None:  # a last page that no longer reloads: nothing rewrites it now
+        try:
+            live.finish(test_pass=False)
+        except Exception as e:
+            err(f"fmlab: the last report page could not be written: {e}")
+    err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
+
+
+def _print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
+    st, tb = p.study, args.tensorboard
+    label = f" [{st.label}]" if st.budget != "full" else ""
+    if tb:
+        err(f"TensorBoard: tensorboard --logdir {tb}" if o.board_error is None
+            else f"fmlab: TensorBoard output stopped ({o.board_error}); the store has every result; rewrite the "
                  f"runs with fmlab results {st.name} --budget {st.budget} --tensorboard {tb}")  # fmt: skip
-    wall = time.time() - prog.started
     if live is not None:
         from .env import cores
 
         s = live.stats()
         rep = live.finish()
-        share = 100 * s["thread_cpu_s"] / max(wall * cores(), 1e-9)
+        share = 100 * s["thread_cpu_s"] / max(o.wall_s * cores(), 1e-9)
         err(f"live report: {s['rewrites']} rewrite(s), {s['rewrite_s']:.1f}s wall, {s['thread_cpu_s']:.1f}s CPU in "
-            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {wall:.0f}s); final report with "
-            f"the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
+            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {o.wall_s:.0f}s); final report "
+            f"with the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
             + (f"; {len(s['errors'])} rewrite(s) failed, last: {s['errors'][-1]}" if s["errors"] else ""))
-    recs = {r["id"]: r for r in store.records(st.name, st.budget)}
-    planned = [recs[t.id] for t in trials]
-    failed = [r for r in planned if r["state"] == "FAILED"]
-    done = [r for r in planned if r["state"] == "COMPLETE"]
-    err(f"{st.name} ({st.budget}{label}): {len(done)}/{len(planned)} COMPLETE ({prog.ran} run now), "
-        f"{len(failed)} FAILED, wall {_fmt_secs(wall)}")  # fmt: skip
-    if done:
-        best = store.best(st.name, st.budget)
-        m = best["metrics"]
-        err(f"best trial by {st.select}: {best['id']} val acc {m['val_acc']:.4f} val loss {m['val_loss']:.4f} "
+    done, failed = o.in_state("COMPLETE"), o.in_state("FAILED")
+    err(f"{st.name} ({st.budget}{label}): {len(done)}/{len(o.records)} COMPLETE ({o.progress.ran} run now), "
+        f"{len(failed)} FAILED, wall {_fmt_secs(o.wall_s)}")  # fmt: skip
+    if o.best is not None:
+        m = o.best["metrics"]
+        err(f"best trial by {st.select}: {o.best['id']} val acc {m['val_acc']:.4f} val loss {m['val_loss']:.4f} "
             f"(test acc {m['test_acc']:.4f}){label}")  # fmt: skip
     for r in failed:
         err(f"FAILED {r['id']}: {r['error']}  (fmlab show {r['id']}; rerun with --retry-failed)")
-    store.close()
-    return 1 if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import signal
+
+    from . import api
+    from .progress import SweepDisplay
+    from .study import parse_seeds
+
+    if args.report_every < 0:
+        raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
+    common = dict(seeds=parse_seeds(args.seeds) if args.seeds else None, workers=args.workers, threads=args.threads,
+                  store=_store_path(args), retry_failed=args.retry_failed, executor=args.executor,
+                  address=args.address, cpus_per_trial=args.cpus_per_trial)  # fmt: skip
+    if args.dry_run:
+        _print_dry_run(api.plan_sweep(args.study_file, args.budget, **common), args)
+        return 0
+    with api.open_sweep(args.study_file, args.budget, **common, device=args.device, data_dir=args.data_dir,
+                        gpus_per_trial=args.gpus_per_trial, tensorboard=args.tensorboard) as sw:  # fmt: skip
+        p = sw.plan
+        _print_start(p, args)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        disp = SweepDisplay(f"{p.study.name} ({p.study.label})", live=sys.stderr.isatty() and not args.plain)
+        live = _live_report(args, p.store, p.study)
+        try:
+            outcome = sw.run(disp.update)
+        except KeyboardInterrupt:
+            disp.close()
+            _print_interrupted(live)
+            return 130
+        finally:
+            disp.close()
+            if live is not None:
+                live.stop()
+        _print_outcome(outcome, p, args, live)
+        return 1 if outcome.in_state("FAILED") else 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _live_report(args: argparse.Namespace, path: Path, st: Any) -> Any:

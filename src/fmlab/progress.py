@@ -1,0 +1,61 @@
+"""A running sweep's progress on stderr: a rich panel on a terminal, one line per finished trial otherwise.
+
+On the interface floor beside cli and watch (the only modules that print): the sweep hands each
+snapshot (sweep.Progress) to SweepDisplay.update; nothing below this floor prints.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+def fmt_secs(s: float) -> str:
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
+
+
+class SweepDisplay:
+    """Live progress on stderr: a rich panel on a terminal, one line per finished trial otherwise."""
+
+    def __init__(self, title: str, live: bool) -> None:
+        self.title, self.live, self.panel, self.printed, self.p = title, live, None, 0, None
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.panel = Live(console=Console(stderr=True), refresh_per_second=2, transient=True,
+                              get_renderable=self.render)  # fmt: skip
+            self.panel.start()
+
+    def line(self, p: Any) -> str:
+        elsewhere = f" (+{p.elsewhere} in another sweep)" if p.elsewhere else ""
+        return (f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
+                f"elapsed {fmt_secs(time.time() - p.started)}, ETA {fmt_secs(p.eta_s())}")  # fmt: skip
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        p = self.p
+        if p is None:
+            return Text(f"{self.title}: starting")
+        t = Table(box=None, padding=(0, 2, 0, 0))
+        for c in ("running", "epoch", "elapsed"):
+            t.add_column(c)
+        now = time.time()
+        for tid, r in sorted(dict(p.running).items()):  # a copy: the sweep loop changes it meanwhile
+            t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", fmt_secs(now - r["started"]))
+        return Group(Text(f"{self.title}: {self.line(p)}", style="bold"), t, Text(p.last, style="dim"))
+
+    def update(self, p: Any) -> None:
+        self.p = p
+        if self.panel is None and p.events != self.printed:
+            self.printed = p.events
+            print(f"[{self.line(p)}] {p.last}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.panel is not None:
+            self.panel.stop()
+            self.panel = None
