@@ -92,7 +92,7 @@ def test_beyond_the_cap_says_more_than_the_cap():
 def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
     a = analysis.analyse(*test_report.synth(seeds=range(2), noise=0.004))
     p = a.plan
-    assert p["n_seeds"] == 2 and p["alpha"] == pytest.approx(fs.ALPHA / p["m_tests"]) and p["m_tests"] == 18
+    assert p["n_seeds"] == 2 and p["alpha"] == pytest.approx(fs.ALPHA / p["m_tests"]) and p["m_tests"] == 20
     bn = next(e for e in p["effects"] if e["term"] == "model.batch_norm: true vs false")
     se = a.effects.set_index("term").loc["model.batch_norm: true vs false", "se"]
     assert bn["mde_now"] == pytest.approx(fp.detectable_delta(a.effects["df"].iloc[0], p["alpha"]) * se)

@@ -70,6 +70,8 @@ def test_known_effect_recovered_and_null_factor_is_noise():
     pool = effect(a, "model.pool: max vs avg")
     assert pool["lo"] < 0 < pool["hi"] and pool["verdict"] == "no effect larger than X"
     assert effect(a, "train.batch_size: 32 vs 64")["verdict"] == "no effect larger than X"
+    pair = effect(a, "train.batch_size: 128 vs 32")  # a 3-level factor's other pair is an effect too
+    assert abs(pair["estimate"] - BS128_EFFECT) < 0.003 and pair["verdict"] == "matters"
     text = "\n".join(a.findings)
     assert text.startswith("best: batch_norm=true, pool=")
     assert "matters: model.batch_norm: true vs false: +1." in text and "pts [" in text and "% of the variance" in text
@@ -109,13 +111,13 @@ def test_holm_over_one_family_of_tests_of_zero_and_tost():
 
     a = analysis.analyse(*synth())
     both = pd.concat([a.effects, a.interactions])
-    assert len(a.effects) == 4 and len(a.interactions) == 1 + 2 + 2  # bn x pool, bn x bs (2), pool x bs (2)
+    assert len(a.effects) == 5 and len(a.interactions) == 1 + 2 + 2  # bs: 32 vs 64, 128 vs 64, 128 vs 32
     adj = multipletests(np.r_[a.effects["p"], a.effects["p_tost"], a.interactions["p"],
                               a.interactions["p_tost"]], method="holm")[1]  # fmt: skip
     assert np.allclose(np.r_[a.effects["p_holm"], a.effects["p_tost_holm"], a.interactions["p_holm"],
                              a.interactions["p_tost_holm"]], adj)  # fmt: skip
-    assert (both["p_holm"] >= both["p"] - 1e-12).all() and (both["m_tests"] == 18).all()
-    assert any(f.startswith("Holm over 18 tests") for f in a.findings)
+    assert (both["p_holm"] >= both["p"] - 1e-12).all() and (both["m_tests"] == 20).all()
+    assert any(f.startswith("Holm over 20 tests") for f in a.findings)
 
 
 def test_anova_table_present():
@@ -161,7 +163,7 @@ def test_a_factor_not_yet_varied_is_untested_and_left_out_of_the_fit():
     trials, epochs, meta = synth(seeds=[0, 1])
     a = analysis.analyse(trials[~trials["model.batch_norm"]], epochs, meta)
     assert effect(a, "model.batch_norm: true vs false")["verdict"].startswith("untested")
-    assert list(a.effects["factor"]) == ["model.batch_norm", "model.pool", "train.batch_size", "train.batch_size"]
+    assert list(a.effects["factor"]) == ["model.batch_norm", "model.pool", *["train.batch_size"] * 3]
     assert "model.batch_norm" not in a.anova.index and a.anova.loc["Residual", "df"] == 12 - 7 - 0
     assert effect(a, "train.batch_size: 128 vs 64")["verdict"] == "matters"
 
@@ -204,8 +206,8 @@ def test_report_files_script_json(tmp_path, capsys):
     assert report_files.main(args) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["label"].endswith("(quick: indicative only)") and rep["counts"]["complete"] == 24
-    metrics = [e["metric"] for e in rep["effects"]]  # 4 main + 5 two-way on the selection metric, then on test_acc
-    assert metrics == ["val_acc"] * 9 + ["test_acc"] * 9 and rep["top_cells"][0]["rank"] == 1
+    metrics = [e["metric"] for e in rep["effects"]]  # 5 main + 5 two-way on the selection metric, then on test_acc
+    assert metrics == ["val_acc"] * 10 + ["test_acc"] * 10 and rep["top_cells"][0]["rank"] == 1
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "quick: indicative only" in md and "![" in md
     assert report_files.main(args[:-2] + ["--format", "table"]) == 0

@@ -67,7 +67,8 @@ def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]]
     first = {n: next((m for m in names if ids[m] and ids[m] == ids[n]), n) for n in names}
     own = [n for n in names if first[n] == n]
     once = done[done["arm"].astype(str).isin(own)].drop_duplicates("id").astype({"arm": str})
-    m = fit_model(once.dropna(subset=[metric]), metric, {"arm": own}, {"arm": BASELINE}, interactions=False)
+    m = fit_model(once.dropna(subset=[metric]), metric, {"arm": own}, {"arm": BASELINE}, interactions=False,
+                  all_pairs=False)
     if m is None or len(own) < 2:
         return pd.DataFrame(), m
     tab = effects_table(m, metric, x).set_index("level")

@@ -172,13 +172,12 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
-    """The terminal view of build_report's dict: JSON on stdout, or rich tables."""
+    """The terminal view of build_report's dict: JSON on stdout, or plain lines that fit 80 columns."""
     if fmt == "json":
         out_json(rep)
         return
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     class PipeConsole(Console):
         def on_broken_pipe(self) -> None:  # rich exits 1 here; main() ends a closed pipe quietly with 0
@@ -197,17 +196,18 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
         con.print(f"claim: {escape(cl['text'])}: [bold]{cl['verdict']}[/bold] ({escape(cl['why'])})", highlight=False)
     what = "arms" if rep.get("design") == "arms" else "top cells"
     vs = "each arm vs the baseline" if rep.get("design") == "arms" else "effects"
-    for key, title in (("cells_table", f"{what} by {rep['select']} (mean [95% CI] over seeds)"),
-                       ("effects_table", f"{vs}, contrasts of the fitted model (Holm-adjusted p)")):  # fmt: skip
-        tbl = Table(title=title, title_justify="left")
-        for h in rep[key]["header"]:
-            text = h in ("cell", "arm", "changes", "comparison", "verdict") or h.startswith(("effect", rep["select"]))
-            tbl.add_column(h, no_wrap=not text, min_width=15 if h == "verdict" else None,
-                           ratio=2 if h in ("cell", "changes", "comparison") else None)  # fmt: skip
-        for r in rep[key]["rows"]:
-            style = "green" if r[-1] == "matters" else None
-            tbl.add_row(*(escape(c) for c in r), style=style)  # "[base]", "[0.1, 0.3]" are text, not markup
-        con.print(tbl)
+    # plain lines, one per cell and per effect: an 80-column log reads them (a 7-column table would squeeze
+    # the cell names and terms into fragments); markup is escaped ("[0.1, 0.3]" is text)
+    con.print(f"[bold]{what} by {rep['select']} (mean [95% CI])[/bold]")
+    head = rep["cells_table"]["header"]
+    for r in rep["cells_table"]["rows"]:
+        rest = ", ".join(f"{h} {v}" for h, v in zip(head[2:], r[2:], strict=True))
+        con.print(f"{escape(r[0])}. {escape(r[1])}: {escape(rest)}", highlight=False)
+    con.print(f"[bold]{vs}, contrasts of the fitted model (Holm-adjusted p)[/bold]")
+    head = rep["effects_table"]["header"]
+    for r in rep["effects_table"]["rows"]:
+        rest = ", ".join(f"{h} {v}" for h, v in zip(head[1:-1], r[1:-1], strict=True))
+        con.print(f"- {escape(r[0])}: {escape(rest)}: [bold]{escape(r[-1])}[/bold]", highlight=False)
     con.print(f"report: {rep['index']}\nhiplot: {rep['hiplot']}\nsummary: {rep['summary_md']}", highlight=False)
 
 

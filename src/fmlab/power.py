@@ -93,7 +93,11 @@ def seeds_to_resolve(theta: float, v1: float, sigma: float, cells: int, rank: in
 def grid_factors(factors: dict[str, list[str]], fit: Fit, baseline: dict[str, str]) -> dict[str, list[str]]:
     """The factors of the planned grid: the study's own (a factor the trials so far hold at one level
     included), each with the fit's baseline first where the fit has one."""
-    base = {**baseline, **{m["factor"]: m["baseline"] for m in fit.meta if m["kind"] == "main"}}
+    fitted: dict[str, str] = {}
+    for m in fit.meta:  # a factor's first main contrast is against its baseline (pairs of other levels follow)
+        if m["kind"] == "main":
+            fitted.setdefault(m["factor"], m["baseline"])
+    base = {**baseline, **fitted}
     return {f: [base.get(f, v[0]), *[x for x in v if x != base.get(f, v[0])]] for f, v in factors.items()}
 
 

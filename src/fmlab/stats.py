@@ -80,7 +80,8 @@ def _terms(alias: dict[str, str], factors: dict[str, list[str]], interactions: b
 
 
 def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str, str], baseline: dict[str, str],
-               seeds: list[Any], interactions: bool) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:  # fmt: skip
+               seeds: list[Any], interactions: bool, all_pairs: bool = True
+               ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:  # fmt: skip
     """Contrast rows over the params: EMMs over a balanced reference grid (every cell x every seed)."""
     keys = list(factors)
     grid = pd.DataFrame(list(itertools.product(*[factors[f] for f in keys], seeds)), columns=[*keys, "seed"])
@@ -96,25 +97,31 @@ def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str,
         return X[m].mean(axis=0)
 
     names, rows, meta = [], [], []
-    for name, info, parts in effect_terms(factors, baseline, interactions):
+    for name, info, parts in effect_terms(factors, baseline, interactions, all_pairs):
         names.append(name)
         rows.append(sum(sign * mean_at(cond) for sign, cond in parts))
         meta.append(info)
     return names, np.array(rows).reshape(len(rows), X.shape[1]), meta
 
 
-def effect_terms(factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True
-                 ) -> list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]]:  # fmt: skip
+def effect_terms(factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True,
+                 all_pairs: bool = True) -> list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]]:
     """Every effect a grid study's model names, in table order: (name, kind/factor/level/baseline, the
-    marginal means it combines as (sign, {factor: level})). A main effect is level minus baseline; a
-    two-way interaction the difference of differences. Study files' claims are checked against these names."""
+    marginal means it combines as (sign, {factor: level})). A main effect is level minus baseline (with 3+
+    levels and all_pairs, also each other pair of levels); a two-way interaction the difference of
+    differences. Study files' claims are checked against these names."""
     keys = list(factors)
     out: list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]] = []
     for f in keys:
         b = baseline.get(f, factors[f][0])
-        for lv in (x for x in factors[f] if x != b):
-            out.append((f"{f}: {lv} vs {b}", {"kind": "main", "factor": f, "level": lv, "baseline": b},
-                        [(1.0, {f: lv}), (-1.0, {f: b})]))  # fmt: skip
+        others = [x for x in factors[f] if x != b]
+        # each level vs the baseline, then (3+ levels) the other pairs, so that a factor whose levels differ
+        # only between two non-baseline levels (batch 32 vs 128) shows it as an effect, as its ANOVA term does
+        pairs = [(lv, b) for lv in others] + ([(hi, lo) for lo, hi in itertools.combinations(others, 2)]
+                                              if all_pairs else [])  # arms: each arm against the baseline only
+        for lv, ref in pairs:
+            out.append((f"{f}: {lv} vs {ref}", {"kind": "main", "factor": f, "level": lv, "baseline": ref},
+                        [(1.0, {f: lv}), (-1.0, {f: ref})]))  # fmt: skip
     if interactions:
         for fa, fb in itertools.combinations(keys, 2):
             a0, b0 = baseline.get(fa, factors[fa][0]), baseline.get(fb, factors[fb][0])
@@ -136,8 +143,9 @@ def _matrix(spec: Any, frame: pd.DataFrame) -> np.ndarray:
 
 
 def fit_model(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
-              interactions: bool = True) -> Fit | None:  # fmt: skip
-    """OLS of metric on the factors (and their two-way interactions) with the seed as a block.
+              interactions: bool = True, all_pairs: bool = True) -> Fit | None:  # fmt: skip
+    """OLS of metric on the factors (and their two-way interactions) with the seed as a block; all_pairs:
+    a 3+ level factor's effects include the pairs of non-baseline levels (False: each level vs baseline).
     Falls back to main effects when the two-way model leaves no residual df; None when nothing fits."""
     from statsmodels.formula.api import ols
 
@@ -155,7 +163,7 @@ def fit_model(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], base
         fit = ols(formula, data=d).fit()
         if fit.df_resid < 1:
             continue
-        names, L, meta = _contrasts(fit.model.data.model_spec, factors, alias, baseline, seeds, inter)
+        names, L, meta = _contrasts(fit.model.data.model_spec, factors, alias, baseline, seeds, inter, all_pairs)
         why = "seed as a block" if block else "one seed, so the residual is the higher-order interactions"
         note = f"{metric} ~ {what}; {why}; residual df {fit.df_resid:.0f}"
         return Fit(fit, formula, float(fit.df_resid), float(np.sqrt(fit.scale)), names, L, meta, note, alias)
