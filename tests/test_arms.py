@@ -258,6 +258,13 @@ def test_tiny_arms_study_end_to_end(tmp_path):
     rep = json.loads(p.stdout)
     assert rep["design"] == "arms" and rep["counts"]["complete"] == 10 and rep["counts"]["seeds"] == 2
     assert {r[1] for r in rep["cells_table"]["rows"]} == {"baseline", "lr_hi", "mom", "bn", "bn_nobias"}
+    from fmlab.stats import VERDICTS  # model-based effects: the same verdict classes as a grid, and a best set
+
+    sel = [e for e in rep["effects"] if e["metric"] == "val_acc"]
+    assert sel and all(e["df"] is not None and e["df"] >= 1 for e in sel if e["estimate"] is not None)
+    assert {e["verdict"] for e in sel} <= {*VERDICTS, "same trials as the baseline: not a comparison"}
+    assert rep["best_set"]["method"].startswith("Hsu") and rep["best_set"]["best"] in {"baseline", "lr_hi", "mom",
+                                                                                        "bn", "bn_nobias"}
     page = (out / "index.html").read_text()
     assert "Arms ranked by val_acc" in page and "lr_hi vs baseline" in page and "bn_nobias" in page
     assert (out / "arm_effects.png").is_file() and (out / "summary.md").is_file() and (out / "hiplot.html").is_file()
