@@ -205,6 +205,11 @@ def fmt_effect(v: float, metric: str, signed: bool = True) -> str:
     return f"{k * v:{'+' if signed else ''}.{digits}f}"
 
 
+def effect_text(x: float, metric: str) -> str:
+    """A size in the metric's display units, unsigned: 0.005 in val_acc -> '0.50 pts', 0.01 in val_loss -> '0.0100'."""
+    return fmt_effect(x, metric, False) + unit(metric)[1]
+
+
 def fmt_p(p: float) -> str:
     return "n/a" if not np.isfinite(p) else ("< 0.001" if p < 0.001 else f"= {p:.3f}")
 
@@ -230,7 +235,7 @@ def grouped_findings(tabs: list[pd.DataFrame], metric: str, x: float, anova_tab:
         sh = share.get(r["factor"])
         out.append(f"matters: {finding_text(r, metric).rsplit(': ', 1)[0]}"
                    + (f"; {100 * sh:.0f}% of the variance" if sh is not None and np.isfinite(sh) else ""))  # fmt: skip
-    xs = fmt_effect(x, metric, False) + unit(metric)[1]
+    xs = effect_text(x, metric)
     for v in [*VERDICTS[1:], *sorted(set(rows["verdict"]) - set(VERDICTS))]:
         terms = rows.loc[rows["verdict"] == v, "term"].tolist()
         if terms:
@@ -334,7 +339,7 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
     if best is not None:
         a.findings.insert(0, best_line(best))
     a.claims = check_claims(list(meta.get("claims") or []), [eff, inter], select,
-                            fmt_effect(x, select, False) + unit(select)[1], best, cells)  # fmt: skip
+                            effect_text(x, select), best, cells)  # fmt: skip
     a.plan = seed_plan(fit, [eff, inter], fac_levels, baseline, counts["seeds"], x, best, select)
     return a
 

@@ -26,6 +26,7 @@ from .analysis import (
     cell_table,
     complete_and_counts,
     curve_table,
+    effect_text,
     fmt_effect,
     fmt_p,
     higher_is_better,
@@ -196,8 +197,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     if best is not None:
         a.findings.insert(0, best_line(best))
     a.claims = check_claims(list(meta.get("claims") or []), [eff], select,
-                            fmt_effect(me.get(select, MIN_EFFECT[select]), select, False) + unit(select)[1], best,
-                            cells)  # fmt: skip
+                            effect_text(me.get(select, MIN_EFFECT[select]), select), best, cells)  # fmt: skip
     if fit is not None and len(eff):  # the planned grid: baseline and the arms with trials of their own
         levels = {"arm": [BASELINE, *[m["level"] for m in fit.meta]]}
         rows = eff.assign(key="arm: " + eff["arm"].astype(str) + f" vs {BASELINE}")

@@ -64,8 +64,6 @@ def spec_label(spec: dict[str, Any], budget: str) -> str:
 def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     """(trials, epochs, meta) in the contract of fmlab.analysis.analyse / report.build_report, as plain
     rows (pd.DataFrame(rows) them): every trial of one budget, whatever its state, one row each."""
-    from .config import Config, with_overrides
-
     info = store.study(study)
     budget = store.pick_budget(study, budget)
     trials, epochs = tables(store, study, budget)
@@ -84,10 +82,10 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
         arms = spec.get("arms", {})
         meta.update(factors={"arm": [BASELINE, *arms]}, baseline={"arm": BASELINE}, arms=arms)
         return trials, epochs, meta
+    from .study import baseline_values
+
     levels = {k: list(v) for k, v in spec.get("factors", {}).items()}
-    flat = with_overrides(Config(), spec.get("base", {})).resolved().flat()
-    baseline = {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in levels.items()}
-    meta.update(factors=levels, baseline=baseline)
+    meta.update(factors=levels, baseline=baseline_values(spec.get("base", {}), levels))
     return trials, epochs, meta
 
 

@@ -153,6 +153,13 @@ def _analysis(p: Path, doc: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def baseline_values(base: dict[str, Any], factors: dict[str, list[Any]]) -> dict[str, Any]:
+    """Each factor's baseline level: the [base] config's value where it is one of the levels, else the first
+    level. The analysis compares every level with it (fmlab.results.report_inputs) and claims name it."""
+    flat = with_overrides(Config(), base).resolved().flat()
+    return {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in factors.items()}
+
+
 def _claims(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]],
             arms: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...]:  # fmt: skip
     """[[claims]]: each names an effect the study estimates (or a partial cell for kind = "best")."""
@@ -164,9 +171,8 @@ def _claims(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[st
     if arms:
         levels, baseline, design = {"arm": [BASELINE, *arms]}, {"arm": BASELINE}, "arms"
     else:
-        flat = with_overrides(Config(), base).resolved().flat()
         levels = {k: [level_label(v) for v in lv] for k, lv in factors.items()}
-        baseline = {k: level_label(flat[k] if flat.get(k) in lv else lv[0]) for k, lv in factors.items()}
+        baseline = {k: level_label(v) for k, v in baseline_values(base, factors).items()}
         design = "grid"
     try:
         return tuple(parse_claims(doc["claims"], levels, baseline, design, level_label))

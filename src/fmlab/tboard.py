@@ -21,8 +21,6 @@ from .errors import FmlabError
 from .metrics import EPOCH_COLS, METRICS
 from .study import BASELINE
 
-EPOCH_TAGS = EPOCH_COLS  # the store's epoch columns (fmlab.metrics)
-FINAL_METRICS = METRICS  # a COMPLETE trial's metrics (fmlab.metrics)
 FINAL = "final/"
 LIVE_METRICS = ("val_loss", "val_acc")  # the latest epoch's, so running trials show in the HParams view too
 INSTALL = "TensorBoard output needs the tensorboard package: pip install 'fmlab[tensorboard]'"
@@ -74,7 +72,7 @@ def _infos(domains: Mapping[str, list[Any]]) -> tuple[list[Any], list[Any]]:
             info.domain_discrete.CopyFrom(lv)
         hps.append(info)
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=FINAL + m), display_name=f"{m} (final)")
-               for m in FINAL_METRICS]  # fmt: skip
+               for m in METRICS]  # fmt: skip
     metrics += [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m), display_name=f"{m} (latest epoch)")
                 for m in LIVE_METRICS]  # fmt: skip
     return hps, metrics
@@ -135,7 +133,7 @@ class Board:
     def epoch(self, tid: str, row: Mapping[str, Any], walltime: float | None = None) -> None:
         w = self._open(tid)
         e = int(row["epoch"])
-        for tag in EPOCH_TAGS:
+        for tag in EPOCH_COLS:
             if row.get(tag) is not None:
                 w.add_scalar(tag, float(row[tag]), global_step=e, walltime=walltime)
         self.written[tid].add(e)
@@ -154,7 +152,7 @@ class Board:
             if e not in self.written[tid] and not (self.had_events[tid] and e <= resumed_from):
                 self.epoch(tid, row)
         step = int(best_epoch or max(self.written[tid], default=0))
-        for m in FINAL_METRICS:
+        for m in METRICS:
             if metrics and metrics.get(m) is not None:
                 w.add_scalar(FINAL + m, float(metrics[m]), global_step=step, walltime=end_s)
         status = api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE
