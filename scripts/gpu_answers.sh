@@ -41,7 +41,7 @@ step() {
   fi
   log "$name: sweep $file --budget $budget ${seeds:+--seeds $seeds} for at most ${budget_s}s"
   timeout -s TERM -k 30 "$budget_s" $PY -m fmlab sweep "$file" --budget "$budget" ${seeds:+--seeds "$seeds"} \
-    --device "$DEVICE" --workers "$WORKERS" --store "$store" --plain >> "$OUT/logs/$name.log" 2>&1
+    --device "$DEVICE" --workers "$WORKERS" --pack "${PACK:-auto}" --store "$store" --plain >> "$OUT/logs/$name.log" 2>&1
   rc=$?; log "$name: sweep exit $rc; $(tail -1 "$OUT/logs/$name.log")"
   if [ -f "$store" ]; then
     timeout "$PUBLISH_S" $PY -m fmlab publish "$file" --budget "$budget" ${seeds:+--seeds "$seeds"} --store "$store" \
