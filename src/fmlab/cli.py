@@ -454,7 +454,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     import shlex
 
-    from . import api, publish
+    from . import publish
     from .study import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds else None
@@ -462,7 +462,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     argv += ["--seeds", args.seeds] if args.seeds else []
     argv += ["--store", publish.shown_path(args.store)] if args.store else []
     argv += ["--out", publish.shown_path(args.out)] if args.out else []
-    run = api.publish_results(args.study_file, args.budget, store=_store_path(args), out=args.out, seeds=seeds,
+    run = publish.publish_results(args.study_file, args.budget, store=_store_path(args), out=args.out, seeds=seeds,
                               command=shlex.join(argv))  # fmt: skip
     c = run["counts"]
     err(f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
@@ -471,9 +471,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from . import api
+    from .publish import import_results
 
-    r = api.import_results(args.folder, store=_store_path(args))
+    r = import_results(args.folder, store=_store_path(args))
     failed = f", {r['failed']} FAILED" if r["failed"] else ""
     err(f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s){failed}, {r['already']} already in "
         f"{_store_path(args)}; {r['planned']} planned; best checkpoint {r['best'] or 'none'}")  # fmt: skip
@@ -585,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     FORMAT.add_argument("--format", choices=["table", "json"], default="table", help="table (default) or json")
     DATA = argparse.ArgumentParser(add_help=False)
     DATA.add_argument("--data-dir", help="folder with the IDX files (default: FMLAB_DATA, then the usual places)")
-    from . import __version__
+    from .version import __version__
 
     ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.",
                                  epilog="--debug (anywhere on the line, or FMLAB_DEBUG=1): show the traceback "
