@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="intra-op threads for both sides and the GEMM probe (0 = each side's default)")
     bt.add_argument("--conv-workers", type=int, default=1,
                     help="num_workers of the conventional DataLoader (default 1: faster than 0 here, BENCHMARKS.md)")
-    bt.add_argument("--script", help="the conventional loop (default: conventional_train.py in the fmlab package)")
+    bt.add_argument("--script", help="a conventional loop script file (default: python -m fmlab.conventional_train)")
     bt.add_argument("--peak-sizes", default="1024,2048", help="n of the GEMM peak probe's n x n products "
                     "(default 1024,2048)")
     bt.add_argument("--peak-repeats", type=int, default=20,
