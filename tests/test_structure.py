@@ -183,3 +183,15 @@ def test_no_module_uses_another_modules_private_names():
     _, bad = graph()
     assert not bad, "private names used across modules:\n" + "\n".join(bad)
 
+
+
+def test_the_readme_file_tree_names_every_module():
+    """The README's file tree is the live list of modules (one line each)."""
+    text = (SRC.parent / "README.md").read_text()
+    tree = text[text.index("src/fmlab/\n"):]
+    tree = tree[: tree.index("\n```")]
+    names = {ln.split()[0] for ln in tree.splitlines()[1:] if ln.strip() and ln.startswith("  ") and
+             not ln.startswith(" " * 20)}  # fmt: skip
+    missing = [str(f.relative_to(SRC / PKG)) for f in sorted((SRC / PKG).rglob("*.py"))
+               if f.name not in names and f.name not in ("__init__.py", "__main__.py")]  # fmt: skip
+    assert not missing, f"modules the README's file tree (## Files) does not list: {missing}"
