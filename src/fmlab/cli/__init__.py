@@ -23,8 +23,8 @@ from . import dataset, listings, products, running, timing
 from .common import Command as Command
 from .common import err as err
 from .common import out_json as out_json
-from .common import parents
 from .common import print_table as print_table
+from .common import shared_parsers
 from .listings import print_report_summary as print_report_summary
 
 COMMANDS: list[type[Command]] = [
@@ -38,7 +38,7 @@ GROUPS = {"data": "check or fetch the dataset"}  # a group's commands are its ac
 def build_parser() -> argparse.ArgumentParser:
     from ..version import __version__
 
-    shared = parents()
+    shared = shared_parsers()
     ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.",
                                  epilog="--debug (anywhere on the line, or FMLAB_DEBUG=1): show the traceback "
                                  "behind a one-line error")  # fmt: skip

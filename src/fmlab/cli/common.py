@@ -17,7 +17,7 @@ class Command:
     """One `fmlab` command: its options declared beside its handler (as optuna's cli `_BaseCommand`).
 
     name: the word on the command line; "data check" is the action check of the group data.
-    parents: the shared options it takes, by key of parents(): store, format, data, threads, device.
+    parents: the shared options it takes, by key of shared_parsers(): store, format, data, threads, device.
     """
 
     name: str = ""
@@ -32,7 +32,7 @@ class Command:
         raise NotImplementedError
 
 
-def parents() -> dict[str, argparse.ArgumentParser]:
+def shared_parsers() -> dict[str, argparse.ArgumentParser]:
     """The options many commands share, each declared once (argparse parents)."""
     from ..store import DEFAULT_PATH  # the one default store path (also the API's)
 
