@@ -195,3 +195,49 @@ def test_the_readme_file_tree_names_every_module():
     missing = [str(f.relative_to(SRC / PKG)) for f in sorted((SRC / PKG).rglob("*.py"))
                if f.name not in names and f.name not in ("__init__.py", "__main__.py")]  # fmt: skip
     assert not missing, f"modules the README's file tree (## Files) does not list: {missing}"
+
+
+def test_no_test_file_imports_another():
+    """Shared helpers live in conftest.py: a test file importing another runs that file's module code twice
+    over (and ties the two together)."""
+    tests = Path(__file__).resolve().parent
+    names = {f.stem for f in tests.glob("test_*.py")}
+    bad = []
+    for f in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
+            bad += [f"{f.name}:{node.lineno}: imports {m}" for m in mods if m.split(".")[0] in names]
+    assert not bad, "test files importing test files (move the helper to conftest.py):\n" + "\n".join(bad)
+
+
+# DESIGN.md's floors, top to bottom (README's file tree says what each module is). A module imports only
+# from its own floor or those below it; a new module has to be given a floor here.
+FLOORS = {
+    "interface": ["__main__", "cli", "watch", "progress"],
+    "api": ["api", "publish"],
+    "orchestration": ["sweep", "executors", "rayexec", "packs"],
+    "products": ["report", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun", "conventional_train",
+                 "livereport", "tboard", "results"],
+    "core": ["train", "checkpoint", "store", "study", "data", "augment", "model"],
+    "foundations": ["analysis", "analysis_base", "arms", "stats", "claims", "diagnostics", "power", "config", "env",
+                    "errors", "metrics", "version"],
+}
+
+
+def floor_of(mod: str) -> int:
+    """0 = the top floor; fmlab.cli.x is on cli's floor; the package's __init__ (re-exports) on the api's."""
+    parts = mod.split(".")
+    name = parts[1] if len(parts) > 1 else "api"
+    for i, mods in enumerate(FLOORS.values()):
+        if name in mods:
+            return i
+    raise KeyError(f"{mod} has no floor in tests/test_structure.py FLOORS (DESIGN.md's table)")
+
+
+def test_every_import_goes_down_or_sideways():
+    edges, _ = graph()
+    floors = list(FLOORS)
+    up = [f"{m} ({floors[floor_of(m)]}) imports {d} ({floors[floor_of(d)]})"
+          for m in sorted(edges) for d in sorted(edges[m]) if floor_of(d) < floor_of(m)]  # fmt: skip
+    assert not up, "imports from a higher floor:\n" + "\n".join(up)
