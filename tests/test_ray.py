@@ -284,3 +284,36 @@ def test_ctrl_c_gives_ray_trials_back(ray_head, tmp_path):
     assert p.returncode == 130, err
     assert set(states(db).values()) == {"WAITING"}
     wait_for(lambda: not _workers_running(), 30, "the cancelled Ray tasks to end")
+
+
+@needs_ray
+def test_a_pack_is_one_ray_task_and_a_lost_pack_resumes_each_trial(ray_head, tmp_path):
+    """--pack on: the 4 trials of one pack (dropout 0 / 0.2 x 2 seeds) train as one model in one Ray task;
+    killing its worker loses all 4, which come back together and resume from their last epoch."""
+    f = write_study(tmp_path, "raypack", {"model.dropout": [0.0, 0.2]}, seeds=(0, 1),
+                    base={"train.max_epochs": 4, "train.patience": 100})  # fmt: skip
+    planned = ids_of(f)
+    db = tmp_path / "fm.db"
+    held = planned[0]  # sleeps after each epoch, which holds the whole pack there
+    p = subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", str(f), "--executor", "ray", "--address",
+                          ray_head["address"], "--store", str(db), "--pack", "on", "--plain"], cwd=tmp_path,
+                         env=_env(FMLAB_FAULT=f"sleep:{held}:3"), start_new_session=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: len(q(db, "SELECT DISTINCT trial FROM epochs")) == 4, 150, "epoch 1 of the whole pack")
+        assert len(_workers_running()) == 1  # one task for the 4 trials
+        for pid in _workers_running():
+            os.kill(pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=150)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert p.returncode == 0, err
+    assert "Ray worker lost" in err and "4/4 COMPLETE" in err, err
+    assert_exactly_complete(db, planned)
+    attempts = dict(q(db, "SELECT id, attempts FROM trials"))
+    logs = dict(q(db, "SELECT id, log FROM trials"))
+    assert set(attempts.values()) == {2} and all("resuming after epoch" in logs[t] for t in planned)
+    assert all(n == 4 for (n,) in q(db, "SELECT COUNT(*) FROM epochs GROUP BY trial"))  # each epoch once
+    assert all('"k": 4' in e for (e,) in q(db, "SELECT env FROM trials"))

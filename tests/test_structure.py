@@ -216,7 +216,7 @@ def test_no_test_file_imports_another():
 FLOORS = {
     "interface": ["__main__", "cli", "watch", "progress"],
     "api": ["api", "publish"],
-    "orchestration": ["sweep", "executors", "rayexec", "packs"],
+    "orchestration": ["sweep", "executors", "rayexec", "packs", "packed"],
     "products": ["report", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun", "conventional_train",
                  "livereport", "tboard", "results"],
     "core": ["train", "checkpoint", "store", "study", "data", "augment", "model"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -265,6 +265,7 @@ class SweepLayout:
     workers: int
     threads: int
     where: str
+    pack: int | None = None  # None: every trial alone; 0: each pack as one model; K: packs of at most K
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ class SweepPlan:
     calibrated: bool
     layout: SweepLayout
     store: Path
+    packs: list[list[str]] = field(default_factory=list)
 
     def power_line(self) -> str | None:
         """The seed plan (fmlab.power) at the planned seeds, from the COMPLETE trials the store already
@@ -324,25 +326,36 @@ class SweepOutcome:
 
 
 def _layout(executor: str, workers: int | None, threads: int, address: str | None, cpus_per_trial: float,
-            ray: Any = None) -> SweepLayout:  # fmt: skip
-    """ray: a connected rayexec.RayExecutor (its slots and GPUs); None: the layout before Ray is asked."""
+            ray: Any = None, pack: str | int = "off", device: str = "auto",
+            gpus_per_trial: float | None = None) -> SweepLayout:  # fmt: skip
+    """ray: a connected rayexec.RayExecutor (its slots and GPUs); None: the layout before Ray is asked.
+    pack: --pack, resolved for the device the trials get (fmlab.packs.resolve)."""
+    from . import packs
     from .errors import FmlabError
 
     if executor == "local":
         workers, threads = sweep_slots(workers, threads)
-        return SweepLayout("local", workers, threads,
-                           "inline (this process)" if workers == 0 else f"{workers} worker process(es)")  # fmt: skip
+        k = packs.resolve(pack, check_device(device).split(":")[0])
+        where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
+        return SweepLayout("local", workers, threads, where + _pack_words(k), k)
     if executor != "ray":
         raise FmlabError(f"bad executor {executor!r}; use local or ray")
+    gpus = ray.gpus if ray is not None else (gpus_per_trial or 0.0)
+    k = packs.resolve(pack, "cuda" if gpus > 0 else "cpu")
     where = f"Ray ({address or 'local instance'}), {cpus_per_trial:g} CPU(s) per trial"
     if ray is not None:
         where += f", {ray.gpus:g} GPU(s) per trial; {ray.slots} at once"
-    return SweepLayout("ray", ray.slots if ray is not None else 1, threads or max(1, int(cpus_per_trial)), where)
+    return SweepLayout("ray", ray.slots if ray is not None else 1, threads or max(1, int(cpus_per_trial)),
+                       where + _pack_words(k), k)  # fmt: skip
+
+
+def _pack_words(k: int | None) -> str:
+    return "" if k is None else ", each pack trained as one model" + (f" (at most {k} trials)" if k else "")
 
 
 def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry_failed: bool,
           record: bool) -> SweepPlan:  # fmt: skip
-    from . import sweep
+    from . import packs, sweep
 
     trials = st.trials()
     if record:
@@ -355,7 +368,8 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
     todo = [t for t in trials if runnable is None or t.id in runnable]
     calib = sweep.calibration(store, layout.threads) if store else 1.0
     est = sweep.estimate_s(todo, layout.workers, layout.threads, calib)
-    return SweepPlan(st, trials, todo, plan, est, calib != 1.0, layout, path)
+    groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
+    return SweepPlan(st, trials, todo, plan, est, calib != 1.0, layout, path, groups)
 
 
 class Sweep:
@@ -383,7 +397,8 @@ class Sweep:
         ex, self._ex = self._ex, None  # sweep.run shuts the executor down, whatever happens
         try:
             prog = sweep.run(self._store, st, p.plan, workers=p.layout.workers, opts=self._opts,
-                             on_update=on_update or (lambda _: None), estimate=p.estimate_s, executor=ex, board=board)
+                             on_update=on_update or (lambda _: None), estimate=p.estimate_s, executor=ex, board=board,
+                             pack=p.layout.pack)  # fmt: skip
         finally:
             self._board = None
             if board is not None:
@@ -408,7 +423,8 @@ def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
                workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
                device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
                executor: str = "local", address: str | None = None, cpus_per_trial: float = 1.0,
-               gpus_per_trial: float | None = None, tensorboard: str | Path | None = None) -> Sweep:  # fmt: skip
+               gpus_per_trial: float | None = None, tensorboard: str | Path | None = None,
+               pack: str | int = "auto") -> Sweep:  # fmt: skip
     """A sweep ready to run, with every check done before the store is touched: the study file, the
     tensorboard package, the Ray connection (executor "ray"), then (local executor) the device, once, and
     the dataset; Ray workers read the dataset on their own machines, where data_dir is a path, and the
@@ -430,7 +446,7 @@ def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
         ray = RayExecutor(address, cpus_per_trial, gpus_per_trial, device)
     s = board = None
     try:
-        layout = _layout(executor, workers, threads, address, cpus_per_trial, ray)
+        layout = _layout(executor, workers, threads, address, cpus_per_trial, ray, pack, device)
         if ray is None:
             check_device(device)  # once, not one FAILED trial per missing GPU
             check_dataset(data_dir)
@@ -450,7 +466,8 @@ def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
                workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
                retry_failed: bool = False, executor: str = "local", address: str | None = None,
                cpus_per_trial: float = 1.0, record: bool = False, device: str = "auto",
-               data_dir: str | None = None, gpus_per_trial: float | None = None) -> SweepPlan:  # fmt: skip
+               data_dir: str | None = None, gpus_per_trial: float | None = None,
+               pack: str | int = "auto") -> SweepPlan:  # fmt: skip
     """A sweep's plan without running a trial: its trials, those it would run, the store's split by state,
     the estimate and the layout (what `fmlab sweep --dry-run` prints). By default read-only: a missing
     store is not created and Ray is not contacted (the layout then counts one trial at once).
@@ -461,12 +478,13 @@ def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
     from .store import Store
 
     args = dict(seeds=seeds, workers=workers, threads=threads, store=store, retry_failed=retry_failed,
-                executor=executor, address=address, cpus_per_trial=cpus_per_trial)  # fmt: skip
+                executor=executor, address=address, cpus_per_trial=cpus_per_trial, pack=pack)  # fmt: skip
     if record:
         with open_sweep(path, budget, **args, device=device, data_dir=data_dir, gpus_per_trial=gpus_per_trial) as sw:
             return sw.plan
     st = fstudy.load(path, budget, seeds)
-    layout = _layout(executor, workers, threads, address, cpus_per_trial)
+    layout = _layout(executor, workers, threads, address, cpus_per_trial, pack=pack, device=device,
+                     gpus_per_trial=gpus_per_trial)  # fmt: skip
     s = Store(Path(store)) if Path(store).exists() else None
     try:
         return _plan(st, s, Path(store), layout, retry_failed, record=False)
@@ -480,16 +498,19 @@ def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] 
               device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
               executor: str = "local", address: str | None = None, cpus_per_trial: float = 1.0,
               gpus_per_trial: float | None = None, on_update: Callable[[Progress], None] | None = None,
-              tensorboard: str | Path | None = None) -> StudyHandle:  # fmt: skip
+              tensorboard: str | Path | None = None, pack: str | int = "auto") -> StudyHandle:  # fmt: skip
     """Run a study file's trials into the store (resumes: COMPLETE trials are not redone), as
     `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials()).
     executor: "local" (workers processes, 0 = inline; threads each) or "ray" (one Ray task per trial with
     cpus_per_trial CPUs and gpus_per_trial GPUs, default 1 when the cluster has GPUs; address: auto,
     HOST:PORT or ray://HOST:PORT, default RAY_ADDRESS or a new local instance; needs fmlab[ray]).
-    tensorboard: a folder for one TensorBoard run per trial, written as epochs finish (fmlab[tensorboard])."""
+    tensorboard: a folder for one TensorBoard run per trial, written as epochs finish (fmlab[tensorboard]).
+    pack: "auto" (each pack of trials trained as one model on a GPU, not on a CPU: fmlab.packs), "off",
+    "on" or K (packs of at most K trials); an execution choice: trial ids and results do not depend on it."""
     with open_sweep(path, budget, seeds=seeds, workers=workers, threads=threads, store=store, device=device,
                     data_dir=data_dir, retry_failed=retry_failed, executor=executor, address=address,
-                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, tensorboard=tensorboard) as sw:
+                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, tensorboard=tensorboard,
+                    pack=pack) as sw:
         sw.run(on_update)
     return StoreHandle(Path(store)).study(sw.plan.study.name, sw.plan.study.budget)
 

@@ -96,10 +96,21 @@ def save_state(d: Path, st: dict, net: torch.nn.Module, opt: torch.optim.Optimiz
                gen: torch.Generator, best: dict[str, torch.Tensor],
                aug_gen: torch.Generator | None = None) -> None:  # fmt: skip
     """Everything needed to continue after the last finished epoch exactly as if never stopped."""
+    rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
+    if aug_gen is not None:
+        rng["aug"] = aug_gen.get_state()
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    write_state(d, st, net.state_dict(), opt.state_dict(), best, rng)
+
+
+def write_state(d: Path, st: dict, net_sd: dict[str, torch.Tensor], osd: dict[str, Any],
+                best: dict[str, torch.Tensor], rng: dict[str, torch.Tensor]) -> None:  # fmt: skip
+    """The resume state from its parts (a state_dict, an optimizer state_dict, the best weights and the
+    random streams by name: torch, gen, aug, cuda), so a packed network writes what a single run writes."""
     tensors: dict[str, torch.Tensor] = {}
-    tensors.update({f"net.{k}": v for k, v in net.state_dict().items()})
+    tensors.update({f"net.{k}": v for k, v in net_sd.items()})
     tensors.update({f"best.{k}": v for k, v in best.items()})
-    osd = opt.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, pstate in osd["state"].items():
         for k, v in pstate.items():
@@ -107,24 +118,26 @@ def save_state(d: Path, st: dict, net: torch.nn.Module, opt: torch.optim.Optimiz
                 tensors[f"opt.{pid}.{k}"] = v
             else:
                 scalars.setdefault(str(pid), {})[k] = v
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.gen"] = gen.get_state()
-    if aug_gen is not None:
-        tensors["rng.aug"] = aug_gen.get_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tensors.update({f"rng.{k}": v for k, v in rng.items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    seen: set[int] = set()
+    for k, v in tensors.items():  # the best weights may be the current ones: safetensors wants copies
+        if v.numel() and v.data_ptr() in seen:
+            tensors[k] = v.clone()
+        seen.add(v.data_ptr())
     atomic_write(d / "state.safetensors", lambda t: torch_save(tensors, t))
     write_json(d / "state.json", {"train": st, "opt_scalars": scalars, "param_groups": osd["param_groups"]})
 
 
-def load_state(d: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-               device: torch.device, aug_gen: torch.Generator | None = None,
-               ) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
+def read_state(d: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor],
+                                 dict[str, torch.Tensor]]:  # fmt: skip
+    """(loop state, net state_dict, optimizer state_dict, best weights, random streams by name) of a
+    resume-state folder, on the CPU."""
     meta = json.loads((d / "state.json").read_text())
     t = torch_load(str(d / "state.safetensors"))
-    net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
-    best = {k[5:]: v.to(device) for k, v in t.items() if k.startswith("best.")}
+    net = {k[4:]: v for k, v in t.items() if k.startswith("net.")}
+    best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
+    rng = {k[4:]: v for k, v in t.items() if k.startswith("rng.")}
     state: dict[int, dict[str, Any]] = {}
     for k, v in t.items():
         if k.startswith("opt."):
@@ -132,14 +145,22 @@ def load_state(d: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: t
             state.setdefault(int(pid), {})[name] = v
     for pid, extra in meta["opt_scalars"].items():
         state.setdefault(int(pid), {}).update(extra)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(t["rng.torch"])
-    gen.set_state(t["rng.gen"])
-    if aug_gen is not None and "rng.aug" in t:
-        aug_gen.set_state(t["rng.aug"])
-    if "rng.cuda" in t and torch.cuda.is_available():
-        torch.cuda.set_rng_state(t["rng.cuda"])
-    return meta["train"], best
+    return meta["train"], net, {"state": state, "param_groups": meta["param_groups"]}, best, rng
+
+
+def load_state(d: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+               device: torch.device, aug_gen: torch.Generator | None = None,
+               ) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
+    st, net_sd, osd, best, rng = read_state(d)
+    net.load_state_dict(net_sd)
+    opt.load_state_dict(osd)
+    torch.set_rng_state(rng["torch"])
+    gen.set_state(rng["gen"])
+    if aug_gen is not None and "aug" in rng:
+        aug_gen.set_state(rng["aug"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return st, {k: v.to(device) for k, v in best.items()}
 
 
 def numpy_weights(path: str | Path) -> dict[str, np.ndarray]:

@@ -34,6 +34,26 @@ class Task:
     opts: RunOptions = RunOptions()
 
 
+@dataclass(frozen=True)
+class Pack:
+    """Trials of one pack (fmlab.packs), trained as one model (fmlab.packed) by one worker."""
+
+    pack_id: str
+    tasks: tuple[Task, ...]
+
+    @property
+    def trial_id(self) -> str:  # for messages: the pack and its size
+        return f"pack {self.pack_id} ({len(self.tasks)} trials)"
+
+
+Work = Task | Pack
+
+
+def members(work: Work) -> tuple[Task, ...]:
+    """The trials a unit of work runs: a task's own, a pack's all."""
+    return work.tasks if isinstance(work, Pack) else (work,)
+
+
 @dataclass
 class Event:
     kind: str  # "epoch" | "done" | "failed" | "lost"
@@ -54,7 +74,7 @@ class Executor(Protocol):
     slots: int
 
     def free(self) -> int: ...
-    def submit(self, task: Task) -> None: ...
+    def submit(self, task: Work) -> None: ...
     def poll(self, timeout_s: float, handle: Handler) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -72,30 +92,29 @@ def faults(trial_id: str) -> list[list[str]]:
     return out
 
 
-def run_task(task: Task, emit: Handler) -> None:
-    """Train one trial, sending epoch rows as they finish and the result (or the failure) at the end."""
-    import json
+class _Trial:
+    """One trial's bookkeeping in a worker: its log, the epoch it resumed after, its injected faults."""
 
-    from .config import from_dict
-    from .train import Diverged, train
+    def __init__(self, task: Task, emit: Handler) -> None:
+        import json
 
-    tid = task.trial_id
-    log: list[str] = []
-    resumed_from = 0
-    state = Path(task.state_dir) if task.state_dir else None
-    if state and (state / "state.json").is_file():
-        try:
-            resumed_from = int(json.loads((state / "state.json").read_text())["train"]["epoch"])
-            log.append(f"resuming after epoch {resumed_from} from {state}")
-        except (OSError, ValueError, KeyError):
-            resumed_from = 0
-    todo = faults(tid)
+        self.tid, self.emit, self.log, self.resumed_from = task.trial_id, emit, [], 0
+        state = Path(task.state_dir) if task.state_dir else None
+        if state and (state / "state.json").is_file():
+            try:
+                self.resumed_from = int(json.loads((state / "state.json").read_text())["train"]["epoch"])
+                self.log.append(f"resuming after epoch {self.resumed_from} from {state}")
+            except (OSError, ValueError, KeyError):
+                self.resumed_from = 0
+        self.faults = faults(self.tid)
 
-    def on_epoch(row: dict[str, float]) -> None:
-        log.append(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-                   f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['epoch_s']:.1f}s")  # fmt: skip
-        emit(Event("epoch", tid, row=dict(row)))
-        for f in todo:
+    def on_epoch(self, row: dict[str, float]) -> None:
+        from .train import Diverged
+
+        self.log.append(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+                        f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['epoch_s']:.1f}s")  # fmt: skip
+        self.emit(Event("epoch", self.tid, row=dict(row)))
+        for f in self.faults:
             if f[0] == "nan":
                 raise Diverged(f"training loss is nan at epoch {row['epoch']} (injected by {FAULT_ENV})")
             if f[0] == "raise":
@@ -105,13 +124,60 @@ def run_task(task: Task, emit: Handler) -> None:
             if f[0] == "kill" and len(f) > 2 and int(f[2]) == row["epoch"]:
                 os.kill(os.getpid(), signal.SIGKILL)  # after the epoch's state is saved: tests resume
 
+    def end(self, what: Any) -> None:
+        """The trial's TrialResult, or the exception it failed with."""
+        if isinstance(what, BaseException):
+            tb = "".join(traceback.format_exception(what))
+            self.emit(Event("failed", self.tid, error=f"{type(what).__name__}: {what}", traceback=tb,
+                            log="\n".join(self.log), resumed_from=self.resumed_from))  # fmt: skip
+        else:
+            self.emit(Event("done", self.tid, result=what, log="\n".join(self.log), resumed_from=self.resumed_from))
+
+
+def run_task(task: Task, emit: Handler) -> None:
+    """Train one trial, sending epoch rows as they finish and the result (or the failure) at the end."""
+    from .config import from_dict
+    from .train import train
+
+    t = _Trial(task, emit)
+    state = Path(task.state_dir) if task.state_dir else None
     try:
-        res = train(from_dict(task.config), opts=task.opts, state_dir=state, on_epoch=on_epoch)
+        res = train(from_dict(task.config), opts=task.opts, state_dir=state, on_epoch=t.on_epoch)
     except Exception as e:  # noqa: BLE001 - any trial failure is recorded, the study goes on
-        emit(Event("failed", tid, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                   log="\n".join(log), resumed_from=resumed_from))  # fmt: skip
+        t.end(e)
         return
-    emit(Event("done", tid, result=res, log="\n".join(log), resumed_from=resumed_from))
+    t.end(res)
+
+
+def run_pack(pack: Pack, emit: Handler) -> None:
+    """Train a pack's trials as one model (fmlab.packed.train_pack): each trial's epochs, result or
+    failure go out as its own events, exactly as run_task sends them, as each one happens."""
+    from .config import from_dict
+    from .packed import train_pack
+
+    trials = {t.trial_id: _Trial(t, emit) for t in pack.tasks}
+    ended: set[str] = set()
+
+    def on_end(tid: str, what: Any) -> None:
+        ended.add(tid)
+        trials[tid].end(what)
+
+    try:
+        train_pack([from_dict(t.config) for t in pack.tasks], opts=pack.tasks[0].opts,
+                   state_dirs=[t.state_dir for t in pack.tasks], on_epoch=lambda tid, row: trials[tid].on_epoch(row),
+                   on_end=on_end, pack_id=pack.pack_id)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - before the pack trained (data, configs): all of its trials fail
+        for tid, t in trials.items():
+            if tid not in ended:
+                t.end(e)
+
+
+def run_work(work: Work, emit: Handler) -> None:
+    """A task (one trial) or a pack (trained as one model)."""
+    if isinstance(work, Pack):
+        run_pack(work, emit)
+    else:
+        run_task(work, emit)
 
 
 class InlineExecutor:
@@ -120,17 +186,17 @@ class InlineExecutor:
     slots = 1
 
     def __init__(self) -> None:
-        self.pending: list[Task] = []
+        self.pending: list[Work] = []
 
     def free(self) -> int:
         return 0 if self.pending else 1
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Work) -> None:
         self.pending.append(task)
 
     def poll(self, timeout_s: float, handle: Handler) -> None:
         if self.pending:
-            run_task(self.pending.pop(0), handle)
+            run_work(self.pending.pop(0), handle)
         else:
             time.sleep(timeout_s)
 
@@ -159,18 +225,19 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
             return
         if task is None:
             return
-        run_task(task, conn.send)
+        run_work(task, conn.send)
 
 
 @dataclass
 class _Worker:
     proc: Any
     conn: Connection
-    task: Task | None = None
+    task: Work | None = None
+    open: set[str] = field(default_factory=set)  # the work's trials not yet done or failed
 
 
 class LocalExecutor:
-    """N spawned worker processes, each running one trial at a time."""
+    """N spawned worker processes, each running one trial (or one pack) at a time."""
 
     def __init__(self, workers: int) -> None:
         self.slots = workers
@@ -187,12 +254,12 @@ class LocalExecutor:
     def free(self) -> int:
         return self.slots - sum(w.task is not None for w in self.workers)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Work) -> None:
         w = next((w for w in self.workers if w.task is None), None)
         if w is None:
             w = self._spawn()
             self.workers.append(w)
-        w.task = task
+        w.task, w.open = task, {t.trial_id for t in members(task)}
         w.conn.send(task)
 
     def poll(self, timeout_s: float, handle: Handler) -> None:
@@ -207,14 +274,16 @@ class LocalExecutor:
                     while w.conn.poll():
                         ev = w.conn.recv()
                         if ev.kind in ("done", "failed"):
-                            w.task = None
+                            w.open.discard(ev.trial_id)
+                            if not w.open:
+                                w.task = None
                         handle(ev)
                 except (EOFError, OSError):
                     dead = True
             if dead:
                 w.proc.join(5)
-                if w.task is not None:
-                    handle(Event("lost", w.task.trial_id, error=f"worker process died (exit code {w.proc.exitcode})"))
+                for tid in sorted(w.open) if w.task is not None else []:  # every trial of a lost pack
+                    handle(Event("lost", tid, error=f"worker process died (exit code {w.proc.exitcode})"))
                 w.conn.close()
                 self.workers[i] = self._spawn()  # keep the pool at its size
 

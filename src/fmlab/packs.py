@@ -5,8 +5,9 @@ same architecture and switches, widths, kernel, batch size, optimizer and schedu
 augmentation, epochs. The seed grid's quick budget gives 12 packs (BN x pool x batch size) of
 2 dropout rates x 2 seeds. Grouping never changes a trial or its id; it only says which run together.
 
-Only the grouping lands here so far: the packed training loop is not built (BENCHMARKS.md "Packs" has
-the CPU measurement that decided its layout), so sweeps still run every trial on its own.
+fmlab.packed trains a pack as one model; `fmlab sweep --pack auto|off|on|K` (and api.run_study's pack)
+chooses, through `resolve`: auto packs on a GPU, where one seed net uses under 1% of the chip, and not on
+a CPU, where BENCHMARKS.md "Packs" measured a pack slower than the same trials in worker processes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import Config, canonical_json
+from .errors import FmlabError
 
 PACKED_OUT = ("seed", "model.dropout")  # the keys a pack's members may differ in
+PAYS_ON = ("cuda",)  # device types where `auto` packs (BENCHMARKS.md "Packs": not on this CPU)
+CHOICES = "auto, off, on or a pack size K >= 1"
+
+
+def resolve(pack: str | int, device_type: str) -> int | None:
+    """--pack -> what the sweep does: None = every trial alone, 0 = whole packs, K = packs of at most K.
+    auto: whole packs on the device types in PAYS_ON, else alone."""
+    text = str(pack).strip().lower()
+    if text == "auto":
+        return 0 if device_type in PAYS_ON else None
+    if text == "off":
+        return None
+    if text == "on":
+        return 0
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise FmlabError(f"bad --pack {pack!r}; use {CHOICES}")
+    return None if k == 1 else k
 
 
 def pack_key(cfg: Config) -> str:

@@ -1,6 +1,7 @@
 """Trials as Ray tasks, behind the same Executor interface as local workers (executors.py).
 
-Each trial is one Ray task with num_cpus / num_gpus of its own, streaming its events back as objects:
+Each trial (or pack of trials, trained as one model: fmlab.packed) is one Ray task with num_cpus /
+num_gpus of its own, streaming its events back as objects:
 each epoch's row with the trial's resume state (the bytes of state.safetensors + state.json), then the
 result with the best weights, or the failure. The sweep process stays the only store writer and keeps
 the resume state in the store's folder, as local workers do; nothing is shared on disk. A worker saves
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FmlabError
-from .executors import FAULT_ENV, Event, Handler, Task, run_task
+from .executors import FAULT_ENV, Event, Handler, Pack, Task, Work, members, run_work
 
 EXTRA = "ray"
 
@@ -52,41 +53,51 @@ def write_state(d: str | Path, files: dict[str, bytes]) -> None:
     new.rename(d)
 
 
-def ray_trial(task: Task, state: dict[str, bytes]) -> Iterator[Event]:
-    """Runs in a Ray worker: trains in a thread and yields its events as they come; each epoch event
-    carries the resume state saved after that epoch in extra["state"]."""
+def ray_trial(work: Work, states: dict[str, dict[str, bytes]]) -> Iterator[Event]:
+    """Runs in a Ray worker: trains a trial (or a pack) in a thread and yields its events as they come;
+    each epoch event carries its trial's resume state saved after that epoch in extra["state"].
+    states: each trial's saved state by trial id (absent: none)."""
     tmp = Path(tempfile.mkdtemp(prefix="fmlab-trial-"))  # on the worker's own machine
-    if state:
-        write_state(tmp / "state", state)
+    dirs = {t.trial_id: tmp / t.trial_id for t in members(work)}
+    for tid, state in states.items():
+        if state:
+            write_state(dirs[tid], state)
+    local: Work = (replace(work, tasks=tuple(replace(t, state_dir=str(dirs[t.trial_id])) for t in work.tasks))
+                   if isinstance(work, Pack) else replace(work, state_dir=str(dirs[work.trial_id])))  # fmt: skip
     events: queue.Queue[Event] = queue.Queue()
 
     def emit(ev: Event) -> None:
         if ev.kind == "epoch":  # train() saved the state before reporting the epoch
-            ev.extra["state"] = read_state(tmp / "state")
+            ev.extra["state"] = read_state(dirs[ev.trial_id])
         events.put(ev)
 
-    t = threading.Thread(target=run_task, args=(replace(task, state_dir=str(tmp / "state")), emit), daemon=True)
+    open_ = set(dirs)
+    t = threading.Thread(target=run_work, args=(local, emit), daemon=True)
     t.start()
     try:
-        while True:
+        while open_:
             try:
                 ev = events.get(timeout=1.0)
             except queue.Empty:
-                if t.is_alive():
+                if t.is_alive() or not events.empty():
                     continue
-                ev = Event("failed", task.trial_id, error="the trial's thread ended without a result")
+                for tid in sorted(open_):
+                    yield Event("failed", tid, error="the trial's thread ended without a result")
+                return
             yield ev
             if ev.kind in ("done", "failed"):
-                return
+                open_.discard(ev.trial_id)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def worker_task(task: Task, gpus_per_trial: float) -> Task:
-    """The task as a Ray worker gets it. No store paths: the store's folder means nothing on the worker's
+def worker_task(task: Work, gpus_per_trial: float) -> Work:
+    """The work as a Ray worker gets it. No store paths: the store's folder means nothing on the worker's
     machine (its resume state travels as bytes). Device auto: a trial given no GPU runs on CPU even on a
     GPU node (Ray may leave the node's GPUs visible); one given a GPU sees that one alone
     (CUDA_VISIBLE_DEVICES), so auto picks it."""
+    if isinstance(task, Pack):
+        return replace(task, tasks=tuple(worker_task(t, gpus_per_trial) for t in task.tasks))  # type: ignore[misc]
     opts = task.opts
     if opts.device == "auto" and gpus_per_trial <= 0:
         opts = replace(opts, device="cpu")
@@ -131,7 +142,7 @@ class RayExecutor:
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, retry_exceptions=False,
             num_returns="streaming",
             **({"runtime_env": {"env_vars": env}} if env else {}))  # fmt: skip
-        self.running: dict[Any, Task] = {}  # the task's event stream (ObjectRefGenerator) -> task
+        self.running: dict[Any, tuple[dict[str, Task], set[str]]] = {}  # event stream -> (its trials, open ones)
         self._slots, self._slots_at = self._count_slots(res), time.monotonic()
 
     def _count_slots(self, res: dict[str, float]) -> int:
@@ -150,8 +161,11 @@ class RayExecutor:
     def free(self) -> int:
         return max(0, self.slots - len(self.running))
 
-    def submit(self, task: Task) -> None:
-        self.running[self.remote.remote(worker_task(task, self.gpus), read_state(task.state_dir))] = task
+    def submit(self, task: Work) -> None:
+        """One Ray task per trial, or per pack (trained as one model on one worker)."""
+        tasks = {t.trial_id: t for t in members(task)}
+        states = {tid: read_state(t.state_dir) for tid, t in tasks.items()}
+        self.running[self.remote.remote(worker_task(task, self.gpus), states)] = (tasks, set(tasks))
 
     def poll(self, timeout_s: float, handle: Handler) -> None:
         if not self.running:
@@ -162,24 +176,30 @@ class RayExecutor:
         if not ready:
             ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout_s)
         for gen in ready:  # one event each; the sweep polls again at once
-            task = self.running[gen]
+            tasks, open_ = self.running[gen]
+            evs: list[Event]
             try:
-                ev = ray.get(next(gen))
-            except StopIteration:  # ended without its last event (cannot happen: ray_trial yields one)
-                ev = Event("lost", task.trial_id, error="Ray task ended without a result")
+                evs = [ray.get(next(gen))]
+            except StopIteration:  # ended without its last events (cannot happen: ray_trial yields them)
+                evs = [Event("lost", tid, error="Ray task ended without a result") for tid in sorted(open_)]
             except ray.exceptions.RayTaskError as e:  # raised outside run_task: e.g. fmlab missing on the worker
                 cause = e.cause if getattr(e, "cause", None) is not None else e
-                ev = Event("failed", task.trial_id, error=f"Ray task failed: {type(cause).__name__}: {cause}",
-                           traceback=str(e))  # fmt: skip
+                evs = [Event("failed", tid, error=f"Ray task failed: {type(cause).__name__}: {cause}",
+                             traceback=str(e)) for tid in sorted(open_)]  # fmt: skip
             except ray.exceptions.RayError as e:  # the worker or its node died, the object was lost, ...
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                ev = Event("lost", task.trial_id, error=f"Ray worker lost ({type(e).__name__}: {first[:200]})")
-            state = ev.extra.pop("state", None)
-            if state and task.state_dir:  # the sweep's own folder: a rerun resumes from here
-                write_state(task.state_dir, state)
-            if ev.kind != "epoch":
-                del self.running[gen]
-            handle(ev)
+                evs = [Event("lost", tid, error=f"Ray worker lost ({type(e).__name__}: {first[:200]})")
+                       for tid in sorted(open_)]  # fmt: skip
+            for ev in evs:
+                state = ev.extra.pop("state", None)
+                sd = tasks[ev.trial_id].state_dir
+                if state and sd:  # the sweep's own folder: a rerun resumes from here
+                    write_state(sd, state)
+                if ev.kind != "epoch":
+                    open_.discard(ev.trial_id)
+                if not open_:
+                    self.running.pop(gen, None)
+                handle(ev)
 
     def shutdown(self) -> None:
         ray = self.ray

@@ -307,14 +307,24 @@ class Store:
 
     def claim(self, ids: Iterable[str]) -> str | None:
         """Atomically take the first WAITING trial of ids for this process; None if none is left."""
-        now = time.time()
+        got = self._claim(ids, first=True)
+        return got[0] if got else None
+
+    def claim_all(self, ids: Iterable[str]) -> list[str]:
+        """Atomically take every WAITING trial of ids (a pack) for this process; [] if none is left."""
+        return self._claim(ids, first=False)
+
+    def _claim(self, ids: Iterable[str], first: bool) -> list[str]:
+        now, got = time.time(), []
         with self.tx() as db:
             for tid in ids:
                 n = db.execute("SELECT attempts FROM trials WHERE id=? AND state=?", (tid, W.value)).fetchone()
                 if n is not None and self.transition(db, tid, R, (W,), owner_host=self.host, owner_pid=self.pid,
                                                 heartbeat=now, started=now, attempts=(n[0] or 0) + 1):  # fmt: skip
-                    return tid
-        return None
+                    got.append(tid)
+                    if first:
+                        break
+        return got
 
     def heartbeat(self) -> None:
         with self.tx() as db:

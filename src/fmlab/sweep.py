@@ -9,6 +9,7 @@ too: the state comes back with each epoch's row (rayexec.py).
 from __future__ import annotations
 
 import functools
+import hashlib
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import executors
+from . import executors, packs
 from .config import ModelConfig, from_dict
 from .env import RunOptions
 from .store import HEARTBEAT_S, Plan, State, Store
@@ -101,14 +102,34 @@ class _Heartbeat(threading.Thread):
             store.close()
 
 
+def pack_id(ids: list[str]) -> str:
+    """A pack's id: its trials' ids, hashed (packing is an execution choice: trial ids never change)."""
+    return hashlib.sha256(",".join(sorted(ids)).encode()).hexdigest()[:12]
+
+
 def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOptions,
         on_update: Callable[[Progress], None] = lambda p: None, estimate: float = 0.0,
-        executor: executors.Executor | None = None, board: Any = None) -> Progress:  # fmt: skip
+        executor: executors.Executor | None = None, board: Any = None,
+        pack: int | None = None) -> Progress:  # fmt: skip
     """Run the plan's WAITING trials (and any that become WAITING) on executor (default: `workers`
     local processes, 0 = inline); returns the final progress. The executor is shut down at the end.
-    board (a tboard.Board, optional) is handed each recorded epoch and result, after the store."""
+    board (a tboard.Board, optional) is handed each recorded epoch and result, after the store.
+    pack: None runs every trial on its own; 0 trains each pack (fmlab.packs) as one model, K caps a
+    pack at K trials. A pack takes one executor slot; its trials are claimed together."""
     trials = {t.id: t for t in study.trials()}
     ids = plan.ids
+    groups = None if pack is None else [[t.id for t in g] for g in packs.group([trials[i] for i in ids], pack)]
+
+    def claim() -> list[str]:
+        if groups is None:
+            tid = store.claim(ids)
+            return [tid] if tid else []
+        for g in groups:
+            got = store.claim_all(g)
+            if got:
+                return got
+        return []
+
     ex = executor or executors.make(workers)
     prog = Progress(total=len(ids), done=len(plan.done), failed=len(plan.failed), estimate_s=estimate,
                     slots=max(ex.slots, 1))  # fmt: skip
@@ -158,13 +179,16 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
     try:
         while True:
             while ex.free() > 0:
-                tid = store.claim(ids)
-                if tid is None:
+                got = claim()
+                if not got:
                     break
-                t = trials[tid]
-                mine[tid] = time.time()
-                prog.running[tid] = {"started": mine[tid], "epoch": 0, "max_epochs": t.config.train.max_epochs}
-                ex.submit(executors.Task(tid, t.config.to_dict(), str(store.state_dir(tid)), opts))
+                tasks = []
+                for tid in got:
+                    t = trials[tid]
+                    mine[tid] = time.time()
+                    prog.running[tid] = {"started": mine[tid], "epoch": 0, "max_epochs": t.config.train.max_epochs}
+                    tasks.append(executors.Task(tid, t.config.to_dict(), str(store.state_dir(tid)), opts))
+                ex.submit(tasks[0] if len(tasks) == 1 else executors.Pack(pack_id(got), tuple(tasks)))
                 on_update(prog)
             if not mine:
                 states = store.states(ids)

@@ -151,7 +151,7 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
     return {"loss": loss_sum.item() / len(y), "acc": correct.item() / len(y)}
 
 
-def _prep(split: fdata.Split, ds: fdata.Dataset, device: torch.device, fmt: torch.memory_format):
+def prepare(split: fdata.Split, ds: fdata.Dataset, device: torch.device, fmt: torch.memory_format):
     x = fdata.normalize(split.x, ds.mean, ds.std).to(device).contiguous(memory_format=fmt)
     return x, split.y.to(device)
 
@@ -175,8 +175,8 @@ def train(
     net = build(cfg.model).to(device, memory_format=fmt)
     opt = make_optimizer(net.parameters(), tc)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.precision == "bf16" else nullcontext
-    xtr, ytr = _prep(ds.train, ds, device, fmt)
-    xva, yva = _prep(ds.val, ds, device, fmt)
+    xtr, ytr = prepare(ds.train, ds, device, fmt)
+    xva, yva = prepare(ds.val, ds, device, fmt)
     gen = torch.Generator().manual_seed(cfg.seed)
     # Augmentation draws from its own stream, so switching it on leaves the batch order unchanged.
     aug_gen = torch.Generator(device).manual_seed(cfg.seed + 7919)
@@ -236,12 +236,22 @@ def train(
         if on_epoch:
             on_epoch(row)
 
+    return finish(cfg, net, best_weights, st, ds, opts, device=device, fmt=fmt, autocast=autocast,
+                  t_start=t_start)
+
+
+def finish(cfg: Config, net: nn.Module, best_weights: dict[str, torch.Tensor], st: LoopState,
+           ds: fdata.Dataset, opts: env.RunOptions, *, device: torch.device, fmt: torch.memory_format,
+           autocast: Any, t_start: float, env_extra: dict[str, Any] | None = None) -> TrialResult:  # fmt: skip
+    """The best epoch's weights restored into net (a single network), evaluated once on the test
+    set, and the TrialResult of the loop state st (train() and the packed loop both end here)."""
+    tc = cfg.train
     net.load_state_dict(best_weights)
     t3 = time.perf_counter()
-    xte, yte = _prep(ds.test, ds, device, fmt)
+    xte, yte = prepare(ds.test, ds, device, fmt)
     test = evaluate(net, xte, yte, opts.eval_batch_size, autocast, tc.tta)
     best_row = st.history[st.best_epoch - 1]
-    images = len(st.history) * n
+    images = len(st.history) * len(ds.train.y)
     return TrialResult(
         trial_id=cfg.trial_id(),
         config=cfg.to_dict(),
@@ -253,7 +263,7 @@ def train(
         timings={"total_s": time.perf_counter() - t_start, "train_s": st.train_s, "eval_s": st.eval_s,
                  "test_eval_s": time.perf_counter() - t3,
                  "train_images_per_s": images / st.train_s if st.train_s else 0.0},  # fmt: skip
-        env={**env.provenance(device), "run_options": opts.to_dict()},
+        env={**env.provenance(device), "run_options": opts.to_dict(), **(env_extra or {})},
         n_params=count_params(net),
         weights={k: v.detach().cpu().contiguous().numpy() for k, v in best_weights.items()},
     )

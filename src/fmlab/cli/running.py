@@ -70,6 +70,9 @@ class Sweep(Command):
         p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per trial (default 1)")
         p.add_argument("--gpus-per-trial", type=float, default=None,
                        help="Ray: GPUs per trial, fractions allowed (default: 1 when the cluster has GPUs, else 0)")
+        p.add_argument("--pack", default="auto", metavar="auto|off|on|K",
+                       help="train each pack (trials equal but for seed and dropout) as one model: auto (default: on "
+                       "a GPU, not on a CPU, where it is slower), off, on, or K (packs of at most K trials)")
         p.add_argument("--dry-run", action="store_true", help="print the plan and an estimate; run nothing")
         p.add_argument("--retry-failed", action="store_true", help="rerun the study's FAILED trials")
         p.add_argument("--plain", action="store_true", help="line-by-line progress even on a terminal")
@@ -90,9 +93,9 @@ class Sweep(Command):
             raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
         common = dict(seeds=parse_seeds(args.seeds) if args.seeds else None, workers=args.workers, threads=args.threads,
                       store=store_path(args), retry_failed=args.retry_failed, executor=args.executor,
-                      address=args.address, cpus_per_trial=args.cpus_per_trial)  # fmt: skip
+                      address=args.address, cpus_per_trial=args.cpus_per_trial, pack=args.pack)  # fmt: skip
         if args.dry_run:
-            _print_dry_run(api.plan_sweep(args.study_file, args.budget, **common), args)
+            _print_dry_run(api.plan_sweep(args.study_file, args.budget, **common, device=args.device), args)
             return 0
         with api.open_sweep(args.study_file, args.budget, **common, device=args.device, data_dir=args.data_dir,
                             gpus_per_trial=args.gpus_per_trial, tensorboard=args.tensorboard) as sw:  # fmt: skip
@@ -137,6 +140,18 @@ def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
     power_line = p.power_line()
     if power_line:
         print(power_line)
+    if p.packs:
+        from .. import packs
+
+        sizes = sorted({len(g) for g in p.packs})
+        print(f"packs: {len(p.packs)} (of {', '.join(map(str, sizes))} trial(s)), each trained as one model")
+        by_id = {t.id: t for t in p.todo}
+        for i, g in enumerate(p.packs, 1):
+            shared = {k: v for k, v in by_id[g[0]].cell.items() if k not in packs.PACKED_OUT}
+            print(f"  pack {i}: {cell_text(shared)}")
+            for tid in g:
+                print(f"    {tid}  seed {by_id[tid].seed}  {cell_text(by_id[tid].cell)}")
+        return
     for t in p.todo:
         print(f"  {t.id}  seed {t.seed}  {cell_text(t.cell)}")
 
