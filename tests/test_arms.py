@@ -8,9 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import ARMS_GOOD as GOOD
 from conftest import run_cli
+from conftest import synth_arms as synth
 from statsmodels.stats.multitest import multipletests
 
 from fmlab import analysis, report, results
@@ -160,33 +161,6 @@ def test_arms_that_resolve_alike_share_one_trial_and_both_are_linked(tmp_path):
 
 
 # ---------------------------------------------------------------- analysis on synthetic results
-
-GOOD = 0.010  # the 'good' arm adds 1.0 point of validation accuracy; 'null' adds nothing
-
-
-def synth(seeds=range(6), noise=0.002, rng_seed=3):
-    rng = np.random.default_rng(rng_seed)
-    rows, eps = [], []
-    arms = {"good": {"train.schedule": "cosine"}, "null": {"model.activation": "gelu"},
-            "twin": {"train.momentum": 0.5}}  # fmt: skip
-    for s in seeds:
-        offset = rng.normal(0, 0.004)  # seeds differ as a whole: what pairing removes
-        for arm, eff in (("baseline", 0.0), ("good", GOOD), ("null", 0.0)):
-            acc = 0.90 + eff + offset + rng.normal(0, noise)
-            test = acc - 0.003 + rng.normal(0, 0.001)
-            names = [arm, "twin"] if arm == "baseline" else [arm]
-            for name in names:  # the twin arm resolves to the baseline's trials: same id, one row per arm
-                rows.append({"id": f"{arm}-{s}", "state": "COMPLETE", "seed": s, "arm": name, "val_acc": acc,
-                             "val_loss": 0.3 - acc / 4, "test_acc": test,
-                             "test_loss": 0.31 - acc / 4, "epochs": 3, "best_epoch": 3, "train_s": 5.0,
-                             "total_s": 6.0, "n_params": 1000})  # fmt: skip
-            eps += [{"trial_id": f"{arm}-{s}", "epoch": e, "train_loss": 1 / e, "train_acc": acc - 0.05 / e,
-                     "val_loss": 0.4 / e, "val_acc": acc - 0.04 / e, "epoch_s": 1.0, "lr": 1e-3}
-                    for e in (1, 2, 3)]  # fmt: skip
-    meta = {"study": "synth-arms", "budget": "full", "design": "arms", "select": "val_acc",
-            "factors": {"arm": ["baseline", *arms]}, "baseline": {"arm": "baseline"}, "arms": arms,
-            "planned": len(rows)}  # fmt: skip
-    return pd.DataFrame(rows), pd.DataFrame(eps), meta
 
 
 def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_report import synth
+from conftest import synth_grid as synth
 
 from fmlab import analysis, report
 from fmlab import study as fstudy

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synth_arms as arms_synth
+from conftest import synth_grid as synth
 from scipy import stats
 from statsmodels.formula.api import ols
 from statsmodels.stats.outliers_influence import OLSInfluence
-from test_arms import synth as arms_synth
-from test_report import synth
 
 from fmlab import analysis, diagnostics, report, results, study
 from fmlab.store import Store

@@ -228,7 +228,7 @@ def test_resolve_finds_ids_and_study_best_in_a_real_store(tiny_ckpt, tmp_path):
     prefix and STUDY:best through a real SQLite store; a missing store is one clear error."""
     import shutil
 
-    from test_studies import write_study
+    from conftest import write_study
 
     from fmlab import study as fstudy
     from fmlab.store import Store, StoreError

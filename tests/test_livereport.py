@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from test_watch import start_sweep
+from conftest import start_sweep
 
 
 def _reloaded(b, timeout_s: float) -> bool:

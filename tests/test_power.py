@@ -9,11 +9,13 @@ import json
 
 import numpy as np
 import pytest
-import test_arms
-import test_report
-from conftest import run_cli
+from conftest import STATS_BASE as BASE
+from conftest import STATS_FACTORS as FACTORS
+from conftest import STATS_SIGMA as SIGMA
+from conftest import run_cli, synth_arms, synth_grid
+from conftest import stats_grid as grid
+from conftest import stats_truth as truth
 from scipy import stats
-from test_stats import BASE, FACTORS, SIGMA, grid, truth
 
 from fmlab import analysis, report
 from fmlab import power as fp
@@ -90,7 +92,7 @@ def test_beyond_the_cap_says_more_than_the_cap():
 
 
 def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
-    a = analysis.analyse(*test_report.synth(seeds=range(2), noise=0.004))
+    a = analysis.analyse(*synth_grid(seeds=range(2), noise=0.004))
     p = a.plan
     assert p["n_seeds"] == 2 and p["alpha"] == pytest.approx(fs.ALPHA / p["m_tests"]) and p["m_tests"] == 20
     bn = next(e for e in p["effects"] if e["term"] == "model.batch_norm: true vs false")
@@ -98,7 +100,7 @@ def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
     assert bn["mde_now"] == pytest.approx(fp.detectable_delta(a.effects["df"].iloc[0], p["alpha"]) * se)
     undecided = [e for e in p["effects"] if e["verdict"] == "undecided"]
     assert undecided and all(e["seeds_needed"] or e["route"].startswith("more than") for e in undecided)
-    report.build_report(*test_report.synth(seeds=range(2), noise=0.004), tmp_path)
+    report.build_report(*synth_grid(seeds=range(2), noise=0.004), tmp_path)
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["seeds_planned"]["effects"][0]["term"] == p["effects"][0]["term"]
     for page in ("summary.md", "index.html"):
@@ -107,7 +109,7 @@ def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
 
 
 def test_arms_analysis_has_a_plan_for_its_arms():
-    a = analysis.analyse(*test_arms.synth(seeds=range(3), noise=0.004))
+    a = analysis.analyse(*synth_arms(seeds=range(3), noise=0.004))
     assert a.plan is not None and {e["kind"] for e in a.plan["effects"]} == {"arm"}
     good = next(e for e in a.plan["effects"] if e["term"].startswith("good"))
     assert good["var_per_seed"] == pytest.approx(2.0)  # arm minus baseline with one seed of each: 1 + 1

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_studies import assert_exactly_complete, ids_of, q, states, wait_for, write_study
+from conftest import assert_exactly_complete, ids_of, q, states, wait_for, write_study
 
 import fmlab
 

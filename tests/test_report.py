@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import itertools
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import BN_EFFECT, BS128_EFFECT
+from conftest import synth_grid as synth
 from scipy import stats
 
 from fmlab import analysis, report
@@ -20,39 +21,6 @@ _spec = importlib.util.spec_from_file_location("report_files", Path(__file__).re
                                                "report_files.py")  # fmt: skip
 report_files = importlib.util.module_from_spec(_spec)  # scripts/report_files.py: the dev path, not the user CLI
 _spec.loader.exec_module(report_files)
-
-FACTORS = {"model.batch_norm": [False, True], "model.pool": ["avg", "max"], "train.batch_size": [32, 64, 128]}
-BASELINE = {"model.batch_norm": False, "model.pool": "avg", "train.batch_size": 64}
-BN_EFFECT = 0.010  # batch norm adds 1.0 point of val accuracy
-BS128_EFFECT = -0.006  # batch 128 loses 0.6 points against the baseline 64; pool has no effect
-
-
-def synth(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budget="full", select="val_acc", rng_seed=1):
-    """A study where the truth is known: acc = 0.88 + effects + seed offset + N(0, noise)."""
-    rng = np.random.default_rng(rng_seed)
-    rows, eps = [], []
-    for s in seeds:
-        offset = rng.normal(0, 0.003)  # seeds differ as a whole: what pairing by seed removes
-        for bn, pool, bs in itertools.product(*FACTORS.values()):
-            tid = f"s{s}-{int(bn)}{pool}{bs}"
-            acc = 0.88 + BN_EFFECT * bn + (BS128_EFFECT if bs == 128 else 0) + offset + rng.normal(0, noise)
-            if tid in drop:
-                continue
-            state = "FAILED" if tid in fail else (states or {}).get(tid, "COMPLETE")
-            ok = state == "COMPLETE"
-            rows.append({"id": tid, "state": state, "seed": s, "model.batch_norm": bn, "model.pool": pool,
-                         "train.batch_size": bs, "val_acc": acc if ok else math.nan,
-                         "val_loss": 0.4 - acc / 4 if ok else math.nan, "test_acc": acc - 0.004 if ok else math.nan,
-                         "test_loss": 0.41 - acc / 4 if ok else math.nan, "epochs": 5, "best_epoch": 4,
-                         "train_s": 9.5, "total_s": 10.0, "n_params": 392_714})  # fmt: skip
-            for e in range(1, 6 if ok else 2):
-                eps.append({"trial_id": tid, "epoch": e, "train_loss": 0.9 / e, "train_acc": acc - 0.06 / e,
-                            "val_loss": 0.5 / e + 0.2, "val_acc": acc - 0.05 / e, "epoch_s": 2.0,
-                            "lr": 1e-3})  # fmt: skip
-    n_planned = len(list(seeds)) * 12
-    meta = {"study": "synth", "budget": budget, "factors": FACTORS, "baseline": BASELINE, "select": select,
-            "planned": n_planned}  # fmt: skip
-    return pd.DataFrame(rows), pd.DataFrame(eps), meta
 
 
 def effect(a, term):

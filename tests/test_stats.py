@@ -8,26 +8,14 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import STATS_BASE as BASE
+from conftest import STATS_FACTORS as FACTORS
+from conftest import STATS_SIGMA as SIGMA
+from conftest import stats_grid as grid
+from conftest import stats_truth as truth
 from statsmodels.formula.api import ols
 
 from fmlab import stats as fs
-
-FACTORS = {"a": ["0", "1"], "b": ["0", "1"], "c": ["0", "1"], "d": ["0", "1", "2"]}
-BASE = {f: v[0] for f, v in FACTORS.items()}
-SIGMA = 1.0
-
-
-def grid(seeds: int) -> pd.DataFrame:
-    rows = [dict(zip([*FACTORS, "seed"], (*c, s), strict=True))
-            for s in range(seeds) for c in itertools.product(*FACTORS.values())]  # fmt: skip
-    d = pd.DataFrame(rows)
-    d["cell"] = d[list(FACTORS)].agg(",".join, axis=1)
-    return d
-
-
-def truth(d: pd.DataFrame, a: float = 0.0, ab: float = 0.0) -> np.ndarray:
-    """Planted means: a main effect of a (level 1 vs 0) and an a x b interaction ab, plus a seed offset."""
-    return (a * (d["a"] == "1") + ab * ((d["a"] == "1") & (d["b"] == "1")) + 0.3 * d["seed"]).to_numpy(float)
 
 
 def test_contrasts_equal_an_independent_statsmodels_fit_and_the_fast_path():

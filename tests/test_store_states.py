@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_studies import write_study
+from conftest import write_study
 
 from fmlab import study as fstudy
 from fmlab.store import TRANSITIONS, State, Store, TransitionError

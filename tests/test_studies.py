@@ -8,53 +8,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import assert_exactly_complete, ids_of, q, run_cli, states, wait_for, write_study
 
 from fmlab import study as fstudy
 from fmlab.store import resolve_checkpoint
-
-TINY_BASE = {"model.widths": "8,16,16", "data.train_subset": 600, "data.val_size": 300, "train.max_epochs": 2}
-
-
-def write_study(tmp: Path, name: str, factors: dict, seeds=(0,), base: dict | None = None, text: str = "") -> Path:
-    def val(v):
-        return json.dumps(v)
-
-    lines = [f'name = "{name}"', f"seeds = {list(seeds)}", "[base]"]
-    lines += [f'"{k}" = {val(v)}' for k, v in {**TINY_BASE, **(base or {})}.items()]
-    lines += ["[factors]"] + [f'"{k}" = {val(v)}' for k, v in factors.items()]
-    p = tmp / f"{name}.toml"
-    p.write_text("\n".join(lines) + "\n" + text)
-    return p
-
-
-def ids_of(path: Path, budget: str = "full") -> list[str]:
-    return [t.id for t in fstudy.load(path, budget).trials()]
-
-
-def q(db: Path, sql: str, *args) -> list[tuple]:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):  # the sweep is still creating the schema
-            return []
-        raise
-    finally:
-        con.close()
-
-
-def states(db: Path) -> dict[str, str]:
-    return dict(q(db, "SELECT id, state FROM trials"))
 
 
 def sweep_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -62,14 +24,6 @@ def sweep_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
     e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", *args], env=e, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def wait_for(cond, timeout_s: float = 120, what: str = "condition") -> None:
-    t0 = time.time()
-    while not cond():
-        if time.time() - t0 > timeout_s:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def live_group(pgid: int) -> list[int]:
@@ -85,17 +39,6 @@ def live_group(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] != "Z":
                 out.append(int(d.name))
     return out
-
-
-def assert_exactly_complete(db: Path, planned: list[str]) -> None:
-    assert sorted(states(db)) == sorted(planned)
-    assert set(states(db).values()) == {"COMPLETE"}
-    for tid, n, distinct, max_e in q(db, "SELECT trial, COUNT(*), COUNT(DISTINCT epoch), MAX(epoch) FROM epochs "
-                                         "GROUP BY trial"):  # fmt: skip
-        assert n == distinct == max_e, tid
-    for tid in planned:
-        assert (db.parent / "trials" / tid / "best.safetensors").is_file()
-        assert not (db.parent / "trials" / tid / "state").exists()  # resume state dropped once COMPLETE
 
 
 # ---------------------------------------------------------------- bad study files

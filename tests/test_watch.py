@@ -10,32 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import run_cli, tiny_study_file
+from conftest import run_cli, start_sweep, tiny_study
 
 TMUX = shutil.which("tmux")
-def tiny_study(root: Path) -> Path:
-    """A 4-trial study (2 cells x 2 seeds, 2 epochs of the TINY budget) in root/studies/tiny.toml."""
-    return tiny_study_file(root, epochs=2)
-
-
-def start_sweep(root: Path, *extra: str, hold_s: float = 1.0) -> subprocess.Popen:
-    """Plan the study in root/runs/fmlab.db (so a watcher finds it at once), then run it in the background,
-    each trial held hold_s after every epoch (FMLAB_FAULT sleep: slow trials that cost no CPU)."""
-    from fmlab import study as fstudy
-    from fmlab.store import Store
-
-    st = fstudy.load(tiny_study(root), "t")
-    s = Store(root / "runs" / "fmlab.db")
-    s.plan(st, st.trials())
-    s.close()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "FMLAB_FAULT": ",".join(f"sleep:{t.id}:{hold_s}" for t in st.trials())}  # fmt: skip
-    cmd = [sys.executable, "-m", "fmlab", "sweep", "studies/tiny.toml", "--budget", "t", "--workers", "1",
-           "--threads", "1", "--device", "cpu", "--store", "runs/fmlab.db", *extra]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_watch_in_an_80x24_tmux_pane(tmp_path):

@@ -1,15 +1,16 @@
 """fmlab: run and understand training experiments on Fashion-MNIST.
 
 The public Python API (``fmlab.open_store``, ``fmlab.run_study``, ``fmlab.train_trial``, ``fmlab.predict``, ...)
-lives in :mod:`fmlab.api`; its names are re-exported here on first use, so ``import fmlab`` stays fast
-(no torch or pandas until a function needs them).
+lives in :mod:`fmlab.api` (results folders: ``publish_results``, ``import_results`` in :mod:`fmlab.publish`);
+its names are re-exported here on first use, so ``import fmlab`` stays fast (no torch or pandas until a
+function needs them).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = ["open_store", "plan_sweep", "open_sweep", "run_study", "train_trial", "predict", "make_config",
            "publish_results", "import_results", "StoreHandle", "StudyHandle", "SweepPlan", "Trained"]
@@ -20,19 +21,22 @@ if TYPE_CHECKING:
         StudyHandle,
         SweepPlan,
         Trained,
-        import_results,
         make_config,
         open_store,
         open_sweep,
         plan_sweep,
         predict,
-        publish_results,
         run_study,
         train_trial,
     )
+    from .publish import import_results, publish_results
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("publish_results", "import_results"):  # results folders: fmlab.publish, on top of the api
+        from . import publish
+
+        return getattr(publish, name)
     if name in __all__:
         from . import api
 

@@ -550,26 +550,6 @@ def train_trial(config: Config | Mapping[str, Any] | None = None, *, out: str | 
     return Trained(res, ckpt)
 
 
-# ---------------------------------------------------------------- results folders
-
-
-def publish_results(study_file: str | Path, budget: str = "full", *, store: str | Path = DEFAULT_PATH,
-                    out: str | Path | None = None, seeds: tuple[int, ...] | None = None,
-                    command: str = "") -> dict[str, Any]:  # fmt: skip
-    """Write results/<study>-<budget>/ (or out) atomically from a store, as `fmlab publish` does:
-    trials.csv, epochs.csv, the report's summary and figures, run.json, best/. Returns run.json (+ out)."""
-    from .publish import publish
-
-    return publish(study_file, budget, store, out, seeds=seeds, command=command)
-
-
-def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> dict[str, Any]:
-    """Load a results folder into a store, as `fmlab import` does; returns {imported, failed, already, ...}."""
-    from .publish import import_folder
-
-    return import_folder(folder, store)
-
-
 # ---------------------------------------------------------------- inference
 
 

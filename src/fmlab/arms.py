@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import (
+from .analysis_base import (
     Analysis,
-    _warnings,
     anova,
     best_line,
     cell_table,
@@ -34,6 +33,7 @@ from .analysis import (
     seed_plan,
     study_budget_label,
     unit,
+    warnings_for,
 )
 from .claims import check_claims
 from .diagnostics import apply_transform, diagnose, limit_lines
@@ -184,7 +184,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                  model_note=fit.note if fit is not None else "")  # fmt: skip
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
                 for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
-    a.warnings = _warnings(a, budget) + notes
+    a.warnings = warnings_for(a, budget) + notes
     a.diagnostics = diagnose(fit, done, select, eff, ["arm"], notes=transform_notes)
     a.warnings += transform_notes + limit_lines(a.diagnostics)
     tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}

@@ -2,7 +2,7 @@
 
 Both sides train the same network (same config, same initial weights for a seed), with Adam, the same
 batch size, epochs and train/val split, each in its own process started as a user would start it:
-`python src/fmlab/conventional_train.py --set ...` (torch's default environment) and
+`python -m fmlab.conventional_train --set ...` (torch's default environment) and
 `python -m fmlab train --set ...` (with whatever fmlab sets up for itself). The runs alternate,
 conventional first (conv, fmlab, conv, fmlab, ...), so a slow spell on a shared machine hits both.
 
@@ -30,6 +30,7 @@ from typing import Any
 from .errors import FmlabError
 
 CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("conventional_train.py")  # shipped in the package
+CONVENTIONAL_MODULE = "fmlab.conventional_train"  # what bench-train runs by default
 SIDES = ("conventional", "fmlab")
 
 
@@ -44,7 +45,7 @@ class BenchTrainOptions:
     threads: int = 0  # both sides' intra-op threads; 0 = each side's default (torch's / fmlab's)
     conv_workers: int = 1  # the conventional DataLoader's num_workers (1 beat 0 here: BENCHMARKS.md)
     data_dir: str | None = None
-    script: str | None = None  # the conventional script (default: fmlab/conventional_train.py, in the package)
+    script: str | None = None  # a conventional script file (default: python -m fmlab.conventional_train)
     timeout_s: float = 7200  # per run
     peak_sizes: tuple[int, ...] = (1024, 2048)  # n of the GEMM peak probe's n x n products
     peak_repeats: int = 20  # timed calls per kernel and size in the probe (the fastest counts)
@@ -144,13 +145,17 @@ def config_sets(o: BenchTrainOptions, seed: int) -> list[str]:
 
 
 def commands(o: BenchTrainOptions, seed: int, out_dir: str) -> dict[str, list[str]]:
-    script = Path(o.script) if o.script else CONVENTIONAL_SCRIPT
-    if not script.is_file():
-        raise FmlabError(f"the conventional loop {script} is not there (it ships in the source tree's scripts/); "
-                         "run from a checkout or pass --script PATH")  # fmt: skip
+    # the package's own copy by module name, as `-m fmlab train` finds fmlab: the same install on both sides,
+    # and no package folder put first on sys.path (running the file would do that)
+    conv = [sys.executable, "-m", CONVENTIONAL_MODULE]
+    if o.script:
+        if not Path(o.script).is_file():
+            raise FmlabError(f"--script {o.script}: no such file; give the path of a conventional training script "
+                             f"or leave --script out (default: python -m {CONVENTIONAL_MODULE})")  # fmt: skip
+        conv = [sys.executable, str(o.script)]
     sets = [a for s in config_sets(o, seed) for a in ("--set", s)]
     data = ["--data-dir", o.data_dir] if o.data_dir else []
-    conv = [sys.executable, str(script), *sets, "--workers", str(o.conv_workers), *data]
+    conv += [*sets, "--workers", str(o.conv_workers), *data]
     fm = [sys.executable, "-m", "fmlab", "train", *sets, "--out", out_dir, *data]
     if o.threads:
         conv += ["--threads", str(o.threads)]

@@ -123,7 +123,7 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    from . import __version__
+    from .version import __version__
 
     return {
         "fmlab": __version__,

@@ -12,6 +12,9 @@ No other checkpoints, no SQLite files, no absolute paths. A folder may hold a st
 loads its COMPLETE trials into a store (same ids: ids are config hashes, checked with this code) so that
 `fmlab report` regenerates without training and `fmlab sweep` of the same file and budget runs only
 the trials the folder lacks.
+
+On the api floor, above fmlab.api: it builds on api.StudyHandle (export, report, best) and the api does
+not import it; ``fmlab.publish_results`` and ``fmlab.import_results`` are this module's functions.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 from .errors import FmlabError
 from .metrics import EPOCH_COLS
+from .store import DEFAULT_PATH
 
 RUN_SCHEMA = "fmlab.results/1"
 REPORT_FILES = ("summary.md", "summary.json")  # copied when present
@@ -122,20 +126,23 @@ def _scrub_env(env: dict[str, Any]) -> dict[str, Any]:
     return e
 
 
-def publish(study_file: str | Path, budget: str, store: str | Path, out: str | Path | None = None, *,
-            seeds: tuple[int, ...] | None = None, command: str = "") -> dict[str, Any]:  # fmt: skip
-    """Write the results folder atomically (a temporary folder next to it, renamed over it); returns run.json."""
+def publish_results(study_file: str | Path, budget: str = "full", *, store: str | Path = DEFAULT_PATH,
+                    out: str | Path | None = None, seeds: tuple[int, ...] | None = None,
+                    command: str = "") -> dict[str, Any]:  # fmt: skip
+    """Write results/<study>-<budget>/ (or out) atomically from a store, as `fmlab publish` does:
+    trials.csv, epochs.csv, the report's summary and figures, run.json, best/ (a temporary folder next to
+    it, renamed over it). Returns run.json (+ out)."""
     from . import study as fstudy
-    from .api import StoreHandle, _opened
+    from .api import StoreHandle
     from .checkpoint import write_json
-    from .store import StoreError
+    from .store import Store, StoreError
 
     sf = Path(study_file)
     st = fstudy.load(sf, budget, seeds)
     store = Path(store)
     out = Path(out) if out else default_out(st.name, st.budget)
     planned = {t.id: t for t in st.trials()}
-    with _opened(store) as s:
+    with Store(store, create=False) as s:
         s.study(st.name)
         if st.budget not in s.study(st.name)["budgets"]:
             raise StoreError(f"{store}: study '{st.name}' has no trials under budget '{st.budget}'; "
@@ -171,7 +178,7 @@ def publish(study_file: str | Path, budget: str, store: str | Path, out: str | P
             write_json(tmp / "best" / "trial.json", tj)
         starts = [r["started"] for r in complete if r["started"]]
         ends = [r["finished"] for r in complete if r["finished"]]
-        with _opened(store) as s:
+        with Store(store, create=False) as s:
             envs = {i: s.trial(i)["env"] for i in (r["id"] for r in complete)}
         root = repo_root(sf.resolve().parent)
         dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], root)) if root else None
@@ -350,10 +357,11 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
             "complete": complete, "epochs": by_trial}  # fmt: skip
 
 
-def import_folder(folder: str | Path, store: str | Path) -> dict[str, Any]:
-    """Load a results folder into a store (created if missing): the trials it lists (unfinished ones
-    WAITING), its COMPLETE trials with metrics, timings and epochs under the same ids, FAILED ones with
-    their error (`fmlab sweep --retry-failed` reruns them), the best checkpoint where the store keeps it.
+def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> dict[str, Any]:
+    """Load a results folder into a store (created if missing), as `fmlab import` does: the trials it
+    lists (unfinished ones WAITING), its COMPLETE trials with metrics, timings and epochs under the same
+    ids, FAILED ones with their error (`fmlab sweep --retry-failed` reruns them), the best checkpoint where
+    the store keeps it.
     Idempotent: a trial already COMPLETE or FAILED in the store is left as it is.
     Returns {study, budget, imported, failed, already, planned, best}."""
     from .store import Store

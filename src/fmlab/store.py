@@ -173,6 +173,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> Store:  # `with Store(path, create=False) as s:` closes it after
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the write lock up front (no lock upgrades, no deadlocks)."""

@@ -1,0 +1,7 @@
+"""`python -m fmlab.cli`, as `python -m fmlab`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,243 @@
+"""The package's shape: an import graph without cycles, no module reaching into another's _private names.
+
+Every import counts, at module level or inside a function (a lazy import is still a dependency: it only
+moves the failure to the call), relative or absolute. Importing a submodule runs the package's __init__
+first, but that is not an edge: only names the __init__ itself defines (``from . import __version__``) are.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = "fmlab"
+
+
+def modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package (a package is its __init__)."""
+    out = {}
+    for f in sorted((SRC / PKG).rglob("*.py")):
+        parts = list(f.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = f
+    return out
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def scan(name: str, path: Path, mods: dict[str, Path], root: Path = SRC) -> tuple[set[str], list[str]]:
+    """(the package modules this one imports, its uses of other modules' _private names as 'file:line: ...')."""
+    tree = ast.parse(path.read_text(), str(path))
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    deps: set[str] = set()
+    bad: list[str] = []
+    bound: dict[str, str] = {}  # a local name -> the package module it is bound to
+    where = str(path.relative_to(root))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                mod = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                mod = node.module or ""
+            if mod != PKG and not mod.startswith(PKG + "."):
+                continue
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                if sub in mods:  # `from . import store`: the submodule, not a name of the package
+                    deps.add(sub)
+                    bound[a.asname or a.name] = sub
+                    continue
+                deps.add(mod)
+                if _private(a.name) and mod != name:
+                    bad.append(f"{where}:{node.lineno}: from {mod} import {a.name}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == PKG or a.name.startswith(PKG + "."):
+                    deps.add(a.name)
+                    if a.asname:
+                        bound[a.asname] = a.name
+                    else:
+                        bound.setdefault(PKG, PKG)
+
+    for node in ast.walk(tree):  # `store._x` on a module bound above (also fmlab.store._x)
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            chain, v = [], node.value
+            while isinstance(v, ast.Attribute):
+                chain.append(v.attr)
+                v = v.value
+            if isinstance(v, ast.Name) and v.id in bound:
+                target = ".".join([bound[v.id], *reversed(chain)])
+                if target in mods and target != name:
+                    bad.append(f"{where}:{node.lineno}: {ast.unparse(node)} ({target}'s private name)")
+    deps.discard(name)
+    return {d for d in deps if d in mods}, bad
+
+
+def graph() -> tuple[dict[str, set[str]], list[str]]:
+    mods = modules()
+    edges, bad = {}, []
+    for name, path in mods.items():
+        edges[name], b = scan(name, path, mods)
+        bad += b
+    return edges, bad
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as one shortest cycle
+    through its first module (a -> b -> a); the component may hold more (see component_text)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(_path(sorted(comp), edges))
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def component(v: str, edges: dict[str, set[str]]) -> list[str]:
+    """The modules on some cycle with v: those v reaches that also reach v."""
+
+    def reach(a: str) -> set[str]:
+        seen, todo = set(), [a]
+        while todo:
+            for w in edges[todo.pop()]:
+                if w not in seen:
+                    seen.add(w)
+                    todo.append(w)
+        return seen
+
+    return sorted(w for w in reach(v) if v in reach(w))
+
+
+def _path(comp: list[str], edges: dict[str, set[str]]) -> list[str]:
+    """A shortest cycle through the component's first module: a -> b -> ... -> a."""
+    start, inside = comp[0], set(comp)
+    prev: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        v = todo.pop(0)
+        for w in sorted(edges[v] & inside):
+            if w == start:
+                path = [v]
+                while path[-1] != start:
+                    path.append(prev[path[-1]])
+                return [*reversed(path), start]
+            if w not in prev:
+                prev[w] = v
+                todo.append(w)
+    return comp
+
+
+def test_the_scanner_sees_lazy_relative_and_absolute_imports(tmp_path):
+    src = tmp_path / "fmlab"
+    src.mkdir()
+    (src / "__init__.py").write_text("__version__ = '0'\n")
+    (src / "a.py").write_text("from . import b\n\ndef f():\n    from .b import _hidden\n    return b._x\n")
+    (src / "b.py").write_text("def g():\n    import fmlab.a as a\n    from fmlab import __version__\n")
+    mods = {"fmlab": src / "__init__.py", "fmlab.a": src / "a.py", "fmlab.b": src / "b.py"}
+    deps_a, bad_a = scan("fmlab.a", mods["fmlab.a"], mods, tmp_path)
+    deps_b, bad_b = scan("fmlab.b", mods["fmlab.b"], mods, tmp_path)
+    assert deps_a == {"fmlab.b"} and deps_b == {"fmlab.a", "fmlab"}
+    assert len(bad_a) == 2 and "_hidden" in bad_a[0] and "b._x" in bad_a[1] and not bad_b
+    assert cycles({"fmlab.a": deps_a, "fmlab.b": deps_b, "fmlab": set()}) == [["fmlab.a", "fmlab.b", "fmlab.a"]]
+
+
+def test_the_import_graph_has_no_cycle():
+    edges, _ = graph()
+    assert len(edges) > 30  # the scan found the package
+    found = cycles(edges)
+    assert not found, "import cycles in src/fmlab (lazy imports count):\n" + "\n".join(
+        f"{' -> '.join(c)}  (cycle of {{{', '.join(component(c[0], edges))}}})" for c in found)
+
+
+def test_no_module_uses_another_modules_private_names():
+    _, bad = graph()
+    assert not bad, "private names used across modules:\n" + "\n".join(bad)
+
+
+
+def test_the_readme_file_tree_names_every_module():
+    """The README's file tree is the live list of modules (one line each)."""
+    text = (SRC.parent / "README.md").read_text()
+    tree = text[text.index("src/fmlab/\n"):]
+    tree = tree[: tree.index("\n```")]
+    names = {ln.split()[0] for ln in tree.splitlines()[1:] if ln.strip() and ln.startswith("  ") and
+             not ln.startswith(" " * 20)}  # fmt: skip
+    missing = [str(f.relative_to(SRC / PKG)) for f in sorted((SRC / PKG).rglob("*.py"))
+               if f.name not in names and f.name not in ("__init__.py", "__main__.py")]  # fmt: skip
+    assert not missing, f"modules the README's file tree (## Files) does not list: {missing}"
+
+
+def test_no_test_file_imports_another():
+    """Shared helpers live in conftest.py: a test file importing another runs that file's module code twice
+    over (and ties the two together)."""
+    tests = Path(__file__).resolve().parent
+    names = {f.stem for f in tests.glob("test_*.py")}
+    bad = []
+    for f in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
+            bad += [f"{f.name}:{node.lineno}: imports {m}" for m in mods if m.split(".")[0] in names]
+    assert not bad, "test files importing test files (move the helper to conftest.py):\n" + "\n".join(bad)
+
+
+# DESIGN.md's floors, top to bottom (README's file tree says what each module is). A module imports only
+# from its own floor or those below it; a new module has to be given a floor here.
+FLOORS = {
+    "interface": ["__main__", "cli", "watch", "progress"],
+    "api": ["api", "publish"],
+    "orchestration": ["sweep", "executors", "rayexec", "packs", "packed"],
+    "products": ["report", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun", "conventional_train",
+                 "livereport", "tboard", "results"],
+    "core": ["train", "checkpoint", "store", "study", "data", "augment", "model"],
+    "foundations": ["analysis", "analysis_base", "arms", "stats", "claims", "diagnostics", "power", "config", "env",
+                    "errors", "metrics", "version"],
+}
+
+
+def floor_of(mod: str) -> int:
+    """0 = the top floor; fmlab.cli.x is on cli's floor; the package's __init__ (re-exports) on the api's."""
+    parts = mod.split(".")
+    name = parts[1] if len(parts) > 1 else "api"
+    for i, mods in enumerate(FLOORS.values()):
+        if name in mods:
+            return i
+    raise KeyError(f"{mod} has no floor in tests/test_structure.py FLOORS (DESIGN.md's table)")
+
+
+def test_every_import_goes_down_or_sideways():
+    edges, _ = graph()
+    floors = list(FLOORS)
+    up = [f"{m} ({floors[floor_of(m)]}) imports {d} ({floors[floor_of(d)]})"
+          for m in sorted(edges) for d in sorted(edges[m]) if floor_of(d) < floor_of(m)]  # fmt: skip
+    assert not up, "imports from a higher floor:\n" + "\n".join(up)
