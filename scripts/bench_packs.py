@@ -8,7 +8,7 @@ with the same workers and threads. Prints one line per run and a JSON summary (w
 images trained, images/s, mean val acc) as the last line.
 
     .venv/bin/python scripts/bench_packs.py [--rounds 2] [--workers 2] [--threads 1] [--device cpu]
-        [--batch-size 64] [--out DIR]
+        [--batch-size 64] [--first off|on] [--out DIR]
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--first", choices=["off", "on"], default="off", help="which arm each round starts with")
     ap.add_argument("--out", help="keep the stores here (default: a temporary folder, removed)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fmlab-bench-packs-") as tmp:
@@ -76,7 +77,7 @@ def main() -> None:
         study.write_text(STUDY.format(bs=a.batch_size))
         runs = []
         for r in range(a.rounds):
-            for pack in ("off", "on"):
+            for pack in (a.first, "on" if a.first == "off" else "off"):
                 res = one(study, root / f"r{r}-{pack}" / "fm.db", pack, a)
                 runs.append(res)
                 print(f"round {r + 1} pack {pack:3}: {res['wall_s']:7.1f} s  {res['complete']} COMPLETE  "

@@ -72,7 +72,7 @@ class Sweep(Command):
                        help="Ray: GPUs per trial, fractions allowed (default: 1 when the cluster has GPUs, else 0)")
         p.add_argument("--pack", default="auto", metavar="auto|off|on|K",
                        help="train each pack (trials equal but for seed and dropout) as one model: auto (default: on "
-                       "a GPU, not on a CPU, where it is slower), off, on, or K (packs of at most K trials)")
+                       "a GPU; not on a CPU, where it measured 0.95x), off, on, or K (packs of at most K trials)")
         p.add_argument("--dry-run", action="store_true", help="print the plan and an estimate; run nothing")
         p.add_argument("--retry-failed", action="store_true", help="rerun the study's FAILED trials")
         p.add_argument("--plain", action="store_true", help="line-by-line progress even on a terminal")
