@@ -16,10 +16,10 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 if [ -n "${SMOKE:-}" ]; then
   TOTAL_S=${TOTAL_S:-300}; DEVICE=cpu; PROC_WORKERS=${PROC_WORKERS:-2}; PACK_WORKERS=${PACK_WORKERS:-2}
-  FULL_B=quick; MAX_SEEDS=${MAX_SEEDS:-2}; SEEDS1=--seeds=1; RESULTS=$OUT/results
+  FULL_B=quick; MAX_SEEDS=${MAX_SEEDS:-2}; SEEDS1=--seeds=1; RESULTS=$OUT/results; QUICK_S=${QUICK_S:-40}
 else
   TOTAL_S=${TOTAL_S:-480}; DEVICE=${DEVICE:-cuda}; PROC_WORKERS=${PROC_WORKERS:-10}; PACK_WORKERS=${PACK_WORKERS:-4}
-  FULL_B=full; MAX_SEEDS=${MAX_SEEDS:-5}; SEEDS1=; RESULTS=${RESULTS:-results}
+  FULL_B=full; MAX_SEEDS=${MAX_SEEDS:-5}; SEEDS1=; RESULTS=${RESULTS:-results}; QUICK_S=${QUICK_S:-150}
 fi
 END=$(( $(date +%s) + TOTAL_S ))
 left() { echo $(( END - $(date +%s) )); }
@@ -42,8 +42,8 @@ run() {
 }
 
 # 1. quick study: processes, then packs (fresh stores, so neither reuses the other's trials)
-run quick-processes 150 --budget quick $SEEDS1 --pack off --workers "$PROC_WORKERS" --store "$OUT/stores/quick-off/fmlab.db"
-run quick-packed 150 --budget quick $SEEDS1 --pack on --workers "$PACK_WORKERS" --store "$OUT/stores/quick-on/fmlab.db"
+run quick-processes "$QUICK_S" --budget quick $SEEDS1 --pack off --workers "$PROC_WORKERS" --store "$OUT/stores/quick-off/fmlab.db"
+run quick-packed "$QUICK_S" --budget quick $SEEDS1 --pack on --workers "$PACK_WORKERS" --store "$OUT/stores/quick-on/fmlab.db"
 # 2-3. the full study, packed, 2 seeds first, then one more seed per round while time remains
 n=2
 while [ "$n" -le "$MAX_SEEDS" ]; do
