@@ -13,7 +13,7 @@ import torch
 from conftest import OPTS, TINY, run_cli, tiny_study_file
 from safetensors.torch import load_file, save_file
 
-from fmlab import checkpoint, data, infer, packed, packs
+from fmlab import api, checkpoint, data, infer, packed, packs
 from fmlab.config import Config, with_overrides
 from fmlab.env import seed_everything
 from fmlab.errors import FmlabError
@@ -224,8 +224,7 @@ def test_a_pack_of_4_writes_what_4_single_runs_write(tmp_path):
         s = single[r["id"]]
         assert r.keys() == s.keys() and r["metrics"].keys() == s["metrics"].keys()
         assert r["metrics"]["val_acc"] == pytest.approx(s["metrics"]["val_acc"], abs=0.05)
-        a, b = (json.loads(run_cli("show", r["id"], "--store", str(d), "--format", "json", check=True).stdout)
-                for d in (dbp, dbs))  # fmt: skip
+        a, b = (api.open_store(d).trial(r["id"]) for d in (dbp, dbs))  # what `fmlab show` prints
         assert [e.keys() for e in a["epochs"]] == [e.keys() for e in b["epochs"]]
         ca, cb = Path(a["checkpoint"]), Path(b["checkpoint"])
         assert sorted(p.name for p in ca.iterdir()) == sorted(p.name for p in cb.iterdir())
@@ -252,7 +251,7 @@ def test_sigkill_inside_a_pack_then_rerun_completes_each_trial_once_from_its_las
     assert len(rows) == 8 and {s for _, s, _ in rows} == {"COMPLETE"}
     assert {n for (n,) in _rows(db, "SELECT COUNT(*) FROM epochs GROUP BY trial")} == {3}
     for tid, _, attempts in rows:
-        show = json.loads(run_cli("show", tid, "--store", str(db), "--format", "json", check=True).stdout)
+        show = api.open_store(db).trial(tid)
         if attempts == 2:  # the killed pack's trials: resumed after the epoch they had finished
             assert "resuming after epoch 1" in show["log"], show["log"]
     assert sum(a == 2 for _, _, a in rows) == 4  # one pack was cut off, the other never started
@@ -265,8 +264,6 @@ def _first_id(f: Path) -> str:
 
 
 def test_api_run_study_packs_on_request_and_auto_leaves_the_cpu_alone(tmp_path):
-    from fmlab import api
-
     f = tiny_study_file(tmp_path, epochs=1)
     auto = api.plan_sweep(f, "t", store=tmp_path / "a.db", device="cpu")
     assert auto.layout.pack is None and auto.packs == []
