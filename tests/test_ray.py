@@ -120,6 +120,24 @@ def _workers_running() -> list[int]:
             if _cmdline(p).startswith("ray::ray_trial")]  # fmt: skip
 
 
+def _kill_ray_workers(p: subprocess.Popen, ready, what: str, look=lambda: None) -> tuple[object, str]:
+    """Once ready(), note look(), SIGKILL every Ray worker running a trial (what a worker node's death does
+    to the trials on it) and wait for the sweep p to finish them; returns (look's value, p's stderr)."""
+    try:
+        wait_for(ready, 150, what)
+        seen = look()
+        for pid in _workers_running():
+            os.kill(pid, signal.SIGKILL)
+        _, err = p.communicate(timeout=150)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert p.returncode == 0, err
+    assert "Ray worker lost" in err, err
+    return seen, err
+
+
 def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
     fake = tmp_path / "noray" / "ray"
     fake.mkdir(parents=True)
@@ -220,19 +238,12 @@ def test_dead_ray_workers_lose_only_their_trials_which_resume_from_their_last_ep
     planned = ids_of(f)
     db = tmp_path / "fm.db"
     p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
-    try:  # epoch rows (and resume state) reach the store as each epoch ends, not only with the result
-        wait_for(lambda: q(db, "SELECT 1 FROM epochs e JOIN trials t ON t.id = e.trial WHERE t.state = 'RUNNING'")
-                 and len(_workers_running()) == 2, 150, "an epoch of a running trial")  # fmt: skip
-        with_epochs = {t for (t,) in q(db, "SELECT DISTINCT trial FROM epochs")}
-        for pid in _workers_running():
-            os.kill(pid, signal.SIGKILL)  # what a worker node's death does to the trials on it
-        out, err = p.communicate(timeout=150)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-    assert p.returncode == 0, err
-    assert "Ray worker lost" in err and "2/2 COMPLETE" in err, err
+    # epoch rows (and resume state) reach the store as each epoch ends, not only with the result
+    with_epochs, err = _kill_ray_workers(
+        p, lambda: q(db, "SELECT 1 FROM epochs e JOIN trials t ON t.id = e.trial WHERE t.state = 'RUNNING'")
+        and len(_workers_running()) == 2, "an epoch of a running trial",
+        look=lambda: {t for (t,) in q(db, "SELECT DISTINCT trial FROM epochs")})  # fmt: skip
+    assert "2/2 COMPLETE" in err, err
     assert_exactly_complete(db, planned)
     attempts = dict(q(db, "SELECT id, attempts FROM trials"))
     logs = dict(q(db, "SELECT id, log FROM trials"))
@@ -299,18 +310,10 @@ def test_a_pack_is_one_ray_task_and_a_lost_pack_resumes_each_trial(ray_head, tmp
                           ray_head["address"], "--store", str(db), "--pack", "on", "--plain"], cwd=tmp_path,
                          env=_env(FMLAB_FAULT=f"sleep:{held}:2"), start_new_session=True, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        wait_for(lambda: len(q(db, "SELECT DISTINCT trial FROM epochs")) == 4, 150, "epoch 1 of the whole pack")
-        assert len(_workers_running()) == 1  # one task for the 4 trials
-        for pid in _workers_running():
-            os.kill(pid, signal.SIGKILL)
-        out, err = p.communicate(timeout=150)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-    assert p.returncode == 0, err
-    assert "Ray worker lost" in err and "4/4 COMPLETE" in err, err
+    n_tasks, err = _kill_ray_workers(p, lambda: len(q(db, "SELECT DISTINCT trial FROM epochs")) == 4,
+                                     "epoch 1 of the whole pack", look=lambda: len(_workers_running()))  # fmt: skip
+    assert n_tasks == 1  # one Ray task for the 4 trials
+    assert "4/4 COMPLETE" in err, err
     assert_exactly_complete(db, planned)
     attempts = dict(q(db, "SELECT id, attempts FROM trials"))
     logs = dict(q(db, "SELECT id, log FROM trials"))
