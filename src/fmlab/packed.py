@@ -147,10 +147,14 @@ def stack(parts: Sequence[dict[str, torch.Tensor]], like: dict[str, torch.Tensor
             for n, ref in like.items()}
 
 
+def _slice(v: torch.Tensor, k: int, i: int, shape: torch.Size) -> torch.Tensor:
+    """Network i's slice of one packed tensor, in the single network's shape (a copy; 0-d tensors whole)."""
+    return v.detach().clone() if v.ndim == 0 else v.detach().reshape(k, *shape)[i].clone()
+
+
 def unstack(packed: dict[str, torch.Tensor], k: int, i: int, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     """Network i's slice of packed tensors, in the single network's shapes (a copy)."""
-    return {n: v.detach().clone() if v.ndim == 0 else v.detach().reshape(k, *shapes[n])[i].clone()
-            for n, v in packed.items()}
+    return {n: _slice(v, k, i, shapes[n]) for n, v in packed.items()}
 
 
 def member_losses(logp: torch.Tensor, y: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -306,8 +310,7 @@ def _unstack_into(ms: list[Member], net: PackedNet, opt: torch.optim.Optimizer, 
         m.net_sd = unstack(sd, k, i, shapes)
         state = {}
         for pid, ps in osd["state"].items():
-            state[pid] = {n: (unstack({n: v}, k, i, {n: pshapes[pid]})[n] if torch.is_tensor(v) else v)
-                          for n, v in ps.items()}  # fmt: skip
+            state[pid] = {n: _slice(v, k, i, pshapes[pid]) if torch.is_tensor(v) else v for n, v in ps.items()}
         m.opt_sd = {"state": state, "param_groups": copy.deepcopy(osd["param_groups"])}
 
 
