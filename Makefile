@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 FMLAB  := $(VENV)/bin/fmlab
+# test files run in TEST_JOBS processes (pytest-xdist; one file per process at a time, so a file's
+# module fixtures such as the Ray head start once): the cores, at most 4. TEST_JOBS=0 runs them in this one.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: setup data run test lint clean
@@ -26,7 +29,7 @@ run: setup data
 test: setup data
 	@scripts/install-deps.sh --test
 	$(VENV)/bin/ruff check src tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs reports

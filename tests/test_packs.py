@@ -27,7 +27,11 @@ def test_seed_grid_quick_gives_12_packs_of_dropout_by_seed():
 
 def test_cap_splits_packs_and_one_means_alone():
     trials = fstudy.load(SEED_TOML, "quick").trials()
-    assert [len(g) for g in packs.group(trials, cap=3)] == [3, 1] * 12
+    by3 = packs.group(trials, cap=3)
+    assert [len(g) for g in by3] == [2, 2] * 12  # the fewest chunks under the cap, sizes even
+    assert [t.id for g in by3 for t in g] == [t.id for g in packs.group(trials) for t in g]  # order kept
+    alike = packs.group(trials)[0]
+    assert [len(g) for g in packs.group(alike * 2 + alike[:2], cap=4)] == [4, 3, 3]  # 10 alike at cap 4
     assert all(len(g) == 1 for g in packs.group(trials, cap=1))
     with pytest.raises(ValueError, match="pack size"):
         packs.group(trials, cap=-1)

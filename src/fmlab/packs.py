@@ -50,7 +50,8 @@ def pack_key(cfg: Config) -> str:
 
 def group(trials: Sequence[Any], cap: int = 0) -> list[list[Any]]:
     """Trials (anything with a .config) in packs, in plan order: first appearance of a key opens its pack;
-    cap > 0 splits a pack into chunks of at most cap trials (cap 1 = every trial alone)."""
+    cap > 0 splits a pack into the fewest chunks of at most cap trials, their sizes as even as they can be
+    (4 trials at cap 3 are 2 + 2, not 3 + 1: the pack's wall time is its largest chunk's); cap 1 = alone."""
     if cap < 0:
         raise ValueError(f"bad pack size {cap}; use 0 (no cap) or a positive count")
     by_key: dict[str, list[Any]] = {}
@@ -58,6 +59,9 @@ def group(trials: Sequence[Any], cap: int = 0) -> list[list[Any]]:
         by_key.setdefault(pack_key(t.config), []).append(t)
     out: list[list[Any]] = []
     for members in by_key.values():
-        step = cap or len(members)
-        out += [members[i : i + step] for i in range(0, len(members), step)]
+        n = len(members)
+        chunks = -(-n // cap) if cap else 1
+        small, extra = divmod(n, chunks)  # the first `extra` chunks take one more
+        starts = [i * small + min(i, extra) for i in range(chunks + 1)]
+        out += [members[a:b] for a, b in zip(starts, starts[1:])]
     return out
