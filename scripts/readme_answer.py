@@ -43,6 +43,8 @@ def folder_lines(d: Path) -> list[str]:
     out = [f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}): {state}; "
            f"{run['wall_s'] / 3600:.1f} h of training summed over trials, each on {hard}; published "
            f"{run['published'][:10]} at commit {str(run['commit'])[:7]}.", ""]  # fmt: skip
+    if summ.get("anova_note"):  # what the effects' noise is (one seed: the higher-order interactions)
+        out.append(f"- Fitted model: {summ['anova_note']}.")
     b = summ.get("best_set")
     if b:
         others = len(b["set"]) - 1

@@ -34,6 +34,7 @@ def test_claims_get_the_verdicts_of_the_effects_and_the_best_set(tmp_path):
          "term": "model.pool x train.batch_size: (max vs avg) at 128 minus at 64"},
         {"text": "bn cells best", "kind": "best", "cell": {"model.batch_norm": "true"}},
         {"text": "no-bn 128 best", "kind": "best", "cell": {"model.batch_norm": "false", "train.batch_size": "128"}},
+        {"text": "avg pool best", "kind": "best", "cell": {"model.pool": "avg"}},
     ))  # fmt: skip
     v = verdicts(a)
     assert v["bn helps"] == "supported" and v["bn hurts"] == "contradicted"  # planted +1 pt, "matters"
@@ -44,6 +45,10 @@ def test_claims_get_the_verdicts_of_the_effects_and_the_best_set(tmp_path):
     row = inter.loc["model.pool x train.batch_size: (max vs avg) at 128 minus at 64"]
     assert v["pool x bs negligible"] == want.get(row["verdict"], "undecided")  # the same verdict as the table's
     assert v["bn cells best"] == "supported" and v["no-bn 128 best"] == "contradicted"
+    assert all(c.startswith("batch_norm=true") for c in a.best["set"])  # supported: only BN cells are in the best set
+    # pooling has no planted effect: avg and max cells share the best set, so "avg was best" is not decided
+    avg = next(c for c in a.claims if c["text"] == "avg pool best")
+    assert avg["verdict"] == "undecided" and "share the best set" in avg["why"], avg
     bn = next(c for c in a.claims if c["text"] == "bn helps")
     assert bn["estimate"] == pytest.approx(inter.loc["model.batch_norm: true vs false", "estimate"])
     rep = report.build_report(*claims_meta(*a.claims[:1]), tmp_path)

@@ -9,9 +9,10 @@ Pure functions; nothing here prints or reads files. A claim is one of:
 - ``kind = "negligible"``: ``term`` is smaller than the smallest effect that matters. Supported when the
   verdict is "no effect larger than X" or "real but smaller than X" (both put the CI inside +-X);
   contradicted when it matters; undecided otherwise.
-- ``kind = "best"``: some cell matching ``cell`` (a partial cell, e.g. ``{ "model.pool" = "avg" }``) is
-  in the best set. Supported when one is (the verdict says how many matching cells share it);
-  contradicted when none is.
+- ``kind = "best"``: the best network is a cell matching ``cell`` (a partial cell, e.g.
+  ``{ "model.pool" = "avg" }``). Supported when every cell of the best set (Hsu's MCB) matches: the
+  others are worse; contradicted when none does; undecided when matching and other cells share the best
+  set, since the data cannot tell them apart (a matching cell merely being in it is not support).
 
 The verdicts come from the same Holm family and the same fit as the effects table (fmlab.stats).
 """
@@ -140,9 +141,13 @@ def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metri
                 inside = [n for n in best["set"] if n in names]
                 if not names:
                     res.update(verdict="undecided", why="no complete trial in a matching cell yet")
+                elif len(inside) == len(best["set"]):
+                    res.update(verdict="supported", why=f"every cell of the best set of {len(best['set'])} matches "
+                               f"({len(inside)} of {len(names)} matching cells); best: {best['best']}")  # fmt: skip
                 elif inside:
-                    res.update(verdict="supported", why=f"{len(inside)} matching cell(s) of {len(names)} in the best "
-                               f"set of {len(best['set'])}; best: {best['best']}")  # fmt: skip
+                    res.update(verdict="undecided", why=f"{len(inside)} matching and {len(best['set']) - len(inside)} "
+                               f"other cell(s) share the best set of {len(best['set'])}, not told apart; best: "
+                               f"{best['best']}")  # fmt: skip
                 else:
                     res.update(verdict="contradicted", why=f"none of {len(names)} matching cell(s) in the best set "
                                f"of {len(best['set'])}; best: {best['best']}")  # fmt: skip
