@@ -160,4 +160,7 @@ def test_committed_results_regenerate(run_json, tmp_path):
     from fmlab import study as fstudy  # the published summary follows the study file's claims
 
     claims = fstudy.load(REPO / run["study_file"], run["budget"]).claims
-    assert [c["text"] for c in json.loads((d / "summary.json").read_text())["claims"]] == [c["text"] for c in claims]
+    committed = json.loads((d / "summary.json").read_text())["claims"]
+    assert [c["text"] for c in committed] == [c["text"] for c in claims]
+    regenerated = json.loads((tmp_path / "rep" / "summary.json").read_text())["claims"]  # verdicts not stale
+    assert [(c["text"], c["verdict"]) for c in regenerated] == [(c["text"], c["verdict"]) for c in committed]
