@@ -67,7 +67,7 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
 
     # the same numbers as the report: cells, mean and CI from fmlab.analysis via fmlab.api
     from fmlab import api
-    from fmlab.report import cell_rows
+    from fmlab.tables import cell_rows
 
     rows = cell_rows(api.open_store(tmp_path / "runs" / "fmlab.db").study("tiny", "t").analysis())
     assert re.search(r"^# +lr +n +val_loss mean \[95% CI\] +test %$", last, re.M), last  # the header names the factor

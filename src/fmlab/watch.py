@@ -53,7 +53,7 @@ def _cell(cell: dict[str, Any]) -> str:
 
 
 def _levels(name: str) -> str:
-    """report.cell_rows' 'batch_norm=true, dropout=0.2' as 'true, 0.2' (the header names the factors)."""
+    """tables.cell_rows' 'batch_norm=true, dropout=0.2' as 'true, 0.2' (the header names the factors)."""
     return ", ".join(part.split("=", 1)[-1] for part in name.split(", "))
 
 
@@ -87,7 +87,7 @@ class Ranker:
         if key == self.key:
             return
         from . import arms as farms
-        from . import report
+        from . import tables
         from .analysis import analyse, unit
         from .results import report_frames
 
@@ -98,7 +98,7 @@ class Ranker:
             warnings.simplefilter("ignore")
             a = analyse(trials, epochs, meta)
         arms = a.design == "arms"
-        rows = farms.ranked_rows(a) if arms else report.cell_rows(a)
+        rows = farms.ranked_rows(a) if arms else tables.cell_rows(a)
         pick = (0, 1, 3, 4) if arms else (0, 1, 2, 3)  # rank, cell, n, select mean [CI]
         _, u = unit(a.select, level=True)
         self.header = ["#", cell_header(meta), "n", f"{a.select} mean [95% CI]{u}", "test %"]
