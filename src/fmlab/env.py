@@ -116,10 +116,44 @@ def git_commit() -> str | None:
         return None
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the x86 instructions that compute in bf16 natively
+
+
+def cpu_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX); None where /proc/cpuinfo does not say.
+    Without them oneDNN converts every bf16 op through fp32: slower than fp32 itself (BENCHMARKS.md)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return any(f in line.split() for f in BF16_FLAGS)
+    return None
+
+
+def precision_note(device_type: str, precisions: set[str]) -> str | None:
+    """One line when bf16 trials are to run on a CPU that emulates bf16 (none: nothing to say)."""
+    if device_type != "cpu" or "bf16" not in precisions or cpu_bf16() is not False:
+        return None
+    return (f"note: bf16 on this CPU ({cpu_model()}) is emulated (no {' or '.join(BF16_FLAGS)}), so it runs "
+            "slower than fp32 here; `scripts/bench_train_levers.py --only steps` measures by how much")
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
@@ -136,4 +170,5 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16(),
     }

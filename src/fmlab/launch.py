@@ -76,6 +76,7 @@ class SweepPlan:
     layout: SweepLayout
     store: Path
     packs: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines worth saying before it runs (bf16 emulated here)
 
     def power_line(self) -> str | None:
         """The seed plan (fmlab.power) at the planned seeds, from the COMPLETE trials the store already
@@ -148,8 +149,9 @@ def _pack_words(k: int | None) -> str:
 
 
 def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry_failed: bool,
-          record: bool) -> SweepPlan:  # fmt: skip
+          record: bool, device: str) -> SweepPlan:  # fmt: skip
     from . import packs, sweep
+    from .env import precision_note
 
     trials = st.trials()
     if record:
@@ -163,7 +165,10 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
     calib = sweep.calibration(store, layout.threads) if store else 1.0
     est = sweep.estimate_s(todo, layout.workers, layout.threads, calib)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
-    return SweepPlan(st, trials, todo, plan, est, calib != 1.0, layout, path, groups)
+    # a local sweep's device is this machine's; a Ray cluster's CPUs are not known from here
+    dev = check_device(device).split(":")[0] if layout.executor == "local" else "ray"
+    note = precision_note(dev, {t.config.train.precision for t in todo})
+    return SweepPlan(st, trials, todo, plan, est, calib != 1.0, layout, path, groups, [note] if note else [])
 
 
 class Sweep:
@@ -245,7 +250,7 @@ def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
             check_device(device)  # once, not one FAILED trial per missing GPU
             check_dataset(data_dir)
         s = Store(Path(store))
-        p = _plan(st, s, Path(store), layout, retry_failed, record=True)
+        p = _plan(st, s, Path(store), layout, retry_failed, record=True, device=device)
         board = tboard.for_sweep(tensorboard, st, s, p.plan) if tensorboard is not None else None
         return Sweep(p, s, ray, board, RunOptions(device=device, threads=layout.threads, data_dir=data_dir))
     except BaseException:
@@ -281,7 +286,7 @@ def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
                      gpus_per_trial=gpus_per_trial)  # fmt: skip
     s = Store(Path(store)) if Path(store).exists() else None
     try:
-        return _plan(st, s, Path(store), layout, retry_failed, record=False)
+        return _plan(st, s, Path(store), layout, retry_failed, record=False, device=device)
     finally:
         if s is not None:
             s.close()

@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -93,16 +92,6 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _iso(t: float | None) -> str | None:
     return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -112,9 +101,11 @@ def _hardware(envs: list[dict[str, Any]]) -> dict[str, Any]:
     def vals(k: str) -> list[Any]:
         return sorted({str(e[k]) for e in envs if e.get(k) is not None})
 
+    from .env import cpu_model
+
     return {"cpu_model": cpu_model(), "cpu_model_note": "of the machine that published",
             "threads": vals("threads"), "torch": vals("torch"), "device": vals("device"),
-            "device_name": vals("device_name"), "hosts": vals("host")}  # fmt: skip
+            "device_name": vals("device_name"), "cpu_bf16": vals("cpu_bf16"), "hosts": vals("host")}  # fmt: skip
 
 
 def _scrub_env(env: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class Train(Command):
         from .. import api, config
 
         cfg = api.make_config(config.parse_sets(args.set))
-        api.check_device(args.device)  # a missing GPU is one line before anything is printed or loaded
+        dev = api.check_device(args.device)  # a missing GPU is one line before anything is printed or loaded
         tid = cfg.trial_id()
         out = Path(args.out) if args.out else api.default_train_dir(cfg)
         t0 = time.perf_counter()
@@ -34,6 +34,11 @@ class Train(Command):
         err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, "
             f"batch {cfg.train.batch_size}, up to {max_epochs} epochs, early stopping on {cfg.train.monitor} "
             f"(patience {cfg.train.patience})")
+        from ..env import precision_note
+
+        note = precision_note(dev.split(":")[0], {cfg.train.precision})
+        if note:
+            err(note)
 
         def progress(row: dict[str, float]) -> None:
             elapsed = time.perf_counter() - t0
@@ -140,6 +145,8 @@ def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
     power_line = p.power_line()
     if power_line:
         print(power_line)
+    for note in p.notes:
+        print(note)
     if p.packs:
         from .. import packs
 
@@ -163,6 +170,8 @@ def _print_start(p: Any, args: argparse.Namespace) -> None:
         f"FAILED: {len(pl.failed)}" + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
         + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
         + f"; estimate <= {fmt_secs(p.estimate_s)}")  # fmt: skip
+    for note in p.notes:
+        err(note)
 
 
 def _print_interrupted(live: Any) -> None:
