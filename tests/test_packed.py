@@ -258,9 +258,8 @@ def test_sigkill_inside_a_pack_then_rerun_completes_each_trial_once_from_its_las
 
 
 def _first_id(f: Path) -> str:
-    from fmlab import study
-
-    return study.load(f, "full").trials()[0].id
+    """The first trial the sweep runs (fmlab.order: not necessarily the file's first)."""
+    return api.plan_sweep(f, "full", store=f.parent / "nowhere" / "fm.db", pack="on").todo[0].id
 
 
 def test_api_run_study_packs_on_request_and_auto_leaves_the_cpu_alone(tmp_path):

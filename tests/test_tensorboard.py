@@ -118,9 +118,9 @@ def test_missing_tensorboard_is_one_line(swept, tmp_path):
 
 
 def test_a_killed_sweep_resumed_writes_each_epoch_once(swept):
-    from fmlab import study as fstudy
+    from fmlab import api
 
-    first = fstudy.load(swept / "tb.toml", "full").trials()[0].id  # claimed first; killed after its epoch 1
+    first = api.plan_sweep(swept / "tb.toml", store=swept / "k" / "fmlab.db").todo[0].id  # killed after its epoch 1
     args = ["sweep", "tb.toml", "--workers", "0", "--threads", "1", "--device", "cpu", "--store", "k/fmlab.db",
             "--tensorboard", "tbk"]  # fmt: skip
     p = run_cli(*args, env={"FMLAB_FAULT": f"kill:{first}:1"}, cwd=swept)

@@ -128,7 +128,20 @@ def analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) ->
         in file order]}, baseline {key: level}, select (val_acc or val_loss), planned (trial count).
     Only COMPLETE trials enter the statistics; the others are counted and named.
     An arms study (meta design "arms") is analysed by fmlab.arms.analyse_arms.
+    statsmodels' rank-deficiency warnings are silenced: a study in progress often lacks cells, and the
+    analysis itself says which effects are not estimable ("untested") instead.
     """
+    import warnings
+
+    from statsmodels.tools.sm_exceptions import SingularMatrixWarning, ValueWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        warnings.simplefilter("ignore", ValueWarning)
+        return _analyse(trials, epochs, meta)
+
+
+def _analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -> Analysis:
     if meta.get("design") == "arms":
         return analyse_arms(trials, epochs, meta)
     select = meta.get("select", "val_acc")

@@ -63,7 +63,8 @@ class SweepLayout:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What a sweep does: all its trials, those it runs (todo), the store's split of the planned ids by
+    """What a sweep does: all its trials (file order), those it runs (todo, in the order it claims them:
+    fmlab.order), the store's split of the planned ids by
     state (plan; None when the store does not exist yet), the upper-bound estimate of its wall time
     (calibrated: the speed measured on this store's COMPLETE trials, else assumed) and the layout."""
 
@@ -152,16 +153,22 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
           record: bool, device: str) -> SweepPlan:  # fmt: skip
     from . import packs, sweep
     from .env import precision_note
+    from .order import run_order
 
     trials = st.trials()
+    done = set(store.status([t.id for t in trials]).done) if store else set()
+    started = {t.id for t in trials if t.id not in done and store and (store.state_dir(t.id) / "state.json").exists()}
+    # the sweep claims in this order: trials cut off part-way first, then seed by seed, the most
+    # informative cell next (fmlab.order)
+    ordered = run_order(trials, {} if st.arms else st.factors, st.seeds, done, started)
     if record:
         assert store is not None
-        plan: Plan | None = store.plan(st, trials, retry_failed=retry_failed)
+        plan: Plan | None = store.plan(st, ordered, retry_failed=retry_failed)
         runnable: set[str] | None = set(plan.todo)
     else:  # read-only: what a sweep would plan (FAILED rows are only reset when it starts)
-        plan = store.status([t.id for t in trials]) if store else None
+        plan = store.status([t.id for t in ordered]) if store else None
         runnable = set(plan.todo) | (set(plan.failed) if retry_failed else set()) if plan else None
-    todo = [t for t in trials if runnable is None or t.id in runnable]
+    todo = [t for t in ordered if runnable is None or t.id in runnable]
     calib = sweep.calibration(store, layout.threads) if store else 1.0
     est = sweep.estimate_s(todo, layout.workers, layout.threads, calib)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
