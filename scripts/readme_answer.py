@@ -72,11 +72,30 @@ def folder_lines(d: Path) -> list[str]:
         out.append(f"- Best trial {tj['trial_id']} (chosen on {sel}): test accuracy {100 * m['test_acc']:.2f}% "
                    f"(one trial, evaluated only), {tj.get('n_params', 0):,} parameters; "
                    f"`fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`.")  # fmt: skip
+    if c["complete"] < c["planned"]:
+        out.append(still_to_run(d, run))
     rel = d.relative_to(ROOT).as_posix()
     out.append(f"- Reproduce or resume: `fmlab import {rel}` then `fmlab sweep {run['study_file']} --budget "
                f"{run['budget']}` (runs only what the folder lacks), then `fmlab publish {run['study_file']} "
                f"--budget {run['budget']}`; the report: `fmlab report {run['study']} --budget {run['budget']}`.")
     return out
+
+
+def still_to_run(d: Path, run: dict) -> str:
+    """The planned trials the folder lacks, in the order a resumed sweep takes them (fmlab.order)."""
+    import csv
+
+    from fmlab import order, study
+    from fmlab.analysis_base import level_label  # the cells' names as the report writes them
+
+    st = study.load(ROOT / run["study_file"], run["budget"])
+    with (d / "trials.csv").open(newline="") as f:
+        done = {r["id"] for r in csv.DictReader(f) if r["state"] == "COMPLETE"}
+    todo = [t for t in order.run_order(st.trials(), {} if st.arms else st.factors, st.seeds, done)
+            if t.id not in done]  # fmt: skip
+    names = [", ".join(f"{k.split('.')[-1]}={level_label(v)}" for k, v in t.cell.items())
+             + (f" (seed {t.seed})" if len(st.seeds) > 1 else "") for t in todo]  # fmt: skip
+    return f"- Still to run ({len(todo)}, in the order a resumed sweep takes them): " + "; ".join(names) + "."
 
 
 def section(root: Path = ROOT) -> str:

@@ -23,5 +23,8 @@ def test_readme_answer_names_every_published_folder_and_its_claims():
         r = json.loads(run.read_text())
         assert f"**{r['study']} study, budget `{r['budget']}`**" in text
         assert f"`fmlab import results/{run.parent.name}`" in text
+        c = r["counts"]
+        if c["complete"] < c["planned"]:  # a study in progress names what it lacks
+            assert f"- Still to run ({c['planned'] - c['complete']}, in the order a resumed sweep takes" in text
         for c in json.loads((run.parent / "summary.json").read_text()).get("claims", []):
             assert f"Claim \"{c['text']}\": **{c['verdict']}**" in text
