@@ -90,12 +90,15 @@ def still_to_run(d: Path, run: dict) -> str:
 
     st = study.load(ROOT / run["study_file"], run["budget"])
     with (d / "trials.csv").open(newline="") as f:
-        done = {r["id"] for r in csv.DictReader(f) if r["state"] == "COMPLETE"}
+        state = {r["id"]: r["state"] for r in csv.DictReader(f)}
+    done = {i for i, v in state.items() if v == "COMPLETE"}
+    failed = {i for i, v in state.items() if v == "FAILED"}  # a sweep skips them without --retry-failed
     todo = [t for t in order.run_order(st.trials(), {} if st.arms else st.factors, st.seeds, done)
-            if t.id not in done]  # fmt: skip
+            if t.id not in done | failed]  # fmt: skip
     names = [", ".join(f"{k.split('.')[-1]}={level_label(v)}" for k, v in t.cell.items())
              + (f" (seed {t.seed})" if len(st.seeds) > 1 else "") for t in todo]  # fmt: skip
-    return f"- Still to run ({len(todo)}, in the order a resumed sweep takes them): " + "; ".join(names) + "."
+    tail = f" FAILED, rerun with --retry-failed: {len(failed)}." if failed else ""
+    return f"- Still to run ({len(todo)}, in the order a resumed sweep takes them): " + "; ".join(names) + "." + tail
 
 
 def section(root: Path = ROOT) -> str:
