@@ -53,3 +53,25 @@ def test_a_bf16_sweep_plan_carries_the_note_and_provenance_the_cpu(cpu, tmp_path
     assert not store.parent.exists()  # planning read-only created nothing
     prov = env.provenance(torch.device("cpu"))
     assert prov["cpu_bf16"] is False and prov["device_name"] == "Test CPU @ 1.00GHz"
+
+
+def test_the_estimate_calibrates_on_trials_from_a_machine_like_this_one(tmp_path):
+    """A store imported from a faster box: its trials set the speed only when none ran on this machine."""
+    from conftest import write_study
+
+    from fmlab import study as fstudy
+    from fmlab import sweep
+    from fmlab.store import Store
+
+    st = fstudy.load(write_study(tmp_path, "cal", {"train.lr": [0.01, 0.02, 0.03]}))
+    s = Store(tmp_path / "s.db")
+    s.plan(st, st.trials())
+    fast, slow, other = st.trials()
+    for t, ips, machine in ((fast, 4000.0, "EPYC"), (other, 4000.0, "EPYC"), (slow, 1000.0, "Xeon")):
+        s.import_complete(t.id, metrics={"val_loss": 0.3, "val_acc": 0.9}, timings={"train_images_per_s": ips},
+                          env={"device_name": machine}, best_epoch=1, stop_reason="max_epochs", n_params=1,
+                          epochs=[])  # fmt: skip
+    every, epyc, xeon = (sweep.calibration(s, 1, m) for m in (None, "EPYC", "Xeon"))
+    assert epyc == pytest.approx(every) and xeon == pytest.approx(every / 4)  # the median of all is EPYC's
+    assert sweep.calibration(s, 1, "never seen") == pytest.approx(every)  # no like machine: all of them
+    s.close()

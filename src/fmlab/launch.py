@@ -169,7 +169,14 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
         plan = store.status([t.id for t in ordered]) if store else None
         runnable = set(plan.todo) | (set(plan.failed) if retry_failed else set()) if plan else None
     todo = [t for t in ordered if runnable is None or t.id in runnable]
-    calib = sweep.calibration(store, layout.threads) if store else 1.0
+    machine = None
+    if layout.executor == "local":  # the trials run here: calibrate on the store's trials from a like machine
+        import torch
+
+        from .env import device_name
+
+        machine = device_name(torch.device(check_device(device)))
+    calib = sweep.calibration(store, layout.threads, machine) if store else 1.0
     est = sweep.estimate_s(todo, layout.workers, layout.threads, calib)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
     # a local sweep's device is this machine's; a Ray cluster's CPUs are not known from here

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -73,11 +74,17 @@ def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0
     return total / max(workers, 1)
 
 
-def calibration(store: Store, threads: int) -> float:
-    """Measured / assumed training speed of COMPLETE trials in the store (1.0 when there are none)."""
+def calibration(store: Store, threads: int, machine: str | None = None) -> float:
+    """Measured / assumed training speed of COMPLETE trials in the store (1.0 when there are none).
+    machine: this machine's device_name (CPU model or GPU name); when some trials ran on one like it, only
+    theirs count (a store imported from another box says little about this one's speed)."""
     ratios = []
     ref = _flops(REF_MODEL)
-    for r in store.records(states=[State.COMPLETE])[-50:]:
+    recs = store.records(states=[State.COMPLETE])
+    ran_on = {i: json.loads(e or "{}").get("device_name") for i, e in store.db.execute(
+        "SELECT id, env FROM trials WHERE state = ?", (State.COMPLETE.value,))}  # fmt: skip
+    same = [r for r in recs if machine and ran_on.get(r["id"]) == machine]
+    for r in (same or recs)[-50:]:
         ips = r["timings"].get("train_images_per_s")
         if ips:
             m = from_dict(r["config"]).model
