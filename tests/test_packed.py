@@ -13,7 +13,7 @@ import torch
 from conftest import OPTS, TINY, run_cli, tiny_study_file
 from safetensors.torch import load_file, save_file
 
-from fmlab import api, checkpoint, data, infer, packed, packs
+from fmlab import api, checkpoint, data, infer, packed, packnet, packs
 from fmlab.config import Config, with_overrides
 from fmlab.env import seed_everything
 from fmlab.errors import FmlabError
@@ -49,10 +49,10 @@ def test_first_step_loss_equals_each_single_run_within_1e5(small_ds, extra):
         i = torch.randperm(len(y), generator=torch.Generator().manual_seed(c.seed))[:bs]
         idx.append(i)
         singles.append((net, smoothed_nll(net(x[i]), y[i], eps).item()))
-    pk = packed.PackedNet(build(cs[0].model), len(cs), [0.0] * len(cs), [torch.Generator()] * len(cs))
-    pk.load_state_dict(packed.stack([n.state_dict() for n, _ in singles], pk.state_dict()))
+    pk = packnet.PackedNet(build(cs[0].model), len(cs), [0.0] * len(cs), [torch.Generator()] * len(cs))
+    pk.load_state_dict(packnet.stack([n.state_dict() for n, _ in singles], pk.state_dict()))
     xb = torch.cat([x[i] for i in idx], 1).contiguous(memory_format=torch.channels_last)
-    losses = packed.member_losses(pk(xb), torch.stack([y[i] for i in idx], 1), eps)
+    losses = packnet.member_losses(pk(xb), torch.stack([y[i] for i in idx], 1), eps)
     for (_, single), got in zip(singles, losses.tolist(), strict=True):
         assert got == pytest.approx(single, abs=1e-5)
 
@@ -80,8 +80,8 @@ def test_two_epochs_on_4000_images_agree_with_single_runs(small_ds):
 
 def test_packed_linear_is_k_linears():
     lins = [torch.nn.Linear(6, 3) for _ in range(4)]
-    pl = packed.PackedLinear(4, 6, 3)
-    pl.load_state_dict(packed.stack([m.state_dict() for m in lins], pl.state_dict()))
+    pl = packnet.PackedLinear(4, 6, 3)
+    pl.load_state_dict(packnet.stack([m.state_dict() for m in lins], pl.state_dict()))
     x = torch.randn(5, 4, 6)
     want = torch.cat([m(x[:, k]) for k, m in enumerate(lins)], 1)
     assert torch.allclose(pl(x.reshape(5, 24)), want, atol=1e-6)
@@ -89,11 +89,11 @@ def test_packed_linear_is_k_linears():
 
 def test_unstack_is_the_inverse_of_stack():
     nets = [build(with_overrides(Config(), {**TINY, "seed": s, "model.batch_norm": True}).model) for s in range(3)]
-    like = packed.PackedNet(nets[0], 3, [0.0] * 3, [torch.Generator()] * 3).state_dict()
-    st = packed.stack([n.state_dict() for n in nets], like)
+    like = packnet.PackedNet(nets[0], 3, [0.0] * 3, [torch.Generator()] * 3).state_dict()
+    st = packnet.stack([n.state_dict() for n in nets], like)
     shapes = {k: v.shape for k, v in nets[0].state_dict().items()}
     for i, n in enumerate(nets):
-        back = packed.unstack(st, 3, i, shapes)
+        back = packnet.unstack(st, 3, i, shapes)
         assert all(torch.equal(back[k], v) for k, v in n.state_dict().items())
 
 

@@ -1,9 +1,9 @@
 """fmlab: run and understand training experiments on Fashion-MNIST.
 
 The public Python API (``fmlab.open_store``, ``fmlab.run_study``, ``fmlab.train_trial``, ``fmlab.predict``, ...)
-lives in :mod:`fmlab.api` (results folders: ``publish_results``, ``import_results`` in :mod:`fmlab.publish`);
-its names are re-exported here on first use, so ``import fmlab`` stays fast (no torch or pandas until a
-function needs them).
+lives in :mod:`fmlab.api` (results folders: ``publish_results`` in :mod:`fmlab.publish`, ``import_results``
+in :mod:`fmlab.restore`); its names are re-exported here on first use, so ``import fmlab`` stays fast (no
+torch or pandas until a function needs them).
 """
 
 from __future__ import annotations
@@ -29,14 +29,19 @@ if TYPE_CHECKING:
         run_study,
         train_trial,
     )
-    from .publish import import_results, publish_results
+    from .publish import publish_results
+    from .restore import import_results
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("publish_results", "import_results"):  # results folders: fmlab.publish, on top of the api
-        from . import publish
+    if name == "publish_results":  # results folders: fmlab.publish and fmlab.restore, on top of the api
+        from .publish import publish_results
 
-        return getattr(publish, name)
+        return publish_results
+    if name == "import_results":
+        from .restore import import_results
+
+        return import_results
     if name in __all__:
         from . import api
 

@@ -210,7 +210,7 @@ class Import(Command):
         p.add_argument("folder", help="a folder written by fmlab publish, e.g. results/seed-cpu")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..publish import import_results
+        from ..restore import import_results
 
         r = import_results(args.folder, store=store_path(args))
         failed = f", {r['failed']} FAILED" if r["failed"] else ""
