@@ -254,6 +254,7 @@ def test_same_config_and_seed_in_two_studies_runs_once(tmp_path):
     run_cli("sweep", str(a), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
     dry = run_cli("sweep", str(b), "--store", str(db), "--dry-run", check=True).stdout
     assert "to run: 1, already COMPLETE: 1" in dry
+    assert "speed from this store's trials on a machine like this one" in dry  # a's trial ran here
     rb = run_cli("sweep", str(b), "--store", str(db), "--workers", "0", "--threads", "1", check=True)
     assert "(1 run now)" in rb.stderr
     (tid,) = shared
@@ -271,6 +272,7 @@ def test_budgets_and_seeds_change_the_plan(tmp_path):
     out = run_cli("sweep", str(f), "--budget", "quick", "--seeds", "3", "--dry-run", "--store",
                   str(tmp_path / "x.db"), check=True).stdout  # fmt: skip
     assert "quick: indicative only" in out and "= 6 trials" in out and not (tmp_path / "x.db").exists()
+    assert "speed assumed" in out  # no store, no trials to measure the speed on
     seed_toml = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
     assert len(fstudy.load(seed_toml, "quick").trials()) == 48 and len(fstudy.load(seed_toml).trials()) == 72
 

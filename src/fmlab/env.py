@@ -142,12 +142,15 @@ def cpu_bf16() -> bool | None:
     return None
 
 
-def precision_note(device_type: str, precisions: set[str]) -> str | None:
-    """One line when bf16 trials are to run on a CPU that emulates bf16 (none: nothing to say)."""
+def precision_note(device_type: str, precisions: set[str], ratio: float | None = None) -> str | None:
+    """One line when bf16 trials are to run on a CPU that emulates bf16 (none: nothing to say); ratio: the bf16
+    over fp32 step time measured here (fmlab.sweep.bf16_step_ratio), which the sweep's estimate then includes."""
     if device_type != "cpu" or "bf16" not in precisions or cpu_bf16() is not False:
         return None
-    return (f"note: bf16 on this CPU ({cpu_model()}) is emulated (no {' or '.join(BF16_FLAGS)}), so it runs "
-            "slower than fp32 here; `scripts/bench_train_levers.py --only steps` measures by how much")
+    how = (f"a training step measured {ratio:.1f}x the fp32 step here, and the estimate includes it" if ratio
+           else "so it runs slower than fp32 here")
+    return (f"note: bf16 on this CPU ({cpu_model()}) is emulated (no {' or '.join(BF16_FLAGS)}): {how}; "
+            "`scripts/bench_train_levers.py --only steps` measures it in full")
 
 
 def device_name(device: torch.device) -> str:

@@ -78,6 +78,7 @@ class SweepPlan:
     store: Path
     packs: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # lines worth saying before it runs (bf16 emulated here)
+    speed_from: str = "assumed"  # the estimate's speed: "this machine", "other machines" (their trials) or assumed
 
     def power_line(self) -> str | None:
         """The seed plan (fmlab.power) at the planned seeds, from the COMPLETE trials the store already
@@ -169,20 +170,28 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
         plan = store.status([t.id for t in ordered]) if store else None
         runnable = set(plan.todo) | (set(plan.failed) if retry_failed else set()) if plan else None
     todo = [t for t in ordered if runnable is None or t.id in runnable]
-    machine = None
+    machine: sweep.Machine | None = None
     if layout.executor == "local":  # the trials run here: calibrate on the store's trials from a like machine
         import torch
 
-        from .env import device_name
+        from .env import cpu_bf16, device_name
 
-        machine = device_name(torch.device(check_device(device)))
-    calib = sweep.calibration(store, layout.threads, machine) if store else 1.0
-    est = sweep.estimate_s(todo, layout.workers, layout.threads, calib)
-    groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
+        machine = (device_name(torch.device(check_device(device))), cpu_bf16())
+    calib, speed_from = sweep.calibration(store, layout.threads, machine) if store else (1.0, "assumed")
     # a local sweep's device is this machine's; a Ray cluster's CPUs are not known from here
     dev = check_device(device).split(":")[0] if layout.executor == "local" else "ray"
-    note = precision_note(dev, {t.config.train.precision for t in todo})
-    return SweepPlan(st, trials, todo, plan, est, calib != 1.0, layout, path, groups, [note] if note else [])
+    precisions = {t.config.train.precision for t in todo}
+    note = precision_note(dev, precisions)
+    slow = 1.0  # bf16 emulated here and no trial from a like machine to say how fast: a short probe does
+    if note and speed_from != "this machine":
+        slow = sweep.bf16_step_ratio(layout.threads)
+        note = precision_note(dev, precisions, slow)
+    est = sweep.estimate_s([t for t in todo if t.config.train.precision != "bf16"], layout.workers, layout.threads,
+                           calib) + slow * sweep.estimate_s([t for t in todo if t.config.train.precision == "bf16"],
+                                                            layout.workers, layout.threads, calib)  # fmt: skip
+    groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
+    return SweepPlan(st, trials, todo, plan, est, speed_from != "assumed", layout, path, groups,
+                     [note] if note else [], speed_from)
 
 
 class Sweep:

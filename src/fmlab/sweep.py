@@ -74,22 +74,70 @@ def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0
     return total / max(workers, 1)
 
 
-def calibration(store: Store, threads: int, machine: str | None = None) -> float:
-    """Measured / assumed training speed of COMPLETE trials in the store (1.0 when there are none).
-    machine: this machine's device_name (CPU model or GPU name); when some trials ran on one like it, only
-    theirs count (a store imported from another box says little about this one's speed)."""
+Machine = tuple[str, "bool | None"]  # (device_name: CPU model or GPU name, native bf16 on that CPU)
+
+
+def like_machine(env: dict[str, Any], machine: Machine) -> bool:
+    """Whether a trial's provenance says it ran on a machine like this one: the same device_name and, on a
+    CPU, the same native bf16 (two CPUs of one model name may differ there, and bf16 then runs 25x apart:
+    BENCHMARKS.md); a trial that did not record it (older) is not like a machine that knows."""
+    name, bf16 = machine
+    if env.get("device_name") != name:
+        return False
+    return str(env.get("device", "")).startswith("cuda") or env.get("cpu_bf16") == bf16
+
+
+def calibration(store: Store, threads: int, machine: Machine | None = None) -> tuple[float, str]:
+    """Measured / assumed training speed of COMPLETE trials in the store, and where it comes from:
+    "this machine" (trials from a machine like this one, fmlab.sweep.like_machine: only theirs count, since
+    a store imported from another box says little about this one's speed), "other machines" (none like it)
+    or "assumed" (1.0: no COMPLETE trial with a speed)."""
     ratios = []
     ref = _flops(REF_MODEL)
     recs = store.records(states=[State.COMPLETE])
-    ran_on = {i: json.loads(e or "{}").get("device_name") for i, e in store.db.execute(
+    ran_on = {i: json.loads(e or "{}") for i, e in store.db.execute(
         "SELECT id, env FROM trials WHERE state = ?", (State.COMPLETE.value,))}  # fmt: skip
-    same = [r for r in recs if machine and ran_on.get(r["id"]) == machine]
+    same = [r for r in recs if machine and like_machine(ran_on.get(r["id"], {}), machine)]
     for r in (same or recs)[-50:]:
         ips = r["timings"].get("train_images_per_s")
         if ips:
             m = from_dict(r["config"]).model
             ratios.append(ips / (REF_IMAGES_PER_S * ref / _flops(m) * threads**0.75))
-    return sorted(ratios)[len(ratios) // 2] if ratios else 1.0
+    if not ratios:
+        return 1.0, "assumed"
+    return sorted(ratios)[len(ratios) // 2], "this machine" if same else "other machines"
+
+
+@functools.cache
+def bf16_step_ratio(threads: int, batch: int = 64, rounds: int = 3) -> float:
+    """The wall time of one training step of the seed net in bf16 autocast over fp32's on this CPU (channels_last,
+    as train() runs it), alternating the two for `rounds` rounds after one warm-up each: the median ratio. A
+    probe of a few seconds that the sweep's estimate uses when bf16 is emulated here (BENCHMARKS.md)."""
+    import torch
+
+    from .model import build
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net = build(REF_MODEL).to(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), generator=g)
+
+        def step(bf16: bool) -> float:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.nll_loss(net(x).float(), y)
+            net.zero_grad(set_to_none=True)
+            loss.backward()
+            return time.perf_counter() - t0
+
+        step(False), step(True)
+        ratios = sorted(step(True) / step(False) for _ in range(rounds))
+        return ratios[len(ratios) // 2]
+    finally:
+        torch.set_num_threads(old)
 
 
 class _Heartbeat(threading.Thread):

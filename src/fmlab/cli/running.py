@@ -133,6 +133,10 @@ def _sweep_head(p: Any, study_file: str) -> str:
             + (f" ({shared} shared by arms that resolve alike)" if shared else "") + f"; store {p.store}")
 
 
+SPEED_FROM = {"this machine": "from this store's trials on a machine like this one",
+              "other machines": "from this store's trials on other machines", "assumed": "assumed"}
+
+
 def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
     n_done, n_failed, n_run = (len(p.plan.done), len(p.plan.failed), len(p.plan.running)) if p.plan else (0, 0, 0)
     lo = p.layout
@@ -141,7 +145,7 @@ def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
           + ("" if args.retry_failed or not n_failed else " (skipped; --retry-failed reruns them)")
           + (f", RUNNING in another sweep: {n_run}" if n_run else ""))  # fmt: skip
     print(f"estimated time: <= {fmt_secs(p.estimate_s)} on {lo.where}, {lo.threads} thread(s) each "
-          f"(upper bound, every trial to max_epochs; speed {'from this store' if p.calibrated else 'assumed'})")
+          f"(upper bound, every trial to max_epochs; speed {SPEED_FROM[p.speed_from]})")
     power_line = p.power_line()
     if power_line:
         print(power_line)
@@ -169,7 +173,7 @@ def _print_start(p: Any, args: argparse.Namespace) -> None:
     err(f"to run: {len(pl.todo)} on {lo.where}, {lo.threads} thread(s) each; already COMPLETE: {len(pl.done)}; "
         f"FAILED: {len(pl.failed)}" + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
         + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
-        + f"; estimate <= {fmt_secs(p.estimate_s)}")  # fmt: skip
+        + f"; estimate <= {fmt_secs(p.estimate_s)} (speed {SPEED_FROM[p.speed_from]})")  # fmt: skip
     for note in p.notes:
         err(note)
 
