@@ -33,6 +33,7 @@ from .analysis_base import effect_text as effect_text
 from .analysis_base import fmt_effect as fmt_effect
 from .analysis_base import fmt_p as fmt_p
 from .analysis_base import level_label as level_label
+from .analysis_base import mark_best_set, warnings_for
 from .analysis_base import min_effects as min_effects
 from .analysis_base import seed_plan as seed_plan
 from .analysis_base import short_names as short_names
@@ -40,7 +41,6 @@ from .analysis_base import study_budget_label as study_budget_label
 from .analysis_base import t_ci as t_ci
 from .analysis_base import t_test as t_test
 from .analysis_base import unit as unit
-from .analysis_base import warnings_for
 from .arms import analyse_arms
 from .claims import check_claims
 from .diagnostics import apply_transform, diagnose, limit_lines
@@ -188,11 +188,7 @@ def _analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -
                                   me["test_acc"])  # fmt: skip
         test_eff = pd.concat([te, ti], ignore_index=True) if len(te) else pd.DataFrame()
     best = best_set(done, select, factors, fit) if len(done) and fit is not None else None
-    if best is not None and len(cells):
-        bc = best["cells"].set_index("cell")
-        cells[f"{select}_lo"] = cells["cell"].map(bc["lo"])
-        cells[f"{select}_hi"] = cells["cell"].map(bc["hi"])
-        cells["in_best_set"] = cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)
+    mark_best_set(cells, best, select)
 
     a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
                  factors=fac_levels, baseline=baseline, counts=counts, cells=cells,

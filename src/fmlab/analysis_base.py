@@ -233,6 +233,17 @@ def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFr
     return out.reset_index(drop=True)
 
 
+def mark_best_set(cells: pd.DataFrame, best: dict[str, Any] | None, select: str) -> None:
+    """Put the best set's simultaneous interval (select_lo, select_hi) and membership (in_best_set) on the cell
+    table, in place, from stats.best_set's cells (nothing when there is no best set or no cell)."""
+    if best is None or not len(cells):
+        return
+    bc = best["cells"].set_index("cell")
+    cells[f"{select}_lo"] = cells["cell"].map(bc["lo"])
+    cells[f"{select}_hi"] = cells["cell"].map(bc["hi"])
+    cells["in_best_set"] = cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)
+
+
 def curve_table(done: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Per cell and epoch: mean, std and n over seeds (n shrinks where early stopping ended runs)."""
     if epochs is None or not len(epochs) or not len(done):

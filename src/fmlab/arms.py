@@ -29,6 +29,7 @@ from .analysis_base import (
     fmt_effect,
     fmt_p,
     higher_is_better,
+    mark_best_set,
     min_effects,
     seed_plan,
     study_budget_label,
@@ -170,11 +171,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     # the best set among baseline and arms, each set of trials once
     once = done.drop_duplicates("id").astype({"arm": str})
     best = best_set(once, select, ["arm"], fit) if fit is not None else None
-    if best is not None and len(cells):
-        bc = best["cells"].set_index("cell")
-        cells[f"{select}_lo"] = cells["cell"].map(bc["lo"])
-        cells[f"{select}_hi"] = cells["cell"].map(bc["hi"])
-        cells["in_best_set"] = cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)
+    mark_best_set(cells, best, select)
 
     a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
                  factors={"arm": names}, baseline={"arm": BASELINE}, counts=counts, cells=cells, effects=eff,
