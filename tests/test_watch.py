@@ -135,3 +135,41 @@ def test_view_of_failures_and_many_running_trials_fits_80x24(tmp_path):
     assert "no COMPLETE trial yet" in text
     ro.close()
     s.close()
+
+
+def test_a_plain_sweep_log_shows_trials_and_now_and_then_an_epoch(tmp_path, capsys):
+    """Without a terminal the sweep prints a line per finished trial and, after EPOCH_LINE_S without a line, one
+    for the next finished epoch: a log of hour-long trials moves, a quick study stays one line per trial. The
+    snapshots come from a real tiny sweep (2 epochs x 4 trials), the clock is the test's."""
+    from fmlab import api, progress
+
+    snaps = []
+    api.run_study(tiny_study(tmp_path), "t", store=tmp_path / "fm.db", workers=0, threads=1,
+                  on_update=lambda p: snaps.append((p.events, p.epochs, p.last)))  # fmt: skip
+    assert [e for e, _, _ in snaps][-1] == 4 and snaps[-1][1] == 8  # 4 trials, 2 epochs each
+    epoch_lines = [last for _, _, last in snaps if " epoch " in last]
+    assert len(epoch_lines) == 8 and all(re.search(r"epoch [12]/2: val loss [0-9.]+ acc [0-9.]+", x)
+                                         for x in epoch_lines)  # fmt: skip
+
+    class Snap:
+        def __init__(self, events, epochs, last):
+            self.events, self.epochs, self.last = events, epochs, last
+            self.done, self.total, self.running, self.elsewhere, self.failed = events, 4, {}, 0, 0
+            self.started = time.time()
+
+        def eta_s(self):
+            return 0.0
+
+    now = [0.0]
+    disp = progress.SweepDisplay("tiny", live=False, clock=lambda: now[0])
+    for i, (events, epochs, last) in enumerate(snaps):
+        now[0] = i * progress.EPOCH_LINE_S / 3  # a third of the interval between snapshots
+        disp.update(Snap(events, epochs, last))
+    lines = capsys.readouterr().err.splitlines()
+    assert sum(" COMPLETE: " in x for x in lines) == 4  # every finished trial
+    shown = [x for x in lines if " epoch " in x]
+    assert 0 < len(shown) < 8  # some epochs, not all: only after EPOCH_LINE_S without a line
+    quick = progress.SweepDisplay("tiny", live=False, clock=lambda: 0.0)  # a clock that never moves: no epoch line
+    for s in snaps:
+        quick.update(Snap(*s))
+    assert [x for x in capsys.readouterr().err.splitlines() if " epoch " in x] == []

@@ -1,4 +1,6 @@
-"""A running sweep's progress on stderr: a rich panel on a terminal, one line per finished trial otherwise.
+"""A running sweep's progress on stderr: a rich panel on a terminal, otherwise (a log, --plain) one line per
+finished trial and, when no line has been printed for EPOCH_LINE_S, one per finished epoch, so that a log of
+trials that take hours still shows them moving and a quick study stays one line per trial.
 
 On the interface floor beside cli and watch (the only modules that print): the sweep hands each
 snapshot (sweep.Progress) to SweepDisplay.update; nothing below this floor prints.
@@ -8,7 +10,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+EPOCH_LINE_S = 60.0  # plain display: an epoch's line only after this long without a line
 
 
 def fmt_secs(s: float) -> str:
@@ -16,10 +21,12 @@ def fmt_secs(s: float) -> str:
 
 
 class SweepDisplay:
-    """Live progress on stderr: a rich panel on a terminal, one line per finished trial otherwise."""
+    """Live progress on stderr: a rich panel on a terminal, lines otherwise (the module says which)."""
 
-    def __init__(self, title: str, live: bool) -> None:
+    def __init__(self, title: str, live: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.title, self.live, self.panel, self.printed, self.p = title, live, None, 0, None
+        self.clock = clock
+        self.epochs_printed, self.printed_at = 0, clock()
         if live:
             from rich.console import Console
             from rich.live import Live
@@ -51,8 +58,11 @@ class SweepDisplay:
 
     def update(self, p: Any) -> None:
         self.p = p
-        if self.panel is None and p.events != self.printed:
-            self.printed = p.events
+        if self.panel is not None:
+            return
+        now = self.clock()
+        if p.events != self.printed or (p.epochs != self.epochs_printed and now - self.printed_at >= EPOCH_LINE_S):
+            self.printed, self.epochs_printed, self.printed_at = p.events, p.epochs, now
             print(f"[{self.line(p)}] {p.last}", file=sys.stderr, flush=True)
 
     def close(self) -> None:

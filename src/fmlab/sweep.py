@@ -46,6 +46,7 @@ class Progress:
     slots: int = 1
     last: str = ""  # one line about the latest event
     events: int = 0  # trials finished, failed or lost so far (the plain display prints one line each)
+    epochs: int = 0  # epochs finished so far (the plain display prints one now and then)
 
     def eta_s(self) -> float:
         left = self.total - self.done - self.failed
@@ -197,8 +198,11 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
         if ev.kind == "epoch":
             store.add_epoch(tid, ev.row)
             prog.running[tid]["epoch"] = int(ev.row["epoch"])
+            prog.epochs += 1
             r = ev.row
-            prog.last = f"{tid} epoch {int(r['epoch'])}: val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}"
+            took = f" ({r['epoch_s']:.0f}s)" if r.get("epoch_s") else ""
+            prog.last = (f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: val loss "
+                         f"{r['val_loss']:.4f} acc {r['val_acc']:.4f}{took}")  # fmt: skip
         elif ev.kind == "done":
             from .checkpoint import save_trial  # files first (the sweep's), then the row (the store's)
 
