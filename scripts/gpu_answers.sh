@@ -7,14 +7,15 @@
 # publishes the store back into results/<study>-<budget>/ (commit those folders). Stores and logs go under $OUT.
 # Run from the repository root:  OUT=gpu-out TOTAL_S=780 WORKERS=8 scripts/gpu_answers.sh
 # Smoke check on a CPU (quick/smoke budgets, tiny limits, results into $OUT/results, not the repo's):
-#   SMOKE=1 OUT=/tmp/smoke TOTAL_S=240 scripts/gpu_answers.sh
+#   SMOKE=1 OUT=/tmp/smoke scripts/gpu_answers.sh   (about 5 minutes; every step runs, cut short)
 set -u
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT/logs" "$OUT/stores"
 export FMLAB_DATA=${FMLAB_DATA:-$PWD/.gpudata} PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 if [ -n "${SMOKE:-}" ]; then
-  TOTAL_S=${TOTAL_S:-240}; DEVICE=${DEVICE:-cpu}; WORKERS=${WORKERS:-1}; MAX_SEEDS=${MAX_SEEDS:-2}
-  SEED_B=quick; BEST_B=smoke; FURTHER_B=quick; STEP_MAX_S=${STEP_MAX_S:-45}; PUBLISH_S=${PUBLISH_S:-150}
+  # every step gets its turn: one seed round, each sweep cut at STEP_MAX_S, room to publish after each
+  TOTAL_S=${TOTAL_S:-330}; DEVICE=${DEVICE:-cpu}; WORKERS=${WORKERS:-1}; MAX_SEEDS=${MAX_SEEDS:-1}
+  SEED_B=quick; BEST_B=smoke; FURTHER_B=quick; STEP_MAX_S=${STEP_MAX_S:-40}; PUBLISH_S=${PUBLISH_S:-60}
   RESULTS=${RESULTS:-$OUT/results}; STORES=$OUT/stores  # never the repository's results/ in smoke mode
 else
   TOTAL_S=${TOTAL_S:-780}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-8}; MAX_SEEDS=${MAX_SEEDS:-5}
