@@ -219,7 +219,7 @@ FLOORS = {
     "orchestration": ["sweep", "executors", "rayexec", "packs", "packed", "packnet"],
     "products": ["report", "tables", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun",
                  "conventional_train", "livereport", "tboard", "results"],
-    "core": ["train", "checkpoint", "store", "lifecycle", "states", "study", "data", "augment", "model"],
+    "core": ["train", "checkpoint", "store", "lifecycle", "states", "study", "studyfile", "data", "augment", "model"],
     "foundations": ["analysis", "analysis_base", "arms", "stats", "claims", "diagnostics", "power", "order", "config",
                     "env", "errors", "metrics", "version"],
 }

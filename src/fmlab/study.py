@@ -19,23 +19,25 @@ key and what is allowed. A budget's overrides are part of each config, so they c
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, allowed_keys, with_overrides
-from .errors import FmlabError
+from .config import Config, ConfigError, with_overrides
+from .studyfile import BASELINE as BASELINE  # re-exported: the study's callers import them from here
+from .studyfile import MIN_EFFECT_KEYS as MIN_EFFECT_KEYS
+from .studyfile import TRANSFORMS as TRANSFORMS
+from .studyfile import StudyError as StudyError
+from .studyfile import analysis_section, check_keys, check_values, claims_section, transform_section
+from .studyfile import baseline_values as baseline_values
+from .studyfile import check_seeds as check_seeds
+from .studyfile import parse_seeds as parse_seeds
+from .studyfile import read_toml as read_toml
 
 TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis", "claims")
 SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
 FULL = "full"
 BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
-BASELINE = "baseline"  # the arm name of the unchanged [base] config in an arms study
-
-
-class StudyError(FmlabError):
-    """A bad study file; the message names the file, the key and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -125,133 +127,6 @@ def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
     return f"{budget}: {note or 'a finding'}" if finding else f"{budget}: indicative only"
 
 
-MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
-TRANSFORMS = ("none", "log")  # as fmlab.diagnostics.TRANSFORMS (kept here so study files load light)
-
-
-def _analysis(p: Path, doc: dict[str, Any]) -> dict[str, float]:
-    """[analysis] min_effect = { val_loss = 0.01, ... }: positive numbers in the metric's own units."""
-    an = doc.get("analysis", {})
-    if not isinstance(an, dict):
-        raise StudyError(f"{p}: [analysis] must be a table, e.g. [analysis] min_effect = {{ val_loss = 0.01 }}")
-    for k in an:
-        if k not in ("min_effect", "transform"):
-            raise StudyError(f"{p}: [analysis] unknown key '{k}'; allowed: min_effect, transform")
-    me = an.get("min_effect", {})
-    if not isinstance(me, dict):
-        raise StudyError(f"{p}: [analysis] key 'min_effect': bad value {me!r}; expected a table like "
-                         "{ val_loss = 0.01, val_acc = 0.005 }")  # fmt: skip
-    out = {}
-    for k, v in me.items():
-        if k not in MIN_EFFECT_KEYS:
-            raise StudyError(f"{p}: [analysis] min_effect key '{k}': unknown metric; allowed: "
-                             f"{', '.join(MIN_EFFECT_KEYS)}")  # fmt: skip
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise StudyError(f"{p}: [analysis] min_effect key '{k}': bad value {v!r}; expected a positive number "
-                             "in the metric's units (accuracy as a fraction, e.g. 0.005)")  # fmt: skip
-        out[k] = float(v)
-    return out
-
-
-def baseline_values(base: dict[str, Any], factors: dict[str, list[Any]]) -> dict[str, Any]:
-    """Each factor's baseline level: the [base] config's value where it is one of the levels, else the first
-    level. The analysis compares every level with it (fmlab.results.report_inputs) and claims name it."""
-    flat = with_overrides(Config(), base).resolved().flat()
-    return {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in factors.items()}
-
-
-def _claims(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]],
-            arms: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...]:  # fmt: skip
-    """[[claims]]: each names an effect the study estimates (or a partial cell for kind = "best")."""
-    from .analysis import level_label
-    from .claims import ClaimError, parse_claims
-
-    if "claims" not in doc:
-        return ()
-    if arms:
-        levels, baseline, design = {"arm": [BASELINE, *arms]}, {"arm": BASELINE}, "arms"
-    else:
-        levels = {k: [level_label(v) for v in lv] for k, lv in factors.items()}
-        baseline = {k: level_label(v) for k, v in baseline_values(base, factors).items()}
-        design = "grid"
-    try:
-        return tuple(parse_claims(doc["claims"], levels, baseline, design, level_label))
-    except ClaimError as e:
-        raise StudyError(f"{p}: {e}") from None
-
-
-def _transform(p: Path, doc: dict[str, Any]) -> str:
-    """[analysis] transform = "log" (loss metrics analysed as log(loss)) or "none" (the default)."""
-    an = doc.get("analysis", {})
-    t = an.get("transform", "none") if isinstance(an, dict) else "none"
-    if t not in TRANSFORMS:
-        raise StudyError(f"{p}: [analysis] key 'transform': bad value {t!r}; allowed: {', '.join(TRANSFORMS)}")
-    return str(t)
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """--seeds N (the first N seeds: 0..N-1) or --seeds LIST ('0,3,7'; '5,' is the single seed 5)."""
-    t = text.strip()
-    try:
-        if "," not in t:
-            n = int(t)
-            if n < 1:
-                raise ValueError
-            return tuple(range(n))
-        seeds = tuple(int(x) for x in t.split(",") if x.strip())
-    except ValueError:
-        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2")
-    return tuple(dict.fromkeys(seeds))
-
-
-def check_seeds(path: Path, where: str, value: Any) -> tuple[int, ...]:
-    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                    for s in value)  # fmt: skip
-    if not ok:
-        raise StudyError(f"{path}: {where}: bad value {value!r}; expected a non-empty list of integers >= 0, "
-                         "e.g. seeds = [0, 1, 2]")  # fmt: skip
-    return tuple(dict.fromkeys(value))
-
-
-def _check_keys(path: Path, section: str, table: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise StudyError(f"{path}: [{section}] must be a table of config keys")
-    for key in table:
-        if key == "seed":
-            raise StudyError(f"{path}: [{section}] key 'seed': set seeds with the top-level 'seeds' list")
-        if key not in extra and key not in allowed_keys():
-            allowed = ", ".join([*extra, *(k for k in allowed_keys() if k != "seed")])
-            raise StudyError(f"{path}: [{section}] unknown key '{key}'; allowed keys: {allowed}")
-    return dict(table)
-
-
-def _check_values(path: Path, section: str, overrides: dict[str, Any]) -> None:
-    for key, value in overrides.items():
-        try:
-            with_overrides(Config(), {key: value}, rules=False)  # the combination is checked in load()
-        except ConfigError as e:
-            raise StudyError(f"{path}: [{section}] {e}") from None
-
-
-def read_toml(p: Path, what: str, top_keys: tuple[str, ...]) -> dict[str, Any]:
-    """A TOML file's top-level table; a missing or unreadable file, bad TOML or an unknown top-level key
-    is a StudyError naming the file (and the key)."""
-    try:
-        doc = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{p}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise StudyError(f"{p}: cannot read the {what} ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise StudyError(f"{p}: not valid TOML ({e})") from None
-    for key in doc:
-        if key not in top_keys:
-            raise StudyError(f"{p}: unknown key '{key}'; allowed top-level keys: {', '.join(top_keys)}")
-    return doc
-
-
 def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
     """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
     p = Path(path)
@@ -263,9 +138,9 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise StudyError(f"{p}: key 'description': bad value {desc!r}; expected a string")
-    base = _check_keys(p, "base", doc.get("base", {}))
-    _check_values(p, "base", base)
-    factors = _check_keys(p, "factors", doc.get("factors", {}))
+    base = check_keys(p, "base", doc.get("base", {}))
+    check_values(p, "base", base)
+    factors = check_keys(p, "factors", doc.get("factors", {}))
     for key, values in factors.items():
         if not isinstance(values, list):
             raise StudyError(f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, "
@@ -273,7 +148,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         if not values:
             raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
         for v in values:
-            _check_values(p, "factors", {key: v})
+            check_values(p, "factors", {key: v})
     arms = _arms(p, doc, base, factors)
     budgets = doc.get("budgets", {})
     if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
@@ -282,7 +157,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
     if budget not in known:
         raise StudyError(f"{p}: unknown budget '{budget}'; allowed: {', '.join(known)}")
     for bname, table in budgets.items():
-        b = _check_keys(p, f"budgets.{bname}", table, extra=BUDGET_META)
+        b = check_keys(p, f"budgets.{bname}", table, extra=BUDGET_META)
         for key in b:
             if key in BUDGET_META:
                 continue
@@ -301,7 +176,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
             )
         if not isinstance(b.get("label", ""), str):
             raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
-        _check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
+        check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
     chosen = dict(budgets.get(budget, {}))
     if seeds is None:
         seeds = check_seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
@@ -319,8 +194,8 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
     study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
                   base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
-                  finding=finding, budget_note=note, min_effect=_analysis(p, doc),
-                  claims=_claims(p, doc, base, factors, arms), transform=_transform(p, doc))  # fmt: skip
+                  finding=finding, budget_note=note, min_effect=analysis_section(p, doc),
+                  claims=claims_section(p, doc, base, factors, arms), transform=transform_section(p, doc))  # fmt: skip
     for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
         try:
             with_overrides(Config(), {**base, **changes, **chosen})
@@ -358,10 +233,10 @@ def _arms(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str,
             if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
                 raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
                                  f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
-        changes = _check_keys(p, f"arms.{name}", table)
+        changes = check_keys(p, f"arms.{name}", table)
         if not changes:
             raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
                              "config key")  # fmt: skip
-        _check_values(p, f"arms.{name}", changes)
+        check_values(p, f"arms.{name}", changes)
         out[name] = changes
     return out
