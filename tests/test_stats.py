@@ -15,6 +15,7 @@ from conftest import stats_grid as grid
 from conftest import stats_truth as truth
 from statsmodels.formula.api import ols
 
+from fmlab import bestset
 from fmlab import stats as fs
 
 
@@ -104,13 +105,13 @@ def test_best_set_holds_the_true_best_cell_in_at_least_93_percent():
     V = Lc @ xtx @ Lc.T
     D = np.c_[np.eye(len(cells) - 1), -np.ones((len(cells) - 1, 1))]
     cd = D @ V @ D.T
-    dcrit = fs.dunnett_one_sided(cd / np.sqrt(np.outer(np.diag(cd), np.diag(cd))), df)
+    dcrit = bestset.dunnett_one_sided(cd / np.sqrt(np.outer(np.diag(cd), np.diag(cd))), df)
     rng = np.random.default_rng(4)
     Y = mu[:, None] + rng.normal(0, SIGMA, (len(d), 1000))
     beta = np.linalg.lstsq(X, Y, rcond=None)[0]
     s2 = ((Y - X @ beta) ** 2).sum(axis=0) / df
     means = Lc @ beta
-    held = [fs.mcb(means[:, j], V * s2[j], df, True, dcrit)[0][cells.index(target)] for j in range(Y.shape[1])]
+    held = [bestset.mcb(means[:, j], V * s2[j], df, True, dcrit)[0][cells.index(target)] for j in range(Y.shape[1])]
     assert np.mean(held) >= 0.93
 
 
@@ -119,7 +120,7 @@ def test_best_set_on_a_study_names_the_best_and_uses_the_pooled_sd():
     rng = np.random.default_rng(5)
     d["val_acc"] = 0.8 + 0.05 * ((d["a"] == "1") & (d["b"] == "1")) + rng.normal(0, 0.01, len(d))
     m = fs.fit_model(d, "val_acc", FACTORS, BASE)
-    b = fs.best_set(d, "val_acc", list(FACTORS), m)
+    b = bestset.best_set(d, "val_acc", list(FACTORS), m)
     assert b["best"].startswith("1,1,") and all(c.startswith("1,1,") for c in b["set"])
     se = b["cells"]["se"]
     assert se.max() == pytest.approx(se.min())  # one pooled residual SD for every cell, not per-cell

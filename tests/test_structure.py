@@ -220,8 +220,8 @@ FLOORS = {
     "products": ["report", "tables", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun",
                  "conventional_train", "livereport", "tboard", "results"],
     "core": ["train", "checkpoint", "store", "lifecycle", "states", "study", "studyfile", "data", "augment", "model"],
-    "foundations": ["analysis", "analysis_base", "arms", "stats", "claims", "diagnostics", "power", "order", "config",
-                    "env", "errors", "metrics", "version"],
+    "foundations": ["analysis", "analysis_base", "arms", "stats", "bestset", "claims", "diagnostics", "power", "order",
+                    "config", "env", "errors", "metrics", "version"],
 }
 
 

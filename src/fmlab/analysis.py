@@ -42,10 +42,11 @@ from .analysis_base import t_ci as t_ci
 from .analysis_base import t_test as t_test
 from .analysis_base import unit as unit
 from .arms import analyse_arms
+from .bestset import best_set
 from .claims import check_claims
 from .diagnostics import apply_transform, diagnose, limit_lines
 from .metrics import METRICS as METRICS
-from .stats import MIN_EFFECT, VERDICTS, Fit, best_set, effects_table, fit_model, holm_verdicts
+from .stats import MIN_EFFECT, VERDICTS, Fit, effects_table, fit_model, holm_verdicts
 from .stats import higher_is_better as higher_is_better
 
 

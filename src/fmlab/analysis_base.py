@@ -99,7 +99,7 @@ class Analysis:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> config keys it changes
     test_effects: pd.DataFrame = field(default_factory=pd.DataFrame)  # each effect on test_acc (own Holm family)
     min_effect: dict[str, float] = field(default_factory=lambda: dict(MIN_EFFECT))
-    best: dict[str, Any] | None = None  # fmlab.stats.best_set: best, set, method, note, cells
+    best: dict[str, Any] | None = None  # fmlab.bestset.best_set: best, set, method, note, cells
     model_note: str = ""  # the fitted model, its residual df
     claims: list[dict[str, Any]] = field(default_factory=list)  # fmlab.claims.check_claims: each with its verdict
     diagnostics: Diagnostics | None = None  # residual checks, outliers, seed-level check (fmlab.diagnostics)
@@ -235,7 +235,7 @@ def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFr
 
 def mark_best_set(cells: pd.DataFrame, best: dict[str, Any] | None, select: str) -> None:
     """Put the best set's simultaneous interval (select_lo, select_hi) and membership (in_best_set) on the cell
-    table, in place, from stats.best_set's cells (nothing when there is no best set or no cell)."""
+    table, in place, from bestset.best_set's cells (nothing when there is no best set or no cell)."""
     if best is None or not len(cells):
         return
     bc = best["cells"].set_index("cell")

@@ -36,9 +36,10 @@ from .analysis_base import (
     unit,
     warnings_for,
 )
+from .bestset import best_set
 from .claims import check_claims
 from .diagnostics import apply_transform, diagnose, limit_lines
-from .stats import MIN_EFFECT, best_set, effects_table, fit_model, holm_verdicts
+from .stats import MIN_EFFECT, effects_table, fit_model, holm_verdicts
 
 BASELINE = "baseline"
 TEST = "test_acc"

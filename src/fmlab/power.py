@@ -161,7 +161,7 @@ def plan_seeds(fit: Fit, rows: pd.DataFrame, factors: dict[str, list[str]], base
                cap: int = CAP) -> dict[str, Any]:  # fmt: skip
     """The study's seed plan (JSON-safe dict). rows: its effects table (term, kind, estimate, se, verdict,
     m_tests; optional column key: the contrast's name in the fit when term differs). factors/baseline:
-    the planned grid (level labels). best: fmlab.stats.best_set's dict."""
+    the planned grid (level labels). best: fmlab.bestset.best_set's dict."""
     m_now = int(rows["m_tests"].dropna().iloc[0]) if "m_tests" in rows and rows["m_tests"].notna().any() else 1
     grid = grid_factors(factors, fit, baseline)  # analysed as a full grid is: the two-way model where it fits
     v1, cells, rank = per_seed_variance(grid, {f: v[0] for f, v in grid.items()}, True)
