@@ -5,7 +5,9 @@
 #   3. studies/further.toml --budget full (5 seeds)
 # Each sweep first imports results/<study>-<budget>/ (so it resumes what any machine finished), and after it
 # publishes the store back into results/<study>-<budget>/ (commit those folders). Stores and logs go under $OUT.
-# Run from the repository root:  OUT=gpu-out TOTAL_S=780 WORKERS=8 scripts/gpu_answers.sh
+# Run from the repository root:  OUT=gpu-out WORKERS=8 scripts/gpu_answers.sh
+# TOTAL_S (default 540) bounds the whole script, publishing included: the device tool runs one command for
+# at most 600 s, and a command cut off there would lose the publish of the step it was in.
 # Smoke check on a CPU (quick/smoke budgets, tiny limits, results into $OUT/results, not the repo's):
 #   SMOKE=1 OUT=/tmp/smoke scripts/gpu_answers.sh   (about 5 minutes; every step runs, cut short)
 set -u
@@ -18,7 +20,7 @@ if [ -n "${SMOKE:-}" ]; then
   SEED_B=quick; BEST_B=smoke; FURTHER_B=quick; STEP_MAX_S=${STEP_MAX_S:-40}; PUBLISH_S=${PUBLISH_S:-60}
   RESULTS=${RESULTS:-$OUT/results}; STORES=$OUT/stores  # never the repository's results/ in smoke mode
 else
-  TOTAL_S=${TOTAL_S:-780}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-8}; MAX_SEEDS=${MAX_SEEDS:-5}
+  TOTAL_S=${TOTAL_S:-540}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-8}; MAX_SEEDS=${MAX_SEEDS:-5}
   SEED_B=full; BEST_B=full; FURTHER_B=full; STEP_MAX_S=${STEP_MAX_S:-100000}; PUBLISH_S=${PUBLISH_S:-90}
   RESULTS=${RESULTS:-results}; STORES=${STORES:-/tmp/gpu-answers}
 fi
