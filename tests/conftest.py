@@ -24,14 +24,13 @@ from fmlab.config import Config, with_overrides
 from fmlab.env import RunOptions
 from fmlab.train import train
 
-# Narrow net, few hundred images, one epoch: mechanics, not accuracy.
 # A test run started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and so
 # would every sweep a test starts: the Ctrl-C tests would then test the shell, not fmlab. Run them as from a
 # terminal: a handler here (not SIG_IGN) is reset to the default in each child at exec.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-
+# Narrow net, few hundred images, one epoch: mechanics, not accuracy.
 TINY = {
     "model.widths": "8,16,16",
     "data.train_subset": 600,

@@ -66,19 +66,24 @@ class SweepPlan:
     """What a sweep does: all its trials (file order), those it runs (todo, in the order it claims them:
     fmlab.order), the store's split of the planned ids by
     state (plan; None when the store does not exist yet), the upper-bound estimate of its wall time
-    (calibrated: the speed measured on this store's COMPLETE trials, else assumed) and the layout."""
+    (speed_from: measured on this store's COMPLETE trials from this machine or others, else assumed) and the
+    layout."""
 
     study: Study
     trials: list[Trial]
     todo: list[Trial]
     plan: Plan | None
     estimate_s: float
-    calibrated: bool
     layout: SweepLayout
     store: Path
     packs: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # lines worth saying before it runs (bf16 emulated here)
     speed_from: str = "assumed"  # the estimate's speed: "this machine", "other machines" (their trials) or assumed
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the estimate's speed was measured on trials (of any machine) rather than assumed."""
+        return self.speed_from != "assumed"
 
     def power_line(self) -> str | None:
         """The seed plan (fmlab.power) at the planned seeds, from the COMPLETE trials the store already
@@ -186,12 +191,9 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
     if note and speed_from != "this machine":
         slow = sweep.bf16_step_ratio(layout.threads)
         note = precision_note(dev, precisions, slow)
-    est = sweep.estimate_s([t for t in todo if t.config.train.precision != "bf16"], layout.workers, layout.threads,
-                           calib) + slow * sweep.estimate_s([t for t in todo if t.config.train.precision == "bf16"],
-                                                            layout.workers, layout.threads, calib)  # fmt: skip
+    est = sweep.estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
-    return SweepPlan(st, trials, todo, plan, est, speed_from != "assumed", layout, path, groups,
-                     [note] if note else [], speed_from)
+    return SweepPlan(st, trials, todo, plan, est, layout, path, groups, [note] if note else [], speed_from)
 
 
 class Sweep:

@@ -63,15 +63,17 @@ def _flops(m: ModelConfig) -> float:
     return float(forward_flops(build(m))["total"])
 
 
-def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0) -> float:
-    """Upper bound (every trial runs to max_epochs) of a sweep's wall time; calib = measured / assumed speed."""
+def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0, bf16_slow: float = 1.0) -> float:
+    """Upper bound (every trial runs to max_epochs) of a sweep's wall time; calib = measured / assumed speed,
+    bf16_slow = how many times slower a bf16 trial trains here (bf16_step_ratio where bf16 is emulated)."""
     ref = _flops(REF_MODEL)
     total = 0.0
     for t in trials:
         c = t.config
         ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model) * threads**0.75
         n = c.data.train_subset or 60_000 - c.data.val_size
-        total += c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
+        trial_s = c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
+        total += trial_s * (bf16_slow if c.train.precision == "bf16" else 1.0)
     return total / max(workers, 1)
 
 
@@ -134,7 +136,8 @@ def bf16_step_ratio(threads: int, batch: int = 64, rounds: int = 3) -> float:
             loss.backward()
             return time.perf_counter() - t0
 
-        step(False), step(True)
+        for warm in (False, True):
+            step(warm)
         ratios = sorted(step(True) / step(False) for _ in range(rounds))
         return ratios[len(ratios) // 2]
     finally:
