@@ -217,7 +217,7 @@ FLOORS = {
     "interface": ["__main__", "cli", "watch", "progress"],
     "api": ["api", "launch", "publish", "restore"],
     "orchestration": ["sweep", "executors", "rayexec", "packs", "packed", "packnet"],
-    "products": ["report", "tables", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun",
+    "products": ["report", "pagehtml", "tables", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun",
                  "conventional_train", "livereport", "tboard", "results"],
     "core": ["train", "checkpoint", "store", "lifecycle", "states", "study", "studyfile", "data", "augment", "model"],
     "foundations": ["analysis", "analysis_base", "arms", "stats", "bestset", "claims", "diagnostics", "power", "order",
