@@ -221,7 +221,7 @@ FLOORS = {
                  "conventional_train", "livereport", "tboard", "results"],
     "core": ["train", "checkpoint", "store", "lifecycle", "states", "study", "studyfile", "data", "augment", "model"],
     "foundations": ["analysis", "analysis_base", "arms", "stats", "bestset", "claims", "diagnostics", "power", "order",
-                    "config", "env", "errors", "metrics", "version"],
+                    "config", "values", "env", "errors", "metrics", "version"],
 }
 
 

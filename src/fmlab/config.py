@@ -13,15 +13,16 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-from .errors import FmlabError
+from .errors import ConfigError
+from .values import check_range, convert, parse_sets
+
+__all__ = ["SCHEMA", "SECTIONS", "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "allowed_keys",
+           "canonical_json", "check", "coerce", "from_dict", "hash_dict", "parse_sets", "trial_id",
+           "with_overrides"]  # fmt: skip  (ConfigError from errors.py, parse_sets from values.py: re-exported)
 
 SCHEMA = "fmlab.config/1"
-
-
-class ConfigError(FmlabError, ValueError):
-    """A bad key or value; the message names the key and what is allowed."""
 
 
 def _neutral(default: Any, **kw: Any) -> Any:
@@ -187,93 +188,9 @@ def _field_type(key: str) -> tuple[type, dataclasses.Field]:
     return hints[name], fields[name]
 
 
-def _parse_scalar(text: str) -> Any:
-    t = text.strip()
-    low = t.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for conv in (int, float):
-        try:
-            return conv(t)
-        except ValueError:
-            pass
-    return t
-
-
 def coerce(key: str, value: Any) -> Any:
     """Check and convert a value for key; strings (from --set) are parsed first."""
-    typ, _ = _field_type(key)
-    if isinstance(value, str) and get_origin(typ) is not Literal:
-        value = _parse_scalar(value)
-    origin = get_origin(typ)
-    if origin is Literal:
-        allowed = get_args(typ)
-        if isinstance(value, str):
-            parsed = _parse_scalar(value)
-            cands = [a for a in allowed if a == parsed and type(a) is type(parsed)] or [
-                a for a in allowed if a == value
-            ]
-            if cands:
-                return cands[0]
-        elif any(a == value and type(a) is type(value) for a in allowed):
-            return value
-        raise ConfigError(
-            f"bad value {value!r} for '{key}'; allowed: {', '.join(repr(a) for a in allowed)}"
-        )
-    if origin is tuple:
-        items = value
-        if isinstance(value, str):
-            items = [x for x in value.replace("[", "").replace("]", "").split(",") if x.strip()]
-        try:
-            out = tuple(int(x) for x in items)
-        except (TypeError, ValueError):
-            out = ()
-        if not out or any(x <= 0 for x in out) or any(float(x) != int(float(x)) for x in items):
-            raise ConfigError(f"bad value {value!r} for '{key}'; expected positive integers, e.g. 64,128,256")
-        return out
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"bad value {value!r} for '{key}'; allowed: true, false")
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"bad value {value!r} for '{key}'; expected an integer")
-        return int(value)
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"bad value {value!r} for '{key}'; expected a number")
-        return float(value)
-    return value
-
-
-_RANGES: dict[str, tuple[float, float]] = {
-    "model.dropout": (0.0, 0.99),
-    "model.depth": (1, 64),
-    "data.val_size": (1, 59_000),
-    "data.train_subset": (0, 60_000),
-    "data.std": (1e-6, 10),
-    "train.lr": (1e-9, 10),
-    "train.batch_size": (1, 60_000),
-    "train.max_epochs": (1, 10_000),
-    "train.patience": (1, 10_000),
-    "train.min_delta": (0, 10),
-    "train.weight_decay": (0, 10),
-    "train.momentum": (0, 0.999),
-    "train.warmup_epochs": (0, 10_000),
-    "train.lr_min": (0, 10),
-    "train.step_every": (1, 10_000),
-    "train.step_gamma": (1e-6, 1),
-    "train.label_smoothing": (0, 0.99),
-    "data.flip": (0, 1),
-    "data.translate_px": (0, 14),
-    "data.erase_p": (0, 1),
-    "data.erase_area_min": (1e-4, 1),
-    "data.erase_area_max": (1e-4, 1),
-    "data.noise_std": (0, 10),
-    "seed": (0, 2**31 - 1),
-}
+    return convert(key, _field_type(key)[0], value)
 
 
 def with_overrides(cfg: Config, overrides: dict[str, Any], rules: bool = True) -> Config:
@@ -283,9 +200,7 @@ def with_overrides(cfg: Config, overrides: dict[str, Any], rules: bool = True) -
     seed = cfg.seed
     for key, raw in overrides.items():
         value = coerce(key, raw)
-        lo, hi = _RANGES.get(key, (None, None))
-        if lo is not None and not (lo <= value <= hi):
-            raise ConfigError(f"bad value {value!r} for '{key}'; allowed range {lo}..{hi}")
+        check_range(key, value)
         if key == "seed":
             seed = value
         else:
@@ -312,17 +227,6 @@ def check(cfg: Config) -> Config:
     if t.nesterov and t.optimizer == "sgd" and t.momentum == 0:
         raise ConfigError("train.nesterov=true needs train.momentum > 0")
     return cfg
-
-
-def parse_sets(items: list[str]) -> dict[str, str]:
-    """['a.b=1', ...] -> {'a.b': '1'}; a missing '=' is an error naming the item."""
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"bad --set '{item}'; expected key=value, e.g. model.batch_norm=true")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def from_dict(d: dict[str, Any]) -> Config:
