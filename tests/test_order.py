@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "studies" / "seed.toml"
 
 
+def seed0(st) -> list:
+    """The study's seed-0 trials: one replicate of the 24 cells."""
+    return [t for t in st.trials() if t.seed == 0]
+
+
 def ranks(trials, factors) -> list[int]:
     x = np.array([order.model_row(t.cell, factors) for t in trials])
     return [int(np.linalg.matrix_rank(x[:k])) for k in range(1, len(trials) + 1)]
@@ -26,7 +31,7 @@ def ranks(trials, factors) -> list[int]:
 def test_model_rows_span_the_formula_statsmodels_fits():
     """model_row's columns are the fitted model's: the same rank as statsmodels' (a+b+c+d)^2 design."""
     st = fstudy.load(SEED, "cpu")
-    trials = st.trials()
+    trials = seed0(st)
     names = {f: f"f{i}" for i, f in enumerate(st.factors)}
     df = pd.DataFrame([{names[f]: str(t.cell[f]) for f in st.factors} for t in trials]).assign(y=0.0)
     ref = smf.ols("y ~ (" + " + ".join(f"C({n})" for n in names.values()) + ")**2", df)
@@ -36,14 +41,14 @@ def test_model_rows_span_the_formula_statsmodels_fits():
 
 
 def test_every_prefix_of_the_seed_grid_is_as_estimable_as_its_size_allows():
-    st = fstudy.load(SEED, "cpu")  # 24 cells, one seed: 15 model columns
-    trials = st.trials()
-    ordered = order.run_order(trials, st.factors, st.seeds)
+    st = fstudy.load(SEED, "cpu")  # 24 cells; one seed: 15 model columns
+    trials = seed0(st)
+    ordered = order.run_order(trials, st.factors, [0])
     assert sorted(t.id for t in ordered) == sorted(t.id for t in trials)
     assert ranks(ordered, st.factors) == [min(k, 15) for k in range(1, 25)]  # full rank after 15 trials
     file_order = ranks(trials, st.factors)
     assert file_order[14] < 15 and file_order.index(15) == 18  # the file's cell-by-cell order needs 19
-    assert ordered == order.run_order(trials, st.factors, st.seeds)  # deterministic
+    assert ordered == order.run_order(trials, st.factors, [0])  # deterministic
 
 
 def test_seeds_go_one_at_a_time_and_each_seed_covers_the_grid():
@@ -58,11 +63,11 @@ def test_complete_trials_count_as_run_and_come_first():
     """The long CPU run's state: every no-BN cell done, 2 BN cells done. The order then runs BN cells that
     make the rest estimable, not the next cells of the file."""
     st = fstudy.load(SEED, "cpu")
-    trials = st.trials()
+    trials = seed0(st)
     done = [t for t in trials if not t.cell["model.batch_norm"]]
     done += [t for t in trials if t.cell["model.batch_norm"] and t.cell["model.pool"] == "avg"
              and t.cell["model.dropout"] == 0.0][:2]  # fmt: skip
-    ordered = order.run_order(trials, st.factors, st.seeds, done={t.id for t in done})
+    ordered = order.run_order(trials, st.factors, [0], done={t.id for t in done})
     assert {t.id for t in ordered[: len(done)]} == {t.id for t in done}
     r = ranks(ordered, st.factors)
     start = r[len(done) - 1]
