@@ -101,11 +101,60 @@ def still_to_run(d: Path, run: dict) -> str:
     return f"- Still to run ({len(todo)}, in the order a resumed sweep takes them): " + "; ".join(names) + "." + tail
 
 
+def _same(a: str | None, b: str) -> bool:
+    """One factor level as trials.csv and cells.csv spell it ('False' and 'false', '0.0' and '0')."""
+    if a is None:
+        return False
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def best_rows(folders: list[Path]) -> list[str]:
+    """One row per published folder: its best cell (rank 1 of cells.csv, the fitted model's ranking on the
+    study's validation metric) with parameters, test accuracy mean [95% CI] over its seeds, n, time per
+    trial and hardware, so the best network stands against the seed net from the same files."""
+    import csv
+    import statistics
+
+    rows = []
+    for d in folders:
+        run = json.loads((d / "run.json").read_text())
+        with (d / "cells.csv").open(newline="") as f:
+            cells = list(csv.DictReader(f))
+        if not cells:
+            continue
+        top = min(cells, key=lambda r: int(r["rank"]))
+        with (d / "trials.csv").open(newline="") as f:
+            trials = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
+        keys = [k for k in top if "." in k and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
+        mine = [r for r in trials if all(_same(r.get(k), top[k]) for k in keys)]
+        params = sorted({int(r["n_params"]) for r in mine if r.get("n_params")})
+        secs = [float(r["total_s"]) for r in mine if r.get("total_s")]
+        acc = f"{100 * float(top['test_acc_mean']):.2f}%"
+        lo, hi = top["test_acc_lo"], top["test_acc_hi"]
+        acc += f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo else " (no CI)"
+        env = [run.get("trials", {}).get(r["id"], {}).get("env", {}) for r in mine]  # each trial's own machine
+        hw = "; ".join(sorted({f"{e.get('device_name', '?')}{' (native bf16)' if e.get('cpu_bf16') else ''}, "
+                               f"{e.get('threads', '?')} threads" for e in env})) or "?"  # fmt: skip
+        when = f"{statistics.median(secs) / 60:.1f} min per trial (median)" if secs else "?"
+        rel = d.relative_to(ROOT).as_posix()
+        rows.append(f"| {run['study']} `{run['budget']}`: {top['cell']} | {'/'.join(f'{p:,}' for p in params)} "
+                    f"| {acc} | {top['n']} | {when}, {hw} | `fmlab predict {rel}/best IMG` |")  # fmt: skip
+    if not rows:
+        return []
+    return ["Each published study's best cell (chosen on validation; test accuracy evaluated only, mean [95% CI] "
+            "over its seeds):", "", "| study, budget: best cell | params | test acc | n | training time, hardware "
+            "| use it |", "|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
+
+
 def section(root: Path = ROOT) -> str:
     lines = [BEGIN, "## What the study found", ""]
     folders = sorted(p.parent for p in (root / "results").glob("*/run.json"))
     for d in folders:
         lines += folder_lines(d) + [""]
+    lines += best_rows(folders)
     if not folders:
         lines += ["Nothing is published in results/ yet.", ""]
     unrun = []
