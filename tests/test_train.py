@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from conftest import OPTS, tiny_config
@@ -51,6 +53,18 @@ def test_resume_from_state_matches_an_uninterrupted_run(tiny_ds, tmp_path):
     resumed = train(cfg, tiny_ds, OPTS, state_dir=tmp_path)  # picks up after epoch 2
     assert [e["val_loss"] for e in resumed.epochs] == [e["val_loss"] for e in full.epochs]
     assert resumed.metrics == full.metrics
+
+
+def test_a_resumed_trials_total_time_spans_every_attempt(tiny_ds, tmp_path):
+    """total_s counts the attempt cut off (through its last saved epoch) as train_s does, so a resumed
+    trial never reports training seconds above its whole time."""
+    cfg = tiny_config(**{"train.max_epochs": 3})
+    first = train(with_overrides(cfg, {"train.max_epochs": 2}), tiny_ds, OPTS, state_dir=tmp_path)
+    prior = json.loads((tmp_path / "state.json").read_text())["train"]["prior_s"]
+    assert sum(e["epoch_s"] for e in first.epochs) <= prior <= first.timings["total_s"]
+    resumed = train(cfg, tiny_ds, OPTS, state_dir=tmp_path)
+    assert resumed.timings["total_s"] >= prior + resumed.epochs[-1]["epoch_s"]
+    assert resumed.timings["train_s"] <= resumed.timings["total_s"]
 
 
 def test_learns_on_real_data():

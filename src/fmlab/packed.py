@@ -93,7 +93,7 @@ def _member(cfg: Config, state_dir: Path | None, device: torch.device) -> Member
     return m
 
 
-def _save(m: Member) -> None:
+def _save(m: Member, t_start: float) -> None:
     """The trial's resume state as train() writes it; its dropout stream is where train() keeps its own
     (the global CPU stream, or the CUDA one on a GPU)."""
     on_cpu = m.drop_gen.device.type == "cpu"
@@ -102,7 +102,7 @@ def _save(m: Member) -> None:
     if not on_cpu:
         rng["cuda"] = m.drop_gen.get_state()
     assert m.state_dir is not None and m.opt_sd is not None
-    write_state(m.state_dir, m.st.to_dict(), m.net_sd, m.opt_sd, m.best, rng)
+    write_state(m.state_dir, m.st.saved(t_start), m.net_sd, m.opt_sd, m.best, rng)
 
 
 def train_pack(
@@ -260,7 +260,7 @@ def _run(ms: list[Member], ds: fdata.Dataset, opts: env.RunOptions, device: torc
             if track(m.st, epoch, row[tc.monitor], tc):
                 m.best = dict(m.net_sd)  # net_sd is a fresh copy each epoch
             if m.state_dir:
-                _save(m)
+                _save(m, t_start)
         failed = {id(m) for m, _ in leaving}
         for m, row in zip(active, rows, strict=True):  # every trial's epoch is saved before any is reported
             if id(m) in failed or not on_epoch:

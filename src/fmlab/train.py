@@ -110,9 +110,14 @@ class LoopState:
     bad_epochs: int = 0  # epochs since the best; training stops at patience
     train_s: float = 0.0  # seconds in training steps, summed over epochs
     eval_s: float = 0.0  # seconds in validation passes
+    prior_s: float = 0.0  # wall seconds of earlier attempts, through their last saved epoch (total_s spans them)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def saved(self, t_start: float) -> dict[str, Any]:
+        """What the resume state records: this attempt's wall time since t_start added to prior_s."""
+        return {**self.to_dict(), "prior_s": self.prior_s + time.perf_counter() - t_start}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
@@ -232,7 +237,7 @@ def train(
         if state_dir:
             from .checkpoint import save_state
 
-            save_state(Path(state_dir), st.to_dict(), net, opt, gen, best_weights, aug_gen=aug_gen)
+            save_state(Path(state_dir), st.saved(t_start), net, opt, gen, best_weights, aug_gen=aug_gen)
         if on_epoch:
             on_epoch(row)
 
@@ -260,7 +265,7 @@ def finish(cfg: Config, net: nn.Module, best_weights: dict[str, torch.Tensor], s
         stop_reason="early_stopping" if st.bad_epochs >= tc.patience else "max_epochs",
         metrics={"val_loss": best_row["val_loss"], "val_acc": best_row["val_acc"],
                  "test_loss": test["loss"], "test_acc": test["acc"]},  # fmt: skip
-        timings={"total_s": time.perf_counter() - t_start, "train_s": st.train_s, "eval_s": st.eval_s,
+        timings={"total_s": st.prior_s + time.perf_counter() - t_start, "train_s": st.train_s, "eval_s": st.eval_s,
                  "test_eval_s": time.perf_counter() - t3,
                  "train_images_per_s": images / st.train_s if st.train_s else 0.0},  # fmt: skip
         env={**env.provenance(device), "run_options": opts.to_dict(), **(env_extra or {})},
