@@ -16,8 +16,12 @@ SEED_IDS = ROOT / "tests" / "data" / "seed_trial_ids.json"
 
 def test_seed_study_trial_ids_unchanged_by_analysis_keys():
     want = json.loads(SEED_IDS.read_text())
-    for budget, ids in want.items():
-        assert sorted(t.id for t in study.load(ROOT / "studies" / "seed.toml", budget=budget).trials()) == ids
+    for budget, ids in want.items():  # a budget may since run more seeds: the recorded seeds' ids are the same
+        trials = study.load(ROOT / "studies" / "seed.toml", budget=budget).trials()
+        seed_of = {t.id: t.seed for t in trials}
+        assert set(ids) <= set(seed_of), f"budget {budget}: recorded trial ids changed"
+        then = {seed_of[i] for i in ids}
+        assert sorted(t.id for t in trials if t.seed in then) == ids, budget
 
 
 def test_min_effect_parsed_and_bad_key_named(tmp_path):
