@@ -74,6 +74,33 @@ def test_effect_and_cell_ci_match_a_statsmodels_fit_made_here():
     assert a.cells["val_acc_mean"].is_monotonic_decreasing
 
 
+def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
+    """A study part-way through a seed (some cells have seeds 0-2, others 0-1): the cell table's means and
+    intervals are the cell-means model's (statsmodels fitted here: cell + seed, averaged over seeds), rank 1
+    is the best set's best, and the figure draws every mean inside its interval."""
+    from statsmodels.formula.api import ols
+
+    from fmlab import figures
+
+    drop = ("s2-1avg32", "s2-1avg64", "s2-0max64", "s2-1max128")
+    trials, epochs, meta = synth(seeds=range(3), noise=0.004, drop=drop)
+    a = analysis.analyse(trials, epochs, meta)
+    d = trials.assign(cell=[f"{str(b).lower()}{p}{s}" for b, p, s in zip(trials["model.batch_norm"], trials["model.pool"],
+                                                              trials["train.batch_size"], strict=True)])  # fmt: skip
+    cm = ols("val_acc ~ C(cell) + C(seed)", data=d).fit()
+    for _, r in a.cells.iterrows():
+        key = f"{str(r['model.batch_norm']).lower()}{r['model.pool']}{r['train.batch_size']}"
+        at = cm.predict(pd.DataFrame({"cell": [key] * 3, "seed": [0, 1, 2]}))
+        assert r["val_acc_mean"] == pytest.approx(at.mean(), abs=1e-12)
+        assert r["val_acc_raw_mean"] == pytest.approx(d.loc[d["cell"] == key, "val_acc"].mean())
+        assert r["val_acc_lo"] < r["val_acc_mean"] < r["val_acc_hi"]
+    assert sorted(a.cells["n"].unique()) == [2, 3]
+    assert (a.cells["val_acc_mean"] != a.cells["val_acc_raw_mean"]).any()  # the seed offsets make them differ
+    assert a.cells["rank"].tolist() == list(range(1, 13)) and a.cells["val_acc_mean"].is_monotonic_decreasing
+    assert a.cells["cell"].iloc[0] == a.best["best"]
+    assert figures.cells(a, tmp_path / "cells.png").stat().st_size > 0
+
+
 def test_holm_over_one_family_of_tests_of_zero_and_tost():
     from statsmodels.stats.multitest import multipletests
 

@@ -189,7 +189,7 @@ def _analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -
                                   me["test_acc"])  # fmt: skip
         test_eff = pd.concat([te, ti], ignore_index=True) if len(te) else pd.DataFrame()
     best = best_set(done, select, factors, fit) if len(done) and fit is not None else None
-    mark_best_set(cells, best, select)
+    cells = mark_best_set(cells, best, select)
 
     a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
                  factors=fac_levels, baseline=baseline, counts=counts, cells=cells,

@@ -233,15 +233,20 @@ def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFr
     return out.reset_index(drop=True)
 
 
-def mark_best_set(cells: pd.DataFrame, best: dict[str, Any] | None, select: str) -> None:
-    """Put the best set's simultaneous interval (select_lo, select_hi) and membership (in_best_set) on the cell
-    table, in place, from bestset.best_set's cells (nothing when there is no best set or no cell)."""
+def mark_best_set(cells: pd.DataFrame, best: dict[str, Any] | None, select: str) -> pd.DataFrame:
+    """The cell table with the best set's fit on it: each cell's mean of the selection metric from the
+    cell-means model (bestset.best_set; seed-adjusted, so a cell missing a seed is not ranked on the seeds it
+    has), its simultaneous interval (select_lo, select_hi), membership (in_best_set), and the ranks from those
+    means; the plain average of its trials stays as select_raw_mean. Unchanged when there is no best set."""
     if best is None or not len(cells):
-        return
+        return cells
     bc = best["cells"].set_index("cell")
-    cells[f"{select}_lo"] = cells["cell"].map(bc["lo"])
-    cells[f"{select}_hi"] = cells["cell"].map(bc["hi"])
-    cells["in_best_set"] = cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)
+    out = cells.assign(**{f"{select}_raw_mean": cells[f"{select}_mean"],
+                          f"{select}_mean": cells["cell"].map(bc["mean"]).astype(float),
+                          f"{select}_lo": cells["cell"].map(bc["lo"]), f"{select}_hi": cells["cell"].map(bc["hi"]),
+                          "in_best_set": cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)})  # fmt: skip
+    out = out.sort_values(f"{select}_mean", ascending=not higher_is_better(select), kind="stable")
+    return out.assign(rank=range(1, len(out) + 1)).reset_index(drop=True)
 
 
 def curve_table(done: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:

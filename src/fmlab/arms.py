@@ -172,7 +172,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     # the best set among baseline and arms, each set of trials once
     once = done.drop_duplicates("id").astype({"arm": str})
     best = best_set(once, select, ["arm"], fit) if fit is not None else None
-    mark_best_set(cells, best, select)
+    cells = mark_best_set(cells, best, select)
 
     a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
                  factors={"arm": names}, baseline={"arm": BASELINE}, counts=counts, cells=cells, effects=eff,

@@ -134,7 +134,10 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[l
         parts += ["## Each arm vs the baseline (contrasts of the fitted model)", "",
                   _md_table(farms.effect_header(a), farms.effect_rows(a)), ""]  # fmt: skip
     else:
-        parts += ["## Cells", "", _md_table(ftables.cell_header(a), ftables.cell_rows(a)), ""]
+        parts += ["## Cells", ""]
+        if a.best is not None:  # where the cell means and their intervals come from (the best set's fit)
+            parts += [f"{a.select} per cell: {a.best['note']}; 95% intervals per cell from it.", ""]
+        parts += [_md_table(ftables.cell_header(a), ftables.cell_rows(a)), ""]
         parts += ["## Effects (contrasts of the fitted model)", "", a.model_note, "",
                   _md_table(ftables.effect_header(a), ftables.effect_rows(a)), ""]
     parts += ["## ANOVA", "", a.anova_note, ""]
