@@ -40,6 +40,8 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
                    "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
             trials.append(row)
         by_id[r["id"]] = (r["seed"], {"arm": ",".join(c["arm"] for c in cells)} if arms else cell)
+    # by seed, then id: the same tables from any store that holds these trials, whatever order it made them
+    trials.sort(key=lambda t: (t["seed"], t["id"]))
     epochs = []
     for e in store.epochs(by_id):
         seed, cell = by_id[e["trial"]]
