@@ -52,12 +52,16 @@ def folder_lines(d: Path) -> list[str]:
                    f"(Hsu's MCB, 95% simultaneous, df {b['df']:.0f}).")  # fmt: skip
     eff = [e for e in summ["effects"] if e.get("metric", sel) == sel]
     matters = sorted((e for e in eff if e["verdict"] == "matters"), key=lambda e: -abs(e["estimate"]))
-    for e in matters:
-        out.append(f"- Matters: {e['term']}: {_fmt(e['estimate'], sel)}{_unit(sel)} [{_fmt(e['lo'], sel, False)}, "
+    small = sorted((e for e in eff if e["verdict"].startswith("real but smaller")), key=lambda e: -abs(e["estimate"]))
+    for e in [*matters, *small]:
+        x = summ.get("min_effect", {}).get(sel)
+        what = "Matters" if e["verdict"] == "matters" else \
+            f"Real but smaller than {_fmt(x, sel, False) if x is not None else 'X'}{_unit(sel)} (what matters)"
+        out.append(f"- {what}: {e['term']}: {_fmt(e['estimate'], sel)}{_unit(sel)} [{_fmt(e['lo'], sel, False)}, "
                    f"{_fmt(e['hi'], sel, False)}] in {sel} (df {e['df']:.0f}, Holm p {e['p_holm']:.2g}).")  # fmt: skip
     rest: dict[str, int] = {}
     for e in eff:
-        if e["verdict"] != "matters":
+        if e["verdict"] != "matters" and e not in small:
             rest[e["verdict"]] = rest.get(e["verdict"], 0) + 1
     if rest:
         x = summ.get("min_effect", {}).get(sel)
