@@ -26,8 +26,13 @@ def test_readme_answer_names_every_published_folder_and_its_claims():
         c = r["counts"]
         if c["complete"] < c["planned"]:  # a study in progress names what it lacks
             assert f"- Still to run ({c['planned'] - c['complete'] - c['failed']}, in the order a resumed sweep" in text
-        for c in json.loads((run.parent / "summary.json").read_text()).get("claims", []):
+        summ = json.loads((run.parent / "summary.json").read_text())
+        for c in summ.get("claims", []):
             assert f"Claim \"{c['text']}\": **{c['verdict']}**" in text
+        for e in summ["effects"]:  # every effect shown real on the selection metric is named with its estimate
+            real = e["verdict"] in ("matters", "real but smaller than X")
+            if real and e.get("metric", summ["select"]) == summ["select"]:
+                assert f": {e['term']}: " in text, e["term"]
 
 
 def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
