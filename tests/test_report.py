@@ -85,8 +85,8 @@ def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
     drop = ("s2-1avg32", "s2-1avg64", "s2-0max64", "s2-1max128")
     trials, epochs, meta = synth(seeds=range(3), noise=0.004, drop=drop)
     a = analysis.analyse(trials, epochs, meta)
-    d = trials.assign(cell=[f"{str(b).lower()}{p}{s}" for b, p, s in zip(trials["model.batch_norm"], trials["model.pool"],
-                                                              trials["train.batch_size"], strict=True)])  # fmt: skip
+    levels = zip(trials["model.batch_norm"], trials["model.pool"], trials["train.batch_size"], strict=True)
+    d = trials.assign(cell=[f"{str(b).lower()}{p}{s}" for b, p, s in levels])
     cm = ols("val_acc ~ C(cell) + C(seed)", data=d).fit()
     for _, r in a.cells.iterrows():
         key = f"{str(r['model.batch_norm']).lower()}{r['model.pool']}{r['train.batch_size']}"
