@@ -43,7 +43,11 @@ def folder_lines(d: Path) -> list[str]:
     out = [f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}): {state}; "
            f"{run['wall_s'] / 3600:.1f} h of training summed over trials, each on {hard}; published "
            f"{run['published'][:10]} at commit {str(run['commit'])[:7]}.", ""]  # fmt: skip
-    if summ.get("anova_note"):  # what the effects' noise is (one seed: the higher-order interactions)
+    n_cells = sum(1 for _ in (d / "cells.csv").open()) - 1 if (d / "cells.csv").exists() else 0
+    if n_cells == 1:  # a one-cell study (a recipe over seeds): nothing to compare, its mean is in the table
+        out.append(f"- One cell (the recipe) over {len(run['seeds'])} seed(s): no factor to compare, so no effects; "
+                   "its mean test accuracy [95% CI] is in the table below.")  # fmt: skip
+    elif summ.get("anova_note"):  # what the effects' noise is (one seed: the higher-order interactions)
         out.append(f"- Fitted model: {summ['anova_note']}.")
     b = summ.get("best_set")
     if b:
@@ -67,6 +71,13 @@ def folder_lines(d: Path) -> list[str]:
         x = summ.get("min_effect", {}).get(sel)
         xs = f"{_fmt(x, sel, False)}{_unit(sel)}" if x is not None else "X"
         out.append("- Other effects: " + "; ".join(f"{n} {v.replace('X', xs)}" for v, n in rest.items()) + ".")
+    check = (summ.get("diagnostics") or {}).get("seed_check", {})
+    split = [r for r in check.get("rows", []) if not r.get("agree", True)]
+    if split:  # the report's Limits: a verdict the seed-paired check (df = seeds - 1) does not share
+        k = split[0]["n_seeds"]
+        out.append("- Caveat: " + "; ".join(r["term"] for r in split) + f": the fitted model (df "
+                   f"{split[0]['model_df']:.0f}) says each differs from 0, a seed-paired check over the {k} seeds "
+                   f"(df {k - 1}, Holm) does not; these verdicts rest on the model's pooled residual.")  # fmt: skip
     for cl in summ.get("claims", []):
         out.append(f"- Claim \"{cl['text']}\": **{cl['verdict']}** ({cl['why']}).")
     best = d / "best" / "trial.json"
@@ -155,7 +166,8 @@ def best_rows(folders: list[Path]) -> list[str]:
 
 def section(root: Path = ROOT) -> str:
     lines = [BEGIN, "## What the study found", ""]
-    folders = sorted(p.parent for p in (root / "results").glob("*/run.json"))
+    folders = sorted((p.parent for p in (root / "results").glob("*/run.json")),
+                     key=lambda d: (not d.name.startswith("seed-"), d.name))  # the seed study, the mission's, first
     for d in folders:
         lines += folder_lines(d) + [""]
     lines += best_rows(folders)

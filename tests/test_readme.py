@@ -33,6 +33,11 @@ def test_readme_answer_names_every_published_folder_and_its_claims():
             real = e["verdict"] in ("matters", "real but smaller than X")
             if real and e.get("metric", summ["select"]) == summ["select"]:
                 assert f": {e['term']}: " in text, e["term"]
+        split = [x["term"] for x in (summ.get("diagnostics") or {}).get("seed_check", {}).get("rows", [])
+                 if not x["agree"]]  # the report's Limits: a verdict the seed-paired check does not share
+        if split:
+            caveat = next((x for x in text.splitlines() if x.startswith("- Caveat: " + split[0])), "")
+            assert all(t in caveat for t in split) and "seed-paired check" in caveat, (run.parent, split)
 
 
 def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
