@@ -126,25 +126,34 @@ def _same(a: str | None, b: str) -> bool:
         return a.lower() == b.lower()
 
 
+def _top_cell(d: Path) -> tuple[dict | None, list[dict]]:
+    """A folder's best cell (rank 1 of cells.csv, the fitted model's ranking on the study's validation
+    metric) and its COMPLETE trials from trials.csv."""
+    import csv
+
+    with (d / "cells.csv").open(newline="") as f:
+        cells = list(csv.DictReader(f))
+    if not cells:
+        return None, []
+    top = min(cells, key=lambda r: int(r["rank"]))
+    with (d / "trials.csv").open(newline="") as f:
+        trials = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
+    keys = [k for k in top if "." in k and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
+    return top, [r for r in trials if all(_same(r.get(k), top[k]) for k in keys)]
+
+
 def best_rows(folders: list[Path]) -> list[str]:
     """One row per published folder: its best cell (rank 1 of cells.csv, the fitted model's ranking on the
     study's validation metric) with parameters, test accuracy mean [95% CI] over its seeds, n, time per
     trial and hardware, so the best network stands against the seed net from the same files."""
-    import csv
     import statistics
 
     rows = []
     for d in folders:
         run = json.loads((d / "run.json").read_text())
-        with (d / "cells.csv").open(newline="") as f:
-            cells = list(csv.DictReader(f))
-        if not cells:
+        top, mine = _top_cell(d)
+        if top is None:
             continue
-        top = min(cells, key=lambda r: int(r["rank"]))
-        with (d / "trials.csv").open(newline="") as f:
-            trials = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
-        keys = [k for k in top if "." in k and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
-        mine = [r for r in trials if all(_same(r.get(k), top[k]) for k in keys)]
         params = sorted({int(r["n_params"]) for r in mine if r.get("n_params")})
         secs = [float(r["total_s"]) for r in mine if r.get("total_s")]
         acc = f"{100 * float(top['test_acc_mean']):.2f}%"
@@ -164,10 +173,87 @@ def best_rows(folders: list[Path]) -> list[str]:
             "| use it |", "|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
 
 
+def _ci(e: dict, metric: str) -> str:
+    u = 100 if metric.endswith("acc") else 1  # accuracy in points
+    d = 2 if u == 100 else 4
+    return f"{e['estimate'] * u:+.{d}f} [{e['lo'] * u:.{d}f}, {e['hi'] * u:.{d}f}]{_unit(metric)}"
+
+
+def headline(folders: list[Path]) -> list[str]:
+    """The answer in a few lines, from the first folder with a fitted model (the seed study's): the
+    effects by verdict on the selection metric, each with its test-accuracy counterpart from the same
+    fit, the factors with no effect that matters, the claims' tally, and the best network of any folder."""
+    lines: list[str] = []
+    for d in folders:
+        summ = json.loads((d / "summary.json").read_text())
+        run = json.loads((d / "run.json").read_text())
+        sel = summ["select"]
+        eff = [e for e in summ["effects"] if e.get("metric", sel) == sel]
+        if not eff:
+            continue
+        test = {e["term"]: e for e in summ["effects"] if e.get("metric") == "test_acc"}
+        x = summ.get("min_effect", {}).get(sel)
+        xs = f"{_fmt(x, sel, False)}{_unit(sel)}" if x is not None else "X"
+
+        def say(e: dict, sel: str = sel, test: dict = test) -> str:
+            t = test.get(e["term"]) if sel != "test_acc" else None
+            acc = f", {_ci(t, 'test_acc')} of test accuracy" if t else ""
+            return f"{e['term']}: {_ci(e, sel)} in {sel}{acc}"
+
+        c = run["counts"]
+        n_cells = sum(1 for _ in (d / "cells.csv").open()) - 1
+        state = "complete" if c["complete"] == c["planned"] else f"in progress, {c['complete']} of {c['planned']}"
+        k = len(run["seeds"])
+        lines += [f"**In short** ({run['study']} study, `{d.relative_to(ROOT).as_posix()}`: {n_cells} cells x "
+                  f"{k} seed{'s' if k != 1 else ''}, {run['label']}, {state}; effects from its fitted model with "
+                  "95% CIs, verdicts Holm-corrected):", ""]  # fmt: skip
+        big = sorted((e for e in eff if e["verdict"] == "matters"), key=lambda e: -abs(e["estimate"]))
+        small = [e for e in eff if e["verdict"].startswith("real but smaller")]
+        if big:
+            lines.append("- **Matters**: " + "; ".join(say(e) for e in big) + ".")
+        if small:
+            lines.append(f"- Real but smaller than {xs}: " + "; ".join(say(e) for e in small) + ".")
+        mains: dict[str, list[str]] = {}
+        for e in eff:
+            if e.get("kind") == "main":
+                mains.setdefault(e["term"].split(":")[0], []).append(e["verdict"])
+        none = [f for f, v in mains.items() if all(x.startswith("no effect") for x in v)]
+        if none:
+            lines.append(f"- No effect larger than {xs} in {sel}: " + ", ".join(
+                f"{f} (all {len(mains[f])} contrast(s))" for f in none) + ".")  # fmt: skip
+        cl = summ.get("claims", [])
+        if cl:
+            tally: dict[str, int] = {}
+            for k in cl:
+                tally[k["verdict"]] = tally.get(k["verdict"], 0) + 1
+            lines.append(f"- The original's {len(cl)} claims: " + ", ".join(f"{n} {v}" for v, n in tally.items())
+                         + " (each below).")  # fmt: skip
+        break
+    best = None  # across folders by validation accuracy (every study records it), never by test accuracy
+    for d in folders:
+        top, mine = _top_cell(d)
+        va = [float(r["val_acc"]) for r in mine if r.get("val_acc")]
+        if top and va and (best is None or sum(va) / len(va) > best[1]):
+            best = (d, sum(va) / len(va), top)
+    if best:
+        d, va, top = best
+        run = json.loads((d / "run.json").read_text())
+        lo, hi = top.get("test_acc_lo"), top.get("test_acc_hi")
+        ci = f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo and hi else ""
+        lines.append(f"- Best network published (highest mean validation accuracy, {100 * va:.2f}%): {run['study']} "
+                     f"`{run['budget']}` ({top['cell']}), test accuracy {100 * float(top['test_acc_mean']):.2f}%{ci} "
+                     f"over n = {top['n']} seed(s); `fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`; "
+                     "each study's best cell is in the table below.")  # fmt: skip
+    return lines + [""] if lines else []
+
+
 def section(root: Path = ROOT) -> str:
     lines = [BEGIN, "## What the study found", ""]
-    folders = sorted((p.parent for p in (root / "results").glob("*/run.json")),
-                     key=lambda d: (not d.name.startswith("seed-"), d.name))  # the seed study, the mission's, first
+    folders = sorted(
+        (p.parent for p in (root / "results").glob("*/run.json")),
+        key=lambda d: (not d.name.startswith("seed-"), d.name),
+    )  # the seed study, the mission's, first
+    lines += headline(folders)
     for d in folders:
         lines += folder_lines(d) + [""]
     lines += best_rows(folders)

@@ -68,3 +68,43 @@ def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
         line = next((x for x in text.splitlines() if x.startswith(row)), None)
         assert line is not None, f"README lacks the best-cell row {row!r}"
         assert f"| {100 * acc:.2f}%" in line and f"| {top['n']} |" in line, line
+
+
+def test_readme_in_short_is_the_seed_fit_and_the_best_network_is_chosen_on_validation():
+    """The headline's effects are summary.json's (estimate and CI as written), and its best network is the
+    folder whose best cell has the highest mean validation accuracy, recomputed here from trials.csv."""
+    import csv
+    import json
+    import statistics
+
+    text = (ROOT / "README.md").read_text()
+    lines = text.split("**In short**", 1)[1].split("\n\n", 2)[1].splitlines()
+    folders = sorted(p.parent for p in (ROOT / "results").glob("*/run.json"))
+    seed = next((d for d in folders if d.name.startswith("seed-")), None)
+    if seed is None:
+        return
+    summ = json.loads((seed / "summary.json").read_text())
+    sel = summ["select"]
+    matters = next(x for x in lines if x.startswith("- **Matters**"))
+    for e in summ["effects"]:
+        if e["metric"] == sel and e["verdict"] == "matters":
+            assert f"{e['term']}: {e['estimate']:+.4f} [{e['lo']:.4f}, {e['hi']:.4f}] in {sel}" in matters, e["term"]
+    best = {}
+    for d in folders:
+        with (d / "cells.csv").open(newline="") as f:
+            top = next(c for c in csv.DictReader(f) if c["rank"] == "1")
+        with (d / "trials.csv").open(newline="") as f:
+            trials = [t for t in csv.DictReader(f) if t["state"] == "COMPLETE"]
+        keys = [k for k in top if k in trials[0] and "." in k]
+        mine = [t for t in trials if all(t[k].lower() == top[k].lower() or _num_eq(t[k], top[k]) for k in keys)]
+        best[d] = statistics.mean(float(t["val_acc"]) for t in mine)
+    win = max(best, key=best.get)
+    line = next(x for x in lines if x.startswith("- Best network published"))
+    assert f"predict {win.relative_to(ROOT).as_posix()}/best" in line and f"{100 * best[win]:.2f}%" in line, line
+
+
+def _num_eq(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
