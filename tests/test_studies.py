@@ -297,3 +297,4 @@ def test_finding_budget_is_labelled_by_its_label_not_indicative(tmp_path):
         assert meta["label"] == want
         a = analyse(pd.DataFrame(trials), pd.DataFrame(epochs), meta)
         assert want in a.label and (("indicative" in a.label) == (st.budget == "quick"))
+        assert {r["label"] for r in store.records("seed", st.budget)} == {want}  # what `fmlab ls` shows

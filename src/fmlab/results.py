@@ -11,6 +11,7 @@ from . import metrics
 from .checkpoint import atomic_write
 from .metrics import METRICS as METRICS
 from .store import Store
+from .study import spec_label as spec_label  # re-exported (watch.py imports it from here)
 
 Rows3 = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
 EPOCH_COLS = ("epoch", *metrics.EPOCH_COLS)  # the exported epochs table
@@ -52,15 +53,6 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
     for t in trials:
         t["epochs"] = n_epochs.get(t["id"], 0)
     return trials, epochs
-
-
-def spec_label(spec: dict[str, Any], budget: str) -> str:
-    """The budget's label as the study file gives it (a finding = true budget by its label). The stored
-    spec is the last swept budget's, so its finding and label apply only to that budget."""
-    from .study import budget_label
-
-    mine = spec.get("budget") == budget
-    return budget_label(budget, bool(spec.get("finding")) and mine, spec.get("budget_note", "") if mine else "")
 
 
 def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:

@@ -153,8 +153,8 @@ class Store(Lifecycle):
                 ids: Iterable[str] | None = None) -> list[TrialRecord]:  # fmt: skip
         """One record per (study, budget, trial) link: id, study, budget, label, state, seed, cell, config,
         metrics, timings, ... Trials not linked to any study appear with study None."""
-        q = ("SELECT t.*, st.study, st.budget, st.cell FROM trials t LEFT JOIN study_trials st ON st.trial = t.id "
-             "WHERE 1=1")
+        q = ("SELECT t.*, st.study, st.budget, st.cell, s.spec AS study_spec FROM trials t LEFT JOIN study_trials st "
+             "ON st.trial = t.id LEFT JOIN studies s ON s.name = st.study WHERE 1=1")
         args: list[Any] = []
         if study is not None:
             q += " AND st.study = ?"
@@ -171,13 +171,14 @@ class Store(Lifecycle):
             q += f" AND t.id IN ({','.join('?' * len(idl))})"
             args += idl
         q += " ORDER BY st.study, st.budget, t.created, t.id"
-        from .study import budget_label
+        from .study import spec_label
 
         out = []
         for r in self.db.execute(q, args):
             d = dict(r)
-            rec: TrialRecord = {"id": d["id"], "study": d["study"], "budget": d["budget"],
-                   "label": budget_label(d["budget"]) if d["budget"] else None, "state": d["state"],
+            label = spec_label(json.loads(d["study_spec"] or "{}"), d["budget"]) if d["budget"] else None
+            rec: TrialRecord = {"id": d["id"], "study": d["study"], "budget": d["budget"], "label": label,
+                   "state": d["state"],
                    "seed": d["seed"], "cell": json.loads(d["cell"]) if d["cell"] else {},
                    "config": json.loads(d["config"]), "metrics": json.loads(d["metrics"] or "{}"),
                    "best_epoch": d["best_epoch"], "stop_reason": d["stop_reason"], "n_params": d["n_params"],

@@ -127,6 +127,13 @@ def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
     return f"{budget}: {note or 'a finding'}" if finding else f"{budget}: indicative only"
 
 
+def spec_label(spec: dict, budget: str) -> str:
+    """A budget's label from a study's stored spec (a finding = true budget by its label). The store keeps
+    one spec per study, the last swept budget's, so its finding and label apply only to that budget."""
+    mine = spec.get("budget") == budget
+    return budget_label(budget, bool(spec.get("finding")) and mine, spec.get("budget_note", "") if mine else "")
+
+
 def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
     """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
     p = Path(path)
