@@ -244,3 +244,13 @@ def test_tiny_arms_study_end_to_end(tmp_path):
     assert (out / "arm_effects.png").is_file() and (out / "summary.md").is_file() and (out / "hiplot.html").is_file()
     term = run_cli("report", "tinyarms", "--store", str(db), "--out", str(out), check=True)
     assert "each arm vs the baseline" in term.stdout and "[base]" in term.stdout
+
+
+def test_arms_on_one_seed_say_nothing_is_comparable_yet():
+    """One seed per arm: arm + seed block has as many terms as trials, so no effect and a limit that says so
+    (not the factorial's 'residual is the higher-order interactions')."""
+    a = analysis.analyse(*synth(seeds=[0]))
+    assert a.design == "arms" and a.counts["seeds"] == 1
+    assert any("Only one seed per arm" in w and "df 0" in w for w in a.warnings), a.warnings
+    assert not any("higher-order interactions" in w for w in a.warnings)
+    assert a.effects.empty or not a.effects["verdict"].isin(["matters", "real but smaller than X"]).any()

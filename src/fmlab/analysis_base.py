@@ -268,6 +268,9 @@ def warnings_for(a: Analysis, budget: str) -> list[str]:
                  "before drawing conclusions.")  # fmt: skip
     if c["complete"] == 0:
         w.append("No complete trials: nothing to analyse.")
+    elif c["seeds"] < 2 and a.design == "arms":  # arm + seed block on one seed: as many terms as trials
+        w.append("Only one seed per arm: the model arm + seed block has no residual (df 0), so no arm can be "
+                 "compared with the baseline yet; run at least 2 seeds.")  # fmt: skip
     elif c["seeds"] < 2:
         w.append("Only one seed per cell: the model's residual is the higher-order interactions (no seed "
                  "replication); run at least 2 seeds to measure noise directly.")  # fmt: skip
