@@ -90,7 +90,7 @@ def test_predict_from_the_published_best(published, tmp_path):
 
     _, d = published
     ds = data.load(api.make_config(TINY).data)
-    Image.fromarray(ds.test.x[0, 0].numpy()).save(tmp_path / "img.png")
+    Image.fromarray(ds.test.x[0].numpy()).save(tmp_path / "img.png")  # one 28x28 test image
     p = run_cli("predict", str(d / "best"), str(tmp_path / "img.png"), "--format", "json", check=True)
     top = json.loads(p.stdout)[0]["top"]
     assert top[0]["class"] in data.CLASSES and 0 < top[0]["prob"] <= 1
@@ -164,3 +164,22 @@ def test_committed_results_regenerate(run_json, tmp_path):
     assert [c["text"] for c in committed] == [c["text"] for c in claims]
     regenerated = json.loads((tmp_path / "rep" / "summary.json").read_text())["claims"]  # verdicts not stale
     assert [(c["text"], c["verdict"]) for c in regenerated] == [(c["text"], c["verdict"]) for c in committed]
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no results/*/run.json committed yet")
+@pytest.mark.parametrize("run_json", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+def test_committed_best_predicts_real_test_images(run_json, tmp_path):
+    """`fmlab predict results/<folder>/best IMG...` from the repository as committed (no store, no training):
+    40 real test images as PNG files, labelled from the upstream IDX; the published net gets most right."""
+    from PIL import Image
+
+    from fmlab import data
+
+    ds = data.load(api.make_config({}).data)
+    for i in range(40):
+        Image.fromarray(ds.test.x[i].numpy()).save(tmp_path / f"{i:02d}.png")
+    p = run_cli("predict", str(run_json.parent / "best"), str(tmp_path), "--format", "json", check=True, cwd=REPO)
+    rows = json.loads(p.stdout)
+    assert len(rows) == 40
+    right = sum(r["top"][0]["class"] == data.CLASSES[int(ds.test.y[int(Path(r["file"]).stem)])] for r in rows)
+    assert right >= 32, f"{run_json.parent.name}/best: {right} of 40 right"  # a ~92-94% net: P(< 33) is tiny
