@@ -5,7 +5,9 @@
     scripts/readme_answer.py --write    replace it in README.md (between the answer markers)
     scripts/readme_answer.py --check    exit 1 when README.md differs from results/ (the test runs this)
 
-Each published folder gives: its budget label, trials done of planned, seeds, hardware, the best set, the
+It opens with "In short": the first folder with a fitted model (the seed study's) by verdict, each effect
+with its test-accuracy counterpart from the same fit, and the best network of any folder chosen on mean
+validation accuracy. Then each published folder gives: its budget label, trials done of planned, seeds, hardware, the best set, the
 effects that matter with CIs, the claims with verdicts, the best trial's test accuracy, and the commands
 that reproduce it. Study files with a `full` budget and no results/<study>-full/ are listed as not yet run.
 """
