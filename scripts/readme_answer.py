@@ -7,9 +7,10 @@
 
 It opens with "In short": the first folder with a fitted model (the seed study's) by verdict, each effect
 with its test-accuracy counterpart from the same fit, and the best network of any folder chosen on mean
-validation accuracy. Then each published folder gives: its budget label, trials done of planned, seeds, hardware, the best set, the
-effects that matter with CIs, the claims with verdicts, the best trial's test accuracy, and the commands
-that reproduce it. Study files with a `full` budget and no results/<study>-full/ are listed as not yet run.
+validation accuracy. Then each published folder gives: its budget label, trials done of planned, seeds,
+hardware, the best set, the effects that matter with CIs, the claims with verdicts, the best trial's test
+accuracy, and the commands that reproduce it. Study files with a `full` budget and no results/<study>-full/
+are listed as not yet run.
 """
 
 from __future__ import annotations
@@ -223,6 +224,10 @@ def headline(folders: list[Path]) -> list[str]:
         if none:
             lines.append(f"- No effect larger than {xs} in {sel}: " + ", ".join(
                 f"{f} (all {len(mains[f])} contrast(s))" for f in none) + ".")  # fmt: skip
+        split = [r["term"] for r in ((summ.get("diagnostics") or {}).get("seed_check") or {}).get("rows", [])
+                 if not r.get("agree", True)]  # fmt: skip
+        if split:
+            lines.append("- Not confirmed by the seed-paired check (see the caveat below): " + "; ".join(split) + ".")
         cl = summ.get("claims", [])
         if cl:
             tally: dict[str, int] = {}
