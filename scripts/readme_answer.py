@@ -50,6 +50,9 @@ def folder_lines(d: Path) -> list[str]:
     if n_cells == 1:  # a one-cell study (a recipe over seeds): nothing to compare, its mean is in the table
         out.append(f"- One cell (the recipe) over {len(run['seeds'])} seed(s): no factor to compare, so no effects; "
                    "its mean test accuracy [95% CI] is in the table below.")  # fmt: skip
+    elif summ.get("anova_note") == "no model could be fitted" and c["complete"] < c["planned"]:
+        out.append("- Fitted model: none yet: too few replicated trials (an arm or cell needs a second seed; the "
+                   "folder's `summary.md` says what limits it), so no effects are claimed.")  # fmt: skip
     elif summ.get("anova_note"):  # what the effects' noise is (one seed: the higher-order interactions)
         out.append(f"- Fitted model: {summ['anova_note']}.")
     b = summ.get("best_set")
@@ -113,10 +116,21 @@ def still_to_run(d: Path, run: dict) -> str:
     failed = {i for i, v in state.items() if v == "FAILED"}  # a sweep skips them without --retry-failed
     todo = [t for t in order.run_order(st.trials(), {} if st.arms else st.factors, st.seeds, done)
             if t.id not in done | failed]  # fmt: skip
-    names = [", ".join(f"{k.split('.')[-1]}={level_label(v)}" for k, v in t.cell.items())
-             + (f" (seed {t.seed})" if len(st.seeds) > 1 else "") for t in todo]  # fmt: skip
+    def name(t) -> str:
+        return ", ".join(f"{k.split('.')[-1]}={level_label(v)}" for k, v in t.cell.items())
+
     tail = f" FAILED, rerun with --retry-failed: {len(failed)}." if failed else ""
-    return f"- Still to run ({len(todo)}, in the order a resumed sweep takes them): " + "; ".join(names) + "." + tail
+    head = f"- Still to run ({len(todo)}, in the order a resumed sweep takes them): "
+    if len(todo) <= 12:
+        names = [name(t) + (f" (seed {t.seed})" if len(st.seeds) > 1 else "") for t in todo]
+        return head + "; ".join(names) + "." + tail
+    n_cells = len({json.dumps(t.cell, sort_keys=True, default=str) for t in st.trials()})
+    by_seed: dict[int, list[str]] = {}
+    for t in todo:
+        by_seed.setdefault(t.seed, []).append(name(t))
+    parts = [f"seed {s}: every cell ({len(v)})" if len(v) == n_cells else f"seed {s}: {'; '.join(v)}"
+             for s, v in by_seed.items()]  # fmt: skip
+    return head + " | ".join(parts) + "." + tail
 
 
 def _same(a: str | None, b: str) -> bool:
@@ -141,7 +155,7 @@ def _top_cell(d: Path) -> tuple[dict | None, list[dict]]:
     top = min(cells, key=lambda r: int(r["rank"]))
     with (d / "trials.csv").open(newline="") as f:
         trials = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
-    keys = [k for k in top if "." in k and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
+    keys = [k for k in top if ("." in k or k == "arm") and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
     return top, [r for r in trials if all(_same(r.get(k), top[k]) for k in keys)]
 
 

@@ -53,7 +53,7 @@ def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
             top = next(c for c in csv.DictReader(f) if c["rank"] == "1")
         with (d / "trials.csv").open(newline="") as f:
             trials = [t for t in csv.DictReader(f) if t["state"] == "COMPLETE"]
-        keys = [k for k in top if k in trials[0] and "." in k]  # the factor columns both tables hold
+        keys = [k for k in top if k in trials[0] and ("." in k or k == "arm")]  # the factor columns both tables hold
 
         def level(v: str) -> str:
             try:
@@ -95,7 +95,7 @@ def test_readme_in_short_is_the_seed_fit_and_the_best_network_is_chosen_on_valid
             top = next(c for c in csv.DictReader(f) if c["rank"] == "1")
         with (d / "trials.csv").open(newline="") as f:
             trials = [t for t in csv.DictReader(f) if t["state"] == "COMPLETE"]
-        keys = [k for k in top if k in trials[0] and "." in k]
+        keys = [k for k in top if k in trials[0] and ("." in k or k == "arm")]
         mine = [t for t in trials if all(t[k].lower() == top[k].lower() or _num_eq(t[k], top[k]) for k in keys)]
         best[d] = statistics.mean(float(t["val_acc"]) for t in mine)
     win = max(best, key=best.get)
