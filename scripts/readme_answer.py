@@ -153,6 +153,7 @@ def _top_cell(d: Path) -> tuple[dict | None, list[dict]]:
     if not cells:
         return None, []
     top = min(cells, key=lambda r: int(r["rank"]))
+    top["n_cells"] = sum(int(r["n"] or 0) > 0 for r in cells)
     with (d / "trials.csv").open(newline="") as f:
         trials = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
     keys = [k for k in top if ("." in k or k == "arm") and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
@@ -176,12 +177,16 @@ def best_rows(folders: list[Path]) -> list[str]:
         acc = f"{100 * float(top['test_acc_mean']):.2f}%"
         lo, hi = top["test_acc_lo"], top["test_acc_hi"]
         acc += f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo else " (no CI)"
+        pick = top["cell"]
+        if int(top["n"]) < 2 and top["n_cells"] > 1:  # the highest of single trials: a winner's curse, not a finding
+            what = "arms" if "arm" in top else "cells"
+            pick += f" (the highest of {top['n_cells']} {what} on one trial each: not a finding)"
         env = [run.get("trials", {}).get(r["id"], {}).get("env", {}) for r in mine]  # each trial's own machine
         hw = "; ".join(sorted({f"{e.get('device_name', '?')}{' (native bf16)' if e.get('cpu_bf16') else ''}, "
                                f"{e.get('threads', '?')} threads" for e in env})) or "?"  # fmt: skip
         when = f"{statistics.median(secs) / 60:.1f} min per trial (median)" if secs else "?"
         rel = d.relative_to(ROOT).as_posix()
-        rows.append(f"| {run['study']} `{run['budget']}`: {top['cell']} | {'/'.join(f'{p:,}' for p in params)} "
+        rows.append(f"| {run['study']} `{run['budget']}`: {pick} | {'/'.join(f'{p:,}' for p in params)} "
                     f"| {acc} | {top['n']} | {when}, {hw} | `fmlab predict {rel}/best IMG` |")  # fmt: skip
     if not rows:
         return []
@@ -254,7 +259,8 @@ def headline(folders: list[Path]) -> list[str]:
     for d in folders:
         top, mine = _top_cell(d)
         va = [float(r["val_acc"]) for r in mine if r.get("val_acc")]
-        if top and va and (best is None or sum(va) / len(va) > best[1]):
+        lucky = top is not None and int(top["n"]) < 2 and top["n_cells"] > 1  # one trial's pick among several
+        if top and va and not lucky and (best is None or sum(va) / len(va) > best[1]):
             best = (d, sum(va) / len(va), top)
     if best:
         d, va, top = best
