@@ -254,3 +254,23 @@ def test_arms_on_one_seed_say_nothing_is_comparable_yet():
     assert any("Only one seed per arm" in w and "df 0" in w for w in a.warnings), a.warnings
     assert not any("higher-order interactions" in w for w in a.warnings)
     assert a.effects.empty or not a.effects["verdict"].isin(["matters", "real but smaller than X"]).any()
+
+
+def test_arms_part_way_through_a_seed_fit_what_is_there_and_count_each_arms_seeds():
+    """A study stopped part-way (seed 2 has only the baseline, 'good' only seed 0): each contrast is the
+    unbalanced arm + seed fit (statsmodels here), and each arm's row counts the seeds it has, not the study's."""
+    from statsmodels.formula.api import ols
+
+    tr, ep, meta = synth(seeds=range(3))
+    cut = ((tr.seed == 2) & ~tr.arm.isin(["baseline", "twin"])) | ((tr.arm == "good") & (tr.seed > 0))
+    tr = tr[~cut]
+    a = analysis.analyse(tr, ep[ep.trial_id.isin(tr.id)], meta)
+    eff = a.effects.set_index("arm")
+    d = tr.drop_duplicates("id")
+    ind = ols("val_acc ~ C(arm, Treatment('baseline')) + C(seed)", data=d[d.arm != "twin"]).fit()
+    for arm in ("good", "null"):
+        k = f"C(arm, Treatment('baseline'))[T.{arm}]"
+        assert np.isclose(eff.loc[arm, "estimate"], ind.params[k]) and eff.loc[arm, "df"] == ind.df_resid == 1
+        assert np.allclose(eff.loc[arm, ["lo", "hi"]].astype(float), ind.conf_int().loc[k])
+    assert eff["n_seeds"].to_dict() == {"good": 1, "null": 2, "twin": 3}  # twin: the baseline's own seeds
+    assert a.cells.set_index("cell").loc[["good", "null", "baseline"], "n"].tolist() == [1, 2, 3]

@@ -85,7 +85,8 @@ def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]]
             r["p"], r["p_tost"] = math.nan, math.nan
         rows.append({"kind": "arm", "term": f"{name} vs {BASELINE}", "arm": name, "changes": changes_text(changes),
                      "metric": metric, **{k: r[k] for k in ("estimate", "se", "lo", "hi", "df", "p", "p_tost")},
-                     "n_seeds": int(once["seed"].nunique()), "n_level": int((done["arm"] == name).sum()),
+                     "n_seeds": int(once.loc[once["arm"] == src, "seed"].nunique()),  # this arm's, not the study's
+                     "n_level": int((done["arm"] == name).sum()),
                      "n_baseline": int((done["arm"] == BASELINE).sum()), "factor": "arm"})  # fmt: skip
     out = pd.DataFrame(rows)
     holm_verdicts([out], x)
