@@ -43,7 +43,7 @@ from .analysis_base import t_test as t_test
 from .analysis_base import unit as unit
 from .arms import analyse_arms
 from .bestset import best_set
-from .claims import check_claims
+from .claims import check_claims, simple_effects
 from .diagnostics import apply_transform, diagnose, limit_lines
 from .metrics import METRICS as METRICS
 from .stats import MIN_EFFECT, VERDICTS, Fit, effects_table, fit_model, holm_verdicts
@@ -204,7 +204,8 @@ def _analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -
     a.findings = grouped_findings([eff, inter], select, x, tab)
     if best is not None:
         a.findings.insert(0, best_line(best))
-    a.claims = check_claims(list(meta.get("claims") or []), [eff, inter], select,
-                            effect_text(x, select), best, cells)  # fmt: skip
+    claims = list(meta.get("claims") or [])
+    simple = simple_effects(fit, claims, fac_levels, baseline, select, x)  # claims' own family, not the table's
+    a.claims = check_claims(claims, [eff, inter, simple], select, effect_text(x, select), best, cells)
     a.plan = seed_plan(fit, [eff, inter], fac_levels, baseline, counts["seeds"], x, best, select)
     return a

@@ -9,6 +9,11 @@ Pure functions; nothing here prints or reads files. A claim is one of:
 - ``kind = "negligible"``: ``term`` is smaller than the smallest effect that matters. Supported when the
   verdict is "no effect larger than X" or "real but smaller than X" (both put the CI inside +-X);
   contradicted when it matters; undecided otherwise.
+- Either kind may add ``at`` (a table of factor = level) to a main effect: the claim is then about the
+  simple effect, that factor's contrast at those levels of others ("with dropout, max pooling was worse":
+  ``term = "model.pool: max vs avg"``, ``at = { "model.dropout" = 0.2 }``), a contrast of the same fit's
+  marginal means. These simple effects are tested as one Holm family of their own (each test of 0 and its
+  TOST), so the claims a file makes never change the effects table's verdicts.
 - ``kind = "best"``: the best network is a cell matching ``cell`` (a partial cell, e.g.
   ``{ "model.pool" = "avg" }``). Supported when every cell of the best set (Hsu's MCB) matches: the
   others are worse; contradicted when none does; undecided when matching and other cells share the best
@@ -19,12 +24,13 @@ The verdicts come from the same Holm family and the same fit as the effects tabl
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .stats import VERDICTS, effect_terms, higher_is_better
+from .stats import ALPHA, VERDICTS, Fit, effect_terms, estimable, higher_is_better, holm_verdicts, tost_p
 
 KINDS = ("effect", "negligible", "best")
 DIRECTIONS = ("better", "worse")
@@ -42,6 +48,17 @@ def term_names(factors: dict[str, list[str]], baseline: dict[str, str], design: 
     return [name for name, _, _ in effect_terms(factors, baseline, interactions=True)]
 
 
+def claim_term(c: dict[str, Any]) -> str:
+    """The name a claim's effect goes by: its term, with ' at f=v, ...' for a simple effect."""
+    at = c.get("at") or {}
+    return c["term"] + (" at " + ", ".join(f"{f}={v}" for f, v in at.items()) if at else "")
+
+
+def _mains(factors: dict[str, list[str]], baseline: dict[str, str]) -> dict[str, tuple[str, str, str]]:
+    """Each main effect's name -> (factor, level, reference level)."""
+    return {n: (i["factor"], i["level"], i["baseline"]) for n, i, _ in effect_terms(factors, baseline, False)}
+
+
 def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid",
                  label: Any = str) -> list[dict[str, Any]]:  # fmt: skip
     """Check [[claims]] against the study's factors (level labels) and baseline; returns plain dicts
@@ -54,7 +71,7 @@ def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, st
     out = []
     for i, c in enumerate(raw, 1):
         where = f"[[claims]] #{i}"
-        allowed = {"text", "kind", "term", "direction", "cell"}
+        allowed = {"text", "kind", "term", "direction", "cell", "at"}
         for k in c:
             if k not in allowed:
                 raise ClaimError(f"{where}: unknown key '{k}'; allowed: {', '.join(sorted(allowed))}")
@@ -66,20 +83,11 @@ def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, st
         claim: dict[str, Any] = {"text": text, "kind": kind}
         if kind == "best":
             cell = c.get("cell")
-            if not isinstance(cell, dict) or not cell or "term" in c or "direction" in c:
+            if not isinstance(cell, dict) or not cell or {"term", "direction", "at"} & set(c):
                 raise ClaimError(f"{where} ({text!r}): kind 'best' takes key 'cell' (a table of factor = level, "
-                                 "e.g. cell = { \"model.pool\" = \"avg\" }) and no 'term' or 'direction'")  # fmt: skip
-            want = {}
-            for f, v in cell.items():
-                if f not in factors:
-                    raise ClaimError(f"{where} ({text!r}): key 'cell': unknown factor '{f}'; the study's factors: "
-                                     f"{', '.join(factors)}")  # fmt: skip
-                lv = label(v)
-                if lv not in factors[f]:
-                    raise ClaimError(f"{where} ({text!r}): key 'cell': {f} = {v!r} is not a level; levels: "
-                                     f"{', '.join(factors[f])}")  # fmt: skip
-                want[f] = lv
-            claim["cell"] = want
+                                 "e.g. cell = { \"model.pool\" = \"avg\" }) and no 'term', 'direction' or "
+                                 "'at'")  # fmt: skip
+            claim["cell"] = _levels(cell, "cell", factors, label, f"{where} ({text!r})")
         else:
             term = c.get("term")
             if term not in names:
@@ -87,15 +95,66 @@ def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, st
                 raise ClaimError(f"{where} ({text!r}): key 'term': {term!r} is not an effect this study estimates; "
                                  f"e.g. {'; '.join(near or names[:4])}")  # fmt: skip
             claim["term"] = term
+            if "at" in c:
+                mains = _mains(factors, baseline) if design != "arms" else {}
+                at = c["at"]
+                if term not in mains or not isinstance(at, dict) or not at:
+                    raise ClaimError(f"{where} ({text!r}): key 'at' takes a table of factor = level and a main "
+                                     f"effect as 'term' (e.g. term = \"{next(iter(mains), 'f: b vs a')}\", "
+                                     "at = { \"<another factor>\" = <level> })")  # fmt: skip
+                claim["at"] = _levels(at, "at", factors, label, f"{where} ({text!r})")
+                if mains[term][0] in claim["at"]:
+                    raise ClaimError(f"{where} ({text!r}): key 'at': names {mains[term][0]}, the factor of 'term' "
+                                     "itself; 'at' holds the other factors' levels")  # fmt: skip
             if kind == "effect":
                 if c.get("direction") not in DIRECTIONS:
                     raise ClaimError(f"{where} ({text!r}): key 'direction': bad value {c.get('direction')!r}; "
                                      f"allowed: {', '.join(DIRECTIONS)} (in the selection metric's sense)")  # fmt: skip
                 claim["direction"] = c["direction"]
             elif "direction" in c or "cell" in c:
-                raise ClaimError(f"{where} ({text!r}): kind 'negligible' takes only 'term'")
+                raise ClaimError(f"{where} ({text!r}): kind 'negligible' takes only 'term' (and 'at')")
         out.append(claim)
     return out
+
+
+def _levels(table: Any, key: str, factors: dict[str, list[str]], label: Any, where: str) -> dict[str, str]:
+    """A claim's table of factor = level, checked against the study's factors, as level labels."""
+    want = {}
+    for f, v in table.items():
+        if f not in factors:
+            raise ClaimError(f"{where}: key '{key}': unknown factor '{f}'; the study's factors: {', '.join(factors)}")
+        lv = label(v)
+        if lv not in factors[f]:
+            raise ClaimError(f"{where}: key '{key}': {f} = {v!r} is not a level; levels: {', '.join(factors[f])}")
+        want[f] = lv
+    return want
+
+
+def simple_effects(m: Fit | None, claims: list[dict[str, Any]], factors: dict[str, list[str]],
+                   baseline: dict[str, str], metric: str, x: float) -> pd.DataFrame:  # fmt: skip
+    """The claims' simple effects (a main effect at other factors' levels) as contrasts of the study's fit m,
+    one row each (named by claim_term), with Holm and verdicts over their own family. A factor the fit left
+    out (held at one level so far) or a contrast the trials do not identify is untested."""
+    want = [c for c in claims if c.get("at")]
+    if m is None or not want or m.grid is None:
+        return pd.DataFrame()
+    mains, rows = _mains(factors, baseline), []
+    for c in want:
+        f, lv, ref = mains[c["term"]]
+        r: dict[str, Any] = {"kind": "simple", "term": claim_term(c), "metric": metric, "df": m.df_resid,
+                             **dict.fromkeys(("estimate", "se", "lo", "hi", "p"), math.nan)}  # fmt: skip
+        if {f, *c["at"]} <= set(m.grid.columns):
+            L = (m.mean_at({f: lv, **c["at"]}) - m.mean_at({f: ref, **c["at"]}))[None, :]
+            if estimable(m.fit, L).all():
+                tt = m.fit.t_test(L)
+                lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
+                r.update(estimate=float(np.squeeze(tt.effect)), se=float(np.squeeze(tt.sd)), lo=lo, hi=hi,
+                         p=float(np.squeeze(tt.pvalue)))  # fmt: skip
+        rows.append(r)
+    tab = pd.DataFrame(rows)
+    tab["p_tost"] = tost_p(tab["estimate"].to_numpy(float), tab["se"].to_numpy(float), m.df_resid, x)
+    holm_verdicts([tab], x)
+    return tab
 
 
 def _effect_verdict(claim: dict[str, Any], r: pd.Series | None, metric: str) -> tuple[str, str]:
@@ -152,9 +211,10 @@ def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metri
                     res.update(verdict="contradicted", why=f"none of {len(names)} matching cell(s) in the best set "
                                f"of {len(best['set'])}; best: {best['best']}")  # fmt: skip
         else:
-            r = by_term.get(c["term"])
+            r = by_term.get(claim_term(c))
             verdict, why = _effect_verdict(c, r, metric)
-            res.update(verdict=verdict, why=f"the effect's verdict: {why.replace('X', x_text)}")
+            res.update(verdict=verdict, why=f"the {'simple ' if c.get('at') else ''}effect's verdict: "
+                       f"{why.replace('X', x_text)}")  # fmt: skip
             if r is not None and np.isfinite(r["estimate"]):
                 res.update(estimate=float(r["estimate"]), lo=float(r["lo"]), hi=float(r["hi"]), df=float(r["df"]),
                            p_holm=float(r["p_holm"]))  # fmt: skip

@@ -61,6 +61,22 @@ class Fit:
     meta: list[dict[str, Any]]  # per effect: kind, factor, level, baseline
     note: str
     alias: dict[str, str]  # factor -> column name in the model frame
+    grid: pd.DataFrame | None = None  # the balanced reference grid (every cell x every seed) the EMMs average
+    X_ref: np.ndarray | None = None  # its design rows
+
+    def mean_at(self, cond: dict[str, str]) -> np.ndarray:
+        """The contrast row of the estimated marginal mean at cond ({factor: level})."""
+        assert self.grid is not None and self.X_ref is not None
+        return emm_row(self.grid, self.X_ref, cond)
+
+
+def emm_row(grid: pd.DataFrame, X: np.ndarray, cond: dict[str, str]) -> np.ndarray:
+    """The reference grid's design rows where cond holds, averaged: equal weight over the other factors'
+    levels and the seeds."""
+    m = np.ones(len(grid), bool)
+    for f, v in cond.items():
+        m &= grid[f].astype(str).to_numpy() == str(v)
+    return X[m].mean(axis=0)
 
 
 def _frame(df: pd.DataFrame, metric: str, factors: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -81,27 +97,21 @@ def _terms(alias: dict[str, str], factors: dict[str, list[str]], interactions: b
 
 def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str, str], baseline: dict[str, str],
                seeds: list[Any], interactions: bool, all_pairs: bool = True
-               ) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:  # fmt: skip
-    """Contrast rows over the params: EMMs over a balanced reference grid (every cell x every seed)."""
+               ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], pd.DataFrame, np.ndarray]:  # fmt: skip
+    """Contrast rows over the params: EMMs over a balanced reference grid (every cell x every seed); also
+    the grid and its design rows (Fit.mean_at)."""
     keys = list(factors)
     grid = pd.DataFrame(list(itertools.product(*[factors[f] for f in keys], seeds)), columns=[*keys, "seed"])
     ref = pd.DataFrame({alias[f]: pd.Categorical(grid[f].astype(str), categories=[str(v) for v in factors[f]])
                         for f in keys})  # fmt: skip
     ref["seed"] = pd.Categorical(grid["seed"], categories=seeds)
     X = design_matrix(design_info, ref)
-
-    def mean_at(cond: dict[str, str]) -> np.ndarray:
-        m = np.ones(len(grid), bool)
-        for f, v in cond.items():
-            m &= grid[f].astype(str).to_numpy() == str(v)
-        return X[m].mean(axis=0)
-
     names, rows, meta = [], [], []
     for name, info, parts in effect_terms(factors, baseline, interactions, all_pairs):
         names.append(name)
-        rows.append(sum(sign * mean_at(cond) for sign, cond in parts))
+        rows.append(sum(sign * emm_row(grid, X, cond) for sign, cond in parts))
         meta.append(info)
-    return names, np.array(rows).reshape(len(rows), X.shape[1]), meta
+    return names, np.array(rows).reshape(len(rows), X.shape[1]), meta, grid, X
 
 
 def effect_terms(factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True,
@@ -163,10 +173,12 @@ def fit_model(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], base
         fit = ols(formula, data=d).fit()
         if fit.df_resid < 1:
             continue
-        names, L, meta = _contrasts(fit.model.data.model_spec, factors, alias, baseline, seeds, inter, all_pairs)
+        names, L, meta, grid, X = _contrasts(fit.model.data.model_spec, factors, alias, baseline, seeds, inter,
+                                             all_pairs)  # fmt: skip
         why = "seed as a block" if block else "one seed, so the residual is the higher-order interactions"
         note = f"{metric} ~ {what}; {why}; residual df {fit.df_resid:.0f}"
-        return Fit(fit, formula, float(fit.df_resid), float(np.sqrt(fit.scale)), names, L, meta, note, alias)
+        return Fit(fit, formula, float(fit.df_resid), float(np.sqrt(fit.scale)), names, L, meta, note, alias,
+                   grid, X)  # fmt: skip
     return None
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from . import arms as farms
 from . import power as fpower
 from .analysis import Analysis, fmt_effect, fmt_p, unit
+from .claims import claim_term
 from .stats import json_safe
 
 # ---------------------------------------------------------------- CSV tables and the CLI's dict
@@ -146,7 +147,7 @@ def claim_rows(a: Analysis) -> list[list[str]]:
         if c["kind"] == "best":
             what = "in the best set: " + ", ".join(f"{k}={v}" for k, v in c["cell"].items())
         else:
-            what = f"{c['kind']}{' (' + c['direction'] + ')' if c.get('direction') else ''}: {c['term']}"
+            what = f"{c['kind']}{' (' + c['direction'] + ')' if c.get('direction') else ''}: {claim_term(c)}"
         ev = c["why"]
         if "estimate" in c:
             _, u = unit(a.select)
