@@ -85,7 +85,11 @@ def folder_lines(d: Path) -> list[str]:
                    f"{split[0]['model_df']:.0f}) says each differs from 0, a seed-paired check over the {k} seeds "
                    f"(df {k - 1}, Holm) does not; these verdicts rest on the model's pooled residual.")  # fmt: skip
     for cl in summ.get("claims", []):
-        out.append(f"- Claim \"{cl['text']}\": **{cl['verdict']}** ({cl['why']}).")
+        ev = ""
+        if cl.get("estimate") is not None:  # an effect claim: the term it was tested as, its estimate and CI
+            at = ", ".join(f"{f}={v}" for f, v in (cl.get("at") or {}).items())
+            ev = f"; {cl['term']}{' at ' + at if at else ''}: {_ci(cl, sel)} in {sel}"
+        out.append(f"- Claim \"{cl['text']}\": **{cl['verdict']}** ({cl['why']}{ev}).")
     best = d / "best" / "trial.json"
     if best.exists():
         tj = json.loads(best.read_text())
