@@ -274,3 +274,35 @@ def test_arms_part_way_through_a_seed_fit_what_is_there_and_count_each_arms_seed
         assert np.allclose(eff.loc[arm, ["lo", "hi"]].astype(float), ind.conf_int().loc[k])
     assert eff["n_seeds"].to_dict() == {"good": 1, "null": 2, "twin": 3}  # twin: the baseline's own seeds
     assert a.cells.set_index("cell").loc[["good", "null", "baseline"], "n"].tolist() == [1, 2, 3]
+
+
+def test_a_claim_may_compare_two_arms_with_each_other():
+    """'good vs null': the contrast of the same arm + seed fit (statsmodels here), in the claims' own family;
+    the arms' effects keep their verdicts; a twin of the baseline or an unknown arm is refused at load."""
+    from statsmodels.formula.api import ols
+
+    tr, ep, meta = synth()
+    claims = [{"text": "good beats null", "kind": "effect", "term": "good vs null", "direction": "better"},
+              {"text": "null is no better than good", "kind": "effect", "term": "null vs good", "direction": "better"}]
+    a = analysis.analyse(tr, ep, {**meta, "claims": claims})
+    c1, c2 = a.claims
+    assert c1["verdict"] == "supported" and c2["verdict"] == "contradicted", a.claims
+    d = tr.drop_duplicates("id")
+    ind = ols("val_acc ~ C(arm, Treatment('null')) + C(seed)", data=d[d.arm != "twin"]).fit()
+    k = "C(arm, Treatment('null'))[T.good]"
+    assert c1["estimate"] == pytest.approx(ind.params[k]) and c2["estimate"] == pytest.approx(-ind.params[k])
+    assert [c1["lo"], c1["hi"]] == pytest.approx(list(ind.conf_int().loc[k]), abs=1e-9)
+    assert "contrast's verdict" in c1["why"] and c1["df"] == ind.df_resid
+    plain = analysis.analyse(tr, ep, meta).effects
+    assert a.effects["p_holm"].tolist() == pytest.approx(plain["p_holm"].tolist(), nan_ok=True)
+
+
+def test_arm_vs_arm_claims_in_a_study_file(tmp_path):
+    body = ('name = "s"\n[arms.a]\n"train.lr" = 0.003\n[arms.b]\n"train.lr" = 0.0003\n'
+            '[[claims]]\ntext = "a beats b"\nkind = "effect"\nterm = "a vs b"\ndirection = "better"\n')
+    p = tmp_path / "s.toml"
+    p.write_text(body)
+    assert fstudy.load(p).claims[0]["term"] == "a vs b"
+    p.write_text(body.replace('"a vs b"', '"a vs c"'))
+    with pytest.raises(fstudy.StudyError, match=r"key 'term': 'a vs c' is not an effect"):
+        fstudy.load(p)

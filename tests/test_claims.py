@@ -53,7 +53,7 @@ def test_claims_get_the_verdicts_of_the_effects_and_the_best_set(tmp_path):
     assert bn["estimate"] == pytest.approx(inter.loc["model.batch_norm: true vs false", "estimate"])
     rep = report.build_report(*claims_meta(*a.claims[:1]), tmp_path)
     md = (tmp_path / "summary.md").read_text()
-    assert "## The original's claims" in md and "| bn helps |" in md and "![" in md and "forest.png" in md
+    assert "## Claims checked" in md and "| bn helps |" in md and "![" in md and "forest.png" in md
     assert json.loads((tmp_path / "summary.json").read_text())["claims"][0]["verdict"] == "supported"
     assert rep["claims"][0]["text"] == "bn helps" and (tmp_path / "forest.png").exists()
 

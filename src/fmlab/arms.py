@@ -37,7 +37,7 @@ from .analysis_base import (
     warnings_for,
 )
 from .bestset import best_set
-from .claims import check_claims
+from .claims import check_claims, simple_effects
 from .diagnostics import apply_transform, diagnose, limit_lines
 from .stats import MIN_EFFECT, effects_table, fit_model, holm_verdicts
 
@@ -195,8 +195,9 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                           f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
     if best is not None:
         a.findings.insert(0, best_line(best))
-    a.claims = check_claims(list(meta.get("claims") or []), [eff], select,
-                            effect_text(me.get(select, MIN_EFFECT[select]), select), best, cells)  # fmt: skip
+    claims, x = list(meta.get("claims") or []), me.get(select, MIN_EFFECT[select])
+    pairs = simple_effects(fit, claims, {"arm": names}, {"arm": BASELINE}, select, x)  # arm vs arm: own family
+    a.claims = check_claims(claims, [eff, pairs], select, effect_text(x, select), best, cells)
     if fit is not None and len(eff):  # the planned grid: baseline and the arms with trials of their own
         levels = {"arm": [BASELINE, *[m["level"] for m in fit.meta]]}
         rows = eff.assign(key="arm: " + eff["arm"].astype(str) + f" vs {BASELINE}")

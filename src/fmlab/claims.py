@@ -14,6 +14,8 @@ Pure functions; nothing here prints or reads files. A claim is one of:
   ``term = "model.pool: max vs avg"``, ``at = { "model.dropout" = 0.2 }``), a contrast of the same fit's
   marginal means. These simple effects are tested as one Holm family of their own (each test of 0 and its
   TOST), so the claims a file makes never change the effects table's verdicts.
+- In an arms study a term is 'ARM vs baseline' or 'ARM vs ARM' (two arms against each other, e.g. batch
+  norm with and without the conv bias): the latter is a contrast of the same fit, in that same family.
 - ``kind = "best"``: the best network is a cell matching ``cell`` (a partial cell, e.g.
   ``{ "model.pool" = "avg" }``). Supported when every cell of the best set (Hsu's MCB) matches: the
   others are worse; contradicted when none does; undecided when matching and other cells share the best
@@ -42,9 +44,11 @@ class ClaimError(ValueError):
 
 
 def term_names(factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid") -> list[str]:
-    """Every term a claim may name: grid effects and two-way interactions, or 'ARM vs baseline'."""
+    """Every term a claim may name: grid effects and two-way interactions, or 'ARM vs baseline' and
+    'ARM vs ARM' (two arms compared with each other, e.g. batch norm with and without the conv bias)."""
     if design == "arms":
-        return [f"{a} vs {baseline['arm']}" for a in factors["arm"] if a != baseline["arm"]]
+        arms = [a for a in factors["arm"] if a != baseline["arm"]]
+        return [f"{a} vs {baseline['arm']}" for a in arms] + [f"{a} vs {b}" for a in arms for b in arms if a != b]
     return [name for name, _, _ in effect_terms(factors, baseline, interactions=True)]
 
 
@@ -130,21 +134,38 @@ def _levels(table: Any, key: str, factors: dict[str, list[str]], label: Any, whe
     return want
 
 
+def _own_contrast(c: dict[str, Any], factors: dict[str, list[str]], baseline: dict[str, str]
+                  ) -> tuple[dict[str, str], dict[str, str]] | None:  # fmt: skip
+    """The two marginal means a claim compares when the effects table does not hold its term: a simple
+    effect (a main effect 'at' other levels) or two arms against each other; None otherwise."""
+    if c.get("kind") == "best":
+        return None
+    if c.get("at"):
+        f, lv, ref = _mains(factors, baseline)[c["term"]]
+        return {f: lv, **c["at"]}, {f: ref, **c["at"]}
+    base = baseline.get("arm")
+    if "arm" in factors and base is not None:
+        a, _, b = c["term"].partition(" vs ")
+        if b != base and {a, b} <= set(factors["arm"]):
+            return {"arm": a}, {"arm": b}
+    return None
+
+
 def simple_effects(m: Fit | None, claims: list[dict[str, Any]], factors: dict[str, list[str]],
                    baseline: dict[str, str], metric: str, x: float) -> pd.DataFrame:  # fmt: skip
-    """The claims' simple effects (a main effect at other factors' levels) as contrasts of the study's fit m,
-    one row each (named by claim_term), with Holm and verdicts over their own family. A factor the fit left
-    out (held at one level so far) or a contrast the trials do not identify is untested."""
-    want = [c for c in claims if c.get("at")]
+    """The contrasts claims make that the effects table does not hold (simple effects; arm vs arm), each a
+    contrast of the study's fit m, one row each (named by claim_term), with Holm and verdicts over their own
+    family. A factor the fit left out (held at one level so far), an arm it lacks, or a contrast the trials
+    do not identify is untested."""
+    want = [(c, pq) for c in claims if (pq := _own_contrast(c, factors, baseline)) is not None]
     if m is None or not want or m.grid is None:
         return pd.DataFrame()
-    mains, rows = _mains(factors, baseline), []
-    for c in want:
-        f, lv, ref = mains[c["term"]]
+    rows = []
+    for c, (p, q) in want:
         r: dict[str, Any] = {"kind": "simple", "term": claim_term(c), "metric": metric, "df": m.df_resid,
                              **dict.fromkeys(("estimate", "se", "lo", "hi", "p"), math.nan)}  # fmt: skip
-        if {f, *c["at"]} <= set(m.grid.columns):
-            L = (m.mean_at({f: lv, **c["at"]}) - m.mean_at({f: ref, **c["at"]}))[None, :]
+        if set(p) <= set(m.grid.columns) and all((m.grid[f].astype(str) == v).any() for f, v in {**p, **q}.items()):
+            L = (m.mean_at(p) - m.mean_at(q))[None, :]
             if estimable(m.fit, L).all():
                 tt = m.fit.t_test(L)
                 lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
@@ -213,8 +234,9 @@ def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metri
         else:
             r = by_term.get(claim_term(c))
             verdict, why = _effect_verdict(c, r, metric)
-            res.update(verdict=verdict, why=f"the {'simple ' if c.get('at') else ''}effect's verdict: "
-                       f"{why.replace('X', x_text)}")  # fmt: skip
+            own = r is not None and r.get("kind") == "simple"  # tested in the claims' own family
+            what = "simple effect" if c.get("at") else ("contrast" if own else "effect")
+            res.update(verdict=verdict, why=f"the {what}'s verdict: {why.replace('X', x_text)}")
             if r is not None and np.isfinite(r["estimate"]):
                 res.update(estimate=float(r["estimate"]), lo=float(r["lo"]), hi=float(r["hi"]), df=float(r["df"]),
                            p_holm=float(r["p_holm"]))  # fmt: skip

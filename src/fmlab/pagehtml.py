@@ -92,8 +92,9 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
     parts.append(_figure(figs, "forest"))
     if a.claims:
-        parts.append("<h2>The original's claims</h2><p class='muted'>Each claim of the study file checked against "
-                     "the effects above (same fit, same Holm family) or the best set.</p>"
+        parts.append("<h2>Claims checked</h2><p class='muted'>Each claim of the study file checked against "
+                     "the effects above (same fit; a simple effect or an arm-vs-arm contrast in a Holm family of the "
+                     "claims' own) or the best set.</p>"
                      + _html_table(ftables.CLAIM_HEADER, ftables.claim_rows(a)))  # fmt: skip
     if setup:
         parts.append("<h2>Setup</h2>" + _html_table(["", "median over complete trials"], setup))

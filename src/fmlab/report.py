@@ -125,7 +125,7 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[l
     if "forest" in figs:
         parts += [f"![{FIG_TITLES['forest']}]({figs['forest']})", ""]
     if a.claims:
-        parts += ["## The original's claims", "", _md_table(ftables.CLAIM_HEADER, ftables.claim_rows(a)), ""]
+        parts += ["## Claims checked", "", _md_table(ftables.CLAIM_HEADER, ftables.claim_rows(a)), ""]
     if setup:
         parts += ["## Setup", "", _md_table(["", "median over complete trials"], setup), ""]
     if a.design == "arms":
