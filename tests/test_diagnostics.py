@@ -152,3 +152,22 @@ def test_degenerate_inputs():
     a = analysis.analyse(*synth(seeds=[0]))  # one seed: residual df 2, still checked
     assert a.diagnostics is not None and len(a.diagnostics.residuals) == 12
     json.dumps(a.diagnostics.to_dict(), allow_nan=False)
+
+
+def test_brown_forsythe_is_undefined_when_no_group_has_spread():
+    """Groups of two residuals +-e (an arm + seed fit with df 1) have no spread in their deviations from the
+    median: the test is undefined (NaN, no divide-by-zero warning); with spread it equals scipy's."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from fmlab.diagnostics import brown_forsythe
+
+    g = pd.Series(["a", "a", "b", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(brown_forsythe(np.array([0.01, -0.01, 0.02, -0.02]), g))
+    r, g3 = np.array([0.0, 0.1, 0.3, 0.0, 0.2, 0.9]), pd.Series(list("aaabbb"))
+    assert brown_forsythe(r, g3) == stats.levene(r[:3], r[3:], center="median").pvalue

@@ -130,6 +130,9 @@ def brown_forsythe(resid: np.ndarray, groups: pd.Series) -> float:
     parts = [v.to_numpy() for _, v in g if len(v) >= 2]
     if len(parts) < 2:
         return math.nan
+    z = [np.abs(v - np.median(v)) for v in parts]  # each group's spread; none within any group: undefined
+    if not any(np.ptp(v) > 1e-12 * (1 + np.abs(v).max()) for v in z):  # (pairs of residuals +-e, as df 1 gives)
+        return math.nan
     return float(stats.levene(*parts, center="median").pvalue)
 
 
