@@ -184,7 +184,7 @@ def best_rows(folders: list[Path]) -> list[str]:
         pick = top["cell"]
         if int(top["n"]) < 2 and top["n_cells"] > 1:  # the highest of single trials: a winner's curse, not a finding
             what = "arms" if "arm" in top else "cells"
-            pick += f" (the highest of {top['n_cells']} {what} on one trial each: not a finding)"
+            pick += f" (one trial, the highest of {top['n_cells']} {what}: not a finding)"
         env = [run.get("trials", {}).get(r["id"], {}).get("env", {}) for r in mine]  # each trial's own machine
         hw = "; ".join(sorted({f"{e.get('device_name', '?')}{' (native bf16)' if e.get('cpu_bf16') else ''}, "
                                f"{e.get('threads', '?')} threads" for e in env})) or "?"  # fmt: skip

@@ -70,7 +70,7 @@ def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
         assert f"| {100 * acc:.2f}%" in line and f"| {top['n']} |" in line, line
         with (d / "cells.csv").open(newline="") as f:
             tried = sum(int(c["n"] or 0) > 0 for c in csv.DictReader(f))
-        # a pick among several cells on one trial each is said to be no finding; a replicated one is not
+        # a pick of one trial among several cells is said to be no finding; a replicated one is not
         assert ("not a finding" in line) == (int(top["n"]) < 2 and tried > 1), line
 
 
@@ -99,7 +99,7 @@ def test_readme_in_short_is_the_seed_fit_and_the_best_network_is_chosen_on_valid
             cells = list(csv.DictReader(f))
         top = next(c for c in cells if c["rank"] == "1")
         if int(top["n"]) < 2 and sum(int(c["n"] or 0) > 0 for c in cells) > 1:
-            continue  # the highest of several cells on one trial each is no best network
+            continue  # one trial, the highest of several cells, is no best network
         with (d / "trials.csv").open(newline="") as f:
             trials = [t for t in csv.DictReader(f) if t["state"] == "COMPLETE"]
         keys = [k for k in top if k in trials[0] and ("." in k or k == "arm")]
