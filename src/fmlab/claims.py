@@ -21,7 +21,8 @@ Pure functions; nothing here prints or reads files. A claim is one of:
   others are worse; contradicted when none does; undecided when matching and other cells share the best
   set, since the data cannot tell them apart (a matching cell merely being in it is not support).
 
-The verdicts come from the same Holm family and the same fit as the effects table (fmlab.stats).
+The verdicts come from the same fit as the effects table (fmlab.stats), and from its Holm family for a
+term the table holds; simple effects and arm-vs-arm contrasts are a family of the claims' own.
 """
 
 from __future__ import annotations
