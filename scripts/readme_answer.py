@@ -158,6 +158,7 @@ def _top_cell(d: Path) -> tuple[dict | None, list[dict]]:
         return None, []
     top = min(cells, key=lambda r: int(r["rank"]))
     top["n_cells"] = sum(int(r["n"] or 0) > 0 for r in cells)
+    top["lucky"] = int(top["n"]) < 2 and top["n_cells"] > 1  # one trial's pick among several: not a finding
     with (d / "trials.csv").open(newline="") as f:
         trials = [r for r in csv.DictReader(f) if r["state"] == "COMPLETE"]
     keys = [k for k in top if ("." in k or k == "arm") and not k.endswith(("_mean", "_std", "_lo", "_hi"))]
@@ -182,7 +183,7 @@ def best_rows(folders: list[Path]) -> list[str]:
         lo, hi = top["test_acc_lo"], top["test_acc_hi"]
         acc += f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo else " (no CI)"
         pick = top["cell"]
-        if int(top["n"]) < 2 and top["n_cells"] > 1:  # the highest of single trials: a winner's curse, not a finding
+        if top["lucky"]:  # the highest of single trials: a winner's curse
             what = "arms" if "arm" in top else "cells"
             pick += f" (one trial, the highest of {top['n_cells']} {what}: not a finding)"
         env = [run.get("trials", {}).get(r["id"], {}).get("env", {}) for r in mine]  # each trial's own machine
@@ -263,8 +264,7 @@ def headline(folders: list[Path]) -> list[str]:
     for d in folders:
         top, mine = _top_cell(d)
         va = [float(r["val_acc"]) for r in mine if r.get("val_acc")]
-        lucky = top is not None and int(top["n"]) < 2 and top["n_cells"] > 1  # one trial's pick among several
-        if top and va and not lucky and (best is None or sum(va) / len(va) > best[1]):
+        if top and va and not top["lucky"] and (best is None or sum(va) / len(va) > best[1]):
             best = (d, sum(va) / len(va), top)
     if best:
         d, va, top = best

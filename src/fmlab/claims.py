@@ -27,13 +27,12 @@ term the table holds; simple effects and arm-vs-arm contrasts are a family of th
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .stats import ALPHA, VERDICTS, Fit, effect_terms, estimable, higher_is_better, holm_verdicts, tost_p
+from .stats import VERDICTS, Fit, contrast, effect_terms, higher_is_better, holm_verdicts, tost_p
 
 KINDS = ("effect", "negligible", "best")
 DIRECTIONS = ("better", "worse")
@@ -163,16 +162,11 @@ def simple_effects(m: Fit | None, claims: list[dict[str, Any]], factors: dict[st
         return pd.DataFrame()
     rows = []
     for c, (p, q) in want:
-        r: dict[str, Any] = {"kind": "simple", "term": claim_term(c), "metric": metric, "df": m.df_resid,
-                             **dict.fromkeys(("estimate", "se", "lo", "hi", "p"), math.nan)}  # fmt: skip
-        if set(p) <= set(m.grid.columns) and all((m.grid[f].astype(str) == v).any() for f, v in {**p, **q}.items()):
-            L = (m.mean_at(p) - m.mean_at(q))[None, :]
-            if estimable(m.fit, L).all():
-                tt = m.fit.t_test(L)
-                lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
-                r.update(estimate=float(np.squeeze(tt.effect)), se=float(np.squeeze(tt.sd)), lo=lo, hi=hi,
-                         p=float(np.squeeze(tt.pvalue)))  # fmt: skip
-        rows.append(r)
+        levels = {**p, **q}.items()  # every factor and level in the fit (one held so far is left out of it)
+        fitted = set(p) <= set(m.grid.columns) and all((m.grid[f].astype(str) == v).any() for f, v in levels)
+        row = m.mean_at(p) - m.mean_at(q) if fitted else np.zeros(m.L.shape[1])
+        est = contrast(m, row, None if fitted else False)  # None: check that the trials identify it
+        rows.append({"kind": "simple", "term": claim_term(c), "metric": metric, **est})
     tab = pd.DataFrame(rows)
     tab["p_tost"] = tost_p(tab["estimate"].to_numpy(float), tab["se"].to_numpy(float), m.df_resid, x)
     holm_verdicts([tab], x)

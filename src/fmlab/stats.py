@@ -189,20 +189,24 @@ def estimable(fit: Any, L: np.ndarray) -> np.ndarray:
     return np.all(np.isclose(proj, L, atol=1e-8), axis=1)
 
 
+def contrast(m: Fit, row: np.ndarray, good: bool | None = None) -> dict[str, float]:
+    """One contrast of the fit: estimate, se, 95% CI, df, p (t-test with the residual df); NaN when the
+    trials do not identify it (good: estimable, if already known)."""
+    L = row[None, :]
+    if not (estimable(m.fit, L).all() if good is None else good):
+        return {"estimate": math.nan, "se": math.nan, "lo": math.nan, "hi": math.nan, "df": m.df_resid, "p": math.nan}
+    tt = m.fit.t_test(L)
+    lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
+    return {"estimate": float(np.squeeze(tt.effect)), "se": float(np.squeeze(tt.sd)), "lo": lo, "hi": hi,
+            "df": m.df_resid, "p": float(np.squeeze(tt.pvalue))}  # fmt: skip
+
+
 def effects_table(m: Fit, metric: str, min_effect: float) -> pd.DataFrame:
     """One row per effect: estimate, se, lo, hi, df, p, p_tost (then Holm and verdicts)."""
     rows = []
     ok = estimable(m.fit, m.L)
     for name, row, info, good in zip(m.names, m.L, m.meta, ok, strict=True):
-        r: dict[str, Any] = {**info, "term": name, "metric": metric}
-        if good:
-            tt = m.fit.t_test(row[None, :])
-            est, se = float(np.squeeze(tt.effect)), float(np.squeeze(tt.sd))
-            lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
-            r.update(estimate=est, se=se, lo=lo, hi=hi, df=m.df_resid, p=float(np.squeeze(tt.pvalue)))
-        else:
-            r.update(estimate=math.nan, se=math.nan, lo=math.nan, hi=math.nan, df=m.df_resid, p=math.nan)
-        rows.append(r)
+        rows.append({**info, "term": name, "metric": metric, **contrast(m, row, good)})
     tab = pd.DataFrame(rows)
     tab["p_tost"] = tost_p(tab["estimate"].to_numpy(), tab["se"].to_numpy(), m.df_resid, min_effect)
     return tab
