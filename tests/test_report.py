@@ -124,6 +124,51 @@ def test_anova_table_present():
     assert a.anova.loc["model.batch_norm", "PR(>F)"] < 1e-6
     assert a.anova.loc["train.batch_size", "df"] == 2
     assert "type-2" in a.anova_note
+    # a full-rank design: the same table as statsmodels' anova_lm (typ 2) of the same model fitted here
+    from statsmodels.formula.api import ols
+    from statsmodels.stats.anova import anova_lm
+
+    t = synth()[0]
+    d = t.assign(bn=t["model.batch_norm"].astype(str), pool=t["model.pool"], bs=t["train.batch_size"].astype(str))
+    ref = anova_lm(ols("val_acc ~ (C(bn) + C(pool) + C(bs))**2 + C(seed)", data=d).fit(), typ=2)
+    names = {"C(bn)": "model.batch_norm", "C(pool)": "model.pool", "C(bs)": "train.batch_size", "C(seed)": "seed"}
+    for k, v in names.items():
+        ref.index = [i.replace(k, v).replace(":", " x ") for i in ref.index]
+    got = a.anova.loc[ref.index, ["sum_sq", "df", "F", "PR(>F)"]]
+    assert np.allclose(got.to_numpy(), ref.to_numpy(), rtol=1e-7, equal_nan=True)
+
+
+@pytest.mark.filterwarnings("ignore:The design matrix is rank-deficient")  # the nested fits made here
+def test_anova_rows_are_type2_drops_in_residual_ss_while_a_pair_of_levels_is_untried():
+    """Batch norm never tried with batch 128 yet: the batch norm x batch size interaction has 2 columns but
+    the trials identify 1. Each ANOVA row must be the type-2 definition, fitted here as nested models: the
+    drop in residual SS (and df) from the model without the term and the terms containing it. anova_lm
+    alone counts columns (df 2) and gives batch norm a NaN F."""
+    from statsmodels.formula.api import ols
+
+    trials, epochs, meta = synth()
+    trials = trials[~(trials["model.batch_norm"] & (trials["train.batch_size"] == 128))]
+    a = analysis.analyse(trials, epochs, meta)
+    d = trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
+                      bs=trials["train.batch_size"].astype(str))  # fmt: skip
+    terms = {"model.batch_norm": "C(bn)", "model.pool": "C(pool)", "train.batch_size": "C(bs)", "seed": "C(seed)",
+             "model.batch_norm x model.pool": "C(bn):C(pool)", "model.batch_norm x train.batch_size": "C(bn):C(bs)",
+             "model.pool x train.batch_size": "C(pool):C(bs)"}  # fmt: skip
+
+    def rss(drop):
+        f = ols("val_acc ~ " + " + ".join(t for n, t in terms.items() if n not in drop), data=d).fit()
+        return f.ssr, f.df_resid
+
+    full_ssr, full_df = rss(())
+    assert a.anova.loc["Residual", "df"] == full_df and a.anova.loc["Residual", "sum_sq"] == pytest.approx(full_ssr)
+    for name in terms:
+        containing = [n for n in terms if set(name.split(" x ")) < set(n.split(" x "))]
+        ssr0, df0 = rss(containing)
+        ssr1, df1 = rss([name, *containing])
+        assert a.anova.loc[name, "df"] == df1 - df0, name
+        assert a.anova.loc[name, "sum_sq"] == pytest.approx(ssr1 - ssr0, rel=1e-6, abs=1e-12), name
+    assert a.anova.loc["model.batch_norm x train.batch_size", "df"] == 1
+    assert a.anova["share_ss"].sum() == pytest.approx(1.0)
 
 
 def test_one_seed_study_fits_with_the_higher_order_terms_as_error_and_says_so():
