@@ -120,6 +120,23 @@ def test_bad_arm_via_cli_exits_2_and_leaves_the_store_untouched(tmp_path):
     assert p.returncode == 2 and not (tmp_path / "new").exists()
 
 
+def test_an_arm_added_to_the_file_after_the_sweep_planned_counts_as_missing(tmp_path):
+    """publish and report read the study file's spec (record_study) while the store's rows are the ones a
+    sweep planned: an arm the file gained since is planned but has no row, and the report says so."""
+    f = write(tmp_path, '[arms.lr_hi]\n"train.lr" = 3e-3\n')
+    store = Store(tmp_path / "fm.db")
+    store.plan(fstudy.load(f), fstudy.load(f).trials())
+    assert results.report_inputs(store, "arms")[2]["planned"] == 2 * 2
+    f.write_text(f.read_text() + '[arms.cosine]\n"train.schedule" = "cosine"\n')
+    store.record_study(fstudy.load(f))
+    tr, ep, meta = results.report_frames(store, "arms")
+    assert len(tr) == 4 and meta["planned"] == 3 * 2
+    a = analysis.analyse(tr, ep, meta)
+    assert (a.counts["planned"], a.counts["missing"]) == (6, 2)
+    assert "2 of 6 planned trial(s) have no row at all." in a.warnings
+    store.close()
+
+
 # ---------------------------------------------------------------- planning: shared trials
 
 
@@ -196,6 +213,22 @@ def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
     ranked = list(a.cells["cell"])
     assert ranked[0] == "good" and len(ranked) == 4 and a.cells["n"].tolist() == [6] * 4
     assert a.anova is not None and "arm" in a.anova.index
+
+
+def test_an_arm_not_yet_run_adds_no_df_to_the_anova():
+    """'null' has no trial yet: arm has 2 df (baseline, good, twin's rows are the baseline's), not 3, the same
+    table as statsmodels' anova_lm on the trials that exist."""
+    from statsmodels.formula.api import ols
+    from statsmodels.stats.anova import anova_lm
+
+    tr, ep, meta = synth()
+    tr = tr[tr.arm != "null"]
+    a = analysis.analyse(tr, ep, meta)
+    ref = anova_lm(ols("val_acc ~ C(arm) + C(seed)", data=tr.drop_duplicates("id")).fit(), typ=2)
+    assert a.anova.loc["arm", "df"] == ref.loc["C(arm)", "df"] == 1
+    assert np.allclose(a.anova.loc[["arm", "seed", "Residual"], ["sum_sq", "df", "F", "PR(>F)"]].to_numpy(),
+                       ref.to_numpy(), equal_nan=True)  # fmt: skip
+    assert a.effects.set_index("arm").loc["null", "verdict"].startswith("untested")
 
 
 def test_arm_report_has_ranked_table_effects_and_figure(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     trials, epochs = tables(store, study, budget)
     spec = info["spec"]
     meta = {"study": study, "budget": budget, "label": spec_label(spec, budget),
-            "select": info["select_metric"], "planned": len(trials), "description": info["description"],
+            "select": info["select_metric"], "planned": max(len(trials), _spec_rows(spec, budget)),
+            "description": info["description"],
             "design": spec.get("design", "grid"), "base": spec.get("base", {}),
             # the spec is the last swept budget's: its finding/label apply only to that budget
             "finding": bool(spec.get("finding")) and spec.get("budget") == budget,
@@ -81,6 +83,16 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     levels = {k: list(v) for k, v in spec.get("factors", {}).items()}
     meta.update(factors=levels, baseline=baseline_values(spec.get("base", {}), levels))
     return trials, epochs, meta
+
+
+def _spec_rows(spec: dict[str, Any], budget: str) -> int:
+    """The trial rows the study file plans for budget (an arms study: one per arm and seed), when the stored
+    spec is that budget's: a file that gained a cell since the sweep planned its rows counts it as missing."""
+    if spec.get("budget") != budget:
+        return 0
+    cells = 1 + len(spec.get("arms") or {}) if spec.get("design") == "arms" else math.prod(
+        len(v) for v in (spec.get("factors") or {}).values())  # fmt: skip
+    return cells * len(spec.get("seeds") or ())
 
 
 def report_frames(store: Store, study: str, budget: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
