@@ -21,10 +21,12 @@ import time
 
 import torch
 
-from fmlab import augment, data, env
-from fmlab.config import Config, with_overrides
-from fmlab.model import build
-from fmlab.train import make_optimizer, train
+from fmlab.config.schema import Config, with_overrides
+from fmlab.data import augment
+from fmlab.data import idx as data
+from fmlab.model.nets import build
+from fmlab.training import env
+from fmlab.training.loop import make_optimizer, train
 
 ALL = {"data.flip": 0.5, "data.translate_px": 2, "data.erase_p": 0.5, "data.noise_std": 0.05}
 

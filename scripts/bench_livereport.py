@@ -14,8 +14,8 @@ import json
 import tempfile
 import time
 
-from fmlab import livereport
-from fmlab.store import Store
+from fmlab.report import live as livereport
+from fmlab.store.db import Store
 
 ap = argparse.ArgumentParser()
 ap.add_argument("store")

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from fmlab.config import ModelConfig
-from fmlab.model import build
+from fmlab.config.schema import ModelConfig
+from fmlab.model.nets import build
 
 K, B, REPS = (int(a) for a in (sys.argv[1:] + ["8", "64", "5"][len(sys.argv) - 1 :]))
 torch.set_num_threads(1)

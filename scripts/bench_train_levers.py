@@ -12,7 +12,7 @@ mallopt  fmlab's allocator tuning on / off. mallopt is process-wide and glibc's 
          on, off, ...): median step time and minor page faults per step.
 compile  torch.compile(net) vs eager, in one process: compile time (first compiled steps minus an
          eager step) counted separately, then interleaved rounds; prints the break-even step count.
-workers  src/fmlab/conventional_train.py with DataLoader num_workers 0 vs 1, alternating processes:
+workers  src/fmlab/timing/baseline_loop.py with DataLoader num_workers 0 vs 1, alternating processes:
          its training img/s.
 
 The last stdout line is one JSON object with every figure. Step figures are ms per step of batch
@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fmlab import data as fdata
-from fmlab import env
-from fmlab.config import Config, with_overrides
-from fmlab.model import build
+from fmlab.config.schema import Config, with_overrides
+from fmlab.data import idx as fdata
+from fmlab.model.nets import build
+from fmlab.training import env
 
 ROOT = Path(__file__).resolve().parents[1]
 

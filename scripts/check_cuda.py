@@ -7,7 +7,7 @@
 2. Host syncs: torch.cuda.set_sync_debug_mode("warn") during a 2-epoch run; every synchronising call
    is counted by the fmlab source line that made it. The inner loop must make none: the count per
    line has to stay O(epochs), not O(steps).
-3. The Ray worker's view (fmlab.rayexec.worker_task + ray_trial, called directly: no Ray needed):
+3. The Ray worker's view (fmlab.sweep.ray.worker_task + ray_trial, called directly: no Ray needed):
    a trial given a GPU trains on cuda, one given none on cpu.
 """
 
@@ -22,12 +22,12 @@ import warnings
 
 import torch
 
-from fmlab import data as fdata
-from fmlab.config import Config, with_overrides
-from fmlab.env import RunOptions
-from fmlab.executors import Task
-from fmlab.rayexec import ray_trial, worker_task
-from fmlab.train import train
+from fmlab.config.schema import Config, with_overrides
+from fmlab.data import idx as fdata
+from fmlab.sweep.local import Task
+from fmlab.sweep.ray import ray_trial, worker_task
+from fmlab.training.env import RunOptions
+from fmlab.training.loop import train
 
 
 def sync_sites(cfg: Config, ds: fdata.Dataset, opts: RunOptions) -> dict[str, int]:

@@ -5,7 +5,7 @@ log-probabilities, renormalised).
 
     .venv/bin/python scripts/flip_probe.py results/further-cpu/best results/seed-cpu/best [--format json]
 
-Each CKPT is what `fmlab predict` takes. The totals come from fmlab.train.evaluate (the trainer's own
+Each CKPT is what `fmlab predict` takes. The totals come from fmlab.training.loop.evaluate (the trainer's own
 TTA path); the per-class rows from the same log-probabilities. One thread: it runs beside a sweep.
 """
 
@@ -16,8 +16,8 @@ import json
 
 import torch
 
-from fmlab import infer
-from fmlab.train import evaluate
+from fmlab.deploy import infer
+from fmlab.training.loop import evaluate
 
 
 def probe(ref: str) -> dict:

@@ -13,7 +13,7 @@ tail -3 "$OUT/sweep.log"
 python3 - "$store" "$OUT" <<'PY'
 import shutil, sqlite3, sys
 from pathlib import Path
-from fmlab.store import resolve_checkpoint
+from fmlab.store.db import resolve_checkpoint
 store, out = sys.argv[1], Path(sys.argv[2])
 dst = sqlite3.connect(out / "fmlab.db")
 sqlite3.connect(store).backup(dst)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark, mkldnn
 
-from fmlab import benchtrain
+from fmlab.timing import benchtrain
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -19,10 +19,10 @@ import torch
 from bench_train_levers import step  # the same training step the levers benchmark times
 from torch.profiler import profile
 
-from fmlab import env
-from fmlab.config import Config, parse_sets, with_overrides
-from fmlab.model import build
-from fmlab.train import make_optimizer
+from fmlab.config.schema import Config, parse_sets, with_overrides
+from fmlab.model.nets import build
+from fmlab.training import env
+from fmlab.training.loop import make_optimizer
 
 GROUPS = {
     "conv": ("convolution", "conv"),

@@ -107,11 +107,12 @@ def folder_lines(d: Path) -> list[str]:
 
 
 def still_to_run(d: Path, run: dict) -> str:
-    """The planned trials the folder lacks, in the order a resumed sweep takes them (fmlab.order)."""
+    """The planned trials the folder lacks, in the order a resumed sweep takes them (fmlab.sweep.order)."""
     import csv
 
-    from fmlab import order, study
-    from fmlab.analysis_base import level_label  # the cells' names as the report writes them
+    from fmlab.analysis.base import level_label  # the cells' names as the report writes them
+    from fmlab.study import spec as study
+    from fmlab.sweep import order
 
     st = study.load(ROOT / run["study_file"], run["budget"])
     with (d / "trials.csv").open(newline="") as f:

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmlab import checkpoint, data
-from fmlab import study as fstudy
-from fmlab.config import Config, with_overrides
-from fmlab.env import RunOptions
-from fmlab.train import train
+from fmlab.config.schema import Config, with_overrides
+from fmlab.data import idx as data
+from fmlab.study import spec as fstudy
+from fmlab.training import checkpoint
+from fmlab.training.env import RunOptions
+from fmlab.training.loop import train
 
 # A test run started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and so
 # would every sweep a test starts: the Ctrl-C tests would then test the shell, not fmlab. Run them as from a
@@ -163,7 +164,7 @@ def synth_arms(seeds=range(6), noise=0.002, rng_seed=3):
     return pd.DataFrame(rows), pd.DataFrame(eps), meta
 
 
-# ---------------------------------------------------------------- simulated 2x2x2x3 grids for fmlab.stats
+# ---------------------------------------------------------------- simulated 2x2x2x3 grids for fmlab.analysis.stats
 # (test_stats, test_power)
 
 STATS_FACTORS = {"a": ["0", "1"], "b": ["0", "1"], "c": ["0", "1"], "d": ["0", "1", "2"]}
@@ -255,8 +256,8 @@ def tiny_study(root: Path) -> Path:
 def start_sweep(root: Path, *extra: str, hold_s: float = 1.0) -> subprocess.Popen:
     """Plan the study in root/runs/fmlab.db (so a watcher finds it at once), then run it in the background,
     each trial held hold_s after every epoch (FMLAB_FAULT sleep: slow trials that cost no CPU)."""
-    from fmlab import study as fstudy
-    from fmlab.store import Store
+    from fmlab.store.db import Store
+    from fmlab.study import spec as fstudy
 
     st = fstudy.load(tiny_study(root), "t")
     s = Store(root / "runs" / "fmlab.db")

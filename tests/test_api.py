@@ -1,4 +1,4 @@
-"""The Python API (fmlab.api) against the CLI on one tiny grid study, and the notebook executed headless.
+"""The Python API (fmlab.api.handles) against the CLI on one tiny grid study, and the notebook executed headless.
 
 The study is run once by `fmlab sweep` (a subprocess, as a user would), so the API reads what the CLI wrote.
 """
@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY, run_cli
 
 import fmlab
-from fmlab import data
+from fmlab.data import idx as data
 from fmlab.errors import FmlabError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore.ipynb"
@@ -188,7 +188,7 @@ def test_plan_sweep_record_writes_the_trials_waiting_and_runs_none(tiny_study, t
 
 
 def test_a_missing_dataset_is_refused_before_any_trial(tiny_study, tmp_path):
-    from fmlab.data import DataError
+    from fmlab.data.idx import DataError
 
     empty = tmp_path / "nodata"
     empty.mkdir()

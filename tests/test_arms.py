@@ -14,10 +14,12 @@ from conftest import run_cli
 from conftest import synth_arms as synth
 from statsmodels.stats.multitest import multipletests
 
-from fmlab import analysis, report, results
-from fmlab import study as fstudy
-from fmlab.config import Config, with_overrides
-from fmlab.store import Store
+from fmlab.analysis import grid as analysis
+from fmlab.config.schema import Config, with_overrides
+from fmlab.report import build as report
+from fmlab.report import export as results
+from fmlab.store.db import Store
+from fmlab.study import spec as fstudy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = '"model.widths" = "8,16,16"\n"data.train_subset" = 600\n"data.val_size" = 300\n"train.max_epochs" = 1\n'
@@ -265,7 +267,7 @@ def test_tiny_arms_study_end_to_end(tmp_path):
     rep = json.loads(p.stdout)
     assert rep["design"] == "arms" and rep["counts"]["complete"] == 10 and rep["counts"]["seeds"] == 2
     assert {r[1] for r in rep["cells_table"]["rows"]} == {"baseline", "lr_hi", "mom", "bn", "bn_nobias"}
-    from fmlab.stats import VERDICTS  # model-based effects: the same verdict classes as a grid, and a best set
+    from fmlab.analysis.stats import VERDICTS  # model-based effects: the same verdict classes as a grid, and a best set
 
     sel = [e for e in rep["effects"] if e["metric"] == "val_acc"]
     assert sel and all(e["df"] is not None and e["df"] >= 1 for e in sel if e["estimate"] is not None)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import run_cli
 
-from fmlab import benchtrain, data
-from fmlab.config import Config, with_overrides
-from fmlab.model import build, forward_flops
+from fmlab.config.schema import Config, with_overrides
+from fmlab.data import idx as data
+from fmlab.model.nets import build, forward_flops
+from fmlab.timing import benchtrain
 
 TINY_ARGS = ("--train-subset", "300", "--epochs", "1", "--set", "model.widths=8,16,16",
              "--set", "data.val_size=300", "--seeds", "2", "--threads", "1",

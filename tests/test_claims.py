@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import synth_grid as synth
 
-from fmlab import analysis, report
-from fmlab import study as fstudy
+from fmlab.analysis import grid as analysis
+from fmlab.report import build as report
+from fmlab.study import spec as fstudy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from fmlab import config
-from fmlab.config import Config, ConfigError, from_dict, trial_id, with_overrides
+from fmlab.config import schema as config
+from fmlab.config.schema import Config, ConfigError, from_dict, trial_id, with_overrides
 
 
 def test_defaults_are_the_seed_studys_best_cell():

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmlab import data
-from fmlab.data import DataError
+from fmlab.data import idx as data
+from fmlab.data.idx import DataError
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -81,7 +81,7 @@ def test_missing_file_in_data_dir_names_it_and_the_fix(tmp_path):
 
 
 def test_split_is_stratified_disjoint_and_fixed():
-    from fmlab.config import DataConfig
+    from fmlab.config.schema import DataConfig
 
     a = data.load(DataConfig())
     assert (len(a.train), len(a.val), len(a.test)) == (55_000, 5_000, 10_000)

@@ -1,4 +1,4 @@
-"""Robustness of the fitted model (fmlab.diagnostics): residual tests against scipy on an independent fit,
+"""Robustness of the fitted model (fmlab.analysis.diagnostics): residual tests against scipy on an independent fit,
 a planted outlier named, the seed-level check flagging a planted disagreement, transform = "log"."""
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from scipy import stats
 from statsmodels.formula.api import ols
 from statsmodels.stats.outliers_influence import OLSInfluence
 
-from fmlab import analysis, diagnostics, report, results, study
-from fmlab.store import Store
+from fmlab.analysis import diagnostics
+from fmlab.analysis import grid as analysis
+from fmlab.report import build as report
+from fmlab.report import export as results
+from fmlab.store.db import Store
+from fmlab.study import spec as study
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMULA = "~ (C(bn, Sum) + C(pool, Sum) + C(bs, Sum))**2 + C(seed)"
@@ -163,7 +167,7 @@ def test_brown_forsythe_is_undefined_when_no_group_has_spread():
     import pandas as pd
     from scipy import stats
 
-    from fmlab.diagnostics import brown_forsythe
+    from fmlab.analysis.diagnostics import brown_forsythe
 
     g = pd.Series(["a", "a", "b", "b"])
     with warnings.catch_warnings():

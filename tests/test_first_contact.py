@@ -17,7 +17,7 @@ from conftest import TINY, run_cli
 
 import fmlab
 from fmlab.errors import FmlabError
-from fmlab.store import Store
+from fmlab.store.db import Store
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")

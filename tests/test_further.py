@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from conftest import OPTS, tiny_config
 
-from fmlab import augment as aug
-from fmlab import train as ftrain
-from fmlab.config import Config, ConfigError, DataConfig, TrainConfig, with_overrides
-from fmlab.data import normalize
-from fmlab.model import build
-from fmlab.train import LoopState, evaluate, lr_at, make_optimizer, smoothed_nll, track, train
+from fmlab.config.schema import Config, ConfigError, DataConfig, TrainConfig, with_overrides
+from fmlab.data import augment as aug
+from fmlab.data.idx import normalize
+from fmlab.model.nets import build
+from fmlab.training import loop as ftrain
+from fmlab.training.loop import LoopState, evaluate, lr_at, make_optimizer, smoothed_nll, track, train
 
 BASELINE_ID = "a9528b317040"  # Config().trial_id() before issue 6's fields existed
 
@@ -365,8 +365,8 @@ def test_augmentation_leaves_the_batch_order_alone(tiny_ds):
 
 
 def test_new_fields_round_trip_through_a_checkpoint(tmp_path, tiny_result):
-    from fmlab import checkpoint
-    from fmlab.config import from_dict
+    from fmlab.config.schema import from_dict
+    from fmlab.training import checkpoint
 
     c = tiny_config(**EVERYTHING).resolved()
     assert from_dict(c.to_dict()) == c

@@ -13,9 +13,11 @@ import pytest
 import torch
 from conftest import OPTS, run_cli, tiny_config
 
-from fmlab import checkpoint, data, infer, onnx_export
-from fmlab.config import Config
-from fmlab.model import build, count_params
+from fmlab.config.schema import Config
+from fmlab.data import idx as data
+from fmlab.deploy import infer, onnx_export
+from fmlab.model.nets import build, count_params
+from fmlab.training import checkpoint
 
 
 def last_json(stdout: str):
@@ -34,7 +36,7 @@ def one_error_line(p, name: str | Path) -> str:
 def small_ckpt(tmp_path_factory) -> Path:
     """Widths 16,32,32, 2 epochs on 3,000 images (~15 s): ~69% test accuracy, enough to judge int8
     and predict by; the session's tiny net is too weak to tell a real change from noise."""
-    from fmlab.train import train
+    from fmlab.training.loop import train
 
     cfg = tiny_config(**{"model.widths": "16,32,32", "data.train_subset": 3000, "data.val_size": 500,
                          "train.max_epochs": 2, "train.batch_size": 32})  # fmt: skip
@@ -224,14 +226,14 @@ def test_unreadable_checkpoint_path(tmp_path):
 
 
 def test_resolve_finds_ids_and_study_best_in_a_real_store(tiny_ckpt, tmp_path):
-    """One resolver (fmlab.store.resolve_checkpoint) behind infer: a directory as is, a trial id, a unique
+    """One resolver (fmlab.store.db.resolve_checkpoint) behind infer: a directory as is, a trial id, a unique
     prefix and STUDY:best through a real SQLite store; a missing store is one clear error."""
     import shutil
 
     from conftest import write_study
 
-    from fmlab import study as fstudy
-    from fmlab.store import Store, StoreError
+    from fmlab.store.db import Store, StoreError
+    from fmlab.study import spec as fstudy
 
     st = fstudy.load(write_study(tmp_path, "rs", {"train.lr": [0.01]}))
     s = Store(tmp_path / "s.db")

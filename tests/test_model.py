@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from fmlab.config import Config, with_overrides
-from fmlab.model import build, count_params
+from fmlab.config.schema import Config, with_overrides
+from fmlab.model.nets import build, count_params
 
 
 def independent_count(widths, k, bn, bias, prelu, classes=10, side=28):
@@ -78,7 +78,7 @@ def test_resnet_variants_count_and_shape(widths, depth, pool):
 def test_resnet_blocks_start_as_identity():
     """The last BN of every block starts at scale 0, so a fresh block passes its input through
     (after the activation): the residual branch contributes nothing at step 0."""
-    from fmlab.model import BasicBlock
+    from fmlab.model.nets import BasicBlock
 
     blk = BasicBlock(8, 8, 3, "relu").eval()
     x = torch.randn(2, 8, 7, 7)
@@ -86,7 +86,7 @@ def test_resnet_blocks_start_as_identity():
 
 
 def test_resnet_config_rules_name_the_key():
-    from fmlab.config import ConfigError
+    from fmlab.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match="model.batch_norm=true"):
         with_overrides(Config(), {"model.arch": "resnet"})

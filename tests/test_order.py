@@ -1,4 +1,4 @@
-"""The order a sweep runs its trials in (fmlab.order): seed by seed, the most informative cell next, so that
+"""The order a sweep runs its trials in (fmlab.sweep.order): seed by seed, the most informative cell next, so that
 a study cut off part-way has as many of its fitted model's effects estimable as its trials allow."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from conftest import run_cli, write_study
 
-from fmlab import api, order
-from fmlab import study as fstudy
+from fmlab.api import handles as api
+from fmlab.study import spec as fstudy
+from fmlab.sweep import order
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "studies" / "seed.toml"

@@ -45,7 +45,7 @@ def test_wheel_install_runs_bench_train_outside_the_repository(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = str(target)  # the wheel's copy first; the editable install (if any) comes after
 
-    where = run([sys.executable, "-c", "import fmlab, fmlab.conventional_train as c, fmlab.cli as cli; "
+    where = run([sys.executable, "-c", "import fmlab, fmlab.timing.baseline_loop as c, fmlab.cli as cli; "
                  "print(fmlab.__file__); print(c.__file__); print(cli.__file__)"], cwd=work, env=env)  # fmt: skip
     for f in where.stdout.split():
         assert Path(f).resolve().is_relative_to(target.resolve()), f"{f} is not the wheel's copy under {target}"

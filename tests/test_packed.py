@@ -1,4 +1,4 @@
-"""The packed loop (fmlab.packed): K trials trained as one model agree with their single runs, keep their
+"""The packed loop (fmlab.training.packed): K trials trained as one model agree with their single runs, keep their
 own early stopping and failures, write what single runs write, and survive SIGKILL."""
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ import torch
 from conftest import OPTS, TINY, run_cli, tiny_study_file
 from safetensors.torch import load_file, save_file
 
-from fmlab import api, checkpoint, data, infer, packed, packnet, packs
-from fmlab.config import Config, with_overrides
-from fmlab.env import seed_everything
+from fmlab.api import handles as api
+from fmlab.config.schema import Config, with_overrides
+from fmlab.data import idx as data
+from fmlab.deploy import infer
 from fmlab.errors import FmlabError
-from fmlab.model import build
-from fmlab.train import Diverged, prepare, smoothed_nll, train
+from fmlab.model import packed as packnet
+from fmlab.model.nets import build
+from fmlab.training import checkpoint, packed, packs
+from fmlab.training.env import seed_everything
+from fmlab.training.loop import Diverged, prepare, smoothed_nll, train
 
 SMALL = {"model.widths": "8,16,32", "data.train_subset": 4000, "data.val_size": 1000, "train.max_epochs": 2}
 
@@ -258,7 +262,7 @@ def test_sigkill_inside_a_pack_then_rerun_completes_each_trial_once_from_its_las
 
 
 def _first_id(f: Path) -> str:
-    """The first trial the sweep runs (fmlab.order: not necessarily the file's first)."""
+    """The first trial the sweep runs (fmlab.sweep.order: not necessarily the file's first)."""
     return api.plan_sweep(f, "full", store=f.parent / "nowhere" / "fm.db", pack="on").todo[0].id
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fmlab import packs
-from fmlab import study as fstudy
+from fmlab.study import spec as fstudy
+from fmlab.training import packs
 
 SEED_TOML = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
 
@@ -38,7 +38,7 @@ def test_cap_splits_packs_and_one_means_alone():
 
 
 def test_other_differences_keep_trials_apart():
-    from fmlab.config import Config, with_overrides
+    from fmlab.config.schema import Config, with_overrides
 
     class T:
         def __init__(self, **over):

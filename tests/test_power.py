@@ -1,4 +1,4 @@
-"""Seeds planned (fmlab.power): the design's variance factors, then simulations of 2x2x2x3 grids with planted
+"""Seeds planned (fmlab.analysis.power): the design's variance factors, then simulations of 2x2x2x3 grids with planted
 effects (fixed RNG, no training): a planted effect the size of the computed detectable effect is found at the
 planned power, and an undecided effect gets a verdict at the seeds the planner asks for; the report and the
 dry-run say it."""
@@ -17,9 +17,11 @@ from conftest import stats_grid as grid
 from conftest import stats_truth as truth
 from scipy import stats
 
-from fmlab import analysis, bestset, report
-from fmlab import power as fp
-from fmlab import stats as fs
+from fmlab.analysis import bestset
+from fmlab.analysis import grid as analysis
+from fmlab.analysis import power as fp
+from fmlab.analysis import stats as fs
+from fmlab.report import build as report
 
 N_SIM = 400
 V1, CELLS, RANK = fp.per_seed_variance(FACTORS, BASE, True)
@@ -127,8 +129,8 @@ seeds = [0, 1]
 
 
 def test_dry_run_prints_the_power_line_when_the_store_holds_trials(tmp_path):
-    from fmlab import study as fstudy
-    from fmlab.store import Store
+    from fmlab.store.db import Store
+    from fmlab.study import spec as fstudy
 
     f = tmp_path / "planned.toml"
     f.write_text(STUDY)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli, tiny_study_file
 
-from fmlab import api
+from fmlab.api import handles as api
 
 REPO = Path(__file__).resolve().parents[1]
 def _study(root: Path, extra: str = "") -> Path:
@@ -22,8 +22,8 @@ def _study(root: Path, extra: str = "") -> Path:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """A tiny study in progress (seed 0 of seeds [0, 1]: 2 of 4 trials), published from its store."""
-    from fmlab import study as fstudy
-    from fmlab.store import Store
+    from fmlab.store.db import Store
+    from fmlab.study import spec as fstudy
 
     root = tmp_path_factory.mktemp("pub")
     st = fstudy.load(_study(root), "t")
@@ -86,7 +86,7 @@ def test_import_regenerates_the_tables_then_sweep_runs_only_the_missing(publishe
 def test_predict_from_the_published_best(published, tmp_path):
     from PIL import Image
 
-    from fmlab import data
+    from fmlab.data import idx as data
 
     _, d = published
     ds = data.load(api.make_config(TINY).data)
@@ -157,7 +157,7 @@ def test_committed_results_regenerate(run_json, tmp_path):
     for t in ("cells.csv", "effects.csv"):
         if (d / t).exists():
             assert_same_table(tmp_path / "rep" / t, d / t)
-    from fmlab import study as fstudy  # the published summary follows the study file's claims
+    from fmlab.study import spec as fstudy  # the published summary follows the study file's claims
 
     claims = fstudy.load(REPO / run["study_file"], run["budget"]).claims
     committed = json.loads((d / "summary.json").read_text())["claims"]
@@ -173,7 +173,7 @@ def test_committed_best_predicts_real_test_images(run_json, tmp_path):
     40 real test images as PNG files, labelled from the upstream IDX; the published net gets most right."""
     from PIL import Image
 
-    from fmlab import data
+    from fmlab.data import idx as data
 
     ds = data.load(api.make_config({}).data)
     for i in range(40):

@@ -254,9 +254,9 @@ def test_dead_ray_workers_lose_only_their_trials_which_resume_from_their_last_ep
 
 
 def test_worker_task_has_no_store_paths_and_a_device_that_matches_its_resources():
-    from fmlab.env import RunOptions
-    from fmlab.executors import Task
-    from fmlab.rayexec import worker_task
+    from fmlab.sweep.local import Task
+    from fmlab.sweep.ray import worker_task
+    from fmlab.training.env import RunOptions
 
     t = Task("abc", {}, "/driver/store/trials/abc/state", RunOptions(device="auto", threads=2))
     assert worker_task(t, 0).state_dir is None and worker_task(t, 0).opts.device == "cpu"

@@ -15,7 +15,8 @@ from conftest import BN_EFFECT, BS128_EFFECT
 from conftest import synth_grid as synth
 from scipy import stats
 
-from fmlab import analysis, report
+from fmlab.analysis import grid as analysis
+from fmlab.report import build as report
 
 _spec = importlib.util.spec_from_file_location("report_files", Path(__file__).resolve().parents[1] / "scripts" /
                                                "report_files.py")  # fmt: skip
@@ -80,7 +81,7 @@ def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
     is the best set's best, and the figure draws every mean inside its interval."""
     from statsmodels.formula.api import ols
 
-    from fmlab import figures
+    from fmlab.report import figures
 
     drop = ("s2-1avg32", "s2-1avg64", "s2-0max64", "s2-1max128")
     trials, epochs, meta = synth(seeds=range(3), noise=0.004, drop=drop)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from fmlab import speedrun
-from fmlab import study as fstudy
+from fmlab.study import spec as fstudy
+from fmlab.timing import speedrun
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SETS = ('"data.train_subset" = 300\n"data.val_size" = 100\n"model.widths" = [4, 8, 8]\n'
@@ -86,7 +86,7 @@ def test_best_study_loads_and_its_smoke_budget_sweeps_reports_and_exports(tmp_pa
     best = fstudy.load(ROOT / "studies" / "best.toml", "cpu")
     (t,) = {t.config.model for t in best.trials()}
     assert t.arch == "resnet" and len(best.seeds) >= 3 and best.select == "val_acc"
-    from fmlab.model import build, count_params
+    from fmlab.model.nets import build, count_params
 
     assert count_params(build(t)) <= 1_000_000
     db = tmp_path / "s.db"

@@ -1,4 +1,4 @@
-"""The statistical engine (fmlab.stats) on simulated 2x2x2x3 grids with planted effects and known noise:
+"""The statistical engine (fmlab.analysis.stats) on simulated 2x2x2x3 grids with planted effects and known noise:
 equal to an independently fitted statsmodels OLS, then the error rates over 1,000 simulated studies."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from conftest import stats_grid as grid
 from conftest import stats_truth as truth
 from statsmodels.formula.api import ols
 
-from fmlab import bestset
-from fmlab import stats as fs
+from fmlab.analysis import bestset
+from fmlab.analysis import stats as fs
 
 
 def test_contrasts_equal_an_independent_statsmodels_fit_and_the_fast_path():
@@ -83,7 +83,7 @@ def test_ci_covers_the_true_main_effect_about_95_percent():
 
 
 def test_ci_covers_the_true_simple_effect_about_95_percent():
-    """A claim's simple effect (a at b = 1, fmlab.claims): the contrast Fit.mean_at builds covers the planted
+    """A claim's simple effect (a at b = 1, fmlab.analysis.claims): the contrast Fit.mean_at builds covers the planted
     a + ab, not the main effect's a + ab / 2, in about 95% of 1,000 simulated 2-seed studies."""
     d = grid(2)
     m = fs.fit_model(d.assign(y=np.random.default_rng(98).normal(size=len(d))), "y", FACTORS, BASE)

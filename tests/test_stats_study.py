@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fmlab import analysis, study
+from fmlab.analysis import grid as analysis
+from fmlab.study import spec as study
 
 ROOT = Path(__file__).resolve().parents[1]
 # trial ids of studies/seed.toml per budget, recorded on main (076addd) before [analysis] was added

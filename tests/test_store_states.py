@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import write_study
 
-from fmlab import study as fstudy
-from fmlab.store import TRANSITIONS, State, Store, TransitionError
+from fmlab.store.db import TRANSITIONS, State, Store, TransitionError
+from fmlab.study import spec as fstudy
 
 W, R, C, F = State.WAITING, State.RUNNING, State.COMPLETE, State.FAILED
 

@@ -8,6 +8,7 @@ first, but that is not an edge: only names the __init__ itself defines (``from .
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -65,7 +66,7 @@ def scan(name: str, path: Path, mods: dict[str, Path], root: Path = SRC) -> tupl
                     else:
                         bound.setdefault(PKG, PKG)
 
-    for node in ast.walk(tree):  # `store._x` on a module bound above (also fmlab.store._x)
+    for node in ast.walk(tree):  # `store._x` on a module bound above (also fmlab.store.db._x)
         if isinstance(node, ast.Attribute) and _private(node.attr):
             chain, v = [], node.value
             while isinstance(v, ast.Attribute):
@@ -185,18 +186,6 @@ def test_no_module_uses_another_modules_private_names():
 
 
 
-def test_the_readme_file_tree_names_every_module():
-    """The README's file tree is the live list of modules (one line each)."""
-    text = (SRC.parent / "README.md").read_text()
-    tree = text[text.index("src/fmlab/\n"):]
-    tree = tree[: tree.index("\n```")]
-    names = {ln.split()[0] for ln in tree.splitlines()[1:] if ln.strip() and ln.startswith("  ") and
-             not ln.startswith(" " * 20)}  # fmt: skip
-    missing = [str(f.relative_to(SRC / PKG)) for f in sorted((SRC / PKG).rglob("*.py"))
-               if f.name not in names and f.name not in ("__init__.py", "__main__.py")]  # fmt: skip
-    assert not missing, f"modules the README's file tree (## Files) does not list: {missing}"
-
-
 def test_no_test_file_imports_another():
     """Shared helpers live in conftest.py: a test file importing another runs that file's module code twice
     over (and ties the two together)."""
@@ -211,33 +200,117 @@ def test_no_test_file_imports_another():
     assert not bad, "test files importing test files (move the helper to conftest.py):\n" + "\n".join(bad)
 
 
-# DESIGN.md's floors, top to bottom (README's file tree says what each module is). A module imports only
-# from its own floor or those below it; a new module has to be given a floor here.
-FLOORS = {
-    "interface": ["__main__", "cli", "watch", "progress"],
-    "api": ["api", "single", "launch", "publish", "restore"],
-    "orchestration": ["sweep", "executors", "rayexec", "packs", "packed", "packnet"],
-    "products": ["report", "pagehtml", "tables", "figures", "infer", "onnx_export", "bench", "benchtrain", "speedrun",
-                 "conventional_train", "livereport", "tboard", "results"],
-    "core": ["train", "checkpoint", "store", "lifecycle", "states", "study", "studyfile", "data", "augment", "model"],
-    "foundations": ["analysis", "analysis_base", "arms", "stats", "bestset", "claims", "diagnostics", "power", "order",
-                    "config", "values", "env", "errors", "metrics", "version"],
-}
+ARCH = SRC.parent / "ARCHITECTURE.md"
 
 
-def floor_of(mod: str) -> int:
-    """0 = the top floor; fmlab.cli.x is on cli's floor; the package's __init__ (re-exports) on the api's."""
+def floors_from(text: str) -> list[list[str]]:
+    """ARCHITECTURE.md's floors table, top floor first: each row's backticked names in its second column."""
+    rows = [ln.split("|") for ln in text[text.index("## Floors"):].splitlines() if ln.startswith("| ")]
+    out = [re.findall(r"`([^`]+)`", r[2]) for r in rows if len(r) > 3 and r[1].strip()[:1].isdigit()]
+    assert out, "ARCHITECTURE.md has no floors table under '## Floors'"
+    return out
+
+
+def unit_of(mod: str) -> str:
+    """What a floor names: a sub-package (fmlab.sweep.loop -> sweep), a root module (fmlab.errors -> errors),
+    or the package itself (fmlab)."""
     parts = mod.split(".")
-    name = parts[1] if len(parts) > 1 else "api"
-    for i, mods in enumerate(FLOORS.values()):
-        if name in mods:
-            return i
-    raise KeyError(f"{mod} has no floor in tests/test_structure.py FLOORS (DESIGN.md's table)")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(edges: dict[str, set[str]], floors: list[list[str]]) -> list[str]:
+    """Every import of a module on a higher floor than the importer's; a module with no floor is an error."""
+    where = {u: i for i, names in enumerate(floors) for u in names}
+    lost = sorted({unit_of(m) for m in edges} - set(where))
+    assert not lost, f"packages or root modules with no floor in ARCHITECTURE.md: {lost}"
+    return [f"{m} (floor {where[unit_of(m)] + 1}) imports {d} (floor {where[unit_of(d)] + 1})"
+            for m in sorted(edges) for d in sorted(edges[m]) if where[unit_of(d)] < where[unit_of(m)]]
 
 
 def test_every_import_goes_down_or_sideways():
     edges, _ = graph()
-    floors = list(FLOORS)
-    up = [f"{m} ({floors[floor_of(m)]}) imports {d} ({floors[floor_of(d)]})"
-          for m in sorted(edges) for d in sorted(edges[m]) if floor_of(d) < floor_of(m)]  # fmt: skip
-    assert not up, "imports from a higher floor:\n" + "\n".join(up)
+    up = upward_imports(edges, floors_from(ARCH.read_text()))
+    assert not up, "imports from a higher floor (ARCHITECTURE.md's floors):\n" + "\n".join(up)
+
+
+def test_the_floor_check_fails_on_an_upward_import(tmp_path):
+    """The check above can fail: a fake package whose low floor imports its high one is caught."""
+    src = tmp_path / "fmlab"
+    (src / "high").mkdir(parents=True)
+    (src / "low").mkdir()
+    (src / "__init__.py").write_text("")
+    (src / "high" / "__init__.py").write_text("")
+    (src / "low" / "__init__.py").write_text("")
+    (src / "high" / "a.py").write_text("from fmlab.low import b\n")
+    (src / "low" / "b.py").write_text("def f():\n    from fmlab.high import a\n")
+    mods = {"fmlab": src / "__init__.py", "fmlab.high.a": src / "high" / "a.py", "fmlab.low.b": src / "low" / "b.py"}
+    edges = {m: scan(m, f, mods, tmp_path)[0] for m, f in mods.items()}
+    table = "## Floors\n\n| floor | packages |\n|---|---|\n| 1 top | `fmlab`, `high` |\n| 2 bottom | `low` |\n"
+    assert upward_imports(edges, floors_from(table)) == ["fmlab.low.b (floor 2) imports fmlab.high.a (floor 1)"]
+    assert not upward_imports({m: set() for m in mods}, floors_from(table))
+
+
+def tree_paths(text: str) -> set[str]:
+    """The files ARCHITECTURE.md's tree lists under src/fmlab/, as paths relative to it (cli/common.py)."""
+    block = text[text.index("src/fmlab/\n"):]
+    block = block[: block.index("\n```")]
+    paths, folder = set(), ""
+    for ln in block.splitlines()[1:]:
+        if not ln.startswith("  ") or ln.startswith(" " * 10) and not ln.strip().split()[0].endswith((".py", "/")):
+            continue
+        name, depth = ln.split()[0], (len(ln) - len(ln.lstrip())) // 2
+        if depth == 1:
+            folder = name if name.endswith("/") else ""
+            if not folder:
+                paths.add(name)
+        elif depth == 2 and folder:
+            paths.add(folder + name)
+    return paths
+
+
+def test_architecture_names_every_module_by_package():
+    listed = tree_paths(ARCH.read_text())
+    files = {str(f.relative_to(SRC / PKG)) for f in (SRC / PKG).rglob("*.py")}
+    assert not files - listed, f"modules ARCHITECTURE.md's file tree does not list: {sorted(files - listed)}"
+    assert not listed - files, f"ARCHITECTURE.md lists files that do not exist: {sorted(listed - files)}"
+
+
+# dotted names that start with "fmlab." but are no module path: a file name, an ONNX metadata key (schema
+# tags such as "fmlab.results/1" are not matched: a name followed by "/" is skipped)
+NOT_PATHS = {"fmlab.db", "fmlab.trial_id"}
+
+
+def named_paths() -> dict[str, str]:
+    """Every dotted fmlab.* name written in src/, scripts/ and notebooks/ (code, strings, docs) -> where first."""
+    root = SRC.parent
+    files = [*SRC.rglob("*.py"), *(root / "scripts").glob("*"), *(root / "notebooks").glob("*.ipynb")]
+    found: dict[str, str] = {}
+    for f in files:
+        for i, ln in enumerate(f.read_text().splitlines(), 1):
+            for m in re.finditer(r"(?<![\w/.-])fmlab(?:\.[A-Za-z_]\w*)+(?![\w/])", ln):
+                if m.group(0) not in NOT_PATHS:
+                    found.setdefault(m.group(0), f"{f.relative_to(root)}:{i}")
+    return found
+
+
+def test_every_fmlab_path_named_in_code_scripts_and_notebooks_imports():
+    """A module path in a string (python -m fmlab.x, a docstring, a shell script) breaks silently when a
+    module moves: each one must import (its longest module prefix), and the rest resolve as attributes."""
+    import importlib
+
+    bad = []
+    for name, where in sorted(named_paths().items()):
+        parts = name.split(".")
+        for k in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:k]))
+                break
+            except ModuleNotFoundError:
+                continue
+        try:
+            for attr in parts[k:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            bad.append(f"{where}: {name}")
+    assert len(named_paths()) > 30
+    assert not bad, "fmlab paths that do not resolve:\n" + "\n".join(bad)

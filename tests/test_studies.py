@@ -1,6 +1,6 @@
 """Studies end to end: real `fmlab sweep` subprocesses, a real SQLite store, tiny budgets.
 
-The store is read here with plain sqlite3 (not fmlab.store) so the checks do not trust the code under test.
+The store is read here with plain sqlite3 (not fmlab.store.db) so the checks do not trust the code under test.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_exactly_complete, ids_of, q, run_cli, states, wait_for, write_study
 
-from fmlab import study as fstudy
-from fmlab.store import resolve_checkpoint
+from fmlab.store.db import resolve_checkpoint
+from fmlab.study import spec as fstudy
 
 
 def sweep_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -223,10 +223,10 @@ def test_resolve_checkpoint(failed_store):
     done = [r for r in recs.values() if r["state"] == "COMPLETE"]
     assert best.name == min(done, key=lambda r: r["metrics"]["val_loss"])["id"]
     assert resolve_checkpoint(str(d), db) == d
-    from fmlab import results
-    from fmlab.store import Store
+    from fmlab.report import export as results
+    from fmlab.store.db import Store
 
-    trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.analyse's contract
+    trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.grid.analyse's contract
     assert meta["factors"] == {"model.pool": ["avg", "max"]} and meta["baseline"] == {"model.pool": "avg"}
     assert meta["select"] == "val_loss" and meta["planned"] == 4 and len(trials) == 4 and meta["budget"] == "full"
     complete = {t["id"] for t in trials if t["state"] == "COMPLETE"}
@@ -280,9 +280,9 @@ def test_budgets_and_seeds_change_the_plan(tmp_path):
 def test_finding_budget_is_labelled_by_its_label_not_indicative(tmp_path):
     """A budget with finding = true (seed.toml's cpu) carries its label through the store spec and
     results.report_inputs to the analysis; quick stays indicative only."""
-    from fmlab.analysis import analyse
-    from fmlab.results import report_inputs
-    from fmlab.store import Store
+    from fmlab.analysis.grid import analyse
+    from fmlab.report.export import report_inputs
+    from fmlab.store.db import Store
 
     root = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
     cpu, quick = fstudy.load(root, budget="cpu"), fstudy.load(root, budget="quick")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 
-from fmlab import api
+from fmlab.api import handles as api
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -118,7 +118,7 @@ def test_missing_tensorboard_is_one_line(swept, tmp_path):
 
 
 def test_a_killed_sweep_resumed_writes_each_epoch_once(swept):
-    from fmlab import api
+    from fmlab.api import handles as api
 
     first = api.plan_sweep(swept / "tb.toml", store=swept / "k" / "fmlab.db").todo[0].id  # killed after its epoch 1
     args = ["sweep", "tb.toml", "--workers", "0", "--threads", "1", "--device", "cpu", "--store", "k/fmlab.db",

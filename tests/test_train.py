@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import OPTS, tiny_config
 
-from fmlab import data
-from fmlab.config import with_overrides
-from fmlab.train import evaluate, improved, train
+from fmlab.config.schema import with_overrides
+from fmlab.data import idx as data
+from fmlab.training.loop import evaluate, improved, train
 
 
 def test_result_has_the_named_metrics(tiny_result):

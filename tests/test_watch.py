@@ -65,9 +65,9 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
     assert [r[0] for r in ranked] == ["1", "2"], last
     assert "nothing left to run: 4/4 COMPLETE, 0 failed" in last
 
-    # the same numbers as the report: cells, mean and CI from fmlab.analysis via fmlab.api
-    from fmlab import api
-    from fmlab.tables import cell_rows
+    # the same numbers as the report: cells, mean and CI from fmlab.analysis.grid via fmlab.api.handles
+    from fmlab.api import handles as api
+    from fmlab.report.tables import cell_rows
 
     rows = cell_rows(api.open_store(tmp_path / "runs" / "fmlab.db").study("tiny", "t").analysis())
     assert re.search(r"^# +lr +n +val_loss mean \[95% CI\] +test %$", last, re.M), last  # the header names the factor
@@ -108,9 +108,9 @@ def test_view_of_failures_and_many_running_trials_fits_80x24(tmp_path):
 
     from rich.console import Console
 
-    from fmlab import study as fstudy
-    from fmlab.store import Store
-    from fmlab.watch import Ranker, look, render
+    from fmlab.cli.watch import Ranker, look, render
+    from fmlab.store.db import Store
+    from fmlab.study import spec as fstudy
 
     p = tiny_study(tmp_path)
     p.write_text(p.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4]"))
@@ -141,7 +141,8 @@ def test_a_plain_sweep_log_shows_trials_and_now_and_then_an_epoch(tmp_path, caps
     """Without a terminal the sweep prints a line per finished trial and, after EPOCH_LINE_S without a line, one
     for the next finished epoch: a log of hour-long trials moves, a quick study stays one line per trial. The
     snapshots come from a real tiny sweep (2 epochs x 4 trials), the clock is the test's."""
-    from fmlab import api, progress
+    from fmlab.api import handles as api
+    from fmlab.cli import progress
 
     snaps = []
     api.run_study(tiny_study(tmp_path), "t", store=tmp_path / "fm.db", workers=0, threads=1,

@@ -18,14 +18,14 @@ import os
 import sys
 from typing import Any
 
-from ..errors import FmlabError
-from . import dataset, listings, products, running, timing
-from .common import Command as Command
-from .common import err as err
-from .common import out_json as out_json
-from .common import print_table as print_table
-from .common import shared_parsers
-from .listings import print_report_summary as print_report_summary
+from fmlab.cli import dataset, listings, products, running, timing
+from fmlab.cli.common import Command as Command
+from fmlab.cli.common import err as err
+from fmlab.cli.common import out_json as out_json
+from fmlab.cli.common import print_table as print_table
+from fmlab.cli.common import shared_parsers
+from fmlab.cli.listings import print_report_summary as print_report_summary
+from fmlab.errors import FmlabError
 
 COMMANDS: list[type[Command]] = [
     dataset.DataCheck, dataset.DataFetch, running.Train, timing.BenchTrain, timing.Speedrun, listings.Report,
@@ -36,7 +36,7 @@ GROUPS = {"data": "check or fetch the dataset"}  # a group's commands are its ac
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..version import __version__
+    from fmlab.version import __version__
 
     shared = shared_parsers()
     ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import FmlabError
+from fmlab.errors import FmlabError
 
 
 class Command:
@@ -34,7 +34,7 @@ class Command:
 
 def shared_parsers() -> dict[str, argparse.ArgumentParser]:
     """The options many commands share, each declared once (argparse parents)."""
-    from ..store import DEFAULT_PATH  # the one default store path (also the API's)
+    from fmlab.store.db import DEFAULT_PATH  # the one default store path (also the API's)
 
     def parser() -> argparse.ArgumentParser:
         return argparse.ArgumentParser(add_help=False)
@@ -50,7 +50,7 @@ def shared_parsers() -> dict[str, argparse.ArgumentParser]:
 
 def store_path(args: argparse.Namespace) -> Path:
     """--store, else the one default store path."""
-    from ..store import DEFAULT_PATH
+    from fmlab.store.db import DEFAULT_PATH
 
     return Path(args.store) if args.store else DEFAULT_PATH
 

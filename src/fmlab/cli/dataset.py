@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Command, err, out_json, print_table
+from fmlab.cli.common import Command, err, out_json, print_table
 
 
 class DataCheck(Command):
@@ -13,7 +13,7 @@ class DataCheck(Command):
     parents = ("format", "data")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import data
+        from fmlab.data import idx as data
 
         rep = data.check(args.data_dir)
         if args.format == "json":
@@ -45,7 +45,7 @@ class DataFetch(Command):
         p.add_argument("--dest", help="target folder (default: the user cache dir)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import data
+        from fmlab.data import idx as data
 
         paths = data.fetch(data.UPSTREAM_URL if args.url is None else args.url, args.dest)
         for p in paths:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import FmlabError
-from ..progress import fmt_secs
-from .common import Command, cell_text, err, metric_text, out_json, print_table, store_path
+from fmlab.cli.common import Command, cell_text, err, metric_text, out_json, print_table, store_path
+from fmlab.cli.progress import fmt_secs
+from fmlab.errors import FmlabError
 
 
 class Ls(Command):
@@ -21,7 +21,7 @@ class Ls(Command):
         p.add_argument("--state", choices=["WAITING", "RUNNING", "COMPLETE", "FAILED"])
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import api
+        from fmlab.api import handles as api
 
         recs = api.open_store(store_path(args)).records(args.study, args.budget, args.state)
         if args.format == "json":
@@ -51,7 +51,7 @@ class Show(Command):
         p.add_argument("trial", help="a trial id or a unique prefix")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import api
+        from fmlab.api import handles as api
 
         rec = api.open_store(store_path(args)).trial(args.trial)
         if args.format == "json":
@@ -98,7 +98,7 @@ class Results(Command):
         p.add_argument("--budget", help="which budget's trials (needed when the study has several)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import api
+        from fmlab.api import handles as api
 
         if not args.out and not args.tensorboard:
             raise FmlabError("fmlab results: give --out DIR (tables), --tensorboard DIR, or both")
@@ -124,7 +124,7 @@ class Report(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         """A study's report from the store: reports/<study>/ (reports/<study>-<budget>/ for other budgets)."""
-        from .. import api
+        from fmlab.api import handles as api
 
         rep = api.open_store(store_path(args)).study(args.study, args.budget).report(args.out)
         print_report_summary(rep, args.format)
@@ -185,8 +185,8 @@ class Publish(Command):
     def run(self, args: argparse.Namespace) -> int:
         import shlex
 
-        from .. import publish
-        from ..study import parse_seeds
+        from fmlab.archive import publish
+        from fmlab.study.spec import parse_seeds
 
         seeds = parse_seeds(args.seeds) if args.seeds else None
         argv = ["fmlab", "publish", publish.shown_path(args.study_file), "--budget", args.budget]
@@ -210,7 +210,7 @@ class Import(Command):
         p.add_argument("folder", help="a folder written by fmlab publish, e.g. results/seed-cpu")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..restore import import_results
+        from fmlab.archive.load import import_results
 
         r = import_results(args.folder, store=store_path(args))
         failed = f", {r['failed']} FAILED" if r["failed"] else ""

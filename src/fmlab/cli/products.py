@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, err, out_json, positive_ints, print_table, store_path
+from fmlab.cli.common import Command, err, out_json, positive_ints, print_table, store_path
 
 
 class CkptCommand(Command):
@@ -24,7 +24,7 @@ class CkptCommand(Command):
         """The options after CKPT (none by default)."""
 
     def load(self, args: argparse.Namespace):  # -> infer.Loaded; infer (torch) is imported only when run
-        from .. import infer
+        from fmlab.deploy import infer
 
         return infer.load(args.ckpt, store_path(args))
 
@@ -35,7 +35,7 @@ class Params(CkptCommand):
     parents = ("store", "format")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import infer
+        from fmlab.deploy import infer
 
         rep = infer.param_table(self.load(args))
         if args.format == "json":
@@ -65,7 +65,7 @@ class Bench(CkptCommand):
                        "ort_int8 (default all but torch_compile: minutes to compile cold, no faster here)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import bench
+        from fmlab.deploy import bench
 
         ld = self.load(args)
         runtimes = tuple(args.runtimes.split(",")) if args.runtimes else bench.DEFAULT_RUNTIMES
@@ -98,7 +98,7 @@ class Export(CkptCommand):
         p.add_argument("--calib", type=int, default=500, help="calibration images for --int8 (default 500)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import onnx_export
+        from fmlab.deploy import onnx_export
 
         ld = self.load(args)
         err(f"exporting {ld.ckpt_dir} to {args.onnx}{' (int8)' if args.int8 else ''} ...")
@@ -127,7 +127,7 @@ class Predict(CkptCommand):
         p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import infer
+        from fmlab.deploy import infer
 
         ld = self.load(args)
         preds = infer.predict(ld, args.images, top=args.top)

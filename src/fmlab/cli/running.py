@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import FmlabError
-from ..progress import fmt_secs
-from .common import Command, cell_text, err, out_json, store_path
+from fmlab.cli.common import Command, cell_text, err, out_json, store_path
+from fmlab.cli.progress import fmt_secs
+from fmlab.errors import FmlabError
 
 
 class Train(Command):
@@ -23,7 +23,8 @@ class Train(Command):
         p.add_argument("--out", help="checkpoint directory (default runs/train/<trial id>)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import api, config
+        from fmlab.api import handles as api
+        from fmlab.config import schema as config
 
         cfg = api.make_config(config.parse_sets(args.set))
         dev = api.check_device(args.device)  # a missing GPU is one line before anything is printed or loaded
@@ -34,7 +35,7 @@ class Train(Command):
         err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, "
             f"batch {cfg.train.batch_size}, up to {max_epochs} epochs, early stopping on {cfg.train.monitor} "
             f"(patience {cfg.train.patience})")
-        from ..env import precision_note
+        from fmlab.training.env import precision_note
 
         note = precision_note(dev.split(":")[0], {cfg.train.precision})
         if note:
@@ -90,9 +91,9 @@ class Sweep(Command):
     def run(self, args: argparse.Namespace) -> int:
         import signal
 
-        from .. import api
-        from ..progress import SweepDisplay
-        from ..study import parse_seeds
+        from fmlab.api import handles as api
+        from fmlab.cli.progress import SweepDisplay
+        from fmlab.study.spec import parse_seeds
 
         if args.report_every < 0:
             raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
@@ -152,7 +153,7 @@ def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
     for note in p.notes:
         print(note)
     if p.packs:
-        from .. import packs
+        from fmlab.training import packs
 
         sizes = sorted({len(g) for g in p.packs})
         print(f"packs: {len(p.packs)} (of {', '.join(map(str, sizes))} trial(s)), each trained as one model")
@@ -195,7 +196,7 @@ def _print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
             else f"fmlab: TensorBoard output stopped ({o.board_error}); the store has every result; rewrite the "
                  f"runs with fmlab results {st.name} --budget {st.budget} --tensorboard {tb}")  # fmt: skip
     if live is not None:
-        from ..env import cores
+        from fmlab.training.env import cores
 
         s = live.stats()
         rep = live.finish()
@@ -220,11 +221,11 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _live_report(args: argparse.Namespace, path: Path, st: Any) -> Any:
-    """--report-every: the report rewritten while the sweep runs (fmlab.livereport), started; else None."""
+    """--report-every: the report rewritten while the sweep runs (fmlab.report.live), started; else None."""
     if not args.report_every:
         return None
-    from .. import api
-    from ..livereport import LiveReport
+    from fmlab.api import handles as api
+    from fmlab.report.live import LiveReport
 
     out = api.StudyHandle(api.StoreHandle(path), st.name, st.budget).default_report_dir()
     err(f"live report: {out / 'index.html'}, rewritten every {args.report_every:g}s while the sweep runs")
@@ -242,7 +243,7 @@ class Watch(Command):
         p.add_argument("--every", type=float, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..watch import watch
+        from fmlab.cli.watch import watch
 
         if args.every <= 0:
             raise FmlabError(f"bad --every {args.every:g}; give seconds between refreshes, e.g. 2")

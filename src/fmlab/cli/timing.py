@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import FmlabError
-from .common import Command, err, out_json, positive_ints, print_table
+from fmlab.cli.common import Command, err, out_json, positive_ints, print_table
+from fmlab.errors import FmlabError
 
 
 class BenchTrain(Command):
@@ -28,15 +28,17 @@ class BenchTrain(Command):
                        help="intra-op threads for both sides and the GEMM probe (0 = each side's default)")
         p.add_argument("--conv-workers", type=int, default=1,
                        help="num_workers of the conventional DataLoader (default 1: faster than 0 here, BENCHMARKS.md)")
-        p.add_argument("--script", help="a conventional loop script file (default: python -m fmlab.conventional_train)")
+        p.add_argument(
+            "--script", help="a conventional loop script file (default: python -m fmlab.timing.baseline_loop)"
+        )
         p.add_argument("--peak-sizes", default="1024,2048", help="n of the GEMM peak probe's n x n products "
                        "(default 1024,2048)")
         p.add_argument("--peak-repeats", type=int, default=20,
                        help="timed calls per kernel and size in the peak probe, after warm-up (default 20)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import benchtrain
-        from ..study import parse_seeds
+        from fmlab.study.spec import parse_seeds
+        from fmlab.timing import benchtrain
 
         if args.peak_repeats < 1:
             raise FmlabError(f"bad --peak-repeats {args.peak_repeats}; expected a positive count, e.g. 20")
@@ -100,8 +102,8 @@ class Speedrun(Command):
         p.add_argument("--log", default="runs/speedrun/runs.jsonl", help="JSONL file each run is appended to")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import speedrun
-        from ..study import parse_seeds
+        from fmlab.study.spec import parse_seeds
+        from fmlab.timing import speedrun
 
         spec = speedrun.load(args.file)
         names = args.recipe or list(spec.recipes)

@@ -1,0 +1,1 @@
+"""What an experiment is: the Config dataclasses, value parsing, and the names of the metrics a trial records."""

@@ -1,0 +1,1 @@
+"""A trained network put to use: prediction (infer), ONNX export and the inference benchmark."""

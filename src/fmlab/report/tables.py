@@ -1,0 +1,300 @@
+"""The report's tables as rows of strings: cells, effects, ANOVA, claims, setup, diagnostics, seeds planned.
+
+Each `*_rows(a)` takes a `fmlab.analysis.grid.Analysis` and returns display strings, one list per row, under the
+matching `*_header(a)` or `*_HEADER`; fmlab.report.build lays them out in summary.md and index.html, fmlab.cli.watch
+shows cell_rows live. Also here: the CSV tables (write_tables), the JSON-safe dicts the CLI prints
+(summary_dict, best_set_dict) and HiPlot's table of every trial (hiplot_experiment).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fmlab.analysis import arms as farms
+from fmlab.analysis import power as fpower
+from fmlab.analysis.claims import claim_term
+from fmlab.analysis.grid import Analysis, fmt_effect, fmt_p, unit
+from fmlab.analysis.stats import json_safe
+
+# ---------------------------------------------------------------- CSV tables and the CLI's dict
+
+
+def write_tables(a: Analysis, out: Path) -> dict[str, str]:
+    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions,
+              "test_effects": a.test_effects}  # fmt: skip
+    if a.anova is not None:
+        tables["anova"] = a.anova.rename_axis("term").reset_index()
+    names = {}
+    for k, df in tables.items():
+        if len(df):
+            df.to_csv(out / f"{k}.csv", index=False)
+            names[k] = f"{k}.csv"
+    return names
+
+
+def best_set_dict(a: Analysis) -> dict[str, Any] | None:
+    """The best cell, the cells not distinguishable from it, the method and its note (JSON-safe)."""
+    if a.best is None:
+        return None
+    return {"best": a.best["best"], "set": a.best["set"], "method": a.best["method"], "note": a.best["note"],
+            "critical_value": json_safe(a.best["critical"]), "df": json_safe(a.best["df"])}
+
+
+def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None,
+                 tables: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    top = []
+    for _, r in a.cells.head(10).iterrows():
+        top.append({k: json_safe(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
+    effects = []
+    for tbl in (a.effects, a.interactions, a.test_effects):
+        for _, r in tbl.iterrows():
+            effects.append({k: json_safe(r.get(k)) for k in ("kind", "term", "estimate", "lo", "hi", "df", "n_seeds",
+                                                             "p", "p_holm", "p_tost_holm", "verdict")}
+                           | {"metric": r.get("metric", a.select)})  # fmt: skip
+    return {
+        "label": a.label, "select": a.select, "out_dir": str(out), "index": str(out / "index.html"),
+        "summary_md": str(out / "summary.md"), "hiplot": str(out / "hiplot.html"),
+        "figures": {k: str(out / v) for k, v in figs.items()}, "tables": {k: str(out / v) for k, v in tables.items()},
+        "counts": a.counts, "warnings": a.warnings, "findings": a.findings, "effects": effects,
+        "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
+        "failed": [{k: json_safe(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
+        "anova_note": a.anova_note,
+        "design": a.design, "arms": a.arms,
+        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)} if a.design == "grid" else
+        {"header": farms.ranked_header(a), "rows": farms.ranked_rows(a)},
+        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)} if a.design == "grid" else
+        {"header": farms.effect_header(a), "rows": farms.effect_rows(a)},
+        "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test", "classes",
+                                                                  "per_class_acc")},
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- cells, effects, ANOVA, claims, setup
+
+
+def counts_line(a: Analysis) -> str:
+    c = a.counts
+    return (f"{c['complete']} of {c['planned']} planned trials complete ({c['failed']} failed, {c['waiting']} "
+            f"waiting, {c['running']} running, {c['missing']} missing); {c['cells_complete']} of "
+            f"{c['cells_planned']} cells, {c['seeds']} seed(s). Selection metric: {a.select} (validation split); "
+            "test accuracy is evaluated only, never used to choose.")  # fmt: skip
+
+
+def _ci(r: pd.Series, m: str) -> str:
+    k, u = unit(m)
+    d = 2 if k == 100 else 4
+    mean = r.get(f"{m}_mean", math.nan)
+    if not np.isfinite(mean):
+        return "n/a"
+    lo, hi = r.get(f"{m}_lo", math.nan), r.get(f"{m}_hi", math.nan)
+    ci = f" [{k * lo:.{d}f}, {k * hi:.{d}f}]" if np.isfinite(lo) else " (no CI: n = 1)"
+    return f"{k * mean:.{d}f}{ci}"
+
+
+def cell_rows(a: Analysis, limit: int | None = None) -> list[list[str]]:
+    """Ranked cells as strings: rank, cell, n, select mean [CI], std, test acc mean [CI]."""
+    k, _ = unit(a.select)
+    d = 2 if k == 100 else 4
+    rows = []
+    for _, r in a.cells.head(limit).iterrows():
+        std = r.get(f"{a.select}_std", math.nan)
+        rows.append([str(r["rank"]), r["cell"], str(r["n"]), _ci(r, a.select),
+                     f"{k * std:.{d}f}" if np.isfinite(std) else "n/a", _ci(r, "test_acc")])  # fmt: skip
+    return rows
+
+
+def cell_header(a: Analysis) -> list[str]:
+    _, u = unit(a.select, level=True)
+    return ["rank", "cell", "n", f"{a.select} mean [95% CI]{u}", "std", "test_acc mean [95% CI] %"]
+
+
+def effect_rows(a: Analysis) -> list[list[str]]:
+    rows = []
+    for tbl in (a.effects, a.interactions):
+        for _, r in tbl.iterrows():
+            ci = f"[{fmt_effect(r['lo'], a.select, False)}, {fmt_effect(r['hi'], a.select, False)}]"
+            rows.append([r["term"], fmt_effect(r["estimate"], a.select), ci, str(r["n_seeds"]),
+                         fmt_p(r["p"]).lstrip("= "), fmt_p(r["p_holm"]).lstrip("= "), r["verdict"]])  # fmt: skip
+    return rows
+
+
+def effect_header(a: Analysis) -> list[str]:
+    _, u = unit(a.select)
+    return ["comparison", f"effect on {a.select}{u}", "95% CI", "seeds", "p", "Holm p", "verdict"]
+
+
+def anova_rows(a: Analysis) -> list[list[str]]:
+    if a.anova is None:
+        return []
+    f = lambda v, d: "" if not np.isfinite(v) else f"{v:.{d}g}"
+    return [[str(i), f(r["df"], 3), f(r["sum_sq"], 4), f(r["F"], 4), fmt_p(r["PR(>F)"]).lstrip("= "),
+             f(100 * r["share_ss"], 3)] for i, r in a.anova.iterrows()]  # fmt: skip
+
+
+ANOVA_HEADER = ["term", "df", "sum of squares", "F", "p", "% of SS"]
+CLAIM_HEADER = ["claim", "tested as", "verdict", "evidence"]
+
+
+def claim_rows(a: Analysis) -> list[list[str]]:
+    """Each claim: its text, what it was tested as, the verdict and why (estimate and CI, or the best set)."""
+    rows = []
+    for c in a.claims:
+        if c["kind"] == "best":
+            what = "in the best set: " + ", ".join(f"{k}={v}" for k, v in c["cell"].items())
+        else:
+            what = f"{c['kind']}{' (' + c['direction'] + ')' if c.get('direction') else ''}: {claim_term(c)}"
+        ev = c["why"]
+        if "estimate" in c:
+            _, u = unit(a.select)
+            ev += (f"; {fmt_effect(c['estimate'], a.select)}{u} [{fmt_effect(c['lo'], a.select, False)}, "
+                   f"{fmt_effect(c['hi'], a.select, False)}], Holm p {fmt_p(c['p_holm'])}")  # fmt: skip
+        rows.append([c["text"], what, c["verdict"], ev])
+    return rows
+
+
+def setup_rows(a: Analysis) -> list[list[str]]:
+    """What every complete trial shares: the config keys set away from fmlab's defaults, parameters,
+    epochs and training time (median and range over trials) -- the facts a results table quotes."""
+    import json
+
+    from fmlab.config.schema import Config, from_dict
+
+    c = a.complete
+    if c.empty or "config" not in c:
+        return []
+    flats = [from_dict(json.loads(js)).resolved().flat() for js in c["config"]]
+    default = Config().resolved().flat()
+    shared = {k: v for k, v in flats[0].items() if k != "seed" and all(f[k] == v for f in flats)}
+    changed = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                        for k, v in shared.items() if v != default[k])  # fmt: skip
+    rows = [["config shared by every trial (keys set away from the defaults)", changed or "(defaults)"]]
+
+    def span(col: str, fmt: str) -> str:
+        x = pd.to_numeric(c[col], errors="coerce").dropna() if col in c else pd.Series(dtype=float)
+        if x.empty:
+            return "n/a"
+        return f"{x.median():{fmt}}" + (f" (range {x.min():{fmt}} to {x.max():{fmt}})" if x.min() != x.max() else "")
+
+    rows += [["parameters", span("n_params", ",.0f")], ["epochs per trial", span("epochs", ".0f")],
+             ["training time per trial, s (whole trial: data, epochs, validation, test)", span("total_s", ".0f")],
+             ["training images/s", span("train_images_per_s", ",.0f")]]  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------- diagnostics (fmlab.analysis.diagnostics)
+
+
+def diagnostic_rows(a: Analysis) -> list[list[str]]:
+    """The residual tests and outliers as (check, result) rows."""
+    d = a.diagnostics
+    if d is None:
+        return []
+    outl = "; ".join(f"{o['id']} ({o['cell']}, seed {o['seed']}, {o['student']:+.1f})" for o in d.outliers)
+    return [["model", d.model], ["Shapiro-Wilk (normal residuals)", f"p {fmt_p(d.shapiro_p)} (n = {len(d.residuals)})"],
+            [f"Brown-Forsythe (equal spread; {d.bf_by})", f"p {fmt_p(d.bf_p)}"],
+            ["trials with |externally studentized residual| > 4", outl or "none"]]  # fmt: skip
+
+
+def seed_header(a: Analysis) -> list[str]:
+    u = unit(a.select)[1]
+    return ["comparison", f"model effect{u}", "model Holm p", f"seed-paired effect{u}", "95% CI", "df", "Holm p",
+            "agree"]  # fmt: skip
+
+
+def seed_rows(a: Analysis) -> list[list[str]]:
+    d = a.diagnostics
+    if d is None or not len(d.seed_check):
+        return []
+    m = a.select
+    return [[r["term"], fmt_effect(r["model_estimate"], m), fmt_p(r["model_p_holm"]).lstrip("= "),
+             fmt_effect(r["estimate"], m), f"[{fmt_effect(r['lo'], m, False)}, {fmt_effect(r['hi'], m, False)}]",
+             str(int(r["df"])), fmt_p(r["p_holm"]).lstrip("= "), "yes" if r["agree"] else "NO"]
+            for _, r in d.seed_check.iterrows()]  # fmt: skip
+
+
+# ---------------------------------------------------------------- seeds planned (fmlab.analysis.power)
+
+PLAN_HEADER = ["effect", "estimate", "verdict", "detectable now (80% power)", "seeds of every cell to resolve"]
+
+
+def plan_sentences(a: Analysis) -> list[str]:
+    if a.plan is None:
+        return []
+    k, u = unit(a.select)
+    return fpower.plan_lines(a.plan, scale=k, u=u)
+
+
+def plan_rows(a: Analysis) -> list[list[str]]:
+    if a.plan is None:
+        return []
+    rows = []
+    for e in a.plan["effects"]:
+        nan = lambda v: math.nan if v is None else v  # noqa: E731
+        need = "" if e["verdict"] != "undecided" or e["estimate"] is None else \
+            (f"~{e['seeds_needed']} ({e['route']})" if e["seeds_needed"] else f"more than {a.plan['cap']}")  # fmt: skip
+        rows.append([e["term"], fmt_effect(nan(e["estimate"]), a.select), e["verdict"],
+                     fmt_effect(nan(e["mde_now"]), a.select, False), need])  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------- HiPlot: every trial
+
+TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_epoch", "train_s", "total_s", "n_params")
+
+
+def hiplot_experiment(trials: pd.DataFrame, meta: dict[str, Any]) -> Any:
+    """The study's hip.Experiment (one row per trial, every state), coloured by the selection metric;
+    the report writes it to hiplot.html and fmlab.api.handles's StudyHandle.hiplot() returns it."""
+    from fmlab.analysis.grid import level_label
+
+    levels = {f: [level_label(v) for v in lv] for f, lv in meta["factors"].items()}
+    bools = [f for f, lv in levels.items() if set(lv) == {"true", "false"}]
+    return _experiment(trials, list(levels), meta.get("select", "val_acc"), bools)
+
+
+def _experiment(trials: pd.DataFrame, factors: list[str], color_by: str, bools: list[str]) -> Any:
+    """Factors with non-numeric levels (bool, str), the state and the seed are declared categorical;
+    numeric factors keep a numeric, ordered axis. bools: from the study's levels (the store may hand
+    booleans over as 0/1)."""
+    import hiplot as hip
+
+    from fmlab.analysis.grid import level_label
+
+    def numeric(c: str) -> bool:
+        vals = trials[c].dropna()
+        return bool(len(vals)) and all(isinstance(v, (int, float, np.integer, np.floating))
+                                       and not isinstance(v, (bool, np.bool_)) for v in vals)  # fmt: skip
+
+    cat = [c for c in factors if c in bools or not numeric(c)]
+    metrics = [c for c in TRIAL_COLS if c in trials]
+    rows = []
+    for _, r in trials.iterrows():
+        row: dict[str, Any] = {}
+        for c in ["id", "state", "seed", *factors, *metrics]:
+            v = r.get(c)
+            if isinstance(v, np.generic):
+                v = v.item()
+            if c in cat or c == "state":
+                v = level_label(v, boolean=c in bools)
+            elif v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
+                v = None  # JSON has no NaN; HiPlot shows a missing value
+            elif isinstance(v, float):
+                v = round(v, 6)
+            row[c] = v
+        rows.append(row)
+    exp = hip.Experiment.from_iterable(rows)
+    for c in ("state", "seed", *cat):
+        exp.parameters_definition[c].type = hip.ValueType.CATEGORICAL
+    for c in (c for c in factors if c not in cat):  # HiPlot would guess categorical for few distinct values
+        exp.parameters_definition[c].type = hip.ValueType.NUMERIC
+    if color_by in metrics:
+        exp.colorby = color_by
+    order = ["state", "seed", *factors, *metrics][::-1]  # HiPlot lays out this list right to left
+    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": ["uid", "id", "from_uid"], "order": order})
+    exp.display_data(hip.Displays.TABLE).update({"hide": ["uid", "from_uid"], "order_by": [["id", "asc"]]})
+    return exp

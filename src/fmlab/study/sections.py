@@ -1,0 +1,147 @@
+"""A study file's sections checked one at a time: [analysis] (min_effect, transform), [[claims]], seeds, the
+keys and values of a config table, the TOML itself. fmlab.study.spec.load puts them together; every error is a
+StudyError naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from fmlab.config.schema import Config, ConfigError, allowed_keys, with_overrides
+from fmlab.errors import FmlabError
+
+BASELINE = "baseline"  # the arm name of the unchanged [base] config in an arms study
+
+
+class StudyError(FmlabError):
+    """A bad study file; the message names the file, the key and what is allowed."""
+
+
+
+MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
+TRANSFORMS = ("none", "log")  # as fmlab.analysis.diagnostics.TRANSFORMS (kept here so study files load light)
+
+
+def analysis_section(p: Path, doc: dict[str, Any]) -> dict[str, float]:
+    """[analysis] min_effect = { val_loss = 0.01, ... }: positive numbers in the metric's own units."""
+    an = doc.get("analysis", {})
+    if not isinstance(an, dict):
+        raise StudyError(f"{p}: [analysis] must be a table, e.g. [analysis] min_effect = {{ val_loss = 0.01 }}")
+    for k in an:
+        if k not in ("min_effect", "transform"):
+            raise StudyError(f"{p}: [analysis] unknown key '{k}'; allowed: min_effect, transform")
+    me = an.get("min_effect", {})
+    if not isinstance(me, dict):
+        raise StudyError(f"{p}: [analysis] key 'min_effect': bad value {me!r}; expected a table like "
+                         "{ val_loss = 0.01, val_acc = 0.005 }")  # fmt: skip
+    out = {}
+    for k, v in me.items():
+        if k not in MIN_EFFECT_KEYS:
+            raise StudyError(f"{p}: [analysis] min_effect key '{k}': unknown metric; allowed: "
+                             f"{', '.join(MIN_EFFECT_KEYS)}")  # fmt: skip
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise StudyError(f"{p}: [analysis] min_effect key '{k}': bad value {v!r}; expected a positive number "
+                             "in the metric's units (accuracy as a fraction, e.g. 0.005)")  # fmt: skip
+        out[k] = float(v)
+    return out
+
+
+def baseline_values(base: dict[str, Any], factors: dict[str, list[Any]]) -> dict[str, Any]:
+    """Each factor's baseline level: the [base] config's value where it is one of the levels, else the first
+    level. The analysis compares every level with it (fmlab.report.export.report_inputs) and claims name it."""
+    flat = with_overrides(Config(), base).resolved().flat()
+    return {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in factors.items()}
+
+
+def claims_section(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]],
+            arms: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...]:  # fmt: skip
+    """[[claims]]: each names an effect the study estimates (or a partial cell for kind = "best")."""
+    from fmlab.analysis.claims import ClaimError, parse_claims
+    from fmlab.analysis.grid import level_label
+
+    if "claims" not in doc:
+        return ()
+    if arms:
+        levels, baseline, design = {"arm": [BASELINE, *arms]}, {"arm": BASELINE}, "arms"
+    else:
+        levels = {k: [level_label(v) for v in lv] for k, lv in factors.items()}
+        baseline = {k: level_label(v) for k, v in baseline_values(base, factors).items()}
+        design = "grid"
+    try:
+        return tuple(parse_claims(doc["claims"], levels, baseline, design, level_label))
+    except ClaimError as e:
+        raise StudyError(f"{p}: {e}") from None
+
+
+def transform_section(p: Path, doc: dict[str, Any]) -> str:
+    """[analysis] transform = "log" (loss metrics analysed as log(loss)) or "none" (the default)."""
+    an = doc.get("analysis", {})
+    t = an.get("transform", "none") if isinstance(an, dict) else "none"
+    if t not in TRANSFORMS:
+        raise StudyError(f"{p}: [analysis] key 'transform': bad value {t!r}; allowed: {', '.join(TRANSFORMS)}")
+    return str(t)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """--seeds N (the first N seeds: 0..N-1) or --seeds LIST ('0,3,7'; '5,' is the single seed 5)."""
+    t = text.strip()
+    try:
+        if "," not in t:
+            n = int(t)
+            if n < 1:
+                raise ValueError
+            return tuple(range(n))
+        seeds = tuple(int(x) for x in t.split(",") if x.strip())
+    except ValueError:
+        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2")
+    return tuple(dict.fromkeys(seeds))
+
+
+def check_seeds(path: Path, where: str, value: Any) -> tuple[int, ...]:
+    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                    for s in value)  # fmt: skip
+    if not ok:
+        raise StudyError(f"{path}: {where}: bad value {value!r}; expected a non-empty list of integers >= 0, "
+                         "e.g. seeds = [0, 1, 2]")  # fmt: skip
+    return tuple(dict.fromkeys(value))
+
+
+def check_keys(path: Path, section: str, table: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise StudyError(f"{path}: [{section}] must be a table of config keys")
+    for key in table:
+        if key == "seed":
+            raise StudyError(f"{path}: [{section}] key 'seed': set seeds with the top-level 'seeds' list")
+        if key not in extra and key not in allowed_keys():
+            allowed = ", ".join([*extra, *(k for k in allowed_keys() if k != "seed")])
+            raise StudyError(f"{path}: [{section}] unknown key '{key}'; allowed keys: {allowed}")
+    return dict(table)
+
+
+def check_values(path: Path, section: str, overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        try:
+            with_overrides(Config(), {key: value}, rules=False)  # the combination is checked in load()
+        except ConfigError as e:
+            raise StudyError(f"{path}: [{section}] {e}") from None
+
+
+def read_toml(p: Path, what: str, top_keys: tuple[str, ...]) -> dict[str, Any]:
+    """A TOML file's top-level table; a missing or unreadable file, bad TOML or an unknown top-level key
+    is a StudyError naming the file (and the key)."""
+    try:
+        doc = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{p}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StudyError(f"{p}: cannot read the {what} ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{p}: not valid TOML ({e})") from None
+    for key in doc:
+        if key not in top_keys:
+            raise StudyError(f"{p}: unknown key '{key}'; allowed top-level keys: {', '.join(top_keys)}")
+    return doc

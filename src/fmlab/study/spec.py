@@ -1,0 +1,249 @@
+"""A study file (TOML) -> the list of trial configs it asks for: grid cells x seeds, under one budget.
+
+    name, description, seeds, select       top-level keys
+    [base]                                 config keys applied to every cell (as with --set)
+    [factors]                              config key -> list of values; the grid is their product
+    [arms.<name>]                          or: one-factor-at-a-time variants of [base], each a table of
+                                           config keys; trials = (baseline + each arm) x seeds
+    [budgets.<name>]                       overrides applied by --budget <name> (may set seeds)
+
+A study is a grid ([factors]) or a set of arms ([arms]), never both: an arm compared with a grid cell
+has no single baseline to be paired with. Two arms (or an arm and the baseline) whose configs resolve
+to the same trial (e.g. momentum under adam, which resolved() resets) share that one trial: it runs
+once and its store link names every arm ({"arm": first, "also": [others]}).
+
+Every value is checked with config.with_overrides before anything runs; errors name the file, the
+key and what is allowed. A budget's overrides are part of each config, so they change trial ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmlab.config.schema import Config, ConfigError, with_overrides
+from fmlab.study.sections import BASELINE as BASELINE  # re-exported: the study's callers import them from here
+from fmlab.study.sections import MIN_EFFECT_KEYS as MIN_EFFECT_KEYS
+from fmlab.study.sections import TRANSFORMS as TRANSFORMS
+from fmlab.study.sections import StudyError as StudyError
+from fmlab.study.sections import analysis_section, check_keys, check_values, claims_section, transform_section
+from fmlab.study.sections import baseline_values as baseline_values
+from fmlab.study.sections import check_seeds as check_seeds
+from fmlab.study.sections import parse_seeds as parse_seeds
+from fmlab.study.sections import read_toml as read_toml
+
+TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis", "claims")
+SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
+FULL = "full"
+BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One planned trial: a grid cell (factor values) or an arm ({"arm": name, "also": [names sharing
+    this trial]}) with a seed, and its resolved config."""
+
+    config: Config
+    cell: dict[str, Any]
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return self.config.trial_id()
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    path: str
+    budget: str
+    seeds: tuple[int, ...]
+    select: str  # val_loss (lower is better) or val_acc (higher is better)
+    base: dict[str, Any]
+    factors: dict[str, list[Any]]
+    overrides: dict[str, Any]  # the chosen budget's config overrides
+    budgets: tuple[str, ...] = field(default=())
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> config keys it changes
+    finding: bool = True  # the budget changes how trials compute, not what they learn from (full is one)
+    budget_note: str = ""  # what the budget is, e.g. "full data, bf16 on CPU"
+
+    min_effect: dict[str, float] = field(default_factory=dict)  # [analysis] min_effect (over the defaults)
+    claims: tuple[dict[str, Any], ...] = ()  # [[claims]], checked (fmlab.analysis.claims)
+    transform: str = "none"  # [analysis] transform: "log" analyses log(loss) (fmlab.analysis.diagnostics)
+
+    @property
+    def label(self) -> str:
+        return budget_label(self.budget, self.finding, self.budget_note)
+
+    @property
+    def design(self) -> str:
+        return "arms" if self.arms else "grid"
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Grid: every combination of factor values. Arms: the baseline, then each arm in file order."""
+        if self.arms:
+            return [{"arm": BASELINE}, *({"arm": a} for a in self.arms)]
+        keys = list(self.factors)
+        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*self.factors.values())]
+
+    def overrides_of(self, cell: dict[str, Any]) -> dict[str, Any]:
+        """The config keys a cell sets on top of [base]."""
+        return dict(self.arms.get(cell["arm"], {})) if self.arms else dict(cell)
+
+    def trials(self) -> list[Trial]:
+        """Cells x seeds, each id once: two cells that resolve to the same config run once; for arms the
+        trial's cell then names every arm that shares it."""
+        out: dict[str, Trial] = {}
+        also: dict[str, list[str]] = {}
+        for cell in self.cells():
+            for s in self.seeds:
+                over = {**self.base, **self.overrides_of(cell), **self.overrides, "seed": s}
+                cfg = with_overrides(Config(), over).resolved()
+                t = out.setdefault(cfg.trial_id(), Trial(cfg, cell, s))
+                if self.arms and t.cell is not cell:
+                    also.setdefault(t.id, []).append(cell["arm"])
+        for tid, names in also.items():
+            t = out[tid]
+            out[tid] = Trial(t.config, {"arm": t.cell["arm"], "also": names}, t.seed)
+        return list(out.values())
+
+    def spec(self) -> dict[str, Any]:
+        """What the store keeps about the study (JSON-able)."""
+        return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
+                "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
+                "arms": self.arms, "budget": self.budget, "overrides": self.overrides, "finding": self.finding,
+                "budget_note": self.budget_note, "min_effect": self.min_effect,
+                "claims": list(self.claims), "transform": self.transform}  # fmt: skip
+
+
+def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
+    """How a budget is shown wherever results appear: full, a budget with finding = true by its label
+    (e.g. 'cpu: full data, bf16 on CPU'), any other 'quick: indicative only'."""
+    if budget == FULL:
+        return FULL
+    return f"{budget}: {note or 'a finding'}" if finding else f"{budget}: indicative only"
+
+
+def spec_label(spec: dict, budget: str) -> str:
+    """A budget's label from a study's stored spec (a finding = true budget by its label). The store keeps
+    one spec per study, the last swept budget's, so its finding and label apply only to that budget."""
+    mine = spec.get("budget") == budget
+    return budget_label(budget, bool(spec.get("finding")) and mine, spec.get("budget_note", "") if mine else "")
+
+
+def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
+    """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
+    p = Path(path)
+    doc = read_toml(p, "study file", TOP_KEYS)
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in ":@/ "):
+        raise StudyError(f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
+                         "or spaces, e.g. name = \"seed\"")  # fmt: skip
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise StudyError(f"{p}: key 'description': bad value {desc!r}; expected a string")
+    base = check_keys(p, "base", doc.get("base", {}))
+    check_values(p, "base", base)
+    factors = check_keys(p, "factors", doc.get("factors", {}))
+    for key, values in factors.items():
+        if not isinstance(values, list):
+            raise StudyError(f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, "
+                             f"e.g. [{key!r} = [a, b]]")  # fmt: skip
+        if not values:
+            raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
+        for v in values:
+            check_values(p, "factors", {key: v})
+    arms = _arms(p, doc, base, factors)
+    budgets = doc.get("budgets", {})
+    if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
+        raise StudyError(f"{p}: [budgets] must hold tables like [budgets.quick]")
+    known = tuple(dict.fromkeys([FULL, *budgets]))
+    if budget not in known:
+        raise StudyError(f"{p}: unknown budget '{budget}'; allowed: {', '.join(known)}")
+    for bname, table in budgets.items():
+        b = check_keys(p, f"budgets.{bname}", table, extra=BUDGET_META)
+        for key in b:
+            if key in BUDGET_META:
+                continue
+            if key in factors:
+                raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
+                                 "override a factor")  # fmt: skip
+            for arm, changes in arms.items():
+                if key in changes:
+                    raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
+                                     "budget may not override what an arm tests")  # fmt: skip
+        if "seeds" in b:
+            check_seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
+        if not isinstance(b.get("finding", False), bool):
+            raise StudyError(
+                f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false"
+            )
+        if not isinstance(b.get("label", ""), str):
+            raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
+        check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
+    chosen = dict(budgets.get(budget, {}))
+    if seeds is None:
+        seeds = check_seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
+            check_seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
+    chosen.pop("seeds", None)
+    finding = bool(chosen.pop("finding", budget == FULL))
+    note = str(chosen.pop("label", ""))
+    try:
+        monitor = with_overrides(Config(), {**base, **chosen}).train.monitor
+    except ConfigError as e:
+        raise StudyError(f"{p}: [base] with budget '{budget}': {e}") from None
+    select = doc.get("select", monitor)
+    if select not in SELECT:
+        why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
+        raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
+    study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
+                  base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
+                  finding=finding, budget_note=note, min_effect=analysis_section(p, doc),
+                  claims=claims_section(p, doc, base, factors, arms), transform=transform_section(p, doc))  # fmt: skip
+    for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
+        try:
+            with_overrides(Config(), {**base, **changes, **chosen})
+        except ConfigError as e:
+            raise StudyError(f"{p}: [arms.{arm}] with [base] and budget '{budget}': {e}") from None
+    try:
+        study.trials()  # combinations can still clash with a range, e.g. a derived value
+    except ConfigError as e:
+        raise StudyError(f"{p}: {e}") from None
+    return study
+
+
+def _arms(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """[arms.<name>] tables: each a non-empty set of config keys that differ from [base]."""
+    if "arms" not in doc:
+        return {}
+    arms = doc["arms"]
+    if "factors" in doc:
+        raise StudyError(f"{p}: a study has [factors] (a grid) or [arms] (variants of [base]), not both; "
+                         "split it into two study files")  # fmt: skip
+    if not isinstance(arms, dict) or not all(isinstance(t, dict) for t in arms.values()):
+        raise StudyError(f"{p}: [arms] must hold tables like [arms.cosine] with config keys, e.g. "
+                         '"train.schedule" = "cosine"')  # fmt: skip
+    if not arms:
+        raise StudyError(f"{p}: [arms] is empty; add at least one arm, e.g. [arms.cosine] with "
+                         '"train.schedule" = "cosine"')  # fmt: skip
+    out = {}
+    for name, table in arms.items():
+        if name == BASELINE:
+            raise StudyError(f"{p}: [arms.{BASELINE}]: the name '{BASELINE}' is reserved for [base] itself; "
+                             "rename the arm")  # fmt: skip
+        if not name.strip() or any(c in name for c in ",\n"):
+            raise StudyError(f"{p}: arm name {name!r}: use a non-empty name without commas")
+        for key, v in table.items():
+            if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
+                raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
+                                 f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
+        changes = check_keys(p, f"arms.{name}", table)
+        if not changes:
+            raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
+                             "config key")  # fmt: skip
+        check_values(p, f"arms.{name}", changes)
+        out[name] = changes
+    return out

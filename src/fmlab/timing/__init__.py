@@ -1,0 +1,1 @@
+"""Training speed: bench-train against a conventional PyTorch loop (baseline_loop), and the speedrun."""

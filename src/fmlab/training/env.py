@@ -1,0 +1,177 @@
+"""Where and how a trial runs: device choice, threads, allocator, seeding, provenance.
+
+Nothing here changes what an experiment is (the trial id); it changes only how fast it runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import random
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmlab.errors import FmlabError
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    device: str = "auto"  # auto = cuda when present, else cpu; or cpu, cuda, cuda:N, mps
+    threads: int = 0  # intra-op threads; 0 = all cores of this process's affinity
+    channels_last: bool = True  # NHWC convolutions: faster with oneDNN and cuDNN
+    eval_batch_size: int = 1024  # images per evaluation forward pass
+    data_dir: str | None = None  # where the IDX files are; None = the usual search path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+_FALLBACK = "use --device cpu (or auto: cuda when present, else cpu)"
+
+
+def check_device(name: str = "auto") -> torch.device:
+    """The torch device for --device NAME, or one FmlabError naming it and the fix when this machine
+    or this torch build does not have it (checked once, before anything runs)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise FmlabError(f"bad --device {name!r}; expected {DEVICES}")
+    if kind == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise FmlabError(f"--device {name}: this torch ({torch.__version__}) is built without CUDA; install a "
+                             f"CUDA build of torch, or {_FALLBACK}")  # fmt: skip
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise FmlabError(f"--device {name}: no CUDA GPU is visible (check the driver with nvidia-smi, and "
+                             f"CUDA_VISIBLE_DEVICES); {_FALLBACK}")  # fmt: skip
+        if index and int(index) >= n:
+            raise FmlabError(f"--device {name}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}; "
+                             f"use one of those, or {_FALLBACK}")  # fmt: skip
+    if kind == "mps" and not torch.backends.mps.is_available():
+        why = "is not available here (it needs macOS 12.3+ on Apple silicon)" if torch.backends.mps.is_built() \
+            else f"is not in this torch build ({torch.__version__}; MPS builds are macOS only)"
+        raise FmlabError(f"--device {name}: Apple's MPS GPU backend {why}; {_FALLBACK}")
+    return torch.device(name)
+
+
+_tuned = False
+
+
+def tune_allocator() -> None:
+    """Keep freed activation buffers in the heap instead of returning them to the OS each step.
+
+    glibc serves large blocks with mmap and unmaps them on free, so every training step page-faults
+    its activations back in. Raising the mmap and trim thresholds (same effect as the
+    MALLOC_*_ environment variables, but set from inside the process) removes those faults.
+    """
+    global _tuned
+    if _tuned or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 256 << 20)
+    _tuned = True
+
+
+def setup(opts: RunOptions) -> torch.device:
+    """Threads, allocator, device; call once per process before training."""
+    torch.set_num_threads(opts.threads or cores())
+    tune_allocator()
+    return check_device(opts.device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)  # fmt: skip
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the x86 instructions that compute in bf16 natively
+
+
+def cpu_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX); None where /proc/cpuinfo does not say.
+    Without them oneDNN converts every bf16 op through fp32: slower than fp32 itself (BENCHMARKS.md)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return any(f in line.split() for f in BF16_FLAGS)
+    return None
+
+
+def precision_note(device_type: str, precisions: set[str], ratio: float | None = None) -> str | None:
+    """One line when bf16 trials are to run on a CPU that emulates bf16 (none: nothing to say); ratio: the bf16
+    over fp32 step time measured here (fmlab.sweep.loop.bf16_step_ratio), which the sweep's estimate then includes."""
+    if device_type != "cpu" or "bf16" not in precisions or cpu_bf16() is not False:
+        return None
+    how = (f"a training step measured {ratio:.1f}x the fp32 step here, and the estimate includes it" if ratio
+           else "so it runs slower than fp32 here")
+    return (f"note: bf16 on this CPU ({cpu_model()}) is emulated (no {' or '.join(BF16_FLAGS)}): {how}; "
+            "`scripts/bench_train_levers.py --only steps` measures it in full")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    from fmlab.version import __version__
+
+    return {
+        "fmlab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "git_commit": git_commit(),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16(),
+    }
