@@ -110,7 +110,7 @@ def still_to_run(d: Path, run: dict) -> str:
     """The planned trials the folder lacks, in the order a resumed sweep takes them (fmlab.sweep.order)."""
     import csv
 
-    from fmlab.analysis.base import level_label  # the cells' names as the report writes them
+    from fmlab.analysis.formatting import level_label  # the cells' names as the report writes them
     from fmlab.study import spec as study
     from fmlab.sweep import order
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A report from files, without a store (development and tests): trials.csv, epochs.csv and a meta JSON in
-the contract of fmlab.analysis.grid.analyse, written as `fmlab report` writes a study's report.
+the contract of fmlab.analysis.driver.analyse, written as `fmlab report` writes a study's report.
 
     python scripts/report_files.py --trials T.csv [--epochs E.csv] --meta M.json --out DIR [--format json]
 """
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmlab.report.build import build_report
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.grid.analyse)")
+    ap.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.driver.analyse)")
     ap.add_argument("--epochs", help="CSV, one row per trial and epoch")
     ap.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned "
                     "(an arms study: design \"arms\", arms {name: {key: value}})")  # fmt: skip
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rep = build_report(trials, epochs, meta, args.out, Path(args.best_ckpt) if args.best_ckpt else None)
     except (KeyError, ValueError) as e:
-        msg = f"report_files: the inputs do not match the contract (see fmlab.analysis.grid.analyse): {e}"
+        msg = f"report_files: the inputs do not match the contract (see fmlab.analysis.driver.analyse): {e}"
         print(msg, file=sys.stderr)
         return 2
     print_report_summary(rep, args.format)

@@ -14,7 +14,8 @@ from conftest import run_cli
 from conftest import synth_arms as synth
 from statsmodels.stats.multitest import multipletests
 
-from fmlab.analysis import grid as analysis
+from fmlab.analysis.driver import analyse
+from fmlab.analysis.formatting import fmt_p
 from fmlab.config.schema import Config, with_overrides
 from fmlab.report import build as report
 from fmlab.report import export as results
@@ -133,7 +134,7 @@ def test_an_arm_added_to_the_file_after_the_sweep_planned_counts_as_missing(tmp_
     store.record_study(fstudy.load(f))
     tr, ep, meta = results.report_frames(store, "arms")
     assert len(tr) == 4 and meta["planned"] == 3 * 2
-    a = analysis.analyse(tr, ep, meta)
+    a = analyse(tr, ep, meta)
     assert (a.counts["planned"], a.counts["missing"]) == (6, 2)
     assert "2 of 6 planned trial(s) have no row at all." in a.warnings
     store.close()
@@ -183,7 +184,7 @@ def test_arms_that_resolve_alike_share_one_trial_and_both_are_linked(tmp_path):
 
 
 def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
-    a = analysis.analyse(*synth())
+    a = analyse(*synth())
     assert a.design == "arms"
     eff = a.effects.set_index("arm")
     g, n, tw = eff.loc["good"], eff.loc["null"], eff.loc["twin"]
@@ -208,7 +209,7 @@ def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
     assert np.isclose(g["estimate"], ind.params[k]) and np.allclose([g["lo"], g["hi"]], ind.conf_int().loc[k])
     good = next(f for f in a.findings if f.startswith("good vs baseline"))
     assert f"{100 * g['estimate']:+.2f} pts [{100 * g['lo']:.2f}, " in good and f"(df {ind.df_resid:.0f})" in good
-    assert f"Holm p {analysis.fmt_p(g['p_holm'])} (" in good and g["p_holm"] >= g["p"]
+    assert f"Holm p {fmt_p(g['p_holm'])} (" in good and g["p_holm"] >= g["p"]
     assert "better val_acc" in good and "test_acc +" in good
     assert a.findings[0].startswith("best: good") and a.best is not None and "good" in a.best["set"]
     assert any("twin" in w and "baseline" in w for w in a.warnings)
@@ -225,7 +226,7 @@ def test_an_arm_not_yet_run_adds_no_df_to_the_anova():
 
     tr, ep, meta = synth()
     tr = tr[tr.arm != "null"]
-    a = analysis.analyse(tr, ep, meta)
+    a = analyse(tr, ep, meta)
     ref = anova_lm(ols("val_acc ~ C(arm) + C(seed)", data=tr.drop_duplicates("id")).fit(), typ=2)
     assert a.anova.loc["arm", "df"] == ref.loc["C(arm)", "df"] == 1
     assert np.allclose(a.anova.loc[["arm", "seed", "Residual"], ["sum_sq", "df", "F", "PR(>F)"]].to_numpy(),
@@ -284,7 +285,7 @@ def test_tiny_arms_study_end_to_end(tmp_path):
 def test_arms_on_one_seed_say_nothing_is_comparable_yet():
     """One seed per arm: arm + seed block has as many terms as trials, so no effect and a limit that says so
     (not the factorial's 'residual is the higher-order interactions')."""
-    a = analysis.analyse(*synth(seeds=[0]))
+    a = analyse(*synth(seeds=[0]))
     assert a.design == "arms" and a.counts["seeds"] == 1
     assert any("Only one seed per arm" in w and "df 0" in w for w in a.warnings), a.warnings
     assert not any("higher-order interactions" in w for w in a.warnings)
@@ -299,7 +300,7 @@ def test_arms_part_way_through_a_seed_fit_what_is_there_and_count_each_arms_seed
     tr, ep, meta = synth(seeds=range(3))
     cut = ((tr.seed == 2) & ~tr.arm.isin(["baseline", "twin"])) | ((tr.arm == "good") & (tr.seed > 0))
     tr = tr[~cut]
-    a = analysis.analyse(tr, ep[ep.trial_id.isin(tr.id)], meta)
+    a = analyse(tr, ep[ep.trial_id.isin(tr.id)], meta)
     eff = a.effects.set_index("arm")
     d = tr.drop_duplicates("id")
     ind = ols("val_acc ~ C(arm, Treatment('baseline')) + C(seed)", data=d[d.arm != "twin"]).fit()
@@ -319,7 +320,7 @@ def test_a_claim_may_compare_two_arms_with_each_other():
     tr, ep, meta = synth()
     claims = [{"text": "good beats null", "kind": "effect", "term": "good vs null", "direction": "better"},
               {"text": "null is no better than good", "kind": "effect", "term": "null vs good", "direction": "better"}]
-    a = analysis.analyse(tr, ep, {**meta, "claims": claims})
+    a = analyse(tr, ep, {**meta, "claims": claims})
     c1, c2 = a.claims
     assert c1["verdict"] == "supported" and c2["verdict"] == "contradicted", a.claims
     d = tr.drop_duplicates("id")
@@ -328,7 +329,7 @@ def test_a_claim_may_compare_two_arms_with_each_other():
     assert c1["estimate"] == pytest.approx(ind.params[k]) and c2["estimate"] == pytest.approx(-ind.params[k])
     assert [c1["lo"], c1["hi"]] == pytest.approx(list(ind.conf_int().loc[k]), abs=1e-9)
     assert "contrast's verdict" in c1["why"] and c1["df"] == ind.df_resid
-    plain = analysis.analyse(tr, ep, meta).effects
+    plain = analyse(tr, ep, meta).effects
     assert a.effects["p_holm"].tolist() == pytest.approx(plain["p_holm"].tolist(), nan_ok=True)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import synth_grid as synth
 
-from fmlab.analysis import grid as analysis
+from fmlab.analysis.driver import analyse
 from fmlab.report import build as report
 from fmlab.study import spec as fstudy
 
@@ -25,7 +26,7 @@ def verdicts(a):
 
 
 def test_claims_get_the_verdicts_of_the_effects_and_the_best_set(tmp_path):
-    a = analysis.analyse(*claims_meta(
+    a = analyse(*claims_meta(
         {"text": "bn helps", "kind": "effect", "term": "model.batch_norm: true vs false", "direction": "better"},
         {"text": "bn hurts", "kind": "effect", "term": "model.batch_norm: true vs false", "direction": "worse"},
         {"text": "128 is better", "kind": "effect", "term": "train.batch_size: 128 vs 64", "direction": "better"},
@@ -41,7 +42,7 @@ def test_claims_get_the_verdicts_of_the_effects_and_the_best_set(tmp_path):
     assert v["bn helps"] == "supported" and v["bn hurts"] == "contradicted"  # planted +1 pt, "matters"
     assert v["128 is better"] == "contradicted"  # planted -0.6 pts: matters the other way
     assert v["pool is negligible"] == "supported" and v["bn is negligible"] == "contradicted"
-    inter = analysis.pd.concat([a.effects, a.interactions]).set_index("term")
+    inter = pd.concat([a.effects, a.interactions]).set_index("term")
     want = {"no effect larger than X": "supported", "real but smaller than X": "supported", "matters": "contradicted"}
     row = inter.loc["model.pool x train.batch_size: (max vs avg) at 128 minus at 64"]
     assert v["pool x bs negligible"] == want.get(row["verdict"], "undecided")  # the same verdict as the table's
@@ -114,7 +115,7 @@ def test_a_simple_effect_claim_is_the_fits_contrast_at_those_levels():
              "at": {"train.batch_size": "128"}}  # fmt: skip
     at64 = {"text": "pool negligible at 64", "kind": "negligible", "term": "model.pool: max vs avg",
             "at": {"train.batch_size": "64"}}  # fmt: skip
-    a = analysis.analyse(trials, epochs, {**meta, "claims": [at128, at64]})
+    a = analyse(trials, epochs, {**meta, "claims": [at128, at64]})
     c128, c64 = a.claims
     assert c128["verdict"] == "supported" and c64["verdict"] == "supported", a.claims
     t = trials[trials.state == "COMPLETE"].astype({"model.batch_norm": str, "model.pool": str,
@@ -141,4 +142,4 @@ def test_a_simple_effect_claim_is_the_fits_contrast_at_those_levels():
     assert [c128["lo"], c128["hi"]] == pytest.approx(list(np.squeeze(tt.conf_int())), abs=1e-9)
     assert c128["df"] == fit.df_resid and "simple effect's verdict" in c128["why"]
     # the claims' own Holm family: the effects table's tests are those of the study without these claims
-    assert a.effects["m_tests"].iloc[0] == analysis.analyse(trials, epochs, meta).effects["m_tests"].iloc[0]
+    assert a.effects["m_tests"].iloc[0] == analyse(trials, epochs, meta).effects["m_tests"].iloc[0]

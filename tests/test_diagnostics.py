@@ -16,7 +16,7 @@ from statsmodels.formula.api import ols
 from statsmodels.stats.outliers_influence import OLSInfluence
 
 from fmlab.analysis import diagnostics
-from fmlab.analysis import grid as analysis
+from fmlab.analysis.driver import analyse
 from fmlab.report import build as report
 from fmlab.report import export as results
 from fmlab.store.db import Store
@@ -33,7 +33,7 @@ def coded(trials):
 
 def test_residual_tests_equal_scipy_on_an_independent_fit():
     trials, epochs, meta = synth(seeds=range(3))
-    d = analysis.analyse(trials, epochs, meta).diagnostics
+    d = analyse(trials, epochs, meta).diagnostics
     ind = ols("val_acc " + FORMULA, data=coded(trials)).fit()
     r = ind.resid.to_numpy()
     assert d.residuals["id"].tolist() == trials["id"].tolist()
@@ -50,7 +50,7 @@ def test_planted_outlier_is_named_by_trial_id(tmp_path):
     trials, epochs, meta = synth(seeds=range(3))
     trials.loc[trials["id"] == "s1-1max32", "val_acc"] += 0.03  # 15 noise SDs
     rep = report.build_report(trials, epochs, meta, tmp_path)
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     assert [o["id"] for o in a.diagnostics.outliers] == ["s1-1max32"] and a.diagnostics.outliers[0]["student"] > 4
     assert any("s1-1max32" in w and "studentized residual" in w for w in a.warnings)
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -70,7 +70,7 @@ def test_seed_check_flags_a_planted_disagreement():
     per_seed = {0: 0.02, 1: 0.0, 2: 0.01}
     bn = trials["model.batch_norm"].to_numpy()
     trials["val_acc"] += bn * (trials["seed"].map(per_seed) - 0.010)  # synth plants +0.010 in every seed
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     d = a.diagnostics
     chk = d.seed_check.set_index("term")
     row = chk.loc["model.batch_norm: true vs false"]
@@ -89,14 +89,14 @@ def test_seed_check_flags_a_planted_disagreement():
 
 
 def test_no_seed_check_with_two_seeds():
-    d = analysis.analyse(*synth(seeds=range(2))).diagnostics
+    d = analyse(*synth(seeds=range(2))).diagnostics
     assert not len(d.seed_check) and d.disagreements == [] and "needs 3 or more" in d.seed_note
     assert math.isfinite(d.shapiro_p)
 
 
 def test_log_transform_equals_fitting_log_y_and_says_how_min_effect_reads():
     trials, epochs, meta = synth(seeds=range(3), select="val_loss")
-    a = analysis.analyse(trials, epochs, {**meta, "transform": "log", "min_effect": {"val_loss": 0.02}})
+    a = analyse(trials, epochs, {**meta, "transform": "log", "min_effect": {"val_loss": 0.02}})
     ind = ols("np.log(val_loss) " + FORMULA, data=coded(trials)).fit()
     k = "C(bn, Sum)[S.False]"
     bn = a.effects.set_index("term").loc["model.batch_norm: true vs false"]
@@ -107,12 +107,12 @@ def test_log_transform_equals_fitting_log_y_and_says_how_min_effect_reads():
     assert np.allclose(a.diagnostics.residuals["resid"], ind.resid)
     note = f"min_effect 0.02 reads as a ratio inside [{math.exp(-0.02):.4f}, {math.exp(0.02):.4f}]"
     assert any(note in w for w in a.warnings) and any(note in n for n in a.diagnostics.notes)
-    plain = analysis.analyse(trials, epochs, meta).effects.set_index("term").loc["model.batch_norm: true vs false"]
+    plain = analyse(trials, epochs, meta).effects.set_index("term").loc["model.batch_norm: true vs false"]
     assert plain["estimate"] != pytest.approx(bn["estimate"])  # the transform took effect
-    acc = analysis.analyse(trials, epochs, {**meta, "select": "val_acc", "transform": "log"})
+    acc = analyse(trials, epochs, {**meta, "select": "val_acc", "transform": "log"})
     assert any("applies to loss metrics only" in w for w in acc.warnings)
     with pytest.raises(ValueError, match="must be positive"):
-        analysis.analyse(trials.assign(val_loss=0.0), epochs, {**meta, "transform": "log"})
+        analyse(trials.assign(val_loss=0.0), epochs, {**meta, "transform": "log"})
 
 
 def test_transform_parsed_and_carried_to_the_report_inputs(tmp_path):
@@ -135,7 +135,7 @@ def test_transform_parsed_and_carried_to_the_report_inputs(tmp_path):
 
 def test_arms_study_gets_diagnostics(tmp_path):
     trials, epochs, meta = arms_synth(seeds=range(4))
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     d = a.diagnostics
     once = trials.drop_duplicates("id")
     assert len(d.residuals) == len(once) and "arm" in d.bf_by
@@ -152,8 +152,8 @@ def test_arms_study_gets_diagnostics(tmp_path):
 
 
 def test_degenerate_inputs():
-    assert diagnostics.diagnose(None, synth(seeds=[0])[0], "val_acc", analysis.analyse(*synth()).effects, []) is None
-    a = analysis.analyse(*synth(seeds=[0]))  # one seed: residual df 2, still checked
+    assert diagnostics.diagnose(None, synth(seeds=[0])[0], "val_acc", analyse(*synth()).effects, []) is None
+    a = analyse(*synth(seeds=[0]))  # one seed: residual df 2, still checked
     assert a.diagnostics is not None and len(a.diagnostics.residuals) == 12
     json.dumps(a.diagnostics.to_dict(), allow_nan=False)
 

@@ -18,9 +18,9 @@ from conftest import stats_truth as truth
 from scipy import stats
 
 from fmlab.analysis import bestset
-from fmlab.analysis import grid as analysis
 from fmlab.analysis import power as fp
 from fmlab.analysis import stats as fs
+from fmlab.analysis.driver import analyse
 from fmlab.report import build as report
 
 N_SIM = 400
@@ -94,7 +94,7 @@ def test_beyond_the_cap_says_more_than_the_cap():
 
 
 def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
-    a = analysis.analyse(*synth_grid(seeds=range(2), noise=0.004))
+    a = analyse(*synth_grid(seeds=range(2), noise=0.004))
     p = a.plan
     assert p["n_seeds"] == 2 and p["alpha"] == pytest.approx(fs.ALPHA / p["m_tests"]) and p["m_tests"] == 20
     bn = next(e for e in p["effects"] if e["term"] == "model.batch_norm: true vs false")
@@ -111,7 +111,7 @@ def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
 
 
 def test_arms_analysis_has_a_plan_for_its_arms():
-    a = analysis.analyse(*synth_arms(seeds=range(3), noise=0.004))
+    a = analyse(*synth_arms(seeds=range(3), noise=0.004))
     assert a.plan is not None and {e["kind"] for e in a.plan["effects"]} == {"arm"}
     good = next(e for e in a.plan["effects"] if e["term"].startswith("good"))
     assert good["var_per_seed"] == pytest.approx(2.0)  # arm minus baseline with one seed of each: 1 + 1

@@ -15,7 +15,10 @@ from conftest import BN_EFFECT, BS128_EFFECT
 from conftest import synth_grid as synth
 from scipy import stats
 
-from fmlab.analysis import grid as analysis
+from fmlab.analysis.driver import analyse
+from fmlab.analysis.formatting import level_label
+from fmlab.analysis.ranking import best_trial
+from fmlab.analysis.stats import VERDICTS
 from fmlab.report import build as report
 
 _spec = importlib.util.spec_from_file_location("report_files", Path(__file__).resolve().parents[1] / "scripts" /
@@ -29,7 +32,7 @@ def effect(a, term):
 
 
 def test_known_effect_recovered_and_null_factor_is_noise():
-    a = analysis.analyse(*synth())
+    a = analyse(*synth())
     bn = effect(a, "model.batch_norm: true vs false")
     assert bn["lo"] < BN_EFFECT < bn["hi"] and bn["lo"] > 0
     assert abs(bn["estimate"] - BN_EFFECT) < 0.003
@@ -53,7 +56,7 @@ def test_effect_and_cell_ci_match_a_statsmodels_fit_made_here():
     from statsmodels.formula.api import ols
 
     trials, epochs, meta = synth()
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     d = trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
                       bs=trials["train.batch_size"].astype(str))  # fmt: skip
     ind = ols("val_acc ~ (C(bn, Sum) + C(pool, Sum) + C(bs, Sum))**2 + C(seed)", data=d).fit()
@@ -85,7 +88,7 @@ def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
 
     drop = ("s2-1avg32", "s2-1avg64", "s2-0max64", "s2-1max128")
     trials, epochs, meta = synth(seeds=range(3), noise=0.004, drop=drop)
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     levels = zip(trials["model.batch_norm"], trials["model.pool"], trials["train.batch_size"], strict=True)
     d = trials.assign(cell=[f"{str(b).lower()}{p}{s}" for b, p, s in levels])
     cm = ols("val_acc ~ C(cell) + C(seed)", data=d).fit()
@@ -105,7 +108,7 @@ def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
 def test_holm_over_one_family_of_tests_of_zero_and_tost():
     from statsmodels.stats.multitest import multipletests
 
-    a = analysis.analyse(*synth())
+    a = analyse(*synth())
     both = pd.concat([a.effects, a.interactions])
     assert len(a.effects) == 5 and len(a.interactions) == 1 + 2 + 2  # bs: 32 vs 64, 128 vs 64, 128 vs 32
     adj = multipletests(np.r_[a.effects["p"], a.effects["p_tost"], a.interactions["p"],
@@ -117,7 +120,7 @@ def test_holm_over_one_family_of_tests_of_zero_and_tost():
 
 
 def test_anova_table_present():
-    a = analysis.analyse(*synth())
+    a = analyse(*synth())
     assert a.anova is not None
     for term in ("model.batch_norm", "model.pool", "train.batch_size", "seed", "Residual",
                  "model.batch_norm x train.batch_size"):  # fmt: skip
@@ -149,7 +152,7 @@ def test_anova_rows_are_type2_drops_in_residual_ss_while_a_pair_of_levels_is_unt
 
     trials, epochs, meta = synth()
     trials = trials[~(trials["model.batch_norm"] & (trials["train.batch_size"] == 128))]
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     d = trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
                       bs=trials["train.batch_size"].astype(str))  # fmt: skip
     terms = {"model.batch_norm": "C(bn)", "model.pool": "C(pool)", "train.batch_size": "C(bs)", "seed": "C(seed)",
@@ -173,11 +176,11 @@ def test_anova_rows_are_type2_drops_in_residual_ss_while_a_pair_of_levels_is_unt
 
 
 def test_one_seed_study_fits_with_the_higher_order_terms_as_error_and_says_so():
-    a = analysis.analyse(*synth(seeds=[0]))
+    a = analyse(*synth(seeds=[0]))
     assert any("one seed" in w.lower() and "higher-order" in w for w in a.warnings)
     bn = effect(a, "model.batch_norm: true vs false")
     assert bn["df"] == 12 - 10 and bn["n_seeds"] == 1  # 12 cells, 10 parameters of the two-way model
-    assert bn["lo"] < BN_EFFECT < bn["hi"] and set(a.effects["verdict"]) <= set(analysis.VERDICTS)
+    assert bn["lo"] < BN_EFFECT < bn["hi"] and set(a.effects["verdict"]) <= set(VERDICTS)
     assert "one seed" in a.model_note and "residual df 2" in a.model_note
     assert a.anova is not None and "one seed" in a.anova_note  # the residual is the higher-order terms
 
@@ -186,7 +189,7 @@ def test_failed_waiting_and_missing_trials_counted_and_named():
     fail = ("s0-0max64", "s2-1avg32")
     drop = ("s1-0avg32",) + tuple(f"s{s}-1max128" for s in range(6))  # one row lost, one whole cell never run
     trials, epochs, meta = synth(fail=fail, drop=drop, states={"s3-0avg32": "WAITING"})
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     c = a.counts
     assert (c["failed"], c["waiting"], c["missing"], c["planned"]) == (2, 1, 7, 72)
     assert c["complete"] == 72 - 7 - 2 - 1
@@ -202,7 +205,7 @@ def test_a_factor_not_yet_varied_is_untested_and_left_out_of_the_fit():
     """A study in progress whose COMPLETE trials all have batch_norm=false: its effect is untested, it has no
     ANOVA row (an all-zero design column would make that row numerical noise), the rest is estimated."""
     trials, epochs, meta = synth(seeds=[0, 1])
-    a = analysis.analyse(trials[~trials["model.batch_norm"]], epochs, meta)
+    a = analyse(trials[~trials["model.batch_norm"]], epochs, meta)
     assert effect(a, "model.batch_norm: true vs false")["verdict"].startswith("untested")
     assert list(a.effects["factor"]) == ["model.batch_norm", "model.pool", *["train.batch_size"] * 3]
     assert "model.batch_norm" not in a.anova.index and a.anova.loc["Residual", "df"] == 12 - 7 - 0
@@ -213,7 +216,7 @@ def test_a_factor_not_yet_varied_is_untested_and_left_out_of_the_fit():
 def test_degenerate_studies_do_not_crash(tmp_path, keep):
     trials, epochs, meta = synth(seeds=[0])
     trials = trials.head(keep)
-    a = analysis.analyse(trials, epochs, meta)
+    a = analyse(trials, epochs, meta)
     assert len(a.cells) == keep
     rep = report.build_report(trials, epochs, meta, tmp_path)
     json.dumps(rep, allow_nan=False)
@@ -227,14 +230,14 @@ def test_no_complete_trials(tmp_path):
 
 
 def test_loss_selection_and_quick_label():
-    a = analysis.analyse(*synth(select="val_loss", budget="quick"))
+    a = analyse(*synth(select="val_loss", budget="quick"))
     assert a.label == "synth study (quick: indicative only)" and a.warnings[0].startswith("Quick budget")
     bn = effect(a, "model.batch_norm: true vs false")
     assert bn["estimate"] < 0 and bn["verdict"] == "real but smaller than X"  # 0.0025 < min_effect 0.01
     assert any(f.startswith("real but smaller than 0.0100") and "model.batch_norm" in f for f in a.findings)
     assert a.cells["val_loss_mean"].is_monotonic_increasing
     with pytest.raises(ValueError, match="never test"):
-        analysis.analyse(*synth(select="test_acc"))
+        analyse(*synth(select="test_acc"))
 
 
 def test_report_files_script_json(tmp_path, capsys):
@@ -324,9 +327,9 @@ def test_pages_in_headless_chromium(built, tmp_path):
 def test_contract_errors_name_the_problem(tmp_path):
     trials, epochs, meta = synth(seeds=[0, 1])
     with pytest.raises(ValueError, match=r"model.pool: trial values \['min'\] are not among"):
-        analysis.analyse(trials.assign(**{"model.pool": "min"}), epochs, meta)
+        analyse(trials.assign(**{"model.pool": "min"}), epochs, meta)
     with pytest.raises(ValueError, match="lacks columns"):
-        analysis.analyse(trials.drop(columns=["seed"]), epochs, meta)
+        analyse(trials.drop(columns=["seed"]), epochs, meta)
 
 
 def test_study_without_factors_and_without_epochs(tmp_path):
@@ -339,24 +342,24 @@ def test_study_without_factors_and_without_epochs(tmp_path):
 
 def test_levels_match_across_storage_round_trips():
     """SQLite gives booleans as 0/1, CSV may give 64.0 or '1e-3': all land on the study's levels."""
-    assert analysis.level_label(1, boolean=True) == analysis.level_label(True) == analysis.level_label("True")
-    assert analysis.level_label(64.0) == analysis.level_label("64") == analysis.level_label(64) == "64"
-    assert analysis.level_label("1e-3") == analysis.level_label(0.001) and analysis.level_label("max") == "max"
+    assert level_label(1, boolean=True) == level_label(True) == level_label("True")
+    assert level_label(64.0) == level_label("64") == level_label(64) == "64"
+    assert level_label("1e-3") == level_label(0.001) and level_label("max") == "max"
     trials, epochs, meta = synth(seeds=[0, 1, 2])
     stored = trials.assign(**{"model.batch_norm": trials["model.batch_norm"].astype(int),
                               "train.batch_size": trials["train.batch_size"].astype(float)})  # fmt: skip
-    a, b = analysis.analyse(trials, epochs, meta), analysis.analyse(stored, epochs, meta)
+    a, b = analyse(trials, epochs, meta), analyse(stored, epochs, meta)
     assert a.findings == b.findings
 
 
 def test_best_trial_is_chosen_on_validation():
     trials, _, _ = synth(seeds=[0, 1], fail=("s0-1avg64",))
     trials.loc[trials["id"] == "s0-0avg32", "test_acc"] = 0.99  # a test score must not sway the choice
-    best = analysis.best_trial(trials, "val_acc")
+    best = best_trial(trials, "val_acc")
     assert best == trials.loc[trials["val_acc"].idxmax(), "id"]
-    assert analysis.best_trial(trials, "val_loss") == trials.loc[trials["val_loss"].idxmin(), "id"]
+    assert best_trial(trials, "val_loss") == trials.loc[trials["val_loss"].idxmin(), "id"]
     with pytest.raises(ValueError, match="never on test"):
-        analysis.best_trial(trials, "test_acc")
+        best_trial(trials, "test_acc")
 
 
 def test_summary_json_has_model_effects_best_set_and_df(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmlab.analysis import grid as analysis
+from fmlab.analysis.prose import study_budget_label
 from fmlab.study import spec as study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,6 @@ def test_finding_budget_labelled_by_its_label_quick_stays_indicative():
     cpu = study.load(ROOT / "studies" / "seed.toml", budget="cpu")
     quick = study.load(ROOT / "studies" / "seed.toml", budget="quick")
     assert cpu.label == "cpu: full data, bf16 on CPU" and quick.label == "quick: indicative only"
-    assert analysis.study_budget_label({"budget": "cpu", **{k: cpu.spec()[k] for k in ("finding", "budget_note")}}) \
+    assert study_budget_label({"budget": "cpu", **{k: cpu.spec()[k] for k in ("finding", "budget_note")}}) \
         == "cpu: full data, bf16 on CPU"
-    assert analysis.study_budget_label({"budget": "quick", "finding": False}) == "quick: indicative only"
+    assert study_budget_label({"budget": "quick", "finding": False}) == "quick: indicative only"

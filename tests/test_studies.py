@@ -226,7 +226,7 @@ def test_resolve_checkpoint(failed_store):
     from fmlab.report import export as results
     from fmlab.store.db import Store
 
-    trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.grid.analyse's contract
+    trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.driver.analyse's contract
     assert meta["factors"] == {"model.pool": ["avg", "max"]} and meta["baseline"] == {"model.pool": "avg"}
     assert meta["select"] == "val_loss" and meta["planned"] == 4 and len(trials) == 4 and meta["budget"] == "full"
     complete = {t["id"] for t in trials if t["state"] == "COMPLETE"}
@@ -280,7 +280,7 @@ def test_budgets_and_seeds_change_the_plan(tmp_path):
 def test_finding_budget_is_labelled_by_its_label_not_indicative(tmp_path):
     """A budget with finding = true (seed.toml's cpu) carries its label through the store spec and
     results.report_inputs to the analysis; quick stays indicative only."""
-    from fmlab.analysis.grid import analyse
+    from fmlab.analysis.driver import analyse
     from fmlab.report.export import report_inputs
     from fmlab.store.db import Store
 

@@ -65,7 +65,7 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
     assert [r[0] for r in ranked] == ["1", "2"], last
     assert "nothing left to run: 4/4 COMPLETE, 0 failed" in last
 
-    # the same numbers as the report: cells, mean and CI from fmlab.analysis.grid via fmlab.api.handles
+    # the same numbers as the report: cells, mean and CI from fmlab.analysis.driver via fmlab.api.handles
     from fmlab.api import handles as api
     from fmlab.report.tables import cell_rows
 

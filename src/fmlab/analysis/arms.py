@@ -1,7 +1,8 @@
 """Statistics for an arms study: each arm (a variant of the baseline config) against the baseline.
 
-Pure functions over DataFrames, like analysis.py, whose Analysis they fill in (design "arms") so the
-report and the CLI treat both designs alike. Each arm minus the baseline is a contrast of one OLS fit
+What an arms study supplies to the analysis driver (fmlab.analysis.driver runs the pipeline and fills in
+the Analysis record with design "arms", so the report and the CLI treat both designs alike; this module calls
+no step of it), and the arms' display rows. Each arm minus the baseline is a contrast of one OLS fit
 metric ~ arm + seed block over every complete trial (fmlab.analysis.stats; the seed block keeps the pairing of
 init and data order), with its 95% CI from the model's residual. Holm (tests of 0 and TOSTs) over the
 arms, separately for the selection metric (the question the study asks) and for test accuracy (evaluated
@@ -18,27 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fmlab.analysis.base import (
-    Analysis,
-    anova,
-    best_line,
-    cell_table,
-    complete_and_counts,
-    curve_table,
-    effect_text,
-    fmt_effect,
-    fmt_p,
-    higher_is_better,
-    mark_best_set,
-    min_effects,
-    seed_plan,
-    study_budget_label,
-    unit,
-    warnings_for,
-)
-from fmlab.analysis.bestset import best_set
-from fmlab.analysis.claims import check_claims, simple_effects
-from fmlab.analysis.diagnostics import apply_transform, diagnose, limit_lines
+from fmlab.analysis.design import Contrasts, Design
+from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
+from fmlab.analysis.ranking import higher_is_better
+from fmlab.analysis.record import Analysis
 from fmlab.analysis.stats import MIN_EFFECT, effects_table, fit_model, holm_verdicts
 
 BASELINE = "baseline"
@@ -134,77 +118,74 @@ def finding(r: pd.Series, t: pd.Series | None, metric: str) -> str:
     return out
 
 
-def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -> Analysis:
-    """The analysis of an arms study.
+class ArmsDesign(Design):
+    """An arms study: meta arms {name: {config key: value}} (file order), each a variant of the base config;
+    the trials table has an 'arm' column (the baseline's rows say 'baseline') in place of factor columns, and
+    a trial shared by several arms appears once per arm (same id). A cell is an arm."""
 
-    trials: as for fmlab.analysis.grid.analyse, with an 'arm' column (the baseline's rows say 'baseline')
-        in place of factor columns; a trial shared by several arms appears once per arm (same id).
-    meta: study, budget, select, planned, design "arms", arms {name: {config key: value}} (file order).
-    """
-    select = meta.get("select", "val_acc")
-    if select not in ("val_acc", "val_loss"):
-        raise ValueError(f"select metric {select!r}: use a validation metric (val_acc or val_loss), never test")
-    arms = {str(k): dict(v) for k, v in meta.get("arms", {}).items()}
-    names = [BASELINE, *arms]
-    budget = meta.get("budget") or "full"
-    label = f"{meta.get('study', 'study')} study ({study_budget_label(meta)})"
-    t = trials.copy()
-    missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
-    if missing_cols:
-        raise ValueError(
-            f"trials table lacks columns {missing_cols}; see fmlab.analysis.arms.analyse_arms for the contract"
-        )
-    t, transform_notes = apply_transform(t, meta, select)
-    t["arm"] = t["arm"].astype(str)
-    stray = sorted(set(t["arm"]) - set(names))
-    if stray:
-        raise ValueError(f"arm: trial values {stray} are not among the study's arms {names}")
-    t["arm"] = pd.Categorical(t["arm"], categories=names, ordered=True)
-    t["cell"] = t["arm"].astype(str)
-    done, counts = complete_and_counts(t, select, meta)
-    counts["cells_planned"] = len(names)
-    cells = cell_table(done, ["arm"], select)
-    cells["changes"] = [changes_text(arms.get(str(a), {})) for a in cells["arm"]] if len(cells) else []
-    counts["cells_complete"] = len(cells)
-    same_base, notes = _shared(done, names)
-    me = min_effects(meta)
-    eff, fit = arm_effects(done, select, arms, same_base, me.get(select))
-    test = arm_effects(done, TEST, arms, same_base, me.get(TEST))[0] if TEST in done else pd.DataFrame()
-    tab, note = anova(done, select, ["arm"], fit) if fit is not None else (None, "no model could be fitted")
-    note = note.replace("main effects only (too few trials)", "arm + seed block (one-way)")
-    # the best set among baseline and arms, each set of trials once
-    once = done.drop_duplicates("id").astype({"arm": str})
-    best = best_set(once, select, ["arm"], fit) if fit is not None else None
-    cells = mark_best_set(cells, best, select)
+    name = "arms"
+    shares_trials = True
 
-    a = Analysis(label=label, study=str(meta.get("study", "study")), budget=budget, select=select,
-                 factors={"arm": names}, baseline={"arm": BASELINE}, counts=counts, cells=cells, effects=eff,
-                 interactions=pd.DataFrame(), anova=tab, anova_note=note, curves=curve_table(done, epochs),
-                 complete=done, missing_cells=[n for n in names if n not in set(cells["cell"])],
-                 design="arms", arms=arms, test_effects=test, min_effect=me, best=best,
-                 model_note=fit.note if fit is not None else "")  # fmt: skip
-    a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
-                for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
-    a.warnings = warnings_for(a, budget) + notes
-    a.diagnostics = diagnose(fit, done, select, eff, ["arm"], notes=transform_notes)
-    a.warnings += transform_notes + limit_lines(a.diagnostics)
-    tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
-    a.findings = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
-    m = int(eff["m_tests"].iloc[0]) if len(eff) and "m_tests" in eff else 0
-    if m:
-        a.findings.append(f"Holm over {m} tests (each arm's test of 0 and its TOST), separately for {select} (the "
-                          f"selection metric) and {TEST} (evaluated only); 95% CIs per arm from the model "
-                          f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
-    if best is not None:
-        a.findings.insert(0, best_line(best))
-    claims, x = list(meta.get("claims") or []), me.get(select, MIN_EFFECT[select])
-    pairs = simple_effects(fit, claims, {"arm": names}, {"arm": BASELINE}, select, x)  # arm vs arm: own family
-    a.claims = check_claims(claims, [eff, pairs], select, effect_text(x, select), best, cells)
-    if fit is not None and len(eff):  # the planned grid: baseline and the arms with trials of their own
-        levels = {"arm": [BASELINE, *[m["level"] for m in fit.meta]]}
-        rows = eff.assign(key="arm: " + eff["arm"].astype(str) + f" vs {BASELINE}")
-        a.plan = seed_plan(fit, [rows], levels, {"arm": BASELINE}, counts["seeds"], me.get(select), best, select)
-    return a
+    def __init__(self, meta: dict[str, Any]):
+        self.arms = {str(k): dict(v) for k, v in meta.get("arms", {}).items()}
+        self.names = [BASELINE, *self.arms]
+        self.factors = {"arm": self.names}
+        self.baseline = {"arm": BASELINE}
+        self.cells_planned = len(self.names)
+
+    def check_columns(self, t: pd.DataFrame, select: str) -> None:
+        missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
+        if missing_cols:
+            raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.analysis.driver.analyse for "
+                             "the contract")  # fmt: skip
+
+    def label(self, t: pd.DataFrame) -> pd.DataFrame:
+        t["arm"] = t["arm"].astype(str)
+        stray = sorted(set(t["arm"]) - set(self.names))
+        if stray:
+            raise ValueError(f"arm: trial values {stray} are not among the study's arms {self.names}")
+        t["arm"] = pd.Categorical(t["arm"], categories=self.names, ordered=True)
+        t["cell"] = t["arm"].astype(str)
+        return t
+
+    def cell_columns(self, cells: pd.DataFrame) -> pd.DataFrame:
+        cells["changes"] = [changes_text(self.arms.get(str(a), {})) for a in cells["arm"]] if len(cells) else []
+        return cells
+
+    def missing_cells(self, observed: set[str]) -> list[str]:
+        return [n for n in self.names if n not in observed]
+
+    def contrasts(self, done: pd.DataFrame, select: str, min_effect: dict[str, float], x: float) -> Contrasts:
+        same_base, notes = _shared(done, self.names)
+        eff, fit = arm_effects(done, select, self.arms, same_base, min_effect.get(select))
+        test = arm_effects(done, TEST, self.arms, same_base, min_effect.get(TEST))[0] if TEST in done \
+            else pd.DataFrame()  # fmt: skip
+        return Contrasts(eff, pd.DataFrame(), test, fit, notes)
+
+    def anova_note(self, note: str) -> str:
+        return note.replace("main effects only (too few trials)", "arm + seed block (one-way)")
+
+    def best_set_trials(self, done: pd.DataFrame) -> pd.DataFrame:
+        return done.drop_duplicates("id").astype({"arm": str})  # the best set among baseline and arms, each once
+
+    def findings(self, c: Contrasts, done: pd.DataFrame, select: str, x: float,
+                 anova_tab: pd.DataFrame | None) -> list[str]:  # fmt: skip
+        eff, test = c.effects, c.test
+        tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
+        out = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
+        m = int(eff["m_tests"].iloc[0]) if len(eff) and "m_tests" in eff else 0
+        if m:
+            out.append(f"Holm over {m} tests (each arm's test of 0 and its TOST), separately for {select} (the "
+                       f"selection metric) and {TEST} (evaluated only); 95% CIs per arm from the model "
+                       f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
+        return out
+
+    def plan_tables(self, c: Contrasts) -> tuple[list[pd.DataFrame], dict[str, list[str]]] | None:
+        if c.fit is None or not len(c.effects):
+            return None
+        # the planned grid: baseline and the arms with trials of their own
+        levels = {"arm": [BASELINE, *[m["level"] for m in c.fit.meta]]}
+        return [c.effects.assign(key="arm: " + c.effects["arm"].astype(str) + f" vs {BASELINE}")], levels
 
 
 # ---------------------------------------------------------------- display rows (report, terminal)

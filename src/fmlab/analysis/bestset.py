@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fmlab.analysis.stats import ALPHA, MCB, Fit, design_matrix, higher_is_better
+from fmlab.analysis.ranking import higher_is_better
+from fmlab.analysis.stats import ALPHA, MCB, Fit, design_matrix
 
 
 def dunnett_one_sided(corr: np.ndarray, df: float, alpha: float = ALPHA, draws: int = 100_000) -> float:

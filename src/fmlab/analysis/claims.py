@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fmlab.analysis.stats import VERDICTS, Fit, contrast, effect_terms, higher_is_better, holm_verdicts, tost_p
+from fmlab.analysis.ranking import higher_is_better
+from fmlab.analysis.stats import VERDICTS, Fit, contrast, effect_terms, holm_verdicts, tost_p
 
 KINDS = ("effect", "negligible", "best")
 DIRECTIONS = ("better", "worse")

@@ -1,4 +1,4 @@
-"""The statistical engine shared by grid (analysis.py) and arms (arms.py) studies.
+"""The statistical engine shared by grid (fmlab.analysis.grid) and arms (fmlab.analysis.arms) studies.
 
 Pure functions over DataFrames; nothing here prints or writes. One OLS fit per study and metric
 (statsmodels): grid ``metric ~ (factors)^2 + C(seed)``, arms ``metric ~ C(arm) + C(seed)``; the seed block
@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fmlab.analysis.ranking import higher_is_better as higher_is_better  # owned by ranking; kept importable here
+
 ALPHA = 0.05
 MIN_EFFECT = {"val_loss": 0.01, "val_acc": 0.005, "test_acc": 0.005, "test_loss": 0.01}
 VERDICTS = ("matters", "real but smaller than X", "no effect larger than X", "undecided")
@@ -42,10 +44,6 @@ def json_safe(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-def higher_is_better(metric: str) -> bool:
-    return not metric.endswith("loss")
 
 
 @dataclass

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `impor
     import hiplot
     import pandas as pd
 
-    from fmlab.analysis.grid import Analysis
+    from fmlab.analysis.record import Analysis
     from fmlab.store.db import Store
     from fmlab.sweep.loop import Progress
 
@@ -149,7 +149,7 @@ class StudyHandle:
     budget: str
 
     def inputs(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-        """(trials, epochs, meta): the contract of fmlab.analysis.grid.analyse, typed (see trials())."""
+        """(trials, epochs, meta): the contract of fmlab.analysis.driver.analyse, typed (see trials())."""
         import pandas as pd
 
         from fmlab.report.export import report_inputs
@@ -179,13 +179,13 @@ class StudyHandle:
     def analysis(self) -> Analysis:
         """cells (ranked, mean/std/95% CI over seeds), effects, interactions, anova, curves, findings;
         for an arms study effects are each arm vs the baseline and test_effects the same on test_acc."""
-        from fmlab.analysis.grid import analyse
+        from fmlab.analysis.driver import analyse
 
         return analyse(*self.inputs())
 
     def best(self) -> pd.Series | None:
         """The COMPLETE trial that is best on the study's validation selection metric (None if none)."""
-        from fmlab.analysis.grid import best_trial
+        from fmlab.analysis.ranking import best_trial
 
         tdf, _, meta = self.inputs()
         tid = best_trial(tdf, meta["select"]) if len(tdf) else None
@@ -208,7 +208,7 @@ class StudyHandle:
     def report(self, out_dir: str | Path | None = None) -> dict[str, Any]:
         """Write the report (index.html, summary.md, figures, CSV tables, hiplot.html); returns its summary
         dict (what `fmlab report --format json` prints). Default folder: reports/<study>[-<budget>]."""
-        from fmlab.analysis.grid import best_trial
+        from fmlab.analysis.ranking import best_trial
         from fmlab.report.build import build_report
 
         tdf, edf, meta = self.inputs()

@@ -3,7 +3,7 @@
 The view is a read-only connection to the SQLite store (WAL: any number of watchers beside the
 sweep, from another terminal or over SSH): a progress bar with an ETA, the running trials with their
 latest epoch row (the sweep writes each epoch's row as it ends), failures with their one-line reason,
-and the ranking so far, cells with mean and 95% CI exactly as the report computes them (fmlab.analysis.grid
+and the ranking so far, cells with mean and 95% CI exactly as the report computes them (fmlab.analysis.driver
 on results.report_inputs, rows formatted by fmlab.report.build). It fits 80x24, redraws in place on a
 terminal (rich.live.Live) and prints a plain line whenever something changed (or every 30 s) when
 stdout is not one. It exits once the study has nothing WAITING or RUNNING, or on Ctrl-C (exit 0).
@@ -87,7 +87,8 @@ class Ranker:
         if key == self.key:
             return
         from fmlab.analysis import arms as farms
-        from fmlab.analysis.grid import analyse, unit
+        from fmlab.analysis.driver import analyse
+        from fmlab.analysis.formatting import unit
         from fmlab.report import tables
         from fmlab.report.export import report_frames
 
@@ -111,7 +112,7 @@ class Ranker:
 
 def cell_header(meta: dict[str, Any]) -> str:
     """'arm', or the factors' short names in file order: the header over _cell's levels."""
-    from fmlab.analysis.grid import short_names
+    from fmlab.analysis.formatting import short_names
 
     return "arm" if meta.get("design") == "arms" else ", ".join(short_names(list(meta["factors"])).values())
 

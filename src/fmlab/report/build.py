@@ -1,7 +1,7 @@
 """A study's report: index.html (offline, one folder), summary.md, PNG figures, hiplot.html, CSV tables.
 
 `build_report(trials, epochs, meta, out_dir, best_ckpt)` takes the DataFrame contract documented on
-`fmlab.analysis.grid.analyse` and returns a JSON-safe dict (paths, counts, findings, warnings, top cells)
+`fmlab.analysis.driver.analyse` and returns a JSON-safe dict (paths, counts, findings, warnings, top cells)
 for the CLI to print. Figures are PNG files next to index.html, referenced by relative path, so the
 folder can be opened from disk, copied or zipped; nothing is fetched from the network. The tables' rows of
 strings, the CSV tables and HiPlot's table of trials are built in fmlab.report.tables.
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from fmlab.analysis import arms as farms
-from fmlab.analysis.grid import Analysis, analyse
+from fmlab.analysis.driver import analyse
+from fmlab.analysis.record import Analysis
 from fmlab.analysis.stats import json_safe
 from fmlab.report import figures
 from fmlab.report import tables as ftables
@@ -30,8 +31,8 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                  reload_s: int = 10) -> dict[str, Any]:  # fmt: skip
     """Write the report for one study into out_dir; returns what the CLI shows (JSON-safe).
 
-    trials, epochs, meta: the contract on `fmlab.analysis.grid.analyse`. best_ckpt: the checkpoint folder of
-    the trial that is best on the validation metric (`fmlab.analysis.grid.best_trial` picks its id); its
+    trials, epochs, meta: the contract on `fmlab.analysis.driver.analyse`. best_ckpt: the checkpoint folder of
+    the trial that is best on the validation metric (`fmlab.analysis.ranking.best_trial` picks its id); its
     confusion matrix and per-class accuracy on the test set are added; None skips them.
     live: a note for a page written while the sweep runs (fmlab.report.live); index.html then shows it and
     reloads itself every reload_s seconds.

@@ -57,7 +57,7 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
 
 
 def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
-    """(trials, epochs, meta) in the contract of fmlab.analysis.grid.analyse / report.build_report, as plain
+    """(trials, epochs, meta) in the contract of fmlab.analysis.driver.analyse / report.build_report, as plain
     rows (pd.DataFrame(rows) them): every trial of one budget, whatever its state, one row each."""
     info = store.study(study)
     budget = store.pick_budget(study, budget)

@@ -10,7 +10,7 @@ import html
 from typing import Any
 
 from fmlab.analysis import arms as farms
-from fmlab.analysis.grid import Analysis
+from fmlab.analysis.record import Analysis
 from fmlab.report import tables as ftables
 
 FIG_TITLES = {

@@ -34,7 +34,7 @@ def write(store: Store, study: str, budget: str, out_dir: str | Path, *, live: s
     last; report files out_dir held that this build did not write are removed. test_pass: evaluate the
     best trial (on validation) on the test set, as `fmlab report` does. Returns build_report's dict (its
     paths name out_dir)."""
-    from fmlab.analysis.grid import best_trial
+    from fmlab.analysis.ranking import best_trial
     from fmlab.report.build import build_report
     from fmlab.report.export import report_frames
 

@@ -1,6 +1,6 @@
 """The report's tables as rows of strings: cells, effects, ANOVA, claims, setup, diagnostics, seeds planned.
 
-Each `*_rows(a)` takes a `fmlab.analysis.grid.Analysis` and returns display strings, one list per row, under the
+Each `*_rows(a)` takes a `fmlab.analysis.record.Analysis` and returns display strings, one list per row, under the
 matching `*_header(a)` or `*_HEADER`; fmlab.report.build lays them out in summary.md and index.html, fmlab.cli.watch
 shows cell_rows live. Also here: the CSV tables (write_tables), the JSON-safe dicts the CLI prints
 (summary_dict, best_set_dict) and HiPlot's table of every trial (hiplot_experiment).
@@ -18,7 +18,8 @@ import pandas as pd
 from fmlab.analysis import arms as farms
 from fmlab.analysis import power as fpower
 from fmlab.analysis.claims import claim_term
-from fmlab.analysis.grid import Analysis, fmt_effect, fmt_p, unit
+from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
+from fmlab.analysis.record import Analysis
 from fmlab.analysis.stats import json_safe
 
 # ---------------------------------------------------------------- CSV tables and the CLI's dict
@@ -250,7 +251,7 @@ TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_ep
 def hiplot_experiment(trials: pd.DataFrame, meta: dict[str, Any]) -> Any:
     """The study's hip.Experiment (one row per trial, every state), coloured by the selection metric;
     the report writes it to hiplot.html and fmlab.api.handles's StudyHandle.hiplot() returns it."""
-    from fmlab.analysis.grid import level_label
+    from fmlab.analysis.formatting import level_label
 
     levels = {f: [level_label(v) for v in lv] for f, lv in meta["factors"].items()}
     bools = [f for f, lv in levels.items() if set(lv) == {"true", "false"}]
@@ -263,7 +264,7 @@ def _experiment(trials: pd.DataFrame, factors: list[str], color_by: str, bools: 
     booleans over as 0/1)."""
     import hiplot as hip
 
-    from fmlab.analysis.grid import level_label
+    from fmlab.analysis.formatting import level_label
 
     def numeric(c: str) -> bool:
         vals = trials[c].dropna()

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fmlab.analysis.ranking import best_id
 from fmlab.config.metrics import EPOCH_COLS as EPOCH_COLS  # defined once, in fmlab.config.metrics
 from fmlab.store.lifecycle import HEARTBEAT_S as HEARTBEAT_S
 from fmlab.store.lifecycle import HEARTBEAT_TTL_S as HEARTBEAT_TTL_S
@@ -221,15 +222,15 @@ class Store(Lifecycle):
         return rec
 
     def best(self, study: str, budget: str | None = None) -> dict[str, Any]:
-        """The COMPLETE trial of a study with the best selection metric (on validation)."""
+        """The COMPLETE trial of a study with the best selection metric (on validation; fmlab.analysis.ranking)."""
         s = self.study(study)
         budget = self.pick_budget(study, budget)
         metric = s["select_metric"]
-        recs = [r for r in self.records(study, budget, states=[State.COMPLETE]) if metric in r["metrics"]]
-        if not recs:
+        recs = {r["id"]: r for r in self.records(study, budget, states=[State.COMPLETE])}
+        tid = best_id(((i, r["metrics"].get(metric)) for i, r in recs.items()), metric)  # the one ranking rule
+        if tid is None:
             raise StoreError(f"study '{study}' ({budget}) has no COMPLETE trial yet")
-        sign = 1 if metric == "val_loss" else -1
-        return min(recs, key=lambda r: (sign * r["metrics"][metric], r["id"]))
+        return recs[tid]
 
 
 def resolve_checkpoint(ref: str, store_path: str | Path = DEFAULT_PATH) -> Path:

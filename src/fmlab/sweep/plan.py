@@ -91,7 +91,8 @@ class SweepPlan:
         import pandas as pd
 
         from fmlab.analysis import power
-        from fmlab.analysis.grid import analyse, unit
+        from fmlab.analysis.driver import analyse
+        from fmlab.analysis.formatting import unit
         from fmlab.errors import FmlabError
         from fmlab.report.export import report_inputs
         from fmlab.store.db import Store

@@ -94,7 +94,7 @@ def load(path: str | Path) -> Speedrun:
 
 def summarise(recipe: Recipe, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean test accuracy with its t 95% CI, median and max wall time, and whether the record is met."""
-    from fmlab.analysis.grid import t_ci
+    from fmlab.analysis.cells import t_ci
 
     accs = [r["test_acc"] for r in runs]
     walls = [r["wall_s"] for r in runs]
