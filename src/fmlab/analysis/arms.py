@@ -40,6 +40,7 @@ from fmlab.analysis.bestset import best_set
 from fmlab.analysis.claims import check_claims, simple_effects
 from fmlab.analysis.diagnostics import apply_transform, diagnose, limit_lines
 from fmlab.analysis.stats import MIN_EFFECT, effects_table, fit_model, holm_verdicts
+from fmlab.config.states import State
 
 BASELINE = "baseline"
 TEST = "test_acc"
@@ -184,7 +185,7 @@ def analyse_arms(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
                  design="arms", arms=arms, test_effects=test, min_effect=me, best=best,
                  model_note=fit.note if fit is not None else "")  # fmt: skip
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
-                for _, r in t[t["state"] != "COMPLETE"].drop_duplicates("id").iterrows()]  # fmt: skip
+                for _, r in t[t["state"] != State.COMPLETE].drop_duplicates("id").iterrows()]  # fmt: skip
     a.warnings = warnings_for(a, budget) + notes
     a.diagnostics = diagnose(fit, done, select, eff, ["arm"], notes=transform_notes)
     a.warnings += transform_notes + limit_lines(a.diagnostics)

@@ -18,6 +18,7 @@ from scipy import stats
 
 from fmlab.analysis.diagnostics import Diagnostics
 from fmlab.analysis.stats import ALPHA, MIN_EFFECT, Fit, fit_model, higher_is_better
+from fmlab.config.states import State
 
 
 def unit(metric: str, level: bool = False) -> tuple[float, str]:
@@ -200,9 +201,9 @@ def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.Da
     """The COMPLETE trials with a selection metric, and how many trials are in each state (t's state
     column is upper-cased in place)."""
     t["state"] = t["state"].astype(str).str.upper()
-    done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()
+    done = t[t["state"] == State.COMPLETE].dropna(subset=[select]).copy()
     counts = {"rows": len(t), "complete": len(done), **{s.lower(): int((t["state"] == s).sum())
-              for s in ("FAILED", "WAITING", "RUNNING")}}  # fmt: skip
+              for s in (State.FAILED, State.WAITING, State.RUNNING)}}  # fmt: skip
     counts["planned"] = int(meta.get("planned") or len(t))
     counts["missing"] = max(0, counts["planned"] - len(t))
     counts["seeds"] = int(done["seed"].nunique())
@@ -233,7 +234,7 @@ def best_trial(trials: pd.DataFrame, select: str = "val_acc") -> str | None:
     """Id of the COMPLETE trial that is best on the validation selection metric (never a test metric)."""
     if not select.startswith("val_"):
         raise ValueError(f"select metric {select!r}: models are chosen on validation, never on test")
-    done = trials[(trials["state"].astype(str).str.upper() == "COMPLETE") & trials[select].notna()]
+    done = trials[(trials["state"].astype(str).str.upper() == State.COMPLETE) & trials[select].notna()]
     if not len(done):
         return None
     # ties go to the smaller id, as in Store.best (STUDY:best), so both name the same trial
@@ -304,7 +305,7 @@ def warnings_for(a: Analysis, budget: str) -> list[str]:
         w.append("Only one seed per cell: the model's residual is the higher-order interactions (no seed "
                  "replication); run at least 2 seeds to measure noise directly.")  # fmt: skip
     if c["failed"]:
-        ids = ", ".join(f"{f['id']} ({f['cell']}, seed {f['seed']})" for f in a.failed if f["state"] == "FAILED")
+        ids = ", ".join(f"{f['id']} ({f['cell']}, seed {f['seed']})" for f in a.failed if f["state"] == State.FAILED)
         w.append(f"{c['failed']} trial(s) FAILED and are left out: {ids}.")
     if c["waiting"] or c["running"]:
         w.append(f"{c['waiting']} trial(s) WAITING and {c['running']} RUNNING: the study is not finished.")

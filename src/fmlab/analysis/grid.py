@@ -48,6 +48,7 @@ from fmlab.analysis.diagnostics import apply_transform, diagnose, limit_lines
 from fmlab.analysis.stats import MIN_EFFECT, VERDICTS, Fit, effects_table, fit_model, holm_verdicts
 from fmlab.analysis.stats import higher_is_better as higher_is_better
 from fmlab.config.metrics import METRICS as METRICS
+from fmlab.config.states import State
 
 
 def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
@@ -197,7 +198,7 @@ def _analyse(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any]) -
                  curves=curve_table(done, epochs), complete=done, missing_cells=missing_cells,
                  test_effects=test_eff, min_effect=me, best=best, model_note=fit.note if fit else "")  # fmt: skip
     a.failed = [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]}
-                for _, r in t[t["state"] != "COMPLETE"].iterrows()]  # fmt: skip
+                for _, r in t[t["state"] != State.COMPLETE].iterrows()]  # fmt: skip
     a.warnings = warnings_for(a, budget)
     a.diagnostics = diagnose(fit, done, select, eff, factors, notes=transform_notes)
     a.warnings += transform_notes + limit_lines(a.diagnostics)
