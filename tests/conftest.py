@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from fmlab.config.schema import Config, with_overrides
+from fmlab.config.states import State
 from fmlab.data import idx as data
 from fmlab.study import spec as fstudy
 from fmlab.training import checkpoint
@@ -116,8 +117,8 @@ def synth_grid(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budge
             acc = 0.88 + BN_EFFECT * bn + (BS128_EFFECT if bs == 128 else 0) + offset + rng.normal(0, noise)
             if tid in drop:
                 continue
-            state = "FAILED" if tid in fail else (states or {}).get(tid, "COMPLETE")
-            ok = state == "COMPLETE"
+            state = State.FAILED if tid in fail else (states or {}).get(tid, State.COMPLETE)
+            ok = state == State.COMPLETE
             rows.append({"id": tid, "state": state, "seed": s, "model.batch_norm": bn, "model.pool": pool,
                          "train.batch_size": bs, "val_acc": acc if ok else math.nan,
                          "val_loss": 0.4 - acc / 4 if ok else math.nan, "test_acc": acc - 0.004 if ok else math.nan,
@@ -151,7 +152,7 @@ def synth_arms(seeds=range(6), noise=0.002, rng_seed=3):
             test = acc - 0.003 + rng.normal(0, 0.001)
             names = [arm, "twin"] if arm == "baseline" else [arm]
             for name in names:  # the twin arm resolves to the baseline's trials: same id, one row per arm
-                rows.append({"id": f"{arm}-{s}", "state": "COMPLETE", "seed": s, "arm": name, "val_acc": acc,
+                rows.append({"id": f"{arm}-{s}", "state": State.COMPLETE, "seed": s, "arm": name, "val_acc": acc,
                              "val_loss": 0.3 - acc / 4, "test_acc": test,
                              "test_loss": 0.31 - acc / 4, "epochs": 3, "best_epoch": 3, "train_s": 5.0,
                              "total_s": 6.0, "n_params": 1000})  # fmt: skip

@@ -19,6 +19,7 @@ import pytest
 from conftest import TINY, run_cli
 
 import fmlab
+from fmlab.config.states import State
 from fmlab.data import idx as data
 from fmlab.errors import FmlabError
 
@@ -60,7 +61,7 @@ def test_trials_and_epochs_dataframes(tiny_study):
     for c in ("val_loss", "val_acc", "test_loss", "test_acc", "train_s", "total_s"):
         assert t[c].dtype == "float64", c
     assert t["seed"].dtype == "int64" and sorted(set(t["seed"])) == list(SEEDS)
-    assert isinstance(t["state"].dtype, pd.CategoricalDtype) and set(t["state"]) == {"COMPLETE"}
+    assert isinstance(t["state"].dtype, pd.CategoricalDtype) and set(t["state"]) == {State.COMPLETE}
     assert t["model.batch_norm"].dtype == bool and set(t["model.pool"]) == {"avg", "max"}
     assert str(t["best_epoch"].dtype) == "Int64" and (t["epochs"] == 1).all()
     e = st.epochs()
@@ -154,7 +155,7 @@ def test_run_study_runs_then_resumes(tiny_study, tmp_path):
     st = fmlab.run_study(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(0,), workers=0, threads=1,
                          store=db, device="cpu", on_update=lambda p: seen.append(p.done))  # fmt: skip
     t = st.trials()
-    assert (st.name, st.budget, len(t)) == ("tiny", "quick", 4) and set(t["state"]) == {"COMPLETE"}
+    assert (st.name, st.budget, len(t)) == ("tiny", "quick", 4) and set(t["state"]) == {State.COMPLETE}
     assert seen[-1] == 4
     ref = fmlab.open_store(tiny_study).study("tiny").trials().set_index("id")  # same configs and seed 0: same ids
     assert set(t["id"]) == set(ref[ref["seed"] == 0].index)
@@ -182,7 +183,7 @@ def test_plan_sweep_record_writes_the_trials_waiting_and_runs_none(tiny_study, t
                          device="cpu", record=True)  # fmt: skip
     assert sorted(p.plan.todo) == sorted(t.id for t in p.trials) and len(p.trials) == 4
     recs = fmlab.open_store(db).records("tiny")
-    assert {r["state"] for r in recs} == {"WAITING"} and len(recs) == 4
+    assert {r["state"] for r in recs} == {State.WAITING} and len(recs) == 4
     assert all(r["attempts"] == 0 for r in recs)
     assert fmlab.open_store(db).study("tiny").epochs().empty
 

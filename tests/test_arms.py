@@ -17,6 +17,7 @@ from statsmodels.stats.multitest import multipletests
 from fmlab.analysis.driver import analyse
 from fmlab.analysis.formatting import fmt_p
 from fmlab.config.schema import Config, with_overrides
+from fmlab.config.states import State
 from fmlab.report import build as report
 from fmlab.report import export as results
 from fmlab.store.db import Store
@@ -202,7 +203,7 @@ def test_arm_analysis_recovers_a_known_effect_and_calls_the_null_arm_noise():
     from statsmodels.formula.api import ols
 
     tr = synth()[0]
-    tr = tr[tr.state == "COMPLETE"].drop_duplicates("id")
+    tr = tr[tr.state == State.COMPLETE].drop_duplicates("id")
     tr = tr[tr.arm.isin(["baseline", "good", "null"])]
     ind = ols("val_acc ~ C(arm, Treatment('baseline')) + C(seed)", data=tr).fit()
     k = "C(arm, Treatment('baseline'))[T.good]"
@@ -247,7 +248,7 @@ def test_arm_report_has_ranked_table_effects_and_figure(tmp_path):
     assert eff["header"][0] == "comparison" and eff["rows"][0][-1] in ("matters", "real but smaller than X")
     hip = (tmp_path / "hiplot.html").read_text()
     t, e, m = synth()
-    waiting = report.build_report(t.assign(state="WAITING"), e, m, tmp_path / "waiting")  # nothing complete yet
+    waiting = report.build_report(t.assign(state=State.WAITING), e, m, tmp_path / "waiting")  # nothing complete yet
     assert waiting["findings"] == [] and "No complete trials: nothing to analyse." in waiting["warnings"]
     assert '\\"arm\\": {\\"type\\": \\"categorical\\"' in hip  # the arm is a categorical column
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import synth_grid as synth
 
 from fmlab.analysis.driver import analyse
+from fmlab.config.states import State
 from fmlab.report import build as report
 from fmlab.study import spec as fstudy
 
@@ -118,7 +119,7 @@ def test_a_simple_effect_claim_is_the_fits_contrast_at_those_levels():
     a = analyse(trials, epochs, {**meta, "claims": [at128, at64]})
     c128, c64 = a.claims
     assert c128["verdict"] == "supported" and c64["verdict"] == "supported", a.claims
-    t = trials[trials.state == "COMPLETE"].astype({"model.batch_norm": str, "model.pool": str,
+    t = trials[trials.state == State.COMPLETE].astype({"model.batch_norm": str, "model.pool": str,
                                                     "train.batch_size": str})  # fmt: skip
     for c, bs in ((c128, "128"), (c64, "64")):
         g = t[t["train.batch_size"] == bs].groupby("model.pool")["val_acc"].mean()

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from fmlab.api import handles as api
 from fmlab.config.schema import Config, with_overrides
+from fmlab.config.states import State
 from fmlab.data import idx as data
 from fmlab.deploy import infer
 from fmlab.errors import FmlabError
@@ -274,6 +275,6 @@ def test_api_run_study_packs_on_request_and_auto_leaves_the_cpu_alone(tmp_path):
     assert on.layout.pack == 2 and sorted(len(g) for g in on.packs) == [2, 2]
     h = api.run_study(f, "t", store=tmp_path / "a.db", workers=0, threads=1, pack="on", device="cpu")
     t = h.trials()
-    assert set(t["state"]) == {"COMPLETE"} and len(t) == 4
+    assert set(t["state"]) == {State.COMPLETE} and len(t) == 4
     packs_seen = {json.loads(e)["pack"]["id"] for (e,) in _rows(tmp_path / "a.db", "SELECT env FROM trials")}
     assert len(packs_seen) == 2  # one pack per learning rate, each of its 2 seeds

@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY, run_cli, tiny_study_file
 
 from fmlab.api import handles as api
+from fmlab.config.states import State
 
 REPO = Path(__file__).resolve().parents[1]
 def _study(root: Path, extra: str = "") -> Path:
@@ -109,6 +110,12 @@ def test_bad_folders_are_one_line_errors(published, tmp_path):
     t = (bad / "trials.csv").read_text()
     (bad / "trials.csv").write_text(t.replace('""lr"": 0.01', '""lr"": 0.03', 1))
     cases.append((bad, "config hashes to"))
+    bad = tmp_path / "twice"  # an epoch row listed twice: refused, not silently replaced by the store
+    shutil.copytree(d, bad)
+    lines = (bad / "epochs.csv").read_text().splitlines(keepends=True)
+    (bad / "epochs.csv").write_text("".join([*lines, lines[1]]))
+    row = dict(zip(lines[0].strip().split(","), lines[1].strip().split(","), strict=True))
+    cases.append((bad, f"epochs.csv: line {len(lines) + 1}: trial {row['trial_id']} epoch {row['epoch']} listed twice"))
     for folder, want in cases:
         p = run_cli("import", str(folder), "--store", store, cwd=root)
         assert p.returncode == 2 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -152,7 +159,7 @@ def test_committed_results_regenerate(run_json, tmp_path):
     h.export(tmp_path / "tables")
     for t in ("trials.csv", "epochs.csv"):
         assert (tmp_path / "tables" / t).read_text() == (d / t).read_text(), t
-    assert run["counts"]["complete"] == int((h.trials()["state"] == "COMPLETE").sum())
+    assert run["counts"]["complete"] == int((h.trials()["state"] == State.COMPLETE).sum())
     h.report(tmp_path / "rep")
     for t in ("cells.csv", "effects.csv"):
         if (d / t).exists():

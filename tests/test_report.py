@@ -19,6 +19,7 @@ from fmlab.analysis.driver import analyse
 from fmlab.analysis.formatting import level_label
 from fmlab.analysis.ranking import best_trial
 from fmlab.analysis.stats import VERDICTS
+from fmlab.config.states import State
 from fmlab.report import build as report
 
 _spec = importlib.util.spec_from_file_location("report_files", Path(__file__).resolve().parents[1] / "scripts" /
@@ -188,7 +189,7 @@ def test_one_seed_study_fits_with_the_higher_order_terms_as_error_and_says_so():
 def test_failed_waiting_and_missing_trials_counted_and_named():
     fail = ("s0-0max64", "s2-1avg32")
     drop = ("s1-0avg32",) + tuple(f"s{s}-1max128" for s in range(6))  # one row lost, one whole cell never run
-    trials, epochs, meta = synth(fail=fail, drop=drop, states={"s3-0avg32": "WAITING"})
+    trials, epochs, meta = synth(fail=fail, drop=drop, states={"s3-0avg32": State.WAITING})
     a = analyse(trials, epochs, meta)
     c = a.counts
     assert (c["failed"], c["waiting"], c["missing"], c["planned"]) == (2, 1, 7, 72)

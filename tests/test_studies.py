@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_exactly_complete, ids_of, q, run_cli, states, wait_for, write_study
 
+from fmlab.config.states import State
 from fmlab.store.db import resolve_checkpoint
 from fmlab.study import spec as fstudy
 
@@ -229,7 +230,7 @@ def test_resolve_checkpoint(failed_store):
     trials, ep, meta = results.report_inputs(Store(db, create=False), "n")  # fmlab.analysis.driver.analyse's contract
     assert meta["factors"] == {"model.pool": ["avg", "max"]} and meta["baseline"] == {"model.pool": "avg"}
     assert meta["select"] == "val_loss" and meta["planned"] == 4 and len(trials) == 4 and meta["budget"] == "full"
-    complete = {t["id"] for t in trials if t["state"] == "COMPLETE"}
+    complete = {t["id"] for t in trials if t["state"] == State.COMPLETE}
     assert len(complete) == 3 and complete <= {e["trial_id"] for e in ep}
     from fmlab.errors import FmlabError
 

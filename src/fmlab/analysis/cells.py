@@ -12,6 +12,7 @@ from scipy import stats
 
 from fmlab.analysis.ranking import higher_is_better
 from fmlab.analysis.stats import ALPHA
+from fmlab.config.states import State
 
 
 def t_ci(x: Any) -> dict[str, float]:
@@ -38,9 +39,9 @@ def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.Da
     """The COMPLETE trials with a selection metric, and how many trials are in each state (t's state
     column is upper-cased in place)."""
     t["state"] = t["state"].astype(str).str.upper()
-    done = t[t["state"] == "COMPLETE"].dropna(subset=[select]).copy()
-    counts = {"rows": len(t), "complete": len(done), **{s.lower(): int((t["state"] == s).sum())
-              for s in ("FAILED", "WAITING", "RUNNING")}}  # fmt: skip
+    done = t[t["state"] == State.COMPLETE].dropna(subset=[select]).copy()
+    counts = {"rows": len(t), "complete": len(done), **{s.value.lower(): int((t["state"] == s).sum())
+              for s in (State.FAILED, State.WAITING, State.RUNNING)}}  # fmt: skip
     counts["planned"] = int(meta.get("planned") or len(t))
     counts["missing"] = max(0, counts["planned"] - len(t))
     counts["seeds"] = int(done["seed"].nunique())

@@ -28,6 +28,7 @@ from fmlab.analysis.prose import best_line, study_budget_label, warnings_for
 from fmlab.analysis.ranking import higher_is_better
 from fmlab.analysis.record import Analysis
 from fmlab.analysis.stats import MIN_EFFECT, Fit
+from fmlab.config.states import State
 
 SELECT = ("val_acc", "val_loss")
 
@@ -112,7 +113,7 @@ def run(design: Design, trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[s
 
 def failed_trials(t: pd.DataFrame, shared: bool) -> list[dict[str, Any]]:
     """id, state, cell and seed of each trial that is not COMPLETE (each once where cells share trials)."""
-    rows = t[t["state"] != "COMPLETE"]
+    rows = t[t["state"] != State.COMPLETE]
     rows = rows.drop_duplicates("id") if shared else rows
     return [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]} for _, r in rows.iterrows()]
 

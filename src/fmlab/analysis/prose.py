@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmlab.analysis.record import Analysis
+from fmlab.config.states import State
 
 
 def study_budget_label(meta: dict[str, Any]) -> str:
@@ -39,7 +40,7 @@ def warnings_for(a: Analysis, budget: str) -> list[str]:
         w.append("Only one seed per cell: the model's residual is the higher-order interactions (no seed "
                  "replication); run at least 2 seeds to measure noise directly.")  # fmt: skip
     if c["failed"]:
-        ids = ", ".join(f"{f['id']} ({f['cell']}, seed {f['seed']})" for f in a.failed if f["state"] == "FAILED")
+        ids = ", ".join(f"{f['id']} ({f['cell']}, seed {f['seed']})" for f in a.failed if f["state"] == State.FAILED)
         w.append(f"{c['failed']} trial(s) FAILED and are left out: {ids}.")
     if c["waiting"] or c["running"]:
         w.append(f"{c['waiting']} trial(s) WAITING and {c['running']} RUNNING: the study is not finished.")

@@ -8,6 +8,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from fmlab.config.states import State
+
 
 def higher_is_better(metric: str) -> bool:
     return not metric.endswith("loss")
@@ -32,5 +34,5 @@ def best_trial(trials: Any, select: str = "val_acc") -> str | None:
     """Id of the COMPLETE trial that is best on the validation selection metric (never a test metric), from a
     trials DataFrame (id, state and the metric's column)."""
     check_select(select)
-    done = trials[trials["state"].astype(str).str.upper() == "COMPLETE"]
+    done = trials[trials["state"].astype(str).str.upper() == State.COMPLETE]
     return best_id(zip(done["id"], done[select], strict=True), select)

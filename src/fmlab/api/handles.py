@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from fmlab.api.single import Trained, default_train_dir, make_config, predict, train_trial
 from fmlab.config.metrics import EPOCH_COLS as EPOCH_METRICS
+from fmlab.config.states import State
 from fmlab.store.db import DEFAULT_PATH
 from fmlab.sweep.plan import (
     Sweep,
@@ -45,7 +46,7 @@ __all__ = ["EPOCH_METRICS", "METRIC_COLS", "STATES", "StoreHandle", "StudyHandle
            "make_config", "open_store", "open_sweep", "plan_sweep", "predict", "run_study", "sweep_slots",
            "train_trial"]  # fmt: skip
 
-STATES = ("WAITING", "RUNNING", "COMPLETE", "FAILED")
+STATES = tuple(s.value for s in State)  # a trial's states, in order (the trials table's categories)
 METRIC_COLS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_s", "total_s", "train_images_per_s")
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fmlab.archive.publish import BEST_FILES, PublishError, read_csv, repo_root
 from fmlab.config.metrics import EPOCH_COLS
+from fmlab.config.states import State
 from fmlab.errors import FmlabError
 from fmlab.store.db import DEFAULT_PATH
 
@@ -50,6 +52,26 @@ def _find_study_file(folder: Path, rel: str) -> Path:
             return c
     raise PublishError(f"{folder / 'run.json'}: study file '{rel}' not found (looked in the repository and the "
                        "working directory); run the import from the repository root")  # fmt: skip
+
+
+def _epochs_by_trial(path: Path, epochs: list[dict[str, str]],
+                     keep: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """epochs.csv's rows of the trials in keep, by trial; a bad row or an epoch listed twice is an error."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    seen: set[tuple[str, int]] = set()
+    for i, e in enumerate(epochs, start=2):
+        tid = e.get("trial_id", "")
+        if tid not in keep:
+            continue
+        try:
+            row = {"epoch": int(e["epoch"]), **{c: _num(e.get(c)) for c in EPOCH_COLS}}
+        except (KeyError, ValueError) as ex:
+            raise PublishError(f"{path}: line {i}: bad row ({ex}); republish the folder") from None
+        if (tid, row["epoch"]) in seen:
+            raise PublishError(f"{path}: line {i}: trial {tid} epoch {row['epoch']} listed twice; republish the folder")
+        seen.add((tid, row["epoch"]))
+        by_trial.setdefault(tid, []).append(row)
+    return by_trial
 
 
 def load_folder(folder: str | Path) -> dict[str, Any]:
@@ -92,23 +114,15 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
             raise PublishError(f"{d / 'trials.csv'}: line {i}: trial {tid} is not a trial of {run['study_file']} "
                                f"(budget {run['budget']}, seeds {run['seeds']}) now; {fix}")  # fmt: skip
         listed.append(tid)
-        if r.get("state") in ("COMPLETE", "FAILED"):
+        if r.get("state") in (State.COMPLETE, State.FAILED):
             complete[tid] = r
-    by_trial: dict[str, list[dict[str, Any]]] = {}
-    for i, e in enumerate(epochs, start=2):
-        tid = e.get("trial_id", "")
-        if tid in complete:
-            try:
-                by_trial.setdefault(tid, []).append({"epoch": int(e["epoch"]), **{c: _num(e.get(c)) for c in
-                                                     EPOCH_COLS}})  # fmt: skip
-            except (KeyError, ValueError) as ex:
-                raise PublishError(f"{d / 'epochs.csv'}: line {i}: bad row ({ex}); republish the folder") from None
+    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, complete)
     best = run.get("best")
     if best:
         for f in BEST_FILES:
             if not (d / "best" / f).is_file():
                 raise PublishError(f"{d / 'best' / f}: not found; run.json names best trial {best}; republish")
-        if complete.get(best, {}).get("state") != "COMPLETE":
+        if complete.get(best, {}).get("state") != State.COMPLETE:
             raise PublishError(f"{d / 'run.json'}: best trial {best} is not a COMPLETE row of trials.csv; republish")
     return {"dir": d, "run": run, "study": st, "planned": planned, "listed": list(dict.fromkeys(listed)),
             "complete": complete, "epochs": by_trial}  # fmt: skip
@@ -125,13 +139,13 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
 
     f = load_folder(folder)
     run, st = f["run"], f["study"]
-    n_complete = sum(r["state"] == "COMPLETE" for r in f["complete"].values())
+    n_complete = sum(r["state"] == State.COMPLETE for r in f["complete"].values())
     per = run.get("trials", {})
     s = Store(Path(store))
     try:
         s.plan(st, [f["planned"][tid] for tid in f["listed"]])  # the trials the folder lists, as its store had
         states = s.states(list(f["planned"]))
-        todo = [tid for tid in f["complete"] if states.get(tid) not in ("COMPLETE", "FAILED")]
+        todo = [tid for tid in f["complete"] if states.get(tid) not in (State.COMPLETE, State.FAILED)]
         for tid in todo:
             r = f["complete"][tid]
             extra = per.get(tid, {})
@@ -142,7 +156,7 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
                               env=extra.get("env") or {}, best_epoch=_num(r.get("best_epoch"), int),
                               stop_reason=r.get("stop_reason") or None, n_params=_num(r.get("n_params"), int),
                               epochs=f["epochs"].get(tid, []), started=extra.get("started"),
-                              finished=extra.get("finished"), state=r["state"],
+                              finished=extra.get("finished"), state=State(r["state"]),
                               error=r.get("error") or None)  # fmt: skip
         best = run.get("best")
         if best:
@@ -154,6 +168,6 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
                 s.add_artifacts(best, {"weights": dest / "best.safetensors", "trial_json": dest / "trial.json"})
     finally:
         s.close()
-    new = sum(f["complete"][t]["state"] == "COMPLETE" for t in todo)
+    new = sum(f["complete"][t]["state"] == State.COMPLETE for t in todo)
     return {"study": st.name, "budget": st.budget, "imported": new, "failed": len(todo) - new,
             "already": n_complete - new, "planned": len(f["planned"]), "best": run.get("best")}  # fmt: skip

@@ -7,6 +7,8 @@ from typing import Any
 
 from fmlab.cli.common import Command, cell_text, err, metric_text, out_json, print_table, store_path
 from fmlab.cli.progress import fmt_secs
+from fmlab.config.metrics import EPOCH_ROW
+from fmlab.config.states import State
 from fmlab.errors import FmlabError
 
 
@@ -18,7 +20,7 @@ class Ls(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("study", nargs="?")
         p.add_argument("--budget")
-        p.add_argument("--state", choices=["WAITING", "RUNNING", "COMPLETE", "FAILED"])
+        p.add_argument("--state", choices=[s.value for s in State])
 
     def run(self, args: argparse.Namespace) -> int:
         from fmlab.api import handles as api
@@ -37,9 +39,6 @@ class Ls(Command):
         print_table(cols, rows)
         err(f"{len(recs)} trial(s)")
         return 0
-
-
-EPOCH_COLS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
 
 
 class Show(Command):
@@ -75,8 +74,8 @@ class Show(Command):
         if rec["epochs"]:
             fmt = {"epoch": "{:d}", "lr": "{:.2e}", "epoch_s": "{:.1f}"}
             print()
-            print_table(list(EPOCH_COLS), [[fmt.get(c, "{:.4f}").format(e[c]) for c in EPOCH_COLS]
-                                           for e in rec["epochs"]], right=tuple(range(len(EPOCH_COLS))))  # fmt: skip
+            print_table(list(EPOCH_ROW), [[fmt.get(c, "{:.4f}").format(e[c]) for c in EPOCH_ROW]
+                                          for e in rec["epochs"]], right=tuple(range(len(EPOCH_ROW))))  # fmt: skip
         if rec["traceback"]:
             print(rec["traceback"].rstrip())
         if rec["log"]:

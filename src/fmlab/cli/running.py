@@ -10,6 +10,7 @@ from typing import Any
 
 from fmlab.cli.common import Command, cell_text, err, out_json, store_path
 from fmlab.cli.progress import fmt_secs
+from fmlab.config.states import State
 from fmlab.errors import FmlabError
 
 
@@ -121,7 +122,7 @@ class Sweep(Command):
                 if live is not None:
                     live.stop()
             _print_outcome(outcome, p, args, live)
-            return 1 if outcome.in_state("FAILED") else 0
+            return 1 if outcome.in_state(State.FAILED) else 0
 
 
 def _sweep_head(p: Any, study_file: str) -> str:
@@ -205,7 +206,7 @@ def _print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
             f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {o.wall_s:.0f}s); final report "
             f"with the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
             + (f"; {len(s['errors'])} rewrite(s) failed, last: {s['errors'][-1]}" if s["errors"] else ""))
-    done, failed = o.in_state("COMPLETE"), o.in_state("FAILED")
+    done, failed = o.in_state(State.COMPLETE), o.in_state(State.FAILED)
     err(f"{st.name} ({st.budget}{label}): {len(done)}/{len(o.records)} COMPLETE ({o.progress.ran} run now), "
         f"{len(failed)} FAILED, wall {fmt_secs(o.wall_s)}")  # fmt: skip
     if o.best is not None:

@@ -8,14 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fmlab.config import metrics
+from fmlab.config.metrics import EPOCH_ROW
 from fmlab.config.metrics import METRICS as METRICS
 from fmlab.store.db import Store
 from fmlab.study.spec import spec_label as spec_label  # re-exported (watch.py imports it from here)
 from fmlab.training.checkpoint import atomic_write
 
 Rows3 = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
-EPOCH_COLS = ("epoch", *metrics.EPOCH_COLS)  # the exported epochs table
 
 
 def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -47,7 +46,7 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
     epochs = []
     for e in store.epochs(by_id):
         seed, cell = by_id[e["trial"]]
-        epochs.append({"trial_id": e["trial"], "seed": seed, **cell, **{c: e[c] for c in EPOCH_COLS}})
+        epochs.append({"trial_id": e["trial"], "seed": seed, **cell, **{c: e[c] for c in EPOCH_ROW}})
     n_epochs: dict[str, int] = {}
     for e in epochs:
         n_epochs[e["trial_id"]] = n_epochs.get(e["trial_id"], 0) + 1
@@ -101,7 +100,7 @@ def report_frames(store: Store, study: str, budget: str | None = None) -> tuple[
     import pandas as pd
 
     trials, epochs, meta = report_inputs(store, study, budget)
-    cols = ["trial_id", "seed", *meta["factors"], *EPOCH_COLS]
+    cols = ["trial_id", "seed", *meta["factors"], *EPOCH_ROW]
     return pd.DataFrame(trials), pd.DataFrame(epochs, columns=cols), meta
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.config.metrics import EPOCH_COLS, METRICS
+from fmlab.config.states import State
 from fmlab.errors import FmlabError
 from fmlab.study.spec import BASELINE
 
@@ -193,8 +194,8 @@ class Board:
         for row in sorted(epochs, key=lambda r: r["epoch"]):
             t += float(row.get("epoch_s") or 0.0)
             self.epoch(tid, row, walltime=t)
-        if rec["state"] in ("COMPLETE", "FAILED"):
-            self.finish(tid, ok=rec["state"] == "COMPLETE", metrics=rec.get("metrics"),
+        if rec["state"] in (State.COMPLETE, State.FAILED):
+            self.finish(tid, ok=rec["state"] == State.COMPLETE, metrics=rec.get("metrics"),
                         best_epoch=rec.get("best_epoch"), end_s=rec.get("finished") or t)  # fmt: skip
         else:
             self.writers.pop(tid).close()
@@ -251,7 +252,7 @@ def write_from_store(logdir: str | Path, store: Any, study: str, budget: str, *,
         for r in recs:
             if want is not None and r["id"] not in want or (not replace and board.has_run(r["id"])):
                 continue
-            if by_trial.get(r["id"]) or r["state"] in ("COMPLETE", "FAILED"):
+            if by_trial.get(r["id"]) or r["state"] in (State.COMPLETE, State.FAILED):
                 board.write_record(r, by_trial.get(r["id"], []), replace=replace)
                 done.append(r["id"])
     finally:

@@ -179,7 +179,7 @@ class Store(Lifecycle):
             d = dict(r)
             label = spec_label(json.loads(d["study_spec"] or "{}"), d["budget"]) if d["budget"] else None
             rec: TrialRecord = {"id": d["id"], "study": d["study"], "budget": d["budget"], "label": label,
-                   "state": d["state"],
+                   "state": State(d["state"]),
                    "seed": d["seed"], "cell": json.loads(d["cell"]) if d["cell"] else {},
                    "config": json.loads(d["config"]), "metrics": json.loads(d["metrics"] or "{}"),
                    "best_epoch": d["best_epoch"], "stop_reason": d["stop_reason"], "n_params": d["n_params"],

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fmlab.config.metrics import EPOCH_COLS
+from fmlab.config.metrics import EPOCH_COLS, EPOCH_ROW
 from fmlab.store.states import TRANSITIONS, Plan, State, TransitionError
 
 W, R, C, F = State.WAITING, State.RUNNING, State.COMPLETE, State.FAILED
@@ -42,6 +42,19 @@ def _columns(study: Any) -> list[str]:
 
 def _j(x: Any) -> str | None:
     return None if x is None else json.dumps(x, allow_nan=False)
+
+
+_EPOCH_INSERT = (f"INSERT OR REPLACE INTO epochs (trial, {', '.join(EPOCH_ROW)}) "
+                 f"VALUES ({', '.join('?' * (1 + len(EPOCH_ROW)))})")  # fmt: skip
+
+
+def _insert_epochs(db: sqlite3.Connection, tid: str, rows: Iterable[dict[str, Any]], *,
+                   replace_all: bool = False) -> None:
+    """The one write of epoch rows (columns: fmlab.config.metrics.EPOCH_ROW): a row replaces the trial's row
+    of the same epoch; replace_all drops the trial's other rows first (a finished or imported trial)."""
+    if replace_all:
+        db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
+    db.executemany(_EPOCH_INSERT, [(tid, int(r["epoch"]), *(r.get(c) for c in EPOCH_COLS)) for r in rows])
 
 
 class Lifecycle:
@@ -144,17 +157,17 @@ class Lifecycle:
         states = self.states(ids)
         p = Plan(ids=list(ids))
         for tid in ids:
-            s = states.get(tid, State.WAITING.value)
-            {"COMPLETE": p.done, "FAILED": p.failed, "RUNNING": p.running, "WAITING": p.todo}[s].append(tid)
+            {C: p.done, F: p.failed, R: p.running, W: p.todo}[states.get(tid, W)].append(tid)
         return p
 
-    def states(self, ids: Iterable[str]) -> dict[str, str]:
+    def states(self, ids: Iterable[str]) -> dict[str, State]:
+        """Each id's state (ids not in the store are left out)."""
         ids = list(ids)
-        out: dict[str, str] = {}
+        out: dict[str, State] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             q = f"SELECT id, state FROM trials WHERE id IN ({','.join('?' * len(chunk))})"
-            out.update({r["id"]: r["state"] for r in self.db.execute(q, chunk)})
+            out.update({r["id"]: State(r["state"]) for r in self.db.execute(q, chunk)})
         return out
 
     def claim(self, ids: Iterable[str]) -> str | None:
@@ -185,8 +198,7 @@ class Lifecycle:
 
     def add_epoch(self, tid: str, row: dict[str, float]) -> None:
         with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
-                       (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
+            _insert_epochs(db, tid, [row])
 
     def complete(self, tid: str, result: Any, log: str, ckpt: Path) -> bool:
         """The trial's row, epochs and artifact paths in one transaction, once the sweep has written its
@@ -198,10 +210,7 @@ class Lifecycle:
                               stop_reason=result.stop_reason, n_params=result.n_params, log=log, owner_pid=None,
                               heartbeat=None):  # fmt: skip
                 return False  # no longer ours (taken back as stale): the other owner writes it
-            db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
-            for row in result.epochs:
-                db.execute("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
-                           (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
+            _insert_epochs(db, tid, result.epochs, replace_all=True)
             for kind, name in (("weights", "best.safetensors"), ("trial_json", "trial.json")):
                 db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?)", (tid, kind, str(ckpt / name), now))
         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
@@ -210,7 +219,7 @@ class Lifecycle:
     def import_complete(self, tid: str, *, metrics: dict[str, float], timings: dict[str, Any], env: dict[str, Any],
                         best_epoch: int | None, stop_reason: str | None, n_params: int | None,
                         epochs: list[dict[str, Any]], started: float | None = None,
-                        finished: float | None = None, state: str = State.COMPLETE.value,
+                        finished: float | None = None, state: State = C,
                         error: str | None = None) -> None:  # fmt: skip
         """Mark a planned trial COMPLETE (or FAILED, with its error) with results from elsewhere (`fmlab
         import`); its epochs replace any. A RUNNING trial (a live sweep) is left alone."""
@@ -223,10 +232,7 @@ class Lifecycle:
                               traceback=None, log="imported by fmlab import", owner_host=None, owner_pid=None,
                               heartbeat=None):  # fmt: skip
                 return
-            db.execute("DELETE FROM epochs WHERE trial = ?", (tid,))
-            for row in epochs:
-                db.execute("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
-                           (tid, int(row["epoch"]), *(row.get(c) for c in EPOCH_COLS)))  # fmt: skip
+            _insert_epochs(db, tid, epochs, replace_all=True)
         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
 
     def add_artifacts(self, tid: str, paths: dict[str, Path]) -> None:

@@ -1,4 +1,4 @@
-"""A trial's states and the allowed changes between them, and the records the store hands out.
+"""The allowed changes between a trial's states, and the records the store hands out.
 
 The store (fmlab.store.db) is the only writer of these states; every change goes through
 Store.transition (fmlab.store.lifecycle), which refuses any pair TRANSITIONS lacks.
@@ -7,21 +7,14 @@ Store.transition (fmlab.store.lifecycle), which refuses any pair TRANSITIONS lac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, TypedDict
 
+from fmlab.config.states import State as State  # defined once there (the analysis, a floor below, reads it too)
 from fmlab.errors import FmlabError
 
 
 class StoreError(FmlabError):
     """A missing or unusable store, or a trial reference that matches nothing."""
-
-
-class State(StrEnum):
-    WAITING = "WAITING"
-    RUNNING = "RUNNING"
-    COMPLETE = "COMPLETE"
-    FAILED = "FAILED"
 
 
 W, R, C, F = State.WAITING, State.RUNNING, State.COMPLETE, State.FAILED
@@ -49,7 +42,7 @@ class TrialRecord(TypedDict):
     study: str | None
     budget: str | None
     label: str | None
-    state: str  # a State value
+    state: State
     seed: int
     cell: dict[str, Any]  # factor values, or {"arm": name, "also": [...]}
     config: dict[str, Any]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab.config.states import State
 from fmlab.store.db import DEFAULT_PATH
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class SweepOutcome:
     best: dict[str, Any] | None
     board_error: str | None
 
-    def in_state(self, state: str) -> list[dict[str, Any]]:
+    def in_state(self, state: State) -> list[dict[str, Any]]:
         return [r for r in self.records if r["state"] == state]
 
 
@@ -232,7 +233,7 @@ class Sweep:
         wall = time.time() - prog.started
         recs = {r["id"]: r for r in self._store.records(st.name, st.budget)}
         planned = [recs[t.id] for t in p.trials]
-        best = self._store.best(st.name, st.budget) if any(r["state"] == "COMPLETE" for r in planned) else None
+        best = self._store.best(st.name, st.budget) if any(r["state"] == State.COMPLETE for r in planned) else None
         return SweepOutcome(prog, wall, planned, best, board.error if board is not None else None)
 
     def close(self) -> None:
