@@ -54,12 +54,18 @@ def cells(a: Analysis, path: Path) -> Path | None:
         mean, lo, hi = (k if m == a.select else 100) * c[[f"{m}_mean", f"{m}_lo", f"{m}_hi"]].to_numpy().T
         y = np.arange(len(c))
         err = np.vstack([mean - lo, hi - mean])
-        ax.errorbar(mean, y, xerr=np.where(np.isfinite(err), err, 0), fmt="o", ms=4, capsize=2,
-                    color="#2b5d9c" if m == a.select else "#6b7280")  # fmt: skip
+        ax.errorbar(
+            mean,
+            y,
+            xerr=np.where(np.isfinite(err), err, 0),
+            fmt="o",
+            ms=4,
+            capsize=2,
+            color="#2b5d9c" if m == a.select else "#6b7280",
+        )
         ax.set_xlabel(f"{m}{u if m == a.select else ' %'}" + (" (selection)" if m == a.select else " (evaluated)"))
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(np.arange(len(c)), [f"{r} (n={n})" for r, n in zip(c["cell"], c["n"], strict=True)],
-                       fontsize=8)  # fmt: skip
+    axes[0].set_yticks(np.arange(len(c)), [f"{r} (n={n})" for r, n in zip(c["cell"], c["n"], strict=True)], fontsize=8)
     return _save(fig, path, a.label)
 
 
@@ -81,8 +87,14 @@ def curves(a: Analysis, path: Path) -> Path | None:
             hi = cell in top
             col = colors[top.index(cell)] if hi else "#b8bcc6"
             mean, std = k * g[f"{m}_mean"], k * g[f"{m}_std"].fillna(0)
-            ax.plot(g["epoch"], mean, color=col, lw=1.8 if hi else 0.8, zorder=3 if hi else 1,
-                    label=f"#{top.index(cell) + 1} {cell}" if hi else None)  # fmt: skip
+            ax.plot(
+                g["epoch"],
+                mean,
+                color=col,
+                lw=1.8 if hi else 0.8,
+                zorder=3 if hi else 1,
+                label=f"#{top.index(cell) + 1} {cell}" if hi else None,
+            )
             if hi:
                 ax.fill_between(g["epoch"], mean - std, mean + std, color=col, alpha=0.15, lw=0)
         ax.set_xlabel("epoch")
@@ -92,9 +104,16 @@ def curves(a: Analysis, path: Path) -> Path | None:
     handles, labels = axes[0].get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: int(labels[i].split()[0][1:]))  # "#3 ..." -> 3
     handles, labels = [handles[i] for i in order], [labels[i] for i in order]
-    fig.legend(handles, labels, loc="upper center", ncol=1, fontsize=8, bbox_to_anchor=(0.5, -0.01),
-               title=f"top {len(top)} cells by {a.select}" + (" (others grey)" if len(a.cells) > len(top) else ""),
-               title_fontsize=8)  # fmt: skip
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=1,
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.01),
+        title=f"top {len(top)} cells by {a.select}" + (" (others grey)" if len(a.cells) > len(top) else ""),
+        title_fontsize=8,
+    )
     return _save(fig, path, a.label)
 
 
@@ -137,8 +156,14 @@ def interactions(a: Analysis, path: Path) -> Path | None:
             g = t[t[fb] == lb]
             g = g.assign(_x=g[fa].map(x).astype(float)).sort_values("_x")
             err = k * np.vstack([g["mean"] - g["lo"], g["hi"] - g["mean"]])
-            ax.errorbar(g["_x"] + 0.04 * j, k * g["mean"], yerr=np.where(np.isfinite(err), err, 0), fmt="o-",
-                        capsize=3, label=f"{short[fb]}={lb}")  # fmt: skip
+            ax.errorbar(
+                g["_x"] + 0.04 * j,
+                k * g["mean"],
+                yerr=np.where(np.isfinite(err), err, 0),
+                fmt="o-",
+                capsize=3,
+                label=f"{short[fb]}={lb}",
+            )
         ax.set_xticks(range(len(x)), list(x), fontsize=9)
         ax.set_xlabel(short[fa])
         ax.legend(fontsize=8)
@@ -159,8 +184,15 @@ def confusion(best: dict[str, Any], label: str, path: Path) -> Path:
     im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     for i, j in itertools.product(range(len(classes)), repeat=2):
         if cm[i, j]:
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if rate[i, j] > 0.5 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rate[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -175,8 +207,15 @@ def confusion(best: dict[str, Any], label: str, path: Path) -> Path:
     bx.set_xlabel("per-class test accuracy %")
     for i, v in enumerate(acc):
         inside = v > 88
-        bx.text(v - 1 if inside else v + 1, i, f"{v:.1f}", va="center", ha="right" if inside else "left", fontsize=8,
-                color="white" if inside else "black")  # fmt: skip
+        bx.text(
+            v - 1 if inside else v + 1,
+            i,
+            f"{v:.1f}",
+            va="center",
+            ha="right" if inside else "left",
+            fontsize=8,
+            color="white" if inside else "black",
+        )
     bx.grid(axis="x", alpha=0.3)
     return _save(fig, path, label)
 
@@ -195,31 +234,50 @@ def arm_effects(a: Analysis, path: Path) -> Path | None:
     panels = [(a.select, order)]
     if len(a.test_effects):
         panels.append(("test_acc", a.test_effects.set_index("arm").reindex(order["arm"]).reset_index()))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.38 * len(order) + 1.6), sharey=True,
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.5 * len(panels), 0.38 * len(order) + 1.6), sharey=True, squeeze=False
+    )
     y = np.arange(len(order))
     for ax, (m, t) in zip(axes[0], panels, strict=True):
         k, u = unit(m)
         good = higher_is_better(m)
-        colors = ["#2e8b57" if v in ("matters", "real but smaller than X") and (e > 0) == good else
-                  "#c0392b" if v in ("matters", "real but smaller than X") else "#6b7280"
-                  for v, e in zip(t["verdict"], t["estimate"], strict=True)]  # fmt: skip
+        colors = [
+            "#2e8b57"
+            if v in ("matters", "real but smaller than X") and (e > 0) == good
+            else "#c0392b"
+            if v in ("matters", "real but smaller than X")
+            else "#6b7280"
+            for v, e in zip(t["verdict"], t["estimate"], strict=True)
+        ]
         mean = k * t["estimate"].to_numpy(dtype=float)
         err = k * np.vstack([t["estimate"] - t["lo"], t["hi"] - t["estimate"]]).astype(float)
         for i in range(len(t)):
-            ax.errorbar(mean[i], y[i], xerr=np.where(np.isfinite(err[:, i : i + 1]), err[:, i : i + 1], 0),
-                        fmt="o", ms=5, capsize=3, color=colors[i])  # fmt: skip
+            ax.errorbar(
+                mean[i],
+                y[i],
+                xerr=np.where(np.isfinite(err[:, i : i + 1]), err[:, i : i + 1], 0),
+                fmt="o",
+                ms=5,
+                capsize=3,
+                color=colors[i],
+            )
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlabel(f"{m}: arm - baseline{u}, model contrast" + (" (selection)" if m == a.select else " (evaluated)"))
         ax.grid(axis="x", alpha=0.3)
-    names = [f"{r} (= baseline)" if v.startswith("same trials") else f"{r} (n={n})"
-             for r, n, v in zip(order["arm"], order["n_seeds"], order["verdict"], strict=True)]  # fmt: skip
+    names = [
+        f"{r} (= baseline)" if v.startswith("same trials") else f"{r} (n={n})"
+        for r, n, v in zip(order["arm"], order["n_seeds"], order["verdict"], strict=True)
+    ]
     axes[0][0].set_yticks(y, names, fontsize=8)
     return _save(fig, path, a.label)
 
 
-VERDICT_COLORS = {"matters": "#2b5d9c", "real but smaller than X": "#7fa7d6", "no effect larger than X": "#2e8b57",
-                  "undecided": "#9ca3af"}  # fmt: skip
+VERDICT_COLORS = {
+    "matters": "#2b5d9c",
+    "real but smaller than X": "#7fa7d6",
+    "no effect larger than X": "#2e8b57",
+    "undecided": "#9ca3af",
+}
 
 
 def forest(a: Analysis, path: Path) -> Path | None:
@@ -242,8 +300,15 @@ def forest(a: Analysis, path: Path) -> Path | None:
     y = np.arange(len(t))
     for i, (_, r) in enumerate(t.iterrows()):
         c = VERDICT_COLORS.get(r["verdict"], "#6b7280")
-        ax.errorbar(k * r["estimate"], i, xerr=[[k * (r["estimate"] - r["lo"])], [k * (r["hi"] - r["estimate"])]],
-                    fmt="o", ms=4, capsize=3, color=c)  # fmt: skip
+        ax.errorbar(
+            k * r["estimate"],
+            i,
+            xerr=[[k * (r["estimate"] - r["lo"])], [k * (r["hi"] - r["estimate"])]],
+            fmt="o",
+            ms=4,
+            capsize=3,
+            color=c,
+        )
     short = short_names(list(a.factors))
     names = [str(n) for n in t["term"]]
     for f, s in sorted(short.items(), key=lambda kv: -len(kv[0])):
@@ -253,8 +318,9 @@ def forest(a: Analysis, path: Path) -> Path | None:
     from matplotlib.lines import Line2D
 
     seen = [v for v in VERDICT_COLORS if v in set(t["verdict"])]
-    handles = [Line2D([], [], marker="o", ls="", color=VERDICT_COLORS[v], label=v.replace("X", f"{k * x:g}{u}"))
-               for v in seen]  # fmt: skip
+    handles = [
+        Line2D([], [], marker="o", ls="", color=VERDICT_COLORS[v], label=v.replace("X", f"{k * x:g}{u}")) for v in seen
+    ]
     ax.legend(handles=handles, fontsize=7, loc="lower right", title="verdict (Holm)", title_fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path, a.label)
@@ -277,8 +343,14 @@ def residuals(a: Analysis, path: Path) -> Path | None:
     ax.scatter(r["fitted"], r["resid"], s=14, color="#2b5d9c", alpha=0.8)
     ax.scatter(out["fitted"], out["resid"], s=40, facecolors="none", edgecolors="#c0392b")
     for _, o in out.iterrows():
-        ax.annotate(str(o["id"]), (o["fitted"], o["resid"]), fontsize=7, color="#c0392b", xytext=(4, 2),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            str(o["id"]),
+            (o["fitted"], o["resid"]),
+            fontsize=7,
+            color="#c0392b",
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel(f"fitted {d.metric}")
     ax.set_ylabel("residual")

@@ -71,10 +71,10 @@ def _infos(domains: Mapping[str, list[Any]]) -> tuple[list[Any], list[Any]]:
             lv.extend(vals)
             info.domain_discrete.CopyFrom(lv)
         hps.append(info)
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=FINAL + m), display_name=f"{m} (final)")
-               for m in METRICS]  # fmt: skip
-    metrics += [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m), display_name=f"{m} (latest epoch)")
-                for m in LIVE_METRICS]  # fmt: skip
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=FINAL + m), display_name=f"{m} (final)") for m in METRICS]
+    metrics += [
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m), display_name=f"{m} (latest epoch)") for m in LIVE_METRICS
+    ]
     return hps, metrics
 
 
@@ -83,8 +83,13 @@ class Board:
 
     trials: id -> hparams ({factor: value, ..., "seed": s}); domains: factor -> levels (and "seed")."""
 
-    def __init__(self, logdir: str | Path, trials: Mapping[str, Mapping[str, Any]],
-                 domains: Mapping[str, list[Any]], description: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        logdir: str | Path,
+        trials: Mapping[str, Mapping[str, Any]],
+        domains: Mapping[str, list[Any]],
+        description: str = "",
+    ) -> None:
         require()
         self.logdir = Path(logdir)
         self.trials = {k: dict(v) for k, v in trials.items()}
@@ -117,8 +122,9 @@ class Board:
         now = start_s or time.time()
         hps, metrics = _infos(self.domains)
         fw = w.file_writer
-        exp = api_pb2.Experiment(description=self.description, time_created_secs=now, hparam_infos=hps,
-                                 metric_infos=metrics)  # fmt: skip
+        exp = api_pb2.Experiment(
+            description=self.description, time_created_secs=now, hparam_infos=hps, metric_infos=metrics
+        )
         fw.add_summary(_summary(metadata.EXPERIMENT_TAG, experiment=exp))
         ssi = plugin_data_pb2.SessionStartInfo(start_time_secs=now)
         for k, v in self.trials.get(tid, {}).items():
@@ -139,9 +145,17 @@ class Board:
         self.written[tid].add(e)
         w.flush()  # live curves: the epoch shows as soon as it is recorded
 
-    def finish(self, tid: str, *, ok: bool, metrics: Mapping[str, Any] | None = None, best_epoch: int | None = None,
-               epochs: Iterable[Mapping[str, Any]] = (), resumed_from: int = 0,
-               end_s: float | None = None) -> None:  # fmt: skip
+    def finish(
+        self,
+        tid: str,
+        *,
+        ok: bool,
+        metrics: Mapping[str, Any] | None = None,
+        best_epoch: int | None = None,
+        epochs: Iterable[Mapping[str, Any]] = (),
+        resumed_from: int = 0,
+        end_s: float | None = None,
+    ) -> None:
         """A trial's end: epoch rows not yet written (skipping those an earlier sweep's resumed run wrote),
         the final metrics, and the session's end status."""
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
@@ -173,8 +187,14 @@ class Board:
                 self.epoch(ev.trial_id, ev.row)
             elif ev.kind == "done":
                 r = ev.result
-                self.finish(ev.trial_id, ok=True, metrics=r.metrics, best_epoch=r.best_epoch, epochs=r.epochs,
-                            resumed_from=ev.resumed_from)  # fmt: skip
+                self.finish(
+                    ev.trial_id,
+                    ok=True,
+                    metrics=r.metrics,
+                    best_epoch=r.best_epoch,
+                    epochs=r.epochs,
+                    resumed_from=ev.resumed_from,
+                )
             elif ev.kind == "failed":
                 self.finish(ev.trial_id, ok=False, resumed_from=ev.resumed_from)
         except Exception as e:  # noqa: BLE001 - the store is the record; TensorBoard is a view of it
@@ -194,8 +214,13 @@ class Board:
             t += float(row.get("epoch_s") or 0.0)
             self.epoch(tid, row, walltime=t)
         if rec["state"] in ("COMPLETE", "FAILED"):
-            self.finish(tid, ok=rec["state"] == "COMPLETE", metrics=rec.get("metrics"),
-                        best_epoch=rec.get("best_epoch"), end_s=rec.get("finished") or t)  # fmt: skip
+            self.finish(
+                tid,
+                ok=rec["state"] == "COMPLETE",
+                metrics=rec.get("metrics"),
+                best_epoch=rec.get("best_epoch"),
+                end_s=rec.get("finished") or t,
+            )
         else:
             self.writers.pop(tid).close()
 
@@ -218,8 +243,12 @@ def for_study(logdir: str | Path, study: Any) -> Board:
     columns = ["arm"] if study.arms else list(study.factors)
     domains = {"arm": [BASELINE, *study.arms]} if study.arms else {k: list(v) for k, v in study.factors.items()}
     domains["seed"] = sorted({t.seed for t in trials})
-    return Board(logdir, {t.id: _hparams(t.cell, t.seed, columns) for t in trials}, domains,
-                 f"fmlab study {study.name} ({study.budget})")  # fmt: skip
+    return Board(
+        logdir,
+        {t.id: _hparams(t.cell, t.seed, columns) for t in trials},
+        domains,
+        f"fmlab study {study.name} ({study.budget})",
+    )
 
 
 def board_from_store(logdir: str | Path, store: Any, study: str, budget: str) -> tuple[Board, list[dict[str, Any]]]:
@@ -237,8 +266,9 @@ def board_from_store(logdir: str | Path, store: Any, study: str, budget: str) ->
     return Board(logdir, trials, domains, f"fmlab study {study} ({budget})"), recs
 
 
-def write_from_store(logdir: str | Path, store: Any, study: str, budget: str, *, replace: bool = True,
-                     ids: Iterable[str] | None = None) -> list[str]:  # fmt: skip
+def write_from_store(
+    logdir: str | Path, store: Any, study: str, budget: str, *, replace: bool = True, ids: Iterable[str] | None = None
+) -> list[str]:
     """Write the runs of a study's trials (those that have epochs or have ended) from the store; returns
     the ids written. replace=False skips trials whose run already has event files."""
     board, recs = board_from_store(logdir, store, study, budget)

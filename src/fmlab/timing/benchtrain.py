@@ -69,8 +69,9 @@ def model_flops(sets: tuple[str, ...] = ()) -> dict[str, int]:
 PEAK_DTYPES = ("fp32", "bf16")
 
 
-def gemm_peak_gflops(threads: int, dtype: str = "fp32", sizes: tuple[int, ...] = (1024, 2048),
-                     repeats: int = 20, warmup: int = 3) -> dict[str, Any]:  # fmt: skip
+def gemm_peak_gflops(
+    threads: int, dtype: str = "fp32", sizes: tuple[int, ...] = (1024, 2048), repeats: int = 20, warmup: int = 3
+) -> dict[str, Any]:
     """Best GFLOP/s of an n x n by n x n product at `threads` threads, over two kernels:
 
     - packed_linear: an nn.Linear(n, n) whose weight is converted once to an oneDNN tensor
@@ -118,8 +119,17 @@ def gemm_peak_gflops(threads: int, dtype: str = "fp32", sizes: tuple[int, ...] =
                             best, best_n, best_kernel = g, n, name
     finally:
         torch.set_num_threads(before)
-    return {"dtype": dtype, "gflops": best, "size": best_n, "kernel": best_kernel, "threads": threads,
-            "repeats": repeats, "warmup": warmup, "sizes": list(sizes), "by_kernel": by_kernel}  # fmt: skip
+    return {
+        "dtype": dtype,
+        "gflops": best,
+        "size": best_n,
+        "kernel": best_kernel,
+        "threads": threads,
+        "repeats": repeats,
+        "warmup": warmup,
+        "sizes": list(sizes),
+        "by_kernel": by_kernel,
+    }
 
 
 def gemm_peaks(threads: int, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 20) -> dict[str, dict[str, Any]]:
@@ -150,8 +160,10 @@ def commands(o: BenchTrainOptions, seed: int, out_dir: str) -> dict[str, list[st
     conv = [sys.executable, "-m", CONVENTIONAL_MODULE]
     if o.script:
         if not Path(o.script).is_file():
-            raise FmlabError(f"--script {o.script}: no such file; give the path of a conventional training script "
-                             f"or leave --script out (default: python -m {CONVENTIONAL_MODULE})")  # fmt: skip
+            raise FmlabError(
+                f"--script {o.script}: no such file; give the path of a conventional training script "
+                f"or leave --script out (default: python -m {CONVENTIONAL_MODULE})"
+            )
         conv = [sys.executable, str(o.script)]
     sets = [a for s in config_sets(o, seed) for a in ("--set", s)]
     data = ["--data-dir", o.data_dir] if o.data_dir else []
@@ -218,11 +230,22 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
             cmds = commands(o, seed, str(Path(tmp) / f"run{i}"))
             for side in SIDES:
                 r = run_process(cmds[side], o.timeout_s)
-                row = {"side": side, "pair": i, "seed": seed, "pid": r["pid"], "reported_pid": r["reported_pid"],
-                       "train_images_per_s": r["train_images_per_s"], "train_s": r["train_s"],
-                       "eval_s": r["eval_s"] + r.get("test_eval_s", 0.0), "wall_s": r["wall_s"],
-                       "epochs": r["epochs"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
-                       "train_images": r.get("train_images"), "threads": r.get("threads")}  # fmt: skip
+                row = {
+                    "side": side,
+                    "pair": i,
+                    "seed": seed,
+                    "pid": r["pid"],
+                    "reported_pid": r["reported_pid"],
+                    "train_images_per_s": r["train_images_per_s"],
+                    "train_s": r["train_s"],
+                    "eval_s": r["eval_s"] + r.get("test_eval_s", 0.0),
+                    "wall_s": r["wall_s"],
+                    "epochs": r["epochs"],
+                    "test_acc": r["test_acc"],
+                    "val_acc": r["val_acc"],
+                    "train_images": r.get("train_images"),
+                    "threads": r.get("threads"),
+                }
                 runs.append(row)
                 if on_run:
                     on_run(row)
@@ -236,8 +259,15 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
     return {**rep, "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cores": cores()}
 
 
-def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops: dict[str, int],
-              peaks: dict[str, dict[str, Any]], threads: int, wall_s: float) -> dict[str, Any]:  # fmt: skip
+def summarise(
+    o: BenchTrainOptions,
+    cfg: Any,
+    runs: list[dict[str, Any]],
+    flops: dict[str, int],
+    peaks: dict[str, dict[str, Any]],
+    threads: int,
+    wall_s: float,
+) -> dict[str, Any]:
     """peaks: {"fp32": probe, "bf16": probe} (gemm_peaks); fmlab is held to the one of its precision."""
     train_flops = 3 * flops["total"]
     ref = peaks["bf16" if cfg.train.precision == "bf16" else "fp32"]
@@ -249,35 +279,57 @@ def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops:
         acc = _stats(list(per_seed.values()))
         gflops = ips * train_flops / 1e9
         own = ref if side == "fmlab" else peaks["fp32"]  # the conventional loop always runs fp32
-        rep[side] = {"train_images_per_s": ips, "train_images_per_s_all": [r["train_images_per_s"] for r in mine],
-                     "wall_s": statistics.median(r["wall_s"] for r in mine), "test_acc": acc, "test_acc_by_seed":
-                     per_seed, "gflops": gflops, "peak_dtype": own["dtype"],
-                     "peak_fraction": gflops / own["gflops"]}  # fmt: skip
+        rep[side] = {
+            "train_images_per_s": ips,
+            "train_images_per_s_all": [r["train_images_per_s"] for r in mine],
+            "wall_s": statistics.median(r["wall_s"] for r in mine),
+            "test_acc": acc,
+            "test_acc_by_seed": per_seed,
+            "gflops": gflops,
+            "peak_dtype": own["dtype"],
+            "peak_fraction": gflops / own["gflops"],
+        }
     gaps = [rep["fmlab"]["test_acc_by_seed"][s] - rep["conventional"]["test_acc_by_seed"][s] for s in o.seeds]
     c, f = rep["conventional"], rep["fmlab"]
-    rep.update({
-        "speedup": f["train_images_per_s"] / c["train_images_per_s"],
-        "conventional_images_per_s": c["train_images_per_s"], "fmlab_images_per_s": f["train_images_per_s"],
-        "conventional_test_acc": c["test_acc"]["mean"], "fmlab_test_acc": f["test_acc"]["mean"],
-        "acc_gap": _stats(gaps),  # fmlab minus conventional, paired by seed, accuracy as a fraction
-        "conventional_gflops": c["gflops"], "fmlab_gflops": f["gflops"],
-        "peak_gflops": ref["gflops"], "peak_dtype": ref["dtype"], "peaks": peaks,
-        **{f"peak_gflops_{d}": p["gflops"] for d, p in peaks.items()},
-        "fmlab_peak_fraction": f["peak_fraction"], "conventional_peak_fraction": c["peak_fraction"],
-        # the bound on the speedup: fmlab's loop at 100% of its precision's peak, nothing else in a step
-        "fmlab_images_per_s_at_peak": ref["gflops"] * 1e9 / train_flops,
-        "speedup_bound": ref["gflops"] * 1e9 / train_flops / c["train_images_per_s"],
-        "forward_flops_per_image": flops["total"], "train_flops_per_image": train_flops, "flops_by_layer": flops,
-        "threads": threads, "precision": cfg.train.precision, "conventional_precision": "fp32",
-        "epochs": o.epochs, "batch_size": o.batch_size, "train_images": runs[0]["train_images"],
-        "seeds": list(o.seeds), "pairs": len(runs) // 2,
-        "options": o.to_dict(), "wall_s": wall_s,
-        "covers": "img/s = training images / training-loop time summed over every epoch of a run (first steps "
-                  "included, evaluation excluded), median over runs; wall_s = whole process; GFLOP/s = img/s x "
-                  "3 x forward FLOPs (multiply-add = 2); peaks (fp32 and bf16) = best of an oneDNN-packed nn.Linear "
-                  "and torch.mm on n x n products at the same threads, fastest of peak_repeats calls after warm-up, "
-                  "this run (probed before and after the runs, the better kept); fmlab's share is of the peak of "
-                  "its precision, the conventional loop's of fp32; speedup_bound = fmlab at 100% of that peak "
-                  "/ conventional img/s",
-    })  # fmt: skip
+    rep.update(
+        {
+            "speedup": f["train_images_per_s"] / c["train_images_per_s"],
+            "conventional_images_per_s": c["train_images_per_s"],
+            "fmlab_images_per_s": f["train_images_per_s"],
+            "conventional_test_acc": c["test_acc"]["mean"],
+            "fmlab_test_acc": f["test_acc"]["mean"],
+            "acc_gap": _stats(gaps),  # fmlab minus conventional, paired by seed, accuracy as a fraction
+            "conventional_gflops": c["gflops"],
+            "fmlab_gflops": f["gflops"],
+            "peak_gflops": ref["gflops"],
+            "peak_dtype": ref["dtype"],
+            "peaks": peaks,
+            **{f"peak_gflops_{d}": p["gflops"] for d, p in peaks.items()},
+            "fmlab_peak_fraction": f["peak_fraction"],
+            "conventional_peak_fraction": c["peak_fraction"],
+            # the bound on the speedup: fmlab's loop at 100% of its precision's peak, nothing else in a step
+            "fmlab_images_per_s_at_peak": ref["gflops"] * 1e9 / train_flops,
+            "speedup_bound": ref["gflops"] * 1e9 / train_flops / c["train_images_per_s"],
+            "forward_flops_per_image": flops["total"],
+            "train_flops_per_image": train_flops,
+            "flops_by_layer": flops,
+            "threads": threads,
+            "precision": cfg.train.precision,
+            "conventional_precision": "fp32",
+            "epochs": o.epochs,
+            "batch_size": o.batch_size,
+            "train_images": runs[0]["train_images"],
+            "seeds": list(o.seeds),
+            "pairs": len(runs) // 2,
+            "options": o.to_dict(),
+            "wall_s": wall_s,
+            "covers": "img/s = training images / training-loop time summed over every epoch of a run (first steps "
+            "included, evaluation excluded), median over runs; wall_s = whole process; GFLOP/s = img/s x "
+            "3 x forward FLOPs (multiply-add = 2); peaks (fp32 and bf16) = best of an oneDNN-packed nn.Linear "
+            "and torch.mm on n x n products at the same threads, fastest of peak_repeats calls after warm-up, "
+            "this run (probed before and after the runs, the better kept); fmlab's share is of the peak of "
+            "its precision, the conventional loop's of fp32; speedup_bound = fmlab at 100% of that peak "
+            "/ conventional img/s",
+        }
+    )
     return rep
