@@ -3,7 +3,7 @@
     PYTHONPATH=src python scripts/peak_check.py --threads 1 --rounds 3
 
 Per round and dtype (fp32, bf16), in turn, at the same thread count:
-- fmlab: benchtrain.gemm_peak_gflops (oneDNN-packed nn.Linear and torch.mm on 1024 and 2048 squares,
+- fmlab: peak.gemm_peak_gflops (oneDNN-packed nn.Linear and torch.mm on 1024 and 2048 squares,
   3 warm-up calls, fastest of 20);
 - v1: the probe bench-train used before (plain tensors for torch.mm, oneDNN matmul on to_mkldnn()
   operands; 1 warm-up call, fastest of 5), for comparison with the figures it produced;
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark, mkldnn
 
-from fmlab.timing import benchtrain
+from fmlab.timing import peak
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -65,7 +65,7 @@ def main() -> int:
     load = os.getloadavg()
     for r in range(a.rounds):
         for dtype in DT:
-            fm = benchtrain.gemm_peak_gflops(a.threads, dtype)
+            fm = peak.gemm_peak_gflops(a.threads, dtype)
             ind = {n: independent_probe(a.threads, dtype, n) for n in (1024, 2048)}
             row = {"round": r, "dtype": dtype, "fmlab": fm["gflops"], "fmlab_size": fm["size"],
                    "fmlab_kernel": fm["kernel"], "v1": v1_probe(a.threads, dtype),

@@ -13,7 +13,7 @@ from conftest import run_cli
 from fmlab.config.schema import Config, with_overrides
 from fmlab.data import idx as data
 from fmlab.model.nets import build, forward_flops
-from fmlab.timing import benchtrain
+from fmlab.timing import benchtrain, peak
 
 TINY_ARGS = ("--train-subset", "300", "--epochs", "1", "--set", "model.widths=8,16,16",
              "--set", "data.val_size=300", "--seeds", "2", "--threads", "1",
@@ -39,7 +39,7 @@ def test_seed_net_forward_flops_match_the_hand_count():
 
 
 def test_gemm_probe_returns_both_dtypes_peaks_over_the_packed_linear():
-    peaks = benchtrain.gemm_peaks(1, sizes=(128, 256), repeats=2)
+    peaks = peak.gemm_peaks(1, sizes=(128, 256), repeats=2)
     assert list(peaks) == ["fp32", "bf16"]
     for dtype, p in peaks.items():
         assert p["dtype"] == dtype and p["gflops"] > 0 and p["size"] in (128, 256) and p["threads"] == 1
@@ -49,6 +49,22 @@ def test_gemm_probe_returns_both_dtypes_peaks_over_the_packed_linear():
         if torch.backends.mkldnn.is_available() and dtype == "fp32":
             assert "packed_linear" in p["by_kernel"]  # bf16 may be refused by a CPU without the ISA
     assert torch.get_num_threads() > 0  # the probe gives the thread count back
+
+
+def test_two_probes_keep_the_higher_peak_per_dtype_and_each_kernels_best():
+    def probe(dtype: str, n: int, mm: float, packed: float) -> dict:
+        kernels = {"torch.mm": mm, "packed_linear": packed}
+        return {"dtype": dtype, "gflops": max(mm, packed), "size": n, "by_kernel": kernels}
+
+    before = {"fp32": probe("fp32", 1024, 30.0, 50.0), "bf16": probe("bf16", 1024, 20.0, 10.0)}
+    after = {"fp32": probe("fp32", 2048, 40.0, 45.0), "bf16": probe("bf16", 2048, 60.0, 5.0)}
+    peaks = peak.better_of(before, after)
+    assert list(peaks) == ["fp32", "bf16"]
+    assert peaks["fp32"]["gflops"] == 50.0 and peaks["fp32"]["size"] == 1024  # the first probe was better
+    assert peaks["fp32"]["by_kernel"] == {"torch.mm": 40.0, "packed_linear": 50.0}  # each kernel's best of the two
+    assert peaks["bf16"]["gflops"] == 60.0 and peaks["bf16"]["size"] == 2048  # the second one was
+    assert peaks["bf16"]["by_kernel"] == {"torch.mm": 60.0, "packed_linear": 10.0}
+    assert before["fp32"]["by_kernel"]["torch.mm"] == 30.0  # the inputs are left as they were
 
 
 def test_packed_linear_computes_the_product_it_times():

@@ -85,7 +85,7 @@ def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
     is the best set's best, and the figure draws every mean inside its interval."""
     from statsmodels.formula.api import ols
 
-    from fmlab.report import figures
+    from fmlab.report import figures_trials
 
     drop = ("s2-1avg32", "s2-1avg64", "s2-0max64", "s2-1max128")
     trials, epochs, meta = synth(seeds=range(3), noise=0.004, drop=drop)
@@ -103,7 +103,7 @@ def test_a_cell_missing_a_seed_is_ranked_on_its_seed_adjusted_mean(tmp_path):
     assert (a.cells["val_acc_mean"] != a.cells["val_acc_raw_mean"]).any()  # the seed offsets make them differ
     assert a.cells["rank"].tolist() == list(range(1, 13)) and a.cells["val_acc_mean"].is_monotonic_decreasing
     assert a.cells["cell"].iloc[0] == a.best["best"]
-    assert figures.cells(a, tmp_path / "cells.png").stat().st_size > 0
+    assert figures_trials.cells(a, tmp_path / "cells.png").stat().st_size > 0
 
 
 def test_holm_over_one_family_of_tests_of_zero_and_tost():

@@ -234,8 +234,9 @@ class StudyHandle:
         """One TensorBoard run per trial in logdir (epoch scalars, HParams), rewritten from the store;
         returns the trial ids written (those with epochs or ended). Needs fmlab[tensorboard]."""
         from fmlab.report import tensorboard as tboard
+        from fmlab.report.tensorboard_writer import require
 
-        tboard.require()
+        require()
         with _opened(self.store.path) as s:
             return tboard.write_from_store(logdir, s, self.name, self.budget)
 

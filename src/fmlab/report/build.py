@@ -21,7 +21,7 @@ from fmlab.analysis import arms as farms
 from fmlab.analysis.driver import analyse
 from fmlab.analysis.record import Analysis
 from fmlab.analysis.stats import json_safe
-from fmlab.report import figures
+from fmlab.report import figures_fit, figures_trials
 from fmlab.report import tables as ftables
 from fmlab.report.html import DIAG_READ, FIG_TITLES, page
 
@@ -44,11 +44,11 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     a = analyse(trials, epochs, meta)
     figs: dict[str, str] = {}
-    plots = [("cells", figures.cells), ("curves", figures.curves)]
-    plots += [("arm_effects", figures.arm_effects)] if a.design == "arms" else \
-        [("forest", figures.forest), ("main_effects", figures.main_effects),
-         ("interactions", figures.interactions)]  # fmt: skip
-    plots.append(("residuals", figures.residuals))
+    plots = [("cells", figures_trials.cells), ("curves", figures_trials.curves)]
+    plots += [("arm_effects", figures_fit.arm_effects)] if a.design == "arms" else \
+        [("forest", figures_fit.forest), ("main_effects", figures_fit.main_effects),
+         ("interactions", figures_fit.interactions)]  # fmt: skip
+    plots.append(("residuals", figures_fit.residuals))
     for name, fn in plots:
         path = fn(a, out / f"{name}.png")
         if path:
@@ -56,7 +56,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     best = None
     if best_ckpt is not None:
         best = test_confusion(best_ckpt)
-        figs["confusion"] = figures.confusion(best, a.label, out / "confusion.png").name
+        figs["confusion"] = figures_trials.confusion(best, a.label, out / "confusion.png").name
     write_hiplot(ftables.hiplot_experiment(trials, meta), out / "hiplot.html", a.label)
     tables = ftables.write_tables(a, out)
     rep = ftables.summary_dict(a, out, figs, best, tables)

@@ -264,8 +264,9 @@ def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
     st = fstudy.load(path, budget, seeds)
     if tensorboard is not None:
         from fmlab.report import tensorboard as tboard
+        from fmlab.report.tensorboard_writer import require
 
-        tboard.require()
+        require()
     ray = None
     if executor == "ray":
         from fmlab.sweep.ray import RayExecutor

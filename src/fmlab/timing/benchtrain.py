@@ -10,7 +10,8 @@ What the figures cover: img/s = training images / training-loop time over every 
 (first steps included, evaluation excluded), median over runs; wall = the whole process (interpreter
 start, imports, data loading, training, evaluations). GFLOP/s counts a training step as 3x the forward
 FLOPs (a multiply-add = 2 FLOPs; conv and linear layers only), compared with the GEMM peak of the
-loop's precision (fp32 and bf16 are both probed) measured by this run at the same thread count.
+loop's precision (fp32 and bf16 are both probed: fmlab.timing.peak) measured by this run at the same
+thread count.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.errors import FmlabError
+from fmlab.timing.peak import better_of, gemm_peaks
 
-CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("conventional_train.py")  # shipped in the package
+CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("baseline_loop.py")  # shipped in the package
 CONVENTIONAL_MODULE = "fmlab.timing.baseline_loop"  # what bench-train runs by default
 SIDES = ("conventional", "fmlab")
 
@@ -54,7 +56,7 @@ class BenchTrainOptions:
         return asdict(self)
 
 
-# ---------------------------------------------------------------- FLOPs and the GEMM peak
+# ---------------------------------------------------------------- FLOPs
 
 
 def model_flops(sets: tuple[str, ...] = ()) -> dict[str, int]:
@@ -64,67 +66,6 @@ def model_flops(sets: tuple[str, ...] = ()) -> dict[str, int]:
 
     cfg = config.with_overrides(config.Config(), config.parse_sets(list(sets))).resolved()
     return forward_flops(build(cfg.model))
-
-
-PEAK_DTYPES = ("fp32", "bf16")
-
-
-def gemm_peak_gflops(threads: int, dtype: str = "fp32", sizes: tuple[int, ...] = (1024, 2048),
-                     repeats: int = 20, warmup: int = 3) -> dict[str, Any]:  # fmt: skip
-    """Best GFLOP/s of an n x n by n x n product at `threads` threads, over two kernels:
-
-    - packed_linear: an nn.Linear(n, n) whose weight is converted once to an oneDNN tensor
-      (torch.utils.mkldnn.to_mkldnn, fp32 or bf16), called on an oneDNN (mkldnn) input, under no_grad:
-      the library torch's CPU convolutions use, with no per-call conversion of either operand by torch;
-    - torch.mm on plain tensors (MKL's sgemm for fp32, which on AMD CPUs may not take its AVX-512 path).
-
-    Per kernel and size: `warmup` untimed calls, then the fastest of `repeats` timed calls (2 n^3 FLOPs
-    each; the bias add, n^2, is not counted). A timing is the best case the hardware gave, not a mean."""
-    import torch
-    from torch import nn
-
-    try:  # a submodule torch does not import by itself; built on torch.jit, which torch deprecates
-        from torch.utils import mkldnn
-    except ImportError:  # a torch without it: torch.mm alone
-        mkldnn = None
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    by_kernel: dict[str, float] = {}
-    best, best_n, best_kernel = 0.0, 0, ""
-    try:
-        with torch.no_grad():
-            for n in sizes:
-                a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
-                calls = {"torch.mm": lambda a=a, b=b: torch.mm(a, b)}
-                if mkldnn is not None and torch.backends.mkldnn.is_available():
-                    try:  # a CPU without the ISA for this dtype refuses here
-                        lin = mkldnn.to_mkldnn(nn.Linear(n, n), dt)
-                        x = a.to_mkldnn()
-                        lin(x)
-                        calls["packed_linear"] = lambda lin=lin, x=x: lin(x)
-                    except RuntimeError:
-                        pass
-                for name, call in calls.items():
-                    for _ in range(warmup):
-                        call()
-                    for _ in range(repeats):
-                        t0 = time.perf_counter()
-                        call()
-                        g = 2 * n**3 / (time.perf_counter() - t0) / 1e9
-                        by_kernel[name] = max(by_kernel.get(name, 0.0), g)
-                        if g > best:
-                            best, best_n, best_kernel = g, n, name
-    finally:
-        torch.set_num_threads(before)
-    return {"dtype": dtype, "gflops": best, "size": best_n, "kernel": best_kernel, "threads": threads,
-            "repeats": repeats, "warmup": warmup, "sizes": list(sizes), "by_kernel": by_kernel}  # fmt: skip
-
-
-def gemm_peaks(threads: int, sizes: tuple[int, ...] = (1024, 2048), repeats: int = 20) -> dict[str, dict[str, Any]]:
-    """gemm_peak_gflops for each of PEAK_DTYPES: {"fp32": {...}, "bf16": {...}}."""
-    return {d: gemm_peak_gflops(threads, d, sizes, repeats) for d in PEAK_DTYPES}
 
 
 # ---------------------------------------------------------------- the runs
@@ -150,8 +91,10 @@ def commands(o: BenchTrainOptions, seed: int, out_dir: str) -> dict[str, list[st
     conv = [sys.executable, "-m", CONVENTIONAL_MODULE]
     if o.script:
         if not Path(o.script).is_file():
-            raise FmlabError(f"--script {o.script}: no such file; give the path of a conventional training script "
-                             f"or leave --script out (default: python -m {CONVENTIONAL_MODULE})")  # fmt: skip
+            raise FmlabError(
+                f"--script {o.script}: no such file; give the path of a conventional training script "
+                f"or leave --script out (default: python -m {CONVENTIONAL_MODULE})"
+            )
         conv = [sys.executable, str(o.script)]
     sets = [a for s in config_sets(o, seed) for a in ("--set", s)]
     data = ["--data-dir", o.data_dir] if o.data_dir else []
@@ -189,6 +132,25 @@ def _stats(xs: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
 
 
+def _side(mine: list[dict[str, Any]], seeds: tuple[int, ...], train_flops: int, peak: dict[str, Any]) -> dict[str, Any]:
+    """One side's figures from its runs: median img/s and wall, test accuracy per seed, GFLOP/s and its
+    share of `peak` (the probe of the side's precision)."""
+    ips = statistics.median(r["train_images_per_s"] for r in mine)
+    per_seed = {s: statistics.fmean(r["test_acc"] for r in mine if r["seed"] == s) for s in seeds}
+    acc = _stats(list(per_seed.values()))
+    gflops = ips * train_flops / 1e9
+    return {
+        "train_images_per_s": ips,
+        "train_images_per_s_all": [r["train_images_per_s"] for r in mine],
+        "wall_s": statistics.median(r["wall_s"] for r in mine),
+        "test_acc": acc,
+        "test_acc_by_seed": per_seed,
+        "gflops": gflops,
+        "peak_dtype": peak["dtype"],
+        "peak_fraction": gflops / peak["gflops"],
+    }
+
+
 def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Alternate conventional and fmlab runs; the report: per run, per side, speedup, FLOPs, peak."""
     from fmlab.config import schema as config
@@ -218,66 +180,94 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
             cmds = commands(o, seed, str(Path(tmp) / f"run{i}"))
             for side in SIDES:
                 r = run_process(cmds[side], o.timeout_s)
-                row = {"side": side, "pair": i, "seed": seed, "pid": r["pid"], "reported_pid": r["reported_pid"],
-                       "train_images_per_s": r["train_images_per_s"], "train_s": r["train_s"],
-                       "eval_s": r["eval_s"] + r.get("test_eval_s", 0.0), "wall_s": r["wall_s"],
-                       "epochs": r["epochs"], "test_acc": r["test_acc"], "val_acc": r["val_acc"],
-                       "train_images": r.get("train_images"), "threads": r.get("threads")}  # fmt: skip
+                row = {
+                    "side": side,
+                    "pair": i,
+                    "seed": seed,
+                    "pid": r["pid"],
+                    "reported_pid": r["reported_pid"],
+                    "train_images_per_s": r["train_images_per_s"],
+                    "train_s": r["train_s"],
+                    "eval_s": r["eval_s"] + r.get("test_eval_s", 0.0),
+                    "wall_s": r["wall_s"],
+                    "epochs": r["epochs"],
+                    "test_acc": r["test_acc"],
+                    "val_acc": r["val_acc"],
+                    "train_images": r.get("train_images"),
+                    "threads": r.get("threads"),
+                }
                 runs.append(row)
                 if on_run:
                     on_run(row)
     # a second probe after the runs: on a shared machine the better of the two is nearer the peak
-    for d, again in gemm_peaks(threads, o.peak_sizes, o.peak_repeats).items():
-        p = peaks[d]
-        kernels = {k: max(v, p["by_kernel"].get(k, 0.0)) for k, v in again["by_kernel"].items()}
-        peaks[d] = {**(again if again["gflops"] > p["gflops"] else p), "by_kernel": kernels}
+    peaks = better_of(peaks, gemm_peaks(threads, o.peak_sizes, o.peak_repeats))
     rep = summarise(o, cfg, runs, flops, peaks, threads, time.perf_counter() - t0)
     # other jobs on the machine skew every figure: the 1-minute load average says whether there were any
     return {**rep, "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cores": cores()}
 
 
-def summarise(o: BenchTrainOptions, cfg: Any, runs: list[dict[str, Any]], flops: dict[str, int],
-              peaks: dict[str, dict[str, Any]], threads: int, wall_s: float) -> dict[str, Any]:  # fmt: skip
+COVERS = (  # the report's "covers": what its figures measure
+    "img/s = training images / training-loop time summed over every epoch of a run (first steps "
+    "included, evaluation excluded), median over runs; wall_s = whole process; GFLOP/s = img/s x "
+    "3 x forward FLOPs (multiply-add = 2); peaks (fp32 and bf16) = best of an oneDNN-packed nn.Linear "
+    "and torch.mm on n x n products at the same threads, fastest of peak_repeats calls after warm-up, "
+    "this run (probed before and after the runs, the better kept); fmlab's share is of the peak of "
+    "its precision, the conventional loop's of fp32; speedup_bound = fmlab at 100% of that peak "
+    "/ conventional img/s"
+)
+
+
+def summarise(
+    o: BenchTrainOptions,
+    cfg: Any,
+    runs: list[dict[str, Any]],
+    flops: dict[str, int],
+    peaks: dict[str, dict[str, Any]],
+    threads: int,
+    wall_s: float,
+) -> dict[str, Any]:
     """peaks: {"fp32": probe, "bf16": probe} (gemm_peaks); fmlab is held to the one of its precision."""
     train_flops = 3 * flops["total"]
     ref = peaks["bf16" if cfg.train.precision == "bf16" else "fp32"]
     rep: dict[str, Any] = {"runs": runs, "order": [r["side"] for r in runs]}
     for side in SIDES:
-        mine = [r for r in runs if r["side"] == side]
-        ips = statistics.median(r["train_images_per_s"] for r in mine)
-        per_seed = {s: statistics.fmean(r["test_acc"] for r in mine if r["seed"] == s) for s in o.seeds}
-        acc = _stats(list(per_seed.values()))
-        gflops = ips * train_flops / 1e9
         own = ref if side == "fmlab" else peaks["fp32"]  # the conventional loop always runs fp32
-        rep[side] = {"train_images_per_s": ips, "train_images_per_s_all": [r["train_images_per_s"] for r in mine],
-                     "wall_s": statistics.median(r["wall_s"] for r in mine), "test_acc": acc, "test_acc_by_seed":
-                     per_seed, "gflops": gflops, "peak_dtype": own["dtype"],
-                     "peak_fraction": gflops / own["gflops"]}  # fmt: skip
+        rep[side] = _side([r for r in runs if r["side"] == side], o.seeds, train_flops, own)
     gaps = [rep["fmlab"]["test_acc_by_seed"][s] - rep["conventional"]["test_acc_by_seed"][s] for s in o.seeds]
     c, f = rep["conventional"], rep["fmlab"]
-    rep.update({
-        "speedup": f["train_images_per_s"] / c["train_images_per_s"],
-        "conventional_images_per_s": c["train_images_per_s"], "fmlab_images_per_s": f["train_images_per_s"],
-        "conventional_test_acc": c["test_acc"]["mean"], "fmlab_test_acc": f["test_acc"]["mean"],
-        "acc_gap": _stats(gaps),  # fmlab minus conventional, paired by seed, accuracy as a fraction
-        "conventional_gflops": c["gflops"], "fmlab_gflops": f["gflops"],
-        "peak_gflops": ref["gflops"], "peak_dtype": ref["dtype"], "peaks": peaks,
-        **{f"peak_gflops_{d}": p["gflops"] for d, p in peaks.items()},
-        "fmlab_peak_fraction": f["peak_fraction"], "conventional_peak_fraction": c["peak_fraction"],
-        # the bound on the speedup: fmlab's loop at 100% of its precision's peak, nothing else in a step
-        "fmlab_images_per_s_at_peak": ref["gflops"] * 1e9 / train_flops,
-        "speedup_bound": ref["gflops"] * 1e9 / train_flops / c["train_images_per_s"],
-        "forward_flops_per_image": flops["total"], "train_flops_per_image": train_flops, "flops_by_layer": flops,
-        "threads": threads, "precision": cfg.train.precision, "conventional_precision": "fp32",
-        "epochs": o.epochs, "batch_size": o.batch_size, "train_images": runs[0]["train_images"],
-        "seeds": list(o.seeds), "pairs": len(runs) // 2,
-        "options": o.to_dict(), "wall_s": wall_s,
-        "covers": "img/s = training images / training-loop time summed over every epoch of a run (first steps "
-                  "included, evaluation excluded), median over runs; wall_s = whole process; GFLOP/s = img/s x "
-                  "3 x forward FLOPs (multiply-add = 2); peaks (fp32 and bf16) = best of an oneDNN-packed nn.Linear "
-                  "and torch.mm on n x n products at the same threads, fastest of peak_repeats calls after warm-up, "
-                  "this run (probed before and after the runs, the better kept); fmlab's share is of the peak of "
-                  "its precision, the conventional loop's of fp32; speedup_bound = fmlab at 100% of that peak "
-                  "/ conventional img/s",
-    })  # fmt: skip
+    rep.update(
+        {
+            "speedup": f["train_images_per_s"] / c["train_images_per_s"],
+            "conventional_images_per_s": c["train_images_per_s"],
+            "fmlab_images_per_s": f["train_images_per_s"],
+            "conventional_test_acc": c["test_acc"]["mean"],
+            "fmlab_test_acc": f["test_acc"]["mean"],
+            "acc_gap": _stats(gaps),  # fmlab minus conventional, paired by seed, accuracy as a fraction
+            "conventional_gflops": c["gflops"],
+            "fmlab_gflops": f["gflops"],
+            "peak_gflops": ref["gflops"],
+            "peak_dtype": ref["dtype"],
+            "peaks": peaks,
+            **{f"peak_gflops_{d}": p["gflops"] for d, p in peaks.items()},
+            "fmlab_peak_fraction": f["peak_fraction"],
+            "conventional_peak_fraction": c["peak_fraction"],
+            # the bound on the speedup: fmlab's loop at 100% of its precision's peak, nothing else in a step
+            "fmlab_images_per_s_at_peak": ref["gflops"] * 1e9 / train_flops,
+            "speedup_bound": ref["gflops"] * 1e9 / train_flops / c["train_images_per_s"],
+            "forward_flops_per_image": flops["total"],
+            "train_flops_per_image": train_flops,
+            "flops_by_layer": flops,
+            "threads": threads,
+            "precision": cfg.train.precision,
+            "conventional_precision": "fp32",
+            "epochs": o.epochs,
+            "batch_size": o.batch_size,
+            "train_images": runs[0]["train_images"],
+            "seeds": list(o.seeds),
+            "pairs": len(runs) // 2,
+            "options": o.to_dict(),
+            "wall_s": wall_s,
+            "covers": COVERS,
+        }
+    )
     return rep
