@@ -18,8 +18,8 @@ WORDS = {"validation loss": "val_loss", "validation accuracy": "val_acc"}
 REAL = ("matters", "real but smaller than X")
 EFFECT = re.compile(r"^(?P<inter>Interaction )?(?P<term>.+?)(?: (?P<verb>lowers|raises) the (?P<m>[a-z ]+): |: )"
                     r"(?P<est>[+-][\d.]+) \[(?P<lo>-?[\d.]+), (?P<hi>-?[\d.]+)\](?: pts)?(?: in the (?P<m2>[a-z ]+))? "
-                    r"\((?P<v>[^()]*)\)(?:; test accuracy (?P<test>[+-][\d.]+) \[(?P<tlo>-?[\d.]+), (?P<thi>-?[\d.]+)\] "
-                    r"pts \((?P<tv>[^()]*)\))?\.")  # fmt: skip
+                    r"\((?P<v>[^()]*)\)(?:; test accuracy (?P<test>[+-][\d.]+) \[(?P<tlo>-?[\d.]+), "
+                    r"(?P<thi>-?[\d.]+)\] pts \((?P<tv>[^()]*)\))?\.")  # fmt: skip
 
 
 def answer_of(md: str) -> tuple[str, list[str]]:
@@ -103,7 +103,7 @@ def check_use(use: str, summ: dict, eff: dict[str, dict[str, str]]) -> None:
     n = len(summ["best_set"]["set"])
     assert (f"; {n} cells tie for best)" in use or f"; {n} arms tie for best)" in use) if n > 1 else True, use
     mains: dict[str, list[str]] = {}
-    for t, r in eff.items():
+    for r in eff.values():
         if r["kind"] == "main":
             mains.setdefault(r["factor"].rsplit(".", 1)[-1].replace("_", " "), []).append(r["verdict"])
     for name, verdicts in mains.items():

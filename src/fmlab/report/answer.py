@@ -108,7 +108,7 @@ def _caveats(summ: dict[str, Any]) -> dict[str, str]:
 
 def _prefix(summ: dict[str, Any]) -> str:
     c, label = summ.get("counts") or {}, summ.get("label", "")
-    head = "Indicative only (a budget that is not a finding): " if "indicative only" in label else ""
+    head = "Indicative only (a budget that is not a finding). " if "indicative only" in label else ""
     if c and c.get("complete", 0) < c.get("planned", 0):
         head += f"In progress ({c['complete']} of {c['planned']} trials): "
     return head
