@@ -135,3 +135,15 @@ def _num_eq(a: str, b: str) -> bool:
         return float(a) == float(b)
     except ValueError:
         return False
+
+
+def test_benchmarks_body_is_a_page_of_current_figures_each_table_with_hardware_date_and_command():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    body = text.split("\n# Appendix", 1)[0].splitlines()
+    assert len(body) < 300, len(body)
+    heads = [x for x, nxt in zip(body, body[1:]) if x.startswith("|") and nxt.startswith("|---")]
+    assert len(heads) >= 8
+    for h in heads:
+        cols = [c.strip().lower() for c in h.strip("|").split("|")]
+        assert "date" in cols and "command" in cols and ({"hardware", "cpu"} & set(cols)), h
+
