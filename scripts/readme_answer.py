@@ -5,12 +5,11 @@
     scripts/readme_answer.py --write    replace it in README.md (between the answer markers)
     scripts/readme_answer.py --check    exit 1 when README.md differs from results/ (the test runs this)
 
-It opens with "In short": the first folder with a fitted model (the seed study's) by verdict, each effect
-with its test-accuracy counterpart from the same fit, and the best network of any folder chosen on mean
-validation accuracy. Then each published folder gives: its budget label, trials done of planned, seeds,
-hardware, the best set, the effects that matter with CIs, the claims with verdicts, the best trial's test
-accuracy, and the commands that reproduce it. Study files with a `full` budget and no results/<study>-full/
-are listed as not yet run.
+Each published folder (the seed study first) gives its budget label, seeds, state and hardware, its plain
+answer (fmlab.report.answer over the folder's summary.json: the same generator as the report's first box),
+a link to its summary.md, and the commands that reproduce it. Then the best network of any folder, chosen
+on mean validation accuracy, and each folder's best cell as a table row. Study files with a `full` budget
+and no results/<study>-full/ are listed as not yet run.
 """
 
 from __future__ import annotations
@@ -25,84 +24,26 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- answer:begin (scripts/readme_answer.py --write) -->", "<!-- answer:end -->"
 
 
-def _fmt(v: float, metric: str, signed: bool = True) -> str:
-    k, d = (100, 2) if metric.endswith("acc") else (1, 4)
-    return f"{k * v:{'+' if signed else ''}.{d}f}"
-
-
-def _unit(metric: str) -> str:
-    return " pts" if metric.endswith("acc") else ""
-
-
 def folder_lines(d: Path) -> list[str]:
+    """One published folder: what it is (budget, seeds, state, hardware), its plain answer from the fit
+    (fmlab.report.answer, the generator the report uses, over the folder's summary.json), and how to
+    reproduce it; the statistics are in the folder's summary.md, linked."""
+    from fmlab.report import answer
+
     run = json.loads((d / "run.json").read_text())
     summ = json.loads((d / "summary.json").read_text())
-    c, sel, hw = run["counts"], run["select"], run["hardware"]
+    c, hw, rel = run["counts"], run["hardware"], d.relative_to(ROOT).as_posix()
     seeds = ", ".join(str(s) for s in run["seeds"])
-    hard = f"{'/'.join(hw.get('device') or ['?'])} ({'/'.join(hw.get('device_name') or ['?'])}), " \
-           f"{'/'.join(hw.get('threads') or ['?'])} thread(s), torch {'/'.join(hw.get('torch') or ['?'])}"  # fmt: skip
+    hard = f"{'/'.join(hw.get('device_name') or ['?'])}, {'/'.join(hw.get('threads') or ['?'])} thread(s)"
     state = "complete" if c["complete"] == c["planned"] else f"**in progress: {c['complete']} of {c['planned']} " \
         f"trials COMPLETE** ({c['failed']} failed, {c['missing']} not yet run)"  # fmt: skip
-    out = [f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}): {state}; "
-           f"{run['wall_s'] / 3600:.1f} h of training summed over trials, each on {hard}; published "
-           f"{run['published'][:10]} at commit {str(run['commit'])[:7]}.", ""]  # fmt: skip
-    n_cells = sum(1 for _ in (d / "cells.csv").open()) - 1 if (d / "cells.csv").exists() else 0
-    if n_cells == 1:  # a one-cell study (a recipe over seeds): nothing to compare, its mean is in the table
-        out.append(f"- One cell (the recipe) over {len(run['seeds'])} seed(s): no factor to compare, so no effects; "
-                   "its mean test accuracy [95% CI] is in the table below.")  # fmt: skip
-    elif summ.get("anova_note") == "no model could be fitted" and c["complete"] < c["planned"]:
-        out.append("- Fitted model: none yet: too few replicated trials (an arm or cell needs a second seed; the "
-                   "folder's `summary.md` says what limits it), so no effects are claimed.")  # fmt: skip
-    elif summ.get("anova_note"):  # what the effects' noise is (one seed: the higher-order interactions)
-        out.append(f"- Fitted model: {summ['anova_note']}.")
-    b = summ.get("best_set")
-    if b:
-        others = len(b["set"]) - 1
-        out.append(f"- Best cell by {sel}: {b['best']}; {others} other cell(s) not distinguishable from it "
-                   f"(Hsu's MCB, 95% simultaneous, df {b['df']:.0f}).")  # fmt: skip
-    eff = [e for e in summ["effects"] if e.get("metric", sel) == sel]
-    matters = sorted((e for e in eff if e["verdict"] == "matters"), key=lambda e: -abs(e["estimate"]))
-    small = sorted((e for e in eff if e["verdict"].startswith("real but smaller")), key=lambda e: -abs(e["estimate"]))
-    for e in [*matters, *small]:
-        x = summ.get("min_effect", {}).get(sel)
-        what = "Matters" if e["verdict"] == "matters" else \
-            f"Real but smaller than {_fmt(x, sel, False) if x is not None else 'X'}{_unit(sel)} (what matters)"
-        out.append(f"- {what}: {e['term']}: {_fmt(e['estimate'], sel)}{_unit(sel)} [{_fmt(e['lo'], sel, False)}, "
-                   f"{_fmt(e['hi'], sel, False)}] in {sel} (df {e['df']:.0f}, Holm p {e['p_holm']:.2g}).")  # fmt: skip
-    rest: dict[str, int] = {}
-    for e in eff:
-        if e["verdict"] != "matters" and e not in small:
-            rest[e["verdict"]] = rest.get(e["verdict"], 0) + 1
-    if rest:
-        x = summ.get("min_effect", {}).get(sel)
-        xs = f"{_fmt(x, sel, False)}{_unit(sel)}" if x is not None else "X"
-        out.append("- Other effects: " + "; ".join(f"{n} {v.replace('X', xs)}" for v, n in rest.items()) + ".")
-    check = (summ.get("diagnostics") or {}).get("seed_check", {})
-    split = [r for r in check.get("rows", []) if not r.get("agree", True)]
-    if split:  # the report's Limits: a verdict the seed-paired check (df = seeds - 1) does not share
-        k = split[0]["n_seeds"]
-        out.append("- Caveat: " + "; ".join(r["term"] for r in split) + f": the fitted model (df "
-                   f"{split[0]['model_df']:.0f}) says each differs from 0, a seed-paired check over the {k} seeds "
-                   f"(df {k - 1}, Holm) does not; these verdicts rest on the model's pooled residual.")  # fmt: skip
-    for cl in summ.get("claims", []):
-        ev = ""
-        if cl.get("estimate") is not None:  # an effect claim: the term it was tested as, its estimate and CI
-            at = ", ".join(f"{f}={v}" for f, v in (cl.get("at") or {}).items())
-            ev = f"; {cl['term']}{' at ' + at if at else ''}: {_ci(cl, sel)} in {sel}"
-        out.append(f"- Claim \"{cl['text']}\": **{cl['verdict']}** ({cl['why']}{ev}).")
-    best = d / "best" / "trial.json"
-    if best.exists():
-        tj = json.loads(best.read_text())
-        m = tj.get("metrics", {})
-        out.append(f"- Best trial {tj['trial_id']} (chosen on {sel}): test accuracy {100 * m['test_acc']:.2f}% "
-                   f"(one trial, evaluated only), {tj.get('n_params', 0):,} parameters; "
-                   f"`fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`.")  # fmt: skip
+    out = [f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}; {state}; "
+           f"{run['wall_s'] / 3600:.1f} h of training on {hard}; statistics: [{rel}/summary.md]({rel}/summary.md))",
+           "", *answer.markdown(answer.compose(summ))]  # fmt: skip
     if c["complete"] < c["planned"]:
-        out.append(still_to_run(d, run))
-    rel = d.relative_to(ROOT).as_posix()
-    out.append(f"- Reproduce or resume: `fmlab import {rel}` then `fmlab sweep {run['study_file']} --budget "
-               f"{run['budget']}` (runs only what the folder lacks), then `fmlab publish {run['study_file']} "
-               f"--budget {run['budget']}`; the report: `fmlab report {run['study']} --budget {run['budget']}`.")
+        out += [still_to_run(d, run), ""]
+    out.append(f"Reproduce: `fmlab import {rel}` then `fmlab report {run['study']} --budget {run['budget']}`; "
+               f"resume or extend: `fmlab sweep {run['study_file']} --budget {run['budget']}`.")  # fmt: skip
     return out
 
 
@@ -201,94 +142,36 @@ def best_rows(folders: list[Path]) -> list[str]:
             "| use it |", "|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
 
 
-def _ci(e: dict, metric: str) -> str:
-    u = 100 if metric.endswith("acc") else 1  # accuracy in points
-    d = 2 if u == 100 else 4
-    return f"{e['estimate'] * u:+.{d}f} [{e['lo'] * u:.{d}f}, {e['hi'] * u:.{d}f}]{_unit(metric)}"
-
-
-def headline(folders: list[Path]) -> list[str]:
-    """The answer in a few lines, from the first folder with a fitted model (the seed study's): the
-    effects by verdict on the selection metric, each with its test-accuracy counterpart from the same
-    fit, the factors with no effect that matters, the claims' tally, and the best network of any folder."""
-    lines: list[str] = []
-    for d in folders:
-        summ = json.loads((d / "summary.json").read_text())
-        run = json.loads((d / "run.json").read_text())
-        sel = summ["select"]
-        eff = [e for e in summ["effects"] if e.get("metric", sel) == sel]
-        if not eff:
-            continue
-        test = {e["term"]: e for e in summ["effects"] if e.get("metric") == "test_acc"}
-        x = summ.get("min_effect", {}).get(sel)
-        xs = f"{_fmt(x, sel, False)}{_unit(sel)}" if x is not None else "X"
-
-        def say(e: dict, sel: str = sel, test: dict = test) -> str:
-            t = test.get(e["term"]) if sel != "test_acc" else None
-            acc = f", {_ci(t, 'test_acc')} of test accuracy" if t else ""
-            return f"{e['term']}: {_ci(e, sel)} in {sel}{acc}"
-
-        c = run["counts"]
-        n_cells = sum(1 for _ in (d / "cells.csv").open()) - 1
-        state = "complete" if c["complete"] == c["planned"] else f"in progress, {c['complete']} of {c['planned']}"
-        k = len(run["seeds"])
-        lines += [f"**In short** ({run['study']} study, `{d.relative_to(ROOT).as_posix()}`: {n_cells} cells x "
-                  f"{k} seed{'s' if k != 1 else ''}, {run['label']}, {state}; effects from its fitted model with "
-                  "95% CIs, verdicts Holm-corrected):", ""]  # fmt: skip
-        big = sorted((e for e in eff if e["verdict"] == "matters"), key=lambda e: -abs(e["estimate"]))
-        small = [e for e in eff if e["verdict"].startswith("real but smaller")]
-        if big:
-            lines.append("- **Matters**: " + "; ".join(say(e) for e in big) + ".")
-        if small:
-            lines.append(f"- Real but smaller than {xs}: " + "; ".join(say(e) for e in small) + ".")
-        mains: dict[str, list[str]] = {}
-        for e in eff:
-            if e.get("kind") == "main":
-                mains.setdefault(e["term"].split(":")[0], []).append(e["verdict"])
-        none = [f for f, v in mains.items() if all(x.startswith("no effect") for x in v)]
-        if none:
-            lines.append(f"- No effect larger than {xs} in {sel}: " + ", ".join(
-                f"{f} (all {len(mains[f])} contrast(s))" for f in none) + ".")  # fmt: skip
-        split = [r["term"] for r in ((summ.get("diagnostics") or {}).get("seed_check") or {}).get("rows", [])
-                 if not r.get("agree", True)]  # fmt: skip
-        if split:
-            lines.append("- Not confirmed by the seed-paired check (see the caveat below): " + "; ".join(split) + ".")
-        cl = summ.get("claims", [])
-        if cl:
-            tally: dict[str, int] = {}
-            for k in cl:
-                tally[k["verdict"]] = tally.get(k["verdict"], 0) + 1
-            lines.append(f"- The original's {len(cl)} claims: " + ", ".join(f"{n} {v}" for v, n in tally.items())
-                         + " (each below).")  # fmt: skip
-        break
-    best = None  # across folders by validation accuracy (every study records it), never by test accuracy
+def best_network(folders: list[Path]) -> list[str]:
+    """The best network of any folder, chosen on its best cell's mean validation accuracy (every study
+    records it), never on test accuracy; a one-trial pick among several cells is no candidate."""
+    best = None
     for d in folders:
         top, mine = _top_cell(d)
         va = [float(r["val_acc"]) for r in mine if r.get("val_acc")]
         if top and va and not top["lucky"] and (best is None or sum(va) / len(va) > best[1]):
             best = (d, sum(va) / len(va), top)
-    if best:
-        d, va, top = best
-        run = json.loads((d / "run.json").read_text())
-        lo, hi = top.get("test_acc_lo"), top.get("test_acc_hi")
-        ci = f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo and hi else ""
-        lines.append(f"- Best network published (highest mean validation accuracy, {100 * va:.2f}%): {run['study']} "
-                     f"`{run['budget']}` ({top['cell']}), test accuracy {100 * float(top['test_acc_mean']):.2f}%{ci} "
-                     f"over n = {top['n']} seed(s); `fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`; "
-                     "each study's best cell is in the table below.")  # fmt: skip
-    return lines + [""] if lines else []
+    if best is None:
+        return []
+    d, va, top = best
+    run = json.loads((d / "run.json").read_text())
+    lo, hi = top.get("test_acc_lo"), top.get("test_acc_hi")
+    ci = f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo and hi else ""
+    return [f"**Best network published** (highest mean validation accuracy, {100 * va:.2f}%): {run['study']} "
+            f"`{run['budget']}` ({top['cell']}), test accuracy {100 * float(top['test_acc_mean']):.2f}%{ci} over "
+            f"n = {top['n']} seed(s); `fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`. How it "
+            "stands against published small nets: [docs/anchors.md](docs/anchors.md).", ""]  # fmt: skip
 
 
 def section(root: Path = ROOT) -> str:
-    lines = [BEGIN, "## What the study found", ""]
+    lines = [BEGIN, "## What the studies found", ""]
     folders = sorted(
         (p.parent for p in (root / "results").glob("*/run.json")),
         key=lambda d: (not d.name.startswith("seed-"), d.name),
     )  # the seed study, the mission's, first
-    lines += headline(folders)
     for d in folders:
         lines += folder_lines(d) + [""]
-    lines += best_rows(folders)
+    lines += best_network(folders) + best_rows(folders)
     if not folders:
         lines += ["Nothing is published in results/ yet.", ""]
     unrun = []
@@ -323,7 +206,7 @@ def main() -> int:
     cur = BEGIN + rest.split(END, 1)[0] + END
     if args.check:
         if cur != new:
-            print(f"{readme}: 'What the study found' is out of date with results/; run scripts/readme_answer.py "
+            print(f"{readme}: 'What the studies found' is out of date with results/; run scripts/readme_answer.py "
                   "--write", file=sys.stderr)  # fmt: skip
             return 1
         return 0

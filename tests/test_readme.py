@@ -19,25 +19,45 @@ def test_readme_answer_names_every_published_folder_and_its_claims():
     import json
 
     text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
     for run in sorted((ROOT / "results").glob("*/run.json")):
         r = json.loads(run.read_text())
+        rel = f"results/{run.parent.name}"
         assert f"**{r['study']} study, budget `{r['budget']}`**" in text
-        assert f"`fmlab import results/{run.parent.name}`" in text
+        assert f"`fmlab import {rel}`" in text and f"]({rel}/summary.md)" in text
         c = r["counts"]
         if c["complete"] < c["planned"]:  # a study in progress names what it lacks
             assert f"- Still to run ({c['planned'] - c['complete'] - c['failed']}, in the order a resumed sweep" in text
         summ = json.loads((run.parent / "summary.json").read_text())
         for c in summ.get("claims", []):
-            assert f"Claim \"{c['text']}\": **{c['verdict']}**" in text
-        for e in summ["effects"]:  # every effect shown real on the selection metric is named with its estimate
+            assert f"- Claim \"{c['text']}\": {c['verdict']} (" in text
+        for e in summ["effects"]:  # every effect shown real on the selection metric has its line, its estimate
             real = e["verdict"] in ("matters", "real but smaller than X")
             if real and e.get("metric", summ["select"]) == summ["select"]:
-                assert f": {e['term']}: " in text, e["term"]
+                k, d = (100, 2) if summ["select"].endswith("acc") else (1, 4)
+                line = next((x for x in lines if x.startswith((f"- {e['term']} ", f"- Interaction {e['term']}: "))),
+                            "")  # fmt: skip
+                assert f"{k * e['estimate']:+.{d}f} [" in line, e["term"]
         split = [x["term"] for x in (summ.get("diagnostics") or {}).get("seed_check", {}).get("rows", [])
-                 if not x["agree"]]  # the report's Limits: a verdict the seed-paired check does not share
-        if split:
-            caveat = next((x for x in text.splitlines() if x.startswith("- Caveat: " + split[0])), "")
-            assert all(t in caveat for t in split) and "seed-paired check" in caveat, (run.parent, split)
+                 if not x["agree"] and x["model_differs"]]  # the seed-paired check's caveat, beside its effect
+        for t in split:
+            line = next(x for x in lines if x.startswith(f"- {t} "))
+            assert "Caveat: a seed-paired check" in line, (run.parent, t)
+
+
+def test_readme_is_short_and_starts_with_the_quickstart_and_its_links_resolve():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) < 250, len(lines)
+    assert "## Quickstart" in lines[:30] and "make run" in "\n".join(lines[:30])
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in link or link.startswith("#"):
+                continue
+            target = (page.parent / link.split("#", 1)[0]).resolve()
+            assert target.exists(), f"{page.name}: {link}"
 
 
 def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
@@ -74,25 +94,25 @@ def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
         assert ("not a finding" in line) == (int(top["n"]) < 2 and tried > 1), line
 
 
-def test_readme_in_short_is_the_seed_fit_and_the_best_network_is_chosen_on_validation():
-    """The headline's effects are summary.json's (estimate and CI as written), and its best network is the
-    folder whose best cell has the highest mean validation accuracy, recomputed here from trials.csv."""
+def test_readme_answer_is_the_seed_fit_and_the_best_network_is_chosen_on_validation():
+    """The seed study's answer lines carry summary.json's effects (estimate and CI as written), and the best
+    network is the folder whose best cell has the highest mean validation accuracy, recomputed from trials.csv."""
     import csv
     import json
     import statistics
 
     text = (ROOT / "README.md").read_text()
-    lines = text.split("**In short**", 1)[1].split("\n\n", 2)[1].splitlines()
+    lines = text.splitlines()
     folders = sorted(p.parent for p in (ROOT / "results").glob("*/run.json"))
     seed = next((d for d in folders if d.name.startswith("seed-")), None)
     if seed is None:
         return
     summ = json.loads((seed / "summary.json").read_text())
     sel = summ["select"]
-    matters = next(x for x in lines if x.startswith("- **Matters**"))
     for e in summ["effects"]:
         if e["metric"] == sel and e["verdict"] == "matters":
-            assert f"{e['term']}: {e['estimate']:+.4f} [{e['lo']:.4f}, {e['hi']:.4f}] in {sel}" in matters, e["term"]
+            assert any(f"{e['term']}" in x and f"{e['estimate']:+.4f} [{e['lo']:.4f}, {e['hi']:.4f}]" in x
+                       and "(matters)" in x for x in lines), e["term"]  # fmt: skip
     best = {}
     for d in folders:
         with (d / "cells.csv").open(newline="") as f:
@@ -106,7 +126,7 @@ def test_readme_in_short_is_the_seed_fit_and_the_best_network_is_chosen_on_valid
         mine = [t for t in trials if all(t[k].lower() == top[k].lower() or _num_eq(t[k], top[k]) for k in keys)]
         best[d] = statistics.mean(float(t["val_acc"]) for t in mine)
     win = max(best, key=best.get)
-    line = next(x for x in lines if x.startswith("- Best network published"))
+    line = next(x for x in lines if x.startswith("**Best network published**"))
     assert f"predict {win.relative_to(ROOT).as_posix()}/best" in line and f"{100 * best[win]:.2f}%" in line, line
 
 
@@ -115,3 +135,15 @@ def _num_eq(a: str, b: str) -> bool:
         return float(a) == float(b)
     except ValueError:
         return False
+
+
+def test_benchmarks_body_is_a_page_of_current_figures_each_table_with_hardware_date_and_command():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    body = text.split("\n# Appendix", 1)[0].splitlines()
+    assert len(body) < 300, len(body)
+    heads = [x for x, nxt in zip(body, body[1:]) if x.startswith("|") and nxt.startswith("|---")]
+    assert len(heads) >= 8
+    for h in heads:
+        cols = [c.strip().lower() for c in h.strip("|").split("|")]
+        assert "date" in cols and "command" in cols and ({"hardware", "cpu"} & set(cols)), h
+

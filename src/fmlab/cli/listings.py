@@ -131,7 +131,8 @@ class Report(Command):
 
 
 def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
-    """The terminal view of build_report's dict: JSON on stdout, or plain lines that fit 80 columns."""
+    """The terminal view of build_report's dict: JSON on stdout, or plain lines, the answer first; on a
+    terminal rich wraps them to its width, in a log or a pipe each stays one whole line."""
     if fmt == "json":
         out_json(rep)
         return
@@ -143,13 +144,20 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
             raise BrokenPipeError
 
     con = PipeConsole()
+    con.soft_wrap = not con.is_terminal  # a log or a pipe gets whole lines (grep finds them); a terminal wraps
     c = rep["counts"]
     con.print(f"[bold]{rep['label']}[/bold]: {c['complete']} of {c['planned']} planned trials complete, "
               f"{c['failed']} failed, {c['waiting'] + c['running']} unfinished, {c['missing']} missing; "
               f"{c['seeds']} seed(s)")  # fmt: skip
+    if rep.get("answer"):  # the plain answer first (fmlab.report.answer), then the statistics
+        from fmlab.report.answer import lines
+
+        con.print("[bold]The answer[/bold]")
+        for s in lines(rep["answer"]):
+            con.print(f"- {escape(s)}", highlight=False)
     for w in rep["warnings"]:
         con.print(f"[yellow]! {w}[/yellow]", markup=True, highlight=False)
-    for f in rep["findings"]:  # the answer first: the best set, then the effects by verdict
+    for f in rep["findings"]:  # the statistics: the best set, then the effects by verdict
         con.print(f"- {escape(f)}", highlight=False)
     for cl in rep.get("claims", []):
         con.print(f"claim: {escape(cl['text'])}: [bold]{cl['verdict']}[/bold] ({escape(cl['why'])})", highlight=False)

@@ -21,6 +21,7 @@ from fmlab.analysis import arms as farms
 from fmlab.analysis.driver import analyse
 from fmlab.analysis.record import Analysis
 from fmlab.analysis.stats import json_safe
+from fmlab.report import answer as fanswer
 from fmlab.report import figures_fit, figures_trials
 from fmlab.report import tables as ftables
 from fmlab.report.html import DIAG_READ, FIG_TITLES, page
@@ -36,7 +37,8 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     confusion matrix and per-class accuracy on the test set are added; None skips them.
     live: a note for a page written while the sweep runs (fmlab.report.live); index.html then shows it and
     reloads itself every reload_s seconds.
-    Returns: label, select, out_dir, index, summary_md, hiplot, figures {name: path}, tables {name: path},
+    Returns: label, select, answer (fmlab.report.answer.compose), out_dir, index, summary_md, hiplot,
+    figures {name: path}, tables {name: path},
     counts, warnings, findings (sentences), effects (rows), top_cells, cells_table / effects_table
     ({header, rows} as display strings), failed, missing_cells, anova_note, best (or None).
     """
@@ -65,13 +67,16 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     rep["claims"] = [{k: json_safe(v) for k, v in c.items()} for c in a.claims]
     rep["diagnostics"] = a.diagnostics.to_dict() if a.diagnostics is not None else None
     rep["seeds_planned"] = a.plan
-    (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "effects", "best_set",
-                                                                       "claims", "min_effect", "anova_note",
-                                                                       "counts", "diagnostics", "seeds_planned")},
+    rep["answer"] = fanswer.compose(rep)  # the plain answer, from the same dict summary.json carries
+    limits = other_limits(a.warnings, fanswer.caveated_terms(rep))
+    (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "answer", "effects",
+                                                                       "best_set", "claims", "min_effect",
+                                                                       "anova_note", "counts", "diagnostics",
+                                                                       "seeds_planned")},
                                                  indent=1, default=str))  # fmt: skip
     setup = ftables.setup_rows(a)  # parses every trial's config: once, for both pages
-    (out / "summary.md").write_text(markdown(a, figs, best, setup))
-    (out / "index.html").write_text(page(a, figs, best, tables, setup, live, reload_s))
+    (out / "summary.md").write_text(markdown(a, figs, best, setup, rep["answer"], limits))
+    (out / "index.html").write_text(page(a, figs, best, tables, setup, live, reload_s, rep["answer"], limits))
     return rep
 
 
@@ -119,10 +124,21 @@ def write_hiplot(exp: Any, path: Path, label: str = "") -> Path:
 
 
 
-def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[list[str]] | None = None) -> str:
+def other_limits(warnings: list[str], caveated: list[str]) -> list[str]:
+    """The study's limits less the seed-paired caveats that the answer states beside their effects."""
+    said = tuple(f"Verdict depends on the model: {t}: " for t in caveated)  # fmlab.analysis.diagnostics' words
+    return [w for w in warnings if not (said and w.startswith(said))]
+
+
+def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[list[str]] | None = None,
+             ans: dict | None = None, limits: list[str] | None = None) -> str:
+    """summary.md: the answer first, then the limits, the findings and the statistics."""
+    limits = a.warnings if limits is None else limits
     parts = [f"# {a.label}", "", ftables.counts_line(a), ""]
-    if a.warnings:
-        parts += ["## Limits", "", *[f"- **{w}**" for w in a.warnings], ""]
+    if ans is not None:
+        parts += ["## Answer", "", *fanswer.markdown(ans)]
+    if limits:
+        parts += ["## Limits", "", *[f"- **{w}**" for w in limits], ""]
     parts += ["## Findings", "", *[f"- {f}" for f in a.findings or ["No comparisons could be made."]], ""]
     if "forest" in figs:
         parts += [f"![{FIG_TITLES['forest']}]({figs['forest']})", ""]

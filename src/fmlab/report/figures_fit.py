@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmlab.analysis.grid import Analysis, short_names, t_ci, unit
+from fmlab.analysis.cells import t_ci
+from fmlab.analysis.formatting import short_names, unit
+from fmlab.analysis.record import Analysis
 from fmlab.report.plotting import pyplot, save
 
 
@@ -86,7 +88,7 @@ def interactions(a: Analysis, path: Path) -> Path | None:
 def arm_effects(a: Analysis, path: Path) -> Path | None:
     """Arms study: each arm minus the baseline (mean over seeds of the paired differences, 95% CI), on the
     selection metric and on test accuracy; green/red = distinguishable better/worse after Holm."""
-    from fmlab.analysis.grid import higher_is_better
+    from fmlab.analysis.ranking import higher_is_better
 
     eff = a.effects
     if not len(eff) or not np.isfinite(eff["estimate"]).any():
@@ -224,7 +226,7 @@ def residuals(a: Analysis, path: Path) -> Path | None:
     bx.plot(osm, slope * osm + icept, color="black", lw=0.8)
     bx.set_xlabel("normal quantile")
     bx.set_ylabel("ordered residual")
-    from fmlab.analysis.grid import fmt_p
+    from fmlab.analysis.formatting import fmt_p
 
     sw = f"Shapiro-Wilk p {fmt_p(d.shapiro_p)}"
     bx.set_title(f"normal QQ plot ({sw}, n = {len(r)})", fontsize=10)

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from fmlab.analysis.grid import Analysis, unit
+from fmlab.analysis.formatting import unit
+from fmlab.analysis.record import Analysis
 from fmlab.report.plotting import pyplot, save
 
 

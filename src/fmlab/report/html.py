@@ -11,6 +11,7 @@ from typing import Any
 
 from fmlab.analysis import arms as farms
 from fmlab.analysis.record import Analysis
+from fmlab.report import answer as fanswer
 from fmlab.report import tables as ftables
 
 FIG_TITLES = {
@@ -45,6 +46,9 @@ th{background:#eef1f6} td.num{text-align:right;white-space:nowrap;font-variant-n
 tr.good td{background:#e8f6ea}
 figure{margin:14px 0} figure img{max-width:100%;border:1px solid #e3e6ec} figcaption{font-size:13px;color:#5b6475}
 nav a{margin-right:14px}
+.answer{background:#eef6ff;border:1px solid #9cc3ea;border-radius:6px;padding:4px 14px;margin:12px 0}
+.answer h2{border:0;margin:6px 0 4px} .answer p{margin:4px 0} .answer ul{margin:4px 0;padding-left:20px}
+.answer li{margin:2px 0}
 """
 
 
@@ -74,7 +78,11 @@ def _figure(figs: dict[str, str], key: str) -> str:
 
 
 def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str, str],
-         setup: list[list[str]] | None = None, live: str | None = None, reload_s: int = 10) -> str:  # fmt: skip
+         setup: list[list[str]] | None = None, live: str | None = None, reload_s: int = 10,
+         ans: dict | None = None, limits: list[str] | None = None) -> str:  # fmt: skip
+    """index.html: the answer first (ans, fmlab.report.answer.compose), then the limits (limits: the study's
+    warnings less the caveats the answer carries; a.warnings when None), findings, tables and figures."""
+    limits = a.warnings if limits is None else limits
     quick = "indicative only" in a.label
     badge = f' <span class="badge">{_h(a.budget)}{": indicative only" if quick else ""}</span>'
     # a live page reloads itself; the final page (live None) has no refresh, so an open tab stops there
@@ -85,9 +93,11 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
              f"<p class='muted'>{_h(ftables.counts_line(a))}</p>",
              "<nav><a href='hiplot.html'>HiPlot: every trial</a><a href='summary.md'>summary.md</a>"
              + "".join(f"<a href='{_h(v)}'>{_h(v)}</a>" for v in tables.values()) + "</nav>"]  # fmt: skip
-    if a.warnings:
+    if ans is not None:
+        parts.append(answer_html(ans))
+    if limits:
         parts.append("<div class='warn'><b>Limits of this study</b><ul>"
-                     + "".join(f"<li>{_h(w)}</li>" for w in a.warnings) + "</ul></div>")  # fmt: skip
+                     + "".join(f"<li>{_h(w)}</li>" for w in limits) + "</ul></div>")  # fmt: skip
     parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{_h(f)}</li>" for f in a.findings
                  or ["No comparisons could be made."]) + "</ul>")  # fmt: skip
     parts.append(_figure(figs, "forest"))
@@ -123,6 +133,14 @@ def page(a: Analysis, figs: dict[str, str], best: dict | None, tables: dict[str,
                                    zip(best["classes"], best["per_class_acc"], strict=True)]))  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def answer_html(ans: dict) -> str:
+    """The answer box: what to use in bold, then each effect, the undecided ones and the claims."""
+    rest = fanswer.lines(ans)[1:]
+    items = "".join(f"<li>{_h(s)}</li>" for s in rest)
+    return (f"<div class='answer' id='answer'><h2>The answer</h2><p><b>{_h(ans['use'])}</b></p>"
+            + (f"<ul>{items}</ul>" if items else "") + "</div>")
 
 
 def _arms_html(a: Analysis, figs: dict[str, str]) -> list[str]:
