@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from contextlib import nullcontext
-from typing import Any
 
 import torch
 from torch import nn
@@ -135,30 +133,3 @@ def member_losses(logp: torch.Tensor, y: torch.Tensor, eps: float = 0.0) -> torc
     """Each network's train.smoothed_nll: log-probs (B, K, C), labels (B, K) -> (K,)."""
     nll = -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(0)
     return nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(2).mean(0)
-
-
-@torch.no_grad()
-def evaluate_packed(net: PackedNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-                    autocast: Any = nullcontext, tta: bool = False,
-                    fmt: torch.memory_format = torch.channels_last) -> list[dict[str, float]]:  # fmt: skip
-    """train.evaluate for every network of the pack at once (each sees the same images)."""
-    was_training = net.training
-    net.eval()
-    k = net.k
-    loss_sum = torch.zeros(k, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(k, dtype=torch.long, device=x.device)
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        xk = xb.expand(-1, k, -1, -1).contiguous(memory_format=fmt)
-        with autocast():
-            out = net(xk).float()
-            if tta:
-                out = torch.log_softmax((out + net(xk.flip(3)).float()) / 2, dim=-1)
-        yk = yb.unsqueeze(1).expand(-1, k)
-        loss_sum += -out.gather(2, yk.unsqueeze(2)).squeeze(2).sum(0).double()
-        correct += (out.argmax(2) == yk).sum(0)
-    net.train(was_training)
-    n = len(y)
-    return [{"loss": s / n, "acc": c / n} for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
-
-

@@ -96,13 +96,13 @@ class _Trial:
     """One trial's bookkeeping in a worker: its log, the epoch it resumed after, its injected faults."""
 
     def __init__(self, task: Task, emit: Handler) -> None:
-        import json
+        from fmlab.training.checkpoint import ResumeState
 
         self.tid, self.emit, self.log, self.resumed_from = task.trial_id, emit, [], 0
         state = Path(task.state_dir) if task.state_dir else None
-        if state and (state / "state.json").is_file():
+        if ResumeState.exists(state):
             try:
-                self.resumed_from = int(json.loads((state / "state.json").read_text())["train"]["epoch"])
+                self.resumed_from = ResumeState.epoch(state)  # type: ignore[arg-type]
                 self.log.append(f"resuming after epoch {self.resumed_from} from {state}")
             except (OSError, ValueError, KeyError):
                 self.resumed_from = 0

@@ -162,11 +162,12 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
     from fmlab.sweep import loop as sweep
     from fmlab.sweep.order import run_order
     from fmlab.training import packs
+    from fmlab.training.checkpoint import ResumeState
     from fmlab.training.env import precision_note
 
     trials = st.trials()
     done = set(store.status([t.id for t in trials]).done) if store else set()
-    started = {t.id for t in trials if t.id not in done and store and (store.state_dir(t.id) / "state.json").exists()}
+    started = {t.id for t in trials if t.id not in done and store and ResumeState.exists(store.state_dir(t.id))}
     # the sweep claims in this order: trials cut off part-way first, then seed by seed, the most
     # informative cell next (fmlab.sweep.order)
     ordered = run_order(trials, {} if st.arms else st.factors, st.seeds, done, started)

@@ -2,7 +2,7 @@
 
 Each trial (or pack of trials, trained as one model: fmlab.training.packed) is one Ray task with num_cpus /
 num_gpus of its own, streaming its events back as objects:
-each epoch's row with the trial's resume state (the bytes of state.safetensors + state.json), then the
+each epoch's row with the trial's resume state (its files' bytes: training.checkpoint.ResumeState), then the
 result with the best weights, or the failure. The sweep process stays the only store writer and keeps
 the resume state in the store's folder, as local workers do; nothing is shared on disk. A worker saves
 state into a temporary folder of its own machine, and a rerun trial gets the saved state back in its
@@ -28,29 +28,9 @@ from typing import Any
 
 from fmlab.errors import FmlabError
 from fmlab.sweep.local import FAULT_ENV, Event, Handler, Pack, Task, Work, members, run_work
+from fmlab.training.checkpoint import ResumeState
 
 EXTRA = "ray"
-
-
-STATE_FILES = ("state.safetensors", "state.json")  # what checkpoint.save_state writes, json last
-
-
-def read_state(d: str | Path | None) -> dict[str, bytes]:
-    """A resume-state folder as bytes ({} when there is none, or only part of one)."""
-    files = {n: (Path(d) / n).read_bytes() for n in STATE_FILES if d and (Path(d) / n).is_file()}
-    return files if len(files) == len(STATE_FILES) else {}
-
-
-def write_state(d: str | Path, files: dict[str, bytes]) -> None:
-    """Replace a resume-state folder as a whole (a new folder renamed into place): never half old, half new."""
-    d = Path(d)
-    new = d.with_name(d.name + ".new")
-    shutil.rmtree(new, ignore_errors=True)
-    new.mkdir(parents=True)
-    for name, data in files.items():
-        (new / name).write_bytes(data)
-    shutil.rmtree(d, ignore_errors=True)
-    new.rename(d)
 
 
 def ray_trial(work: Work, states: dict[str, dict[str, bytes]]) -> Iterator[Event]:
@@ -61,14 +41,14 @@ def ray_trial(work: Work, states: dict[str, dict[str, bytes]]) -> Iterator[Event
     dirs = {t.trial_id: tmp / t.trial_id for t in members(work)}
     for tid, state in states.items():
         if state:
-            write_state(dirs[tid], state)
+            ResumeState.replace_files(dirs[tid], state)
     local: Work = (replace(work, tasks=tuple(replace(t, state_dir=str(dirs[t.trial_id])) for t in work.tasks))
                    if isinstance(work, Pack) else replace(work, state_dir=str(dirs[work.trial_id])))  # fmt: skip
     events: queue.Queue[Event] = queue.Queue()
 
     def emit(ev: Event) -> None:
         if ev.kind == "epoch":  # train() saved the state before reporting the epoch
-            ev.extra["state"] = read_state(dirs[ev.trial_id])
+            ev.extra["state"] = ResumeState.files_as_bytes(dirs[ev.trial_id])
         events.put(ev)
 
     open_ = set(dirs)
@@ -164,7 +144,7 @@ class RayExecutor:
     def submit(self, task: Work) -> None:
         """One Ray task per trial, or per pack (trained as one model on one worker)."""
         tasks = {t.trial_id: t for t in members(task)}
-        states = {tid: read_state(t.state_dir) for tid, t in tasks.items()}
+        states = {tid: ResumeState.files_as_bytes(t.state_dir) for tid, t in tasks.items()}
         self.running[self.remote.remote(worker_task(task, self.gpus), states)] = (tasks, set(tasks))
 
     def poll(self, timeout_s: float, handle: Handler) -> None:
@@ -194,7 +174,7 @@ class RayExecutor:
                 state = ev.extra.pop("state", None)
                 sd = tasks[ev.trial_id].state_dir
                 if state and sd:  # the sweep's own folder: a rerun resumes from here
-                    write_state(sd, state)
+                    ResumeState.replace_files(sd, state)
                 if ev.kind != "epoch":
                     open_.discard(ev.trial_id)
                 if not open_:

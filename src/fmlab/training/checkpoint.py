@@ -1,4 +1,4 @@
-"""Files on disk: a trial's checkpoint (best.safetensors + trial.json) and the per-epoch resume state.
+"""Files on disk: a trial's checkpoint (best.safetensors + trial.json) and its per-epoch resume state (ResumeState).
 
 Tensors go to safetensors, everything else to JSON; nothing is ever unpickled. Every file is
 written to a temporary name and renamed into place, so a crash never leaves half a file.
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -92,75 +93,91 @@ def load_trial(ckpt_dir: str | Path) -> tuple[Config, dict[str, torch.Tensor], d
 # ---------------------------------------------------------------- per-epoch resume state
 
 
-def save_state(d: Path, st: dict, net: torch.nn.Module, opt: torch.optim.Optimizer,
-               gen: torch.Generator, best: dict[str, torch.Tensor],
-               aug_gen: torch.Generator | None = None) -> None:  # fmt: skip
-    """Everything needed to continue after the last finished epoch exactly as if never stopped."""
-    rng = {"torch": torch.get_rng_state(), "gen": gen.get_state()}
-    if aug_gen is not None:
-        rng["aug"] = aug_gen.get_state()
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    write_state(d, st, net.state_dict(), opt.state_dict(), best, rng)
+@dataclass
+class ResumeState:
+    """A trial's per-epoch resume state, and the one owner of its folder's files: state.safetensors (every
+    tensor: net.*, best.*, opt.<param>.<name>, rng.<stream>) and state.json (the loop state, the optimizer's
+    scalars and param groups), json written last. A packed network writes what a single run writes."""
 
+    train: dict[str, Any]  # the loop state (fmlab.training.progress.LoopState.to_dict)
+    net: dict[str, torch.Tensor]  # the network's state_dict
+    opt: dict[str, Any]  # the optimizer's state_dict
+    best: dict[str, torch.Tensor]  # the best epoch's weights
+    rng: dict[str, torch.Tensor]  # the random streams by name: torch, gen, aug, cuda
 
-def write_state(d: Path, st: dict, net_sd: dict[str, torch.Tensor], osd: dict[str, Any],
-                best: dict[str, torch.Tensor], rng: dict[str, torch.Tensor]) -> None:  # fmt: skip
-    """The resume state from its parts (a state_dict, an optimizer state_dict, the best weights and the
-    random streams by name: torch, gen, aug, cuda), so a packed network writes what a single run writes."""
-    tensors: dict[str, torch.Tensor] = {}
-    tensors.update({f"net.{k}": v for k, v in net_sd.items()})
-    tensors.update({f"best.{k}": v for k, v in best.items()})
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, pstate in osd["state"].items():
-        for k, v in pstate.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{k}"] = v
-            else:
-                scalars.setdefault(str(pid), {})[k] = v
-    tensors.update({f"rng.{k}": v for k, v in rng.items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    seen: set[int] = set()
-    for k, v in tensors.items():  # the best weights may be the current ones: safetensors wants copies
-        if v.numel() and v.data_ptr() in seen:
-            tensors[k] = v.clone()
-        seen.add(v.data_ptr())
-    atomic_write(d / "state.safetensors", lambda t: torch_save(tensors, t))
-    write_json(d / "state.json", {"train": st, "opt_scalars": scalars, "param_groups": osd["param_groups"]})
+    FILES: ClassVar[tuple[str, str]] = ("state.safetensors", "state.json")  # in the order they are written
+    TENSORS, META = FILES
 
+    @classmethod
+    def exists(cls, d: str | Path | None) -> bool:
+        """Whether folder d holds a resume state (its json, written last, is there)."""
+        return bool(d) and (Path(d) / cls.META).is_file()  # type: ignore[arg-type]
 
-def read_state(d: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor],
-                                 dict[str, torch.Tensor]]:  # fmt: skip
-    """(loop state, net state_dict, optimizer state_dict, best weights, random streams by name) of a
-    resume-state folder, on the CPU."""
-    meta = json.loads((d / "state.json").read_text())
-    t = torch_load(str(d / "state.safetensors"))
-    net = {k[4:]: v for k, v in t.items() if k.startswith("net.")}
-    best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
-    rng = {k[4:]: v for k, v in t.items() if k.startswith("rng.")}
-    state: dict[int, dict[str, Any]] = {}
-    for k, v in t.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for pid, extra in meta["opt_scalars"].items():
-        state.setdefault(int(pid), {}).update(extra)
-    return meta["train"], net, {"state": state, "param_groups": meta["param_groups"]}, best, rng
+    @classmethod
+    def epoch(cls, d: str | Path) -> int:
+        """The epochs a resume state has finished (OSError, ValueError, KeyError when it is unreadable)."""
+        return int(json.loads((Path(d) / cls.META).read_text())["train"]["epoch"])
 
+    def write(self, d: str | Path) -> None:
+        d = Path(d)
+        tensors: dict[str, torch.Tensor] = {}
+        tensors.update({f"net.{k}": v for k, v in self.net.items()})
+        tensors.update({f"best.{k}": v for k, v in self.best.items()})
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, pstate in self.opt["state"].items():
+            for k, v in pstate.items():
+                if torch.is_tensor(v):
+                    tensors[f"opt.{pid}.{k}"] = v
+                else:
+                    scalars.setdefault(str(pid), {})[k] = v
+        tensors.update({f"rng.{k}": v for k, v in self.rng.items()})
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        seen: set[int] = set()
+        for k, v in tensors.items():  # the best weights may be the current ones: safetensors wants copies
+            if v.numel() and v.data_ptr() in seen:
+                tensors[k] = v.clone()
+            seen.add(v.data_ptr())
+        atomic_write(d / self.TENSORS, lambda t: torch_save(tensors, t))
+        meta = {"train": self.train, "opt_scalars": scalars, "param_groups": self.opt["param_groups"]}
+        write_json(d / self.META, meta)
 
-def load_state(d: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-               device: torch.device, aug_gen: torch.Generator | None = None,
-               ) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
-    st, net_sd, osd, best, rng = read_state(d)
-    net.load_state_dict(net_sd)
-    opt.load_state_dict(osd)
-    torch.set_rng_state(rng["torch"])
-    gen.set_state(rng["gen"])
-    if aug_gen is not None and "aug" in rng:
-        aug_gen.set_state(rng["aug"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    return st, {k: v.to(device) for k, v in best.items()}
+    @classmethod
+    def read(cls, d: str | Path) -> ResumeState:
+        """The resume state in folder d, on the CPU."""
+        d = Path(d)
+        meta = json.loads((d / cls.META).read_text())
+        t = torch_load(str(d / cls.TENSORS))
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in t.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        for pid, extra in meta["opt_scalars"].items():
+            state.setdefault(int(pid), {}).update(extra)
+        part = {p: {k[len(p) + 1 :]: v for k, v in t.items() if k.startswith(p + ".")} for p in ("net", "best", "rng")}
+        return cls(meta["train"], part["net"], {"state": state, "param_groups": meta["param_groups"]}, part["best"],
+                   part["rng"])  # fmt: skip
+
+    # The Ray executor carries a state between machines as its files' bytes.
+
+    @classmethod
+    def files_as_bytes(cls, d: str | Path | None) -> dict[str, bytes]:
+        """Folder d's resume-state files as bytes by name ({} when there is none, or only part of one)."""
+        files = {n: (Path(d) / n).read_bytes() for n in cls.FILES if d and (Path(d) / n).is_file()}
+        return files if len(files) == len(cls.FILES) else {}
+
+    @classmethod
+    def replace_files(cls, d: str | Path, files: dict[str, bytes]) -> None:
+        """Replace folder d as a whole by the files of files_as_bytes (a new folder renamed into place): never
+        half old, half new."""
+        d = Path(d)
+        new = d.with_name(d.name + ".new")
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
+        for name in cls.FILES:
+            (new / name).write_bytes(files[name])
+        shutil.rmtree(d, ignore_errors=True)
+        new.rename(d)
 
 
 def numpy_weights(path: str | Path) -> dict[str, np.ndarray]:

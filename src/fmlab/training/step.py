@@ -1,0 +1,257 @@
+"""The training step and epoch both loops call: `train()` (fmlab.training.loop) with one network, the
+packed loop (fmlab.training.packed) with K networks stacked as one model. A training lever goes here, once.
+
+What differs between the loops is a Layout: how the networks' batches become the model's input, how its
+output becomes each network's loss and hits, how each network's weights are read back. Everything else
+(initialisation, the learning rate per step, augmentation, autocast, loss, backward, the optimizer step,
+validation and TTA, the epoch's rows, early stopping, the resume state, the callbacks) is written once,
+here, over a list of Lanes (fmlab.training.progress.Lane): one per network.
+
+The step is the hot path: sums stay on the device and are read once per epoch (no host sync per step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fmlab.config.schema import Config, TrainConfig
+from fmlab.data import augment as faug
+from fmlab.data import idx as fdata
+from fmlab.model.nets import build
+from fmlab.training import env
+from fmlab.training.optim import lr_at, smoothed_nll
+from fmlab.training.progress import Diverged, Lane
+
+Report = Callable[[Lane, dict[str, float]], None]  # a lane's epoch row to its caller; raising fails that lane
+
+
+def start_lane(cfg: Config, device: torch.device, state_dir: str | Path | None,
+               own_dropout: bool = False) -> tuple[Lane, nn.Module]:  # fmt: skip
+    """A network initialised from its seed (on the CPU) and its Lane, resumed when state_dir holds a state."""
+    env.seed_everything(cfg.seed)
+    net = build(cfg.model)
+    return Lane.new(cfg, net.state_dict(), device, Path(state_dir) if state_dir else None, own_dropout), net
+
+
+# ---------------------------------------------------------------- what an epoch runs on
+
+
+def prepare(split: fdata.Split, ds: fdata.Dataset, device: torch.device, fmt: torch.memory_format):
+    x = fdata.normalize(split.x, ds.mean, ds.std).to(device).contiguous(memory_format=fmt)
+    return x, split.y.to(device)
+
+
+@dataclass(frozen=True)
+class Data:
+    """The training and validation images, normalised, on the device."""
+
+    xtr: torch.Tensor
+    ytr: torch.Tensor
+    xva: torch.Tensor
+    yva: torch.Tensor
+
+    @classmethod
+    def of(cls, ds: fdata.Dataset, device: torch.device, fmt: torch.memory_format) -> Data:
+        return cls(*prepare(ds.train, ds, device, fmt), *prepare(ds.val, ds, device, fmt))
+
+
+def memory_format(opts: env.RunOptions) -> torch.memory_format:
+    return torch.channels_last if opts.channels_last else torch.contiguous_format
+
+
+def autocast_for(tc: TrainConfig, device: torch.device) -> Callable[[], Any]:
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.precision == "bf16" else nullcontext
+
+
+class Layout(Protocol):
+    """How a model holds its networks: one as it is (Single), or K side by side (fmlab.training.packed.Packed)."""
+
+    k: int
+    fresh: bool  # states() returns copies
+
+    def inputs(self, xs: list[torch.Tensor]) -> torch.Tensor: ...  # each network's batch -> the model's input
+    def targets(self, ys: list[torch.Tensor]) -> torch.Tensor: ...
+    def losses(self, out: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor: ...  # each network's mean loss
+    def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...  # each network's correct count
+    def eval_input(self, xb: torch.Tensor) -> torch.Tensor: ...  # one batch every network sees
+    def eval_sums(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def validate(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any,
+                 tta: bool) -> list[dict[str, float]]: ...  # fmt: skip
+    def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]: ...  # per network
+
+
+@dataclass(frozen=True)
+class Single:
+    """One network, as it is: its loss is a 0-d tensor (each loop's numbers stay the single run's)."""
+
+    fmt: torch.memory_format = torch.contiguous_format
+    k: int = 1
+    fresh: bool = False
+
+    def inputs(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return xs[0].contiguous(memory_format=self.fmt)  # no copy when already so
+
+    def targets(self, ys: list[torch.Tensor]) -> torch.Tensor:
+        return ys[0]
+
+    def losses(self, out: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        return smoothed_nll(out, y, eps)
+
+    def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (out.argmax(1) == y).sum()
+
+    def eval_input(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb
+
+    def eval_sums(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.nll_loss(out, y, reduction="sum"), (out.argmax(1) == y).sum()
+
+    def validate(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any,
+                 tta: bool) -> list[dict[str, float]]:  # fmt: skip
+        return [evaluate(net, x, y, batch_size, autocast, tta)]
+
+    def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
+        return [(net.state_dict(), opt.state_dict())]
+
+
+@dataclass
+class Run:
+    """What each epoch of one model uses: the model, its optimizer, its layout, its data."""
+
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    layout: Layout
+    cfg: Config  # the lanes' shared training settings (a pack's members differ only in seed and dropout)
+    data: Data
+    autocast: Callable[[], Any]
+    eval_batch_size: int
+    aug: bool = field(init=False)  # whether the batches are augmented
+
+    def __post_init__(self) -> None:
+        self.aug = faug.enabled(self.cfg.data)
+
+
+# ---------------------------------------------------------------- the step, the epoch
+
+
+def train_step(run: Run, lanes: Sequence[Lane], idx: list[torch.Tensor], lr: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step of every lane's network on its batch (rows idx of the training set): each
+    network's mean loss (detached) and correct count, on the device."""
+    tc, d, opt = run.cfg.train, run.data, run.opt
+    for g in opt.param_groups:
+        g["lr"] = lr
+    xs = [d.xtr[j] for j in idx]
+    if run.aug:  # each network's images from its own stream
+        xs = [faug.augment(x, lane.cfg.data, lane.aug_gen) for x, lane in zip(xs, lanes, strict=True)]
+    xb, yb = run.layout.inputs(xs), run.layout.targets([d.ytr[j] for j in idx])
+    with run.autocast():
+        out = run.net(xb)
+    losses = run.layout.losses(out.float(), yb, tc.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    (losses.sum() if losses.ndim else losses).backward()
+    opt.step()
+    return losses.detach(), run.layout.hits(out.detach(), yb)
+
+
+def train_epoch(run: Run, lanes: Sequence[Lane], epoch: int) -> tuple[list[float], list[int]]:
+    """One epoch of steps, each lane's batches in its own order: each network's summed loss and hits."""
+    d, bs = run.data, run.cfg.train.batch_size
+    n = len(d.ytr)
+    steps = math.ceil(n / bs)
+    perms = [torch.randperm(n, generator=lane.gen).to(d.ytr.device) for lane in lanes]
+    loss_sum = torch.zeros(len(lanes), device=d.ytr.device)
+    correct = torch.zeros(len(lanes), dtype=torch.long, device=d.ytr.device)
+    for i in range(steps):
+        idx = [p[i * bs : (i + 1) * bs] for p in perms]
+        losses, hits = train_step(run, lanes, idx, lr_at((epoch - 1) * steps + i, run.cfg.train, steps))
+        loss_sum += losses * len(idx[0])
+        correct += hits
+    return loss_sum.tolist(), correct.tolist()  # the epoch's one read of the sums
+
+
+@torch.no_grad()
+def evaluate_nets(net: nn.Module, layout: Layout, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+                  autocast: Any = nullcontext, tta: bool = False) -> list[dict[str, float]]:  # fmt: skip
+    """Each network's mean NLL and accuracy over (x, y), in eval mode. With tta, the output is the mean
+    of the log-probs of the image and its mirror, renormalised (a geometric mean)."""
+    was_training = net.training
+    net.eval()
+    # Sums stay on the device (float64, as Python floats were) and are read once: no host sync per batch.
+    loss_sum = torch.zeros(layout.k, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(layout.k, dtype=torch.long, device=x.device)
+    for i in range(0, len(y), batch_size):
+        xb = layout.eval_input(x[i : i + batch_size])
+        with autocast():
+            out = net(xb).float()
+            if tta:
+                out = torch.log_softmax((out + net(xb.flip(3)).float()) / 2, dim=-1)
+        losses, hits = layout.eval_sums(out, y[i : i + batch_size])
+        loss_sum += losses
+        correct += hits
+    net.train(was_training)
+    n = len(y)
+    return [{"loss": s / n, "acc": c / n} for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
+
+
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+             autocast: Any = nullcontext, tta: bool = False) -> dict[str, float]:  # fmt: skip
+    """Mean NLL and accuracy of one network's log-probability outputs over (x, y) (evaluate_nets)."""
+    return evaluate_nets(net, Single(), x, y, batch_size, autocast, tta)[0]
+
+
+def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]], float, float]:
+    """Every lane's network trained for one epoch and validated; each lane's weights and optimizer state
+    read back into it. Returns each lane's epoch row, the training seconds and the validation seconds."""
+    epoch = lanes[0].st.epoch + 1
+    t0 = time.perf_counter()
+    run.net.train()
+    sums, hits = train_epoch(run, lanes, epoch)
+    t1 = time.perf_counter()
+    d = run.data
+    vals = run.layout.validate(run.net, d.xva, d.yva, run.eval_batch_size, run.autocast, run.cfg.train.tta)
+    t2 = time.perf_counter()
+    for lane, (sd, osd) in zip(lanes, run.layout.states(run.net, run.opt), strict=True):
+        lane.net_sd, lane.opt_sd = sd, osd
+    n, lr = len(d.ytr), run.opt.param_groups[0]["lr"]
+    rows = [{"epoch": epoch, "lr": lr, "train_loss": s / n, "train_acc": c / n, "val_loss": v["loss"],
+             "val_acc": v["acc"], "epoch_s": t2 - t0} for s, c, v in zip(sums, hits, vals, strict=True)]  # fmt: skip
+    return rows, t1 - t0, t2 - t1
+
+
+def close_epoch(lanes: Sequence[Lane], rows: list[dict[str, float]], train_s: float, eval_s: float, fresh: bool,
+                t_start: float, report: Report | None) -> list[Exception | None]:  # fmt: skip
+    """Each lane's epoch recorded (early stopping, best weights) and its resume state saved, every lane's
+    before any is reported; then each row reported. Returns each lane's failure: Diverged, or what its
+    report raised (None: it goes on)."""
+    failed: list[Exception | None] = []
+    for lane, row in zip(lanes, rows, strict=True):
+        if not math.isfinite(row["train_loss"]):
+            failed.append(Diverged(f"training loss is {row['train_loss']} at epoch {row['epoch']}"))
+            continue
+        lane.record(row, train_s, eval_s, fresh)
+        lane.save(t_start)
+        failed.append(None)
+    for i, (lane, row) in enumerate(zip(lanes, rows, strict=True)):
+        if failed[i] is None and report:
+            try:
+                report(lane, row)
+            except Exception as e:  # noqa: BLE001 - a failing callback fails its own lane
+                failed[i] = e
+    return failed
+
+
+def run_epoch(run: Run, lanes: Sequence[Lane], t_start: float, report: Report | None) -> list[Exception | None]:
+    """One whole epoch of every lane (epoch_rows, then close_epoch); each lane's failure or None."""
+    rows, train_s, eval_s = epoch_rows(run, lanes)
+    return close_epoch(lanes, rows, train_s, eval_s, run.layout.fresh, t_start, report)
