@@ -1,4 +1,4 @@
-"""Trials as Ray tasks, behind the same Executor interface as local workers (executors.py).
+"""Trials as Ray tasks, behind the same Executor interface as local workers (sweep/local.py).
 
 Each trial (or pack of trials, trained as one model: fmlab.training.packed) is one Ray task with num_cpus /
 num_gpus of its own, streaming its events back as objects:
