@@ -64,14 +64,15 @@ def _mains(factors: dict[str, list[str]], baseline: dict[str, str]) -> dict[str,
     return {n: (i["factor"], i["level"], i["baseline"]) for n, i, _ in effect_terms(factors, baseline, False)}
 
 
-def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid",
-                 label: Any = str) -> list[dict[str, Any]]:  # fmt: skip
+def parse_claims(
+    raw: Any, factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid", label: Any = str
+) -> list[dict[str, Any]]:
     """Check [[claims]] against the study's factors (level labels) and baseline; returns plain dicts
     (text, kind, term | cell, direction). label maps a TOML value to its level label."""
     if raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
-        raise ClaimError("[[claims]] must be an array of tables, e.g. [[claims]] text = \"...\" kind = \"effect\"")
+        raise ClaimError('[[claims]] must be an array of tables, e.g. [[claims]] text = "..." kind = "effect"')
     names = term_names(factors, baseline, design)
     out = []
     for i, c in enumerate(raw, 1):
@@ -89,32 +90,42 @@ def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, st
         if kind == "best":
             cell = c.get("cell")
             if not isinstance(cell, dict) or not cell or {"term", "direction", "at"} & set(c):
-                raise ClaimError(f"{where} ({text!r}): kind 'best' takes key 'cell' (a table of factor = level, "
-                                 "e.g. cell = { \"model.pool\" = \"avg\" }) and no 'term', 'direction' or "
-                                 "'at'")  # fmt: skip
+                raise ClaimError(
+                    f"{where} ({text!r}): kind 'best' takes key 'cell' (a table of factor = level, "
+                    "e.g. cell = { \"model.pool\" = \"avg\" }) and no 'term', 'direction' or "
+                    "'at'"
+                )
             claim["cell"] = _levels(cell, "cell", factors, label, f"{where} ({text!r})")
         else:
             term = c.get("term")
             if term not in names:
                 near = [n for n in names if isinstance(term, str) and term.split(":")[0] in n][:4]
-                raise ClaimError(f"{where} ({text!r}): key 'term': {term!r} is not an effect this study estimates; "
-                                 f"e.g. {'; '.join(near or names[:4])}")  # fmt: skip
+                raise ClaimError(
+                    f"{where} ({text!r}): key 'term': {term!r} is not an effect this study estimates; "
+                    f"e.g. {'; '.join(near or names[:4])}"
+                )
             claim["term"] = term
             if "at" in c:
                 mains = _mains(factors, baseline) if design != "arms" else {}
                 at = c["at"]
                 if term not in mains or not isinstance(at, dict) or not at:
-                    raise ClaimError(f"{where} ({text!r}): key 'at' takes a table of factor = level and a main "
-                                     f"effect as 'term' (e.g. term = \"{next(iter(mains), 'f: b vs a')}\", "
-                                     "at = { \"<another factor>\" = <level> })")  # fmt: skip
+                    raise ClaimError(
+                        f"{where} ({text!r}): key 'at' takes a table of factor = level and a main "
+                        f"effect as 'term' (e.g. term = \"{next(iter(mains), 'f: b vs a')}\", "
+                        'at = { "<another factor>" = <level> })'
+                    )
                 claim["at"] = _levels(at, "at", factors, label, f"{where} ({text!r})")
                 if mains[term][0] in claim["at"]:
-                    raise ClaimError(f"{where} ({text!r}): key 'at': names {mains[term][0]}, the factor of 'term' "
-                                     "itself; 'at' holds the other factors' levels")  # fmt: skip
+                    raise ClaimError(
+                        f"{where} ({text!r}): key 'at': names {mains[term][0]}, the factor of 'term' "
+                        "itself; 'at' holds the other factors' levels"
+                    )
             if kind == "effect":
                 if c.get("direction") not in DIRECTIONS:
-                    raise ClaimError(f"{where} ({text!r}): key 'direction': bad value {c.get('direction')!r}; "
-                                     f"allowed: {', '.join(DIRECTIONS)} (in the selection metric's sense)")  # fmt: skip
+                    raise ClaimError(
+                        f"{where} ({text!r}): key 'direction': bad value {c.get('direction')!r}; "
+                        f"allowed: {', '.join(DIRECTIONS)} (in the selection metric's sense)"
+                    )
                 claim["direction"] = c["direction"]
             elif "direction" in c or "cell" in c:
                 raise ClaimError(f"{where} ({text!r}): kind 'negligible' takes only 'term' (and 'at')")
@@ -135,8 +146,9 @@ def _levels(table: Any, key: str, factors: dict[str, list[str]], label: Any, whe
     return want
 
 
-def _own_contrast(c: dict[str, Any], factors: dict[str, list[str]], baseline: dict[str, str]
-                  ) -> tuple[dict[str, str], dict[str, str]] | None:  # fmt: skip
+def _own_contrast(
+    c: dict[str, Any], factors: dict[str, list[str]], baseline: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]] | None:
     """The two marginal means a claim compares when the effects table does not hold its term: a simple
     effect (a main effect 'at' other levels) or two arms against each other; None otherwise."""
     if c.get("kind") == "best":
@@ -152,8 +164,14 @@ def _own_contrast(c: dict[str, Any], factors: dict[str, list[str]], baseline: di
     return None
 
 
-def simple_effects(m: Fit | None, claims: list[dict[str, Any]], factors: dict[str, list[str]],
-                   baseline: dict[str, str], metric: str, x: float) -> pd.DataFrame:  # fmt: skip
+def simple_effects(
+    m: Fit | None,
+    claims: list[dict[str, Any]],
+    factors: dict[str, list[str]],
+    baseline: dict[str, str],
+    metric: str,
+    x: float,
+) -> pd.DataFrame:
     """The contrasts claims make that the effects table does not hold (simple effects; arm vs arm), each a
     contrast of the study's fit m, one row each (named by claim_term), with Holm and verdicts over their own
     family. A factor the fit left out (held at one level so far), an arm it lacks, or a contrast the trials
@@ -188,8 +206,11 @@ def _effect_verdict(claim: dict[str, Any], r: pd.Series | None, metric: str) -> 
             return "supported", v
         return ("contradicted", f"matters ({way})") if v == VERDICTS[0] else ("undecided", v)
     if v == VERDICTS[0]:
-        return ("supported", f"matters ({way})") if way == claim["direction"] else \
-            ("contradicted", f"matters the other way ({way})")  # fmt: skip
+        return (
+            ("supported", f"matters ({way})")
+            if way == claim["direction"]
+            else ("contradicted", f"matters the other way ({way})")
+        )
     if v == VERDICTS[1]:
         return "contradicted", f"real ({way}) but smaller than the smallest effect that matters"
     if v == VERDICTS[2]:
@@ -197,8 +218,14 @@ def _effect_verdict(claim: dict[str, Any], r: pd.Series | None, metric: str) -> 
     return "undecided", v
 
 
-def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metric: str, x_text: str,
-                 best: dict[str, Any] | None, cells: pd.DataFrame) -> list[dict[str, Any]]:
+def check_claims(
+    claims: list[dict[str, Any]],
+    tables: list[pd.DataFrame],
+    metric: str,
+    x_text: str,
+    best: dict[str, Any] | None,
+    cells: pd.DataFrame,
+) -> list[dict[str, Any]]:
     """Each claim with its verdict, the reason and the evidence (the effect's estimate and CI or the
     matching cells in the best set). tables: the effects and interactions of the selection metric."""
     rows = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else None
@@ -218,15 +245,24 @@ def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metri
                 if not names:
                     res.update(verdict="undecided", why="no complete trial in a matching cell yet")
                 elif len(inside) == len(best["set"]):
-                    res.update(verdict="supported", why=f"every cell of the best set of {len(best['set'])} matches "
-                               f"({len(inside)} of {len(names)} matching cells); best: {best['best']}")  # fmt: skip
+                    res.update(
+                        verdict="supported",
+                        why=f"every cell of the best set of {len(best['set'])} matches "
+                        f"({len(inside)} of {len(names)} matching cells); best: {best['best']}",
+                    )
                 elif inside:
-                    res.update(verdict="undecided", why=f"{len(inside)} matching and {len(best['set']) - len(inside)} "
-                               f"other cell(s) share the best set of {len(best['set'])}, not told apart; best: "
-                               f"{best['best']}")  # fmt: skip
+                    res.update(
+                        verdict="undecided",
+                        why=f"{len(inside)} matching and {len(best['set']) - len(inside)} "
+                        f"other cell(s) share the best set of {len(best['set'])}, not told apart; best: "
+                        f"{best['best']}",
+                    )
                 else:
-                    res.update(verdict="contradicted", why=f"none of {len(names)} matching cell(s) in the best set "
-                               f"of {len(best['set'])}; best: {best['best']}")  # fmt: skip
+                    res.update(
+                        verdict="contradicted",
+                        why=f"none of {len(names)} matching cell(s) in the best set "
+                        f"of {len(best['set'])}; best: {best['best']}",
+                    )
         else:
             r = by_term.get(claim_term(c))
             verdict, why = _effect_verdict(c, r, metric)
@@ -234,7 +270,12 @@ def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metri
             what = "simple effect" if c.get("at") else ("contrast" if own else "effect")
             res.update(verdict=verdict, why=f"the {what}'s verdict: {why.replace('X', x_text)}")
             if r is not None and np.isfinite(r["estimate"]):
-                res.update(estimate=float(r["estimate"]), lo=float(r["lo"]), hi=float(r["hi"]), df=float(r["df"]),
-                           p_holm=float(r["p_holm"]))  # fmt: skip
+                res.update(
+                    estimate=float(r["estimate"]),
+                    lo=float(r["lo"]),
+                    hi=float(r["hi"]),
+                    df=float(r["df"]),
+                    p_holm=float(r["p_holm"]),
+                )
         out.append(res)
     return out

@@ -77,8 +77,9 @@ def resolve_power(theta: float, sd: Any, df: Any, alpha: float, x: float) -> tup
     return p0, pt, pany
 
 
-def seeds_to_resolve(theta: float, v1: float, sigma: float, cells: int, rank: int, alpha: float, x: float,
-                     cap: int = CAP) -> tuple[int | None, str]:  # fmt: skip
+def seeds_to_resolve(
+    theta: float, v1: float, sigma: float, cells: int, rank: int, alpha: float, x: float, cap: int = CAP
+) -> tuple[int | None, str]:
     """Smallest n (1..cap) with an 80% chance of a verdict (test of 0 or TOST at alpha) when the true effect
     is theta, and which test gets there more often; (None, 'more than cap') when none does."""
     ns = np.arange(1, cap + 1)
@@ -101,8 +102,9 @@ def grid_factors(factors: dict[str, list[str]], fit: Fit, baseline: dict[str, st
     return {f: [base.get(f, v[0]), *[x for x in v if x != base.get(f, v[0])]] for f, v in factors.items()}
 
 
-def per_seed_variance(factors: dict[str, list[str]], baseline: dict[str, str],
-                      interactions: bool) -> tuple[dict[str, float], int, int]:  # fmt: skip
+def per_seed_variance(
+    factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool
+) -> tuple[dict[str, float], int, int]:
     """Each contrast's variance factor with ONE seed of every planned cell (v(n) = v(1) / n), the number
     of cells and the rank of the treatment columns; from the model's design for that grid at 2 seeds."""
     keys = [f for f, v in factors.items() if len(v) > 1]
@@ -130,8 +132,7 @@ def dunnett_equicorrelated(k: int, df: float, alpha: float = ALPHA) -> float:
     s = np.sqrt(stats.chi2.ppf(_U, df) / df)
 
     def cover(d: float) -> float:
-        return float((wt[:, None] * stats.norm.cdf(w[:, None] + math.sqrt(2) * d * s[None, :]) ** k).sum()
-                     / len(s))  # fmt: skip
+        return float((wt[:, None] * stats.norm.cdf(w[:, None] + math.sqrt(2) * d * s[None, :]) ** k).sum() / len(s))
 
     return float(optimize.brentq(lambda d: cover(d) - (1 - alpha), 0.0, 50.0, xtol=1e-6))
 
@@ -142,6 +143,7 @@ def seeds_for_best(gaps: np.ndarray, sigma: float, cells: int, cap: int = CAP) -
     gaps = np.abs(np.asarray(gaps, float))
     if not len(gaps) or not np.isfinite(sigma) or sigma <= 0:
         return None
+
     def enough(n: int) -> bool:
         df = (cells - 1) * (n - 1)
         d = dunnett_equicorrelated(cells - 1, df)
@@ -156,9 +158,17 @@ def seeds_for_best(gaps: np.ndarray, sigma: float, cells: int, cap: int = CAP) -
     return hi
 
 
-def plan_seeds(fit: Fit, rows: pd.DataFrame, factors: dict[str, list[str]], baseline: dict[str, str],
-               n_seeds: int, x: float, best: dict[str, Any] | None = None, higher: bool = True,
-               cap: int = CAP) -> dict[str, Any]:  # fmt: skip
+def plan_seeds(
+    fit: Fit,
+    rows: pd.DataFrame,
+    factors: dict[str, list[str]],
+    baseline: dict[str, str],
+    n_seeds: int,
+    x: float,
+    best: dict[str, Any] | None = None,
+    higher: bool = True,
+    cap: int = CAP,
+) -> dict[str, Any]:
     """The study's seed plan (JSON-safe dict). rows: its effects table (term, kind, estimate, se, verdict,
     m_tests; optional column key: the contrast's name in the fit when term differs). factors/baseline:
     the planned grid (level labels). best: fmlab.analysis.bestset.best_set's dict."""
@@ -173,22 +183,44 @@ def plan_seeds(fit: Fit, rows: pd.DataFrame, factors: dict[str, list[str]], base
         key = r.get("key", r["term"]) if "key" in rows else r["term"]
         est, se, verdict = float(r["estimate"]), float(r["se"]), str(r["verdict"])
         v = v1.get(key, math.nan)
-        e: dict[str, Any] = {"term": r["term"], "kind": r["kind"], "estimate": _num(est), "verdict": verdict,
-                             "var_per_seed": _num(v), "mde_now": _num(delta_now * se),
-                             "seeds_needed": None, "route": None}  # fmt: skip
+        e: dict[str, Any] = {
+            "term": r["term"],
+            "kind": r["kind"],
+            "estimate": _num(est),
+            "verdict": verdict,
+            "var_per_seed": _num(v),
+            "mde_now": _num(delta_now * se),
+            "seeds_needed": None,
+            "route": None,
+        }
         if verdict == "undecided" and np.isfinite(est) and np.isfinite(v):
             e["seeds_needed"], e["route"] = seeds_to_resolve(est, v, fit.sigma, cells, rank, alpha, x, cap)
         out.append(e)
-    plan = {"metric": str(rows["metric"].iloc[0]) if "metric" in rows and len(rows) else "",
-            "sigma": fit.sigma, "df": fit.df_resid, "n_seeds": int(n_seeds), "power": POWER, "family_alpha": ALPHA,
-            "m_tests": m, "alpha": alpha, "m_tests_now": m_now, "alpha_now": ALPHA / max(m_now, 1),
-            "min_effect": x, "cells": cells, "rank": rank, "cap": cap,
-            "effects": out, "best": _best_plan(best, cells, cap, higher),
-            "method": (f"two-sided t-test at alpha = {ALPHA}/{m} = {alpha:.2g} (Bonferroni: Holm's first, "
-                       f"strictest step over the planned grid's family of {m} tests), {POWER:.0%} power from the "
-                       f"noncentral t with the model's df; more seeds = every planned cell at n seeds, SE from "
-                       f"each contrast's l (X'X)^-1 l' in that design, df = n x {cells} cells - {rank} "
-                       "- (n - 1)")}  # fmt: skip
+    plan = {
+        "metric": str(rows["metric"].iloc[0]) if "metric" in rows and len(rows) else "",
+        "sigma": fit.sigma,
+        "df": fit.df_resid,
+        "n_seeds": int(n_seeds),
+        "power": POWER,
+        "family_alpha": ALPHA,
+        "m_tests": m,
+        "alpha": alpha,
+        "m_tests_now": m_now,
+        "alpha_now": ALPHA / max(m_now, 1),
+        "min_effect": x,
+        "cells": cells,
+        "rank": rank,
+        "cap": cap,
+        "effects": out,
+        "best": _best_plan(best, cells, cap, higher),
+        "method": (
+            f"two-sided t-test at alpha = {ALPHA}/{m} = {alpha:.2g} (Bonferroni: Holm's first, "
+            f"strictest step over the planned grid's family of {m} tests), {POWER:.0%} power from the "
+            f"noncentral t with the model's df; more seeds = every planned cell at n seeds, SE from "
+            f"each contrast's l (X'X)^-1 l' in that design, df = n x {cells} cells - {rank} "
+            "- (n - 1)"
+        ),
+    }
     return plan
 
 
@@ -204,19 +236,31 @@ def _best_plan(best: dict[str, Any] | None, cells: int, cap: int, higher: bool) 
     runner = rest.iloc[int(np.argmin(gaps))]
     k = max(cells, len(tab))
     done = len(best["set"]) == 1
-    return {"best": best["best"], "runner_up": str(runner["cell"]), "gap": _num(float(np.min(gaps))),
-            "sigma": sigma, "cells": k, "in_set": len(best["set"]),
-            "seeds_needed": None if done else seeds_for_best(gaps, sigma, k, cap), "already_one": done,
-            "method": ("approximate: today's gaps taken as true, cell-means model at n seeds (df (cells - 1)"
-                       "(n - 1), se(gap) = sigma sqrt(2/n)), Dunnett's one-sided value for equicorrelated "
-                       "comparisons, the chances that each other cell drops out multiplied (conservative)")}
+    return {
+        "best": best["best"],
+        "runner_up": str(runner["cell"]),
+        "gap": _num(float(np.min(gaps))),
+        "sigma": sigma,
+        "cells": k,
+        "in_set": len(best["set"]),
+        "seeds_needed": None if done else seeds_for_best(gaps, sigma, k, cap),
+        "already_one": done,
+        "method": (
+            "approximate: today's gaps taken as true, cell-means model at n seeds (df (cells - 1)"
+            "(n - 1), se(gap) = sigma sqrt(2/n)), Dunnett's one-sided value for equicorrelated "
+            "comparisons, the chances that each other cell drops out multiplied (conservative)"
+        ),
+    }
 
 
 def detectable_at(plan: dict[str, Any], n: int) -> dict[str, float]:
     """term -> the smallest effect detectable at 80% power with every planned cell at n seeds."""
     delta = detectable_delta(float(df_at(n, plan["cells"], plan["rank"])), plan["alpha"])
-    return {e["term"]: delta * plan["sigma"] * math.sqrt(e["var_per_seed"] / n)
-            for e in plan["effects"] if e["var_per_seed"] is not None}  # fmt: skip
+    return {
+        e["term"]: delta * plan["sigma"] * math.sqrt(e["var_per_seed"] / n)
+        for e in plan["effects"]
+        if e["var_per_seed"] is not None
+    }
 
 
 def _num(v: float) -> float | None:
@@ -252,25 +296,35 @@ def plan_lines(plan: dict[str, Any], n: int | None = None, scale: float = 1.0, u
     n = plan["n_seeds"] if n is None else n
     mde = detectable_at(plan, n)
     kinds = {e["term"]: e["kind"] for e in plan["effects"]}
-    parts = [f"{what} {_span([v for t, v in mde.items() if kinds[t] == k], scale, u)}"
-             for k, what in (("main", "main effects"), ("arm", "arms vs the baseline"),
-                             ("interaction", "interactions")) if any(kinds[t] == k for t in mde)]  # fmt: skip
-    lines = [f"With {n} seed(s) of every planned cell: smallest effect on {plan['metric']} detectable at "
-             f"{plan['power']:.0%} power: " + "; ".join(parts) + f" (residual SD {_fmt(plan['sigma'], scale)}{u}).",
-             f"How: {plan['method']}."]  # fmt: skip
+    parts = [
+        f"{what} {_span([v for t, v in mde.items() if kinds[t] == k], scale, u)}"
+        for k, what in (("main", "main effects"), ("arm", "arms vs the baseline"), ("interaction", "interactions"))
+        if any(kinds[t] == k for t in mde)
+    ]
+    lines = [
+        f"With {n} seed(s) of every planned cell: smallest effect on {plan['metric']} detectable at "
+        f"{plan['power']:.0%} power: " + "; ".join(parts) + f" (residual SD {_fmt(plan['sigma'], scale)}{u}).",
+        f"How: {plan['method']}.",
+    ]
     now = [e["mde_now"] for e in plan["effects"] if e["kind"] in ("main", "arm")]
     if any(v is not None for v in now):
-        lines.append(f"From the trials as they are (df {plan['df']:.0f}, alpha = {ALPHA}/{plan['m_tests_now']}): "
-                     f"{_span(now, scale, u)} for {'arms' if 'arm' in kinds.values() else 'main effects'}.")
+        lines.append(
+            f"From the trials as they are (df {plan['df']:.0f}, alpha = {ALPHA}/{plan['m_tests_now']}): "
+            f"{_span(now, scale, u)} for {'arms' if 'arm' in kinds.values() else 'main effects'}."
+        )
     und = [e for e in plan["effects"] if e["verdict"] == "undecided" and e["estimate"] is not None]
     if und:
-        lines.append("Undecided, taking today's estimate as the truth, seeds of every cell for an 80% chance of a "
-                     "verdict: " + "; ".join(needs_text(e, plan["cap"], n) for e in und) + ".")  # fmt: skip
+        lines.append(
+            "Undecided, taking today's estimate as the truth, seeds of every cell for an 80% chance of a "
+            "verdict: " + "; ".join(needs_text(e, plan["cap"], n) for e in und) + "."
+        )
     b = plan.get("best")
     if b and not b["already_one"]:
         k = f"~{b['seeds_needed']} seeds" if b["seeds_needed"] else f"more than {plan['cap']} seeds"
-        lines.append(f"Best set ({b['in_set']} cells) down to {b['best']} alone: {k} (runner-up {b['runner_up']}, "
-                     f"gap {_fmt(b['gap'], scale)}{u}; {b['method']}).")  # fmt: skip
+        lines.append(
+            f"Best set ({b['in_set']} cells) down to {b['best']} alone: {k} (runner-up {b['runner_up']}, "
+            f"gap {_fmt(b['gap'], scale)}{u}; {b['method']})."
+        )
     return lines
 
 
@@ -280,8 +334,10 @@ def dry_run_line(plan: dict[str, Any], n: int, scale: float = 1.0, u: str = "") 
     kinds = {e["term"]: e["kind"] for e in plan["effects"]}
     mains = [v for t, v in mde.items() if kinds[t] in ("main", "arm")]
     und = [e for e in plan["effects"] if e["verdict"] == "undecided" and e["estimate"] is not None]
-    line = (f"with {n} seeds: smallest detectable main effect {_span(mains, scale, u)} on {plan['metric']} "
-            f"({plan['power']:.0%} power, alpha {plan['alpha']:.2g})")  # fmt: skip
+    line = (
+        f"with {n} seeds: smallest detectable main effect {_span(mains, scale, u)} on {plan['metric']} "
+        f"({plan['power']:.0%} power, alpha {plan['alpha']:.2g})"
+    )
     line += "; undecided: " + (", ".join(needs_text(e, plan["cap"], n) for e in und) if und else "none")
     b = plan.get("best")
     if b and not b["already_one"]:
