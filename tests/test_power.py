@@ -18,7 +18,9 @@ from conftest import stats_truth as truth
 from scipy import stats
 
 from fmlab.analysis import bestset
+from fmlab.analysis import fastfit as ff
 from fmlab.analysis import power as fp
+from fmlab.analysis import pvalues as fpv
 from fmlab.analysis import stats as fs
 from fmlab.analysis.driver import analyse
 from fmlab.report import build as report
@@ -31,16 +33,16 @@ ALPHA = fs.ALPHA / M_TESTS
 
 def _sim(seeds: int, rng_seed: int, d_level_2: float = 0.0, **planted: float) -> tuple[dict, list[str]]:
     d = grid(seeds)
-    X, L, names = fs.contrast_design(d.assign(y=np.random.default_rng(99).normal(size=len(d))), "y", FACTORS, BASE)
+    X, L, names = ff.contrast_design(d.assign(y=np.random.default_rng(99).normal(size=len(d))), "y", FACTORS, BASE)
     mu = truth(d, **planted) + d_level_2 * (d["d"] == "2").to_numpy(float)
     Y = mu[:, None] + np.random.default_rng(rng_seed).normal(0, SIGMA, (len(d), N_SIM))
-    return fs.fast_contrasts(X, L, Y), names
+    return ff.fast_contrasts(X, L, Y), names
 
 
 def _resolved(out: dict, i: int, x: float) -> float:
     """Share of studies whose verdict on effect i (Holm over the whole family) is not 'undecided'."""
-    tost = fs.tost_p(out["estimate"], out["se"], out["df"], x)
-    adj = fs.holm_adjust_many(np.r_[out["p"], tost])
+    tost = fpv.tost_p(out["estimate"], out["se"], out["df"], x)
+    adj = fpv.holm_adjust_many(np.r_[out["p"], tost])
     m = out["estimate"].shape[0]
     v = [fs.verdicts(out["lo"][i:i + 1, j], out["hi"][i:i + 1, j], adj[i:i + 1, j], adj[m + i:m + i + 1, j], x)[0]
          for j in range(N_SIM)]  # fmt: skip
@@ -50,7 +52,7 @@ def _resolved(out: dict, i: int, x: float) -> float:
 def test_variance_factors_scale_as_one_over_seeds_and_equal_the_design_at_n_seeds():
     for n in (1, 3, 5):
         d = grid(n)
-        X, L, names = fs.contrast_design(d.assign(y=np.arange(len(d), dtype=float) ** 1.5), "y", FACTORS, BASE)
+        X, L, names = ff.contrast_design(d.assign(y=np.arange(len(d), dtype=float) ** 1.5), "y", FACTORS, BASE)
         v = np.einsum("ij,jk,ik->i", L, np.linalg.pinv(X.T @ X), L)
         assert v == pytest.approx(np.array([V1[k] for k in names]) / n)
         assert fp.df_at(n, CELLS, RANK) == X.shape[0] - np.linalg.matrix_rank(X)

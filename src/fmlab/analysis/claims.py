@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fmlab.analysis.pvalues import tost_p
 from fmlab.analysis.ranking import higher_is_better
-from fmlab.analysis.stats import VERDICTS, Fit, contrast, effect_terms, holm_verdicts, tost_p
+from fmlab.analysis.stats import VERDICTS, Fit, contrast, effect_terms, holm_verdicts
 
 KINDS = ("effect", "negligible", "best")
 DIRECTIONS = ("better", "worse")

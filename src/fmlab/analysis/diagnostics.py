@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fmlab.analysis.stats import ALPHA, MIN_EFFECT, Fit, holm_adjust, json_safe
+from fmlab.analysis.pvalues import holm_adjust
+from fmlab.analysis.stats import ALPHA, MIN_EFFECT, Fit, json_safe
 
 OUTLIER = 4.0  # |externally studentized residual| above this names the trial
 MIN_SEEDS = 3

@@ -11,7 +11,7 @@ SE is sigma * sqrt(v).
 - More seeds: the planned study is every planned cell run at n seeds with the seed as a block. Each seed
   holds the same cells, so the block is orthogonal to the contrasts: v(n) = v(1) / n exactly, and
   df(n) = n * cells - rank(treatment columns) - (n - 1). v(1) and the rank come from the model's own
-  design matrix built for that grid (stats.contrast_design), never from a textbook formula.
+  design matrix built for that grid (fastfit.contrast_design), never from a textbook formula.
 - Seeds to resolve an undecided effect, taking its true value to be today's estimate: the smallest n at
   which the chance of any verdict but "undecided" (the test of 0 rejects, or the TOST against +-X does)
   is at least 80%. The joint chance is integrated over the residual SD's chi-square law.
@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from fmlab.analysis.stats import ALPHA, Fit, contrast_design
+from fmlab.analysis.fastfit import contrast_design
+from fmlab.analysis.stats import ALPHA, Fit
 
 POWER = 0.8
 CAP = 50  # seeds: beyond this the answer is "more than 50"

@@ -14,8 +14,8 @@ is left out with one seed (the higher-order interactions are then the error). Ev
 - Best set: fmlab.analysis.bestset (Hsu's multiple comparisons with the best on the cell-means model, with
   Dunnett's one-sided critical value from scipy's multivariate t), on this module's fit.
 
-:func:`contrast_design` and :func:`fast_contrasts` are the same computation vectorised over many
-responses (numpy least squares), used by the simulation tests; tests check they equal statsmodels.
+The same computation vectorised over many responses: fmlab.analysis.fastfit; TOST and Holm's adjustment:
+fmlab.analysis.pvalues.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from fmlab.analysis.pvalues import holm_adjust, tost_p
 from fmlab.analysis.ranking import higher_is_better as higher_is_better  # owned by ranking; kept importable here
 
 ALPHA = 0.05
@@ -249,14 +249,6 @@ def effects_table(m: Fit, metric: str, min_effect: float) -> pd.DataFrame:
     return tab
 
 
-def tost_p(est: np.ndarray, se: np.ndarray, df: float, x: float) -> np.ndarray:
-    """Two one-sided tests of |effect| < x: the larger of the two one-sided p-values."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_lo = stats.t.sf((est + x) / se, df)
-        p_hi = stats.t.cdf((est - x) / se, df)
-    return np.maximum(p_lo, p_hi)
-
-
 def holm_verdicts(tabs: list[pd.DataFrame], min_effect: float) -> None:
     """Holm over one family (every effect's test of 0 and its TOST, across the tables), then verdicts;
     in place: columns p_holm, p_tost_holm, m_tests, verdict."""
@@ -279,29 +271,6 @@ def holm_verdicts(tabs: list[pd.DataFrame], min_effect: float) -> None:
         )
 
 
-def holm_adjust(p: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels), NaN left as NaN."""
-    from statsmodels.stats.multitest import multipletests
-
-    out = np.full(len(p), math.nan)
-    fin = np.isfinite(p)
-    if fin.any():
-        out[fin] = multipletests(p[fin], method="holm")[1]
-    return out
-
-
-def holm_adjust_many(P: np.ndarray) -> np.ndarray:
-    """Holm over each column of P (tests x studies) at once: the simulation path (statsmodels'
-    multipletests, used for a single study, costs a garbage collection per call); tests check both agree."""
-    m = P.shape[0]
-    order = np.argsort(P, axis=0)
-    ps = np.take_along_axis(P, order, axis=0) * (m - np.arange(m))[:, None]
-    ps = np.minimum(np.maximum.accumulate(ps, axis=0), 1.0)
-    out = np.empty_like(ps)
-    np.put_along_axis(out, order, ps, axis=0)
-    return out
-
-
 def verdicts(lo: np.ndarray, hi: np.ndarray, p_holm: np.ndarray, p_tost_holm: np.ndarray, x: float) -> list[str]:
     out = []
     for a, b, p, q in zip(lo, hi, p_holm, p_tost_holm, strict=True):
@@ -314,28 +283,3 @@ def verdicts(lo: np.ndarray, hi: np.ndarray, p_holm: np.ndarray, p_tost_holm: np
         else:
             out.append(VERDICTS[3])
     return out
-
-
-def contrast_design(
-    df: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The fitted model's design matrix X and contrast matrix L (for fast_contrasts), and effect names."""
-    m = fit_model(df, metric, factors, baseline, interactions)
-    if m is None:
-        raise ValueError("nothing to fit")
-    return np.asarray(m.fit.model.exog), m.L, m.names
-
-
-def fast_contrasts(X: np.ndarray, L: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
-    """For each column of Y (n x r): estimates, se, lo, hi, p of L @ beta; df = n - rank(X)."""
-    beta, _, rank, _ = np.linalg.lstsq(X, Y, rcond=None)
-    resid = Y - X @ beta
-    df = X.shape[0] - rank
-    s2 = (resid**2).sum(axis=0) / df
-    xtx = np.linalg.pinv(X.T @ X)
-    v = np.einsum("ij,jk,ik->i", L, xtx, L)
-    est = L @ beta
-    se = np.sqrt(v[:, None] * s2[None, :])
-    q = stats.t.ppf(1 - ALPHA / 2, df)
-    p = 2 * stats.t.sf(np.abs(est / se), df)
-    return {"estimate": est, "se": se, "lo": est - q * se, "hi": est + q * se, "p": p, "df": df, "sigma2": s2}
