@@ -27,6 +27,7 @@ from fmlab.analysis.stats import MIN_EFFECT, effects_table, fit_model, holm_verd
 
 BASELINE = "baseline"
 TEST = "test_acc"
+_NOT_ESTIMATED = dict.fromkeys(("estimate", "lo", "hi", "se", "p", "p_tost"), math.nan)  # an arm the fit lacks
 
 
 def changes_text(changes: dict[str, Any]) -> str:
@@ -65,19 +66,7 @@ def arm_effects(
     rows = []
     for name, changes in arms.items():
         src = first[name]
-        r = (
-            tab.loc[src].to_dict()
-            if src in tab.index
-            else {
-                "estimate": math.nan,
-                "lo": math.nan,
-                "hi": math.nan,
-                "se": math.nan,
-                "p": math.nan,
-                "p_tost": math.nan,
-                "df": m.df_resid,
-            }
-        )
+        r = tab.loc[src].to_dict() if src in tab.index else {**_NOT_ESTIMATED, "df": m.df_resid}
         if name in same_as_base or src != name:
             r["p"], r["p_tost"] = math.nan, math.nan
         rows.append(
