@@ -18,7 +18,10 @@ from conftest import stats_truth as truth
 from scipy import stats
 
 from fmlab.analysis import bestset
+from fmlab.analysis import fastfit as ff
 from fmlab.analysis import power as fp
+from fmlab.analysis import pvalues as fpv
+from fmlab.analysis import seedpower as sp
 from fmlab.analysis import stats as fs
 from fmlab.analysis.driver import analyse
 from fmlab.report import build as report
@@ -31,16 +34,16 @@ ALPHA = fs.ALPHA / M_TESTS
 
 def _sim(seeds: int, rng_seed: int, d_level_2: float = 0.0, **planted: float) -> tuple[dict, list[str]]:
     d = grid(seeds)
-    X, L, names = fs.contrast_design(d.assign(y=np.random.default_rng(99).normal(size=len(d))), "y", FACTORS, BASE)
+    X, L, names = ff.contrast_design(d.assign(y=np.random.default_rng(99).normal(size=len(d))), "y", FACTORS, BASE)
     mu = truth(d, **planted) + d_level_2 * (d["d"] == "2").to_numpy(float)
     Y = mu[:, None] + np.random.default_rng(rng_seed).normal(0, SIGMA, (len(d), N_SIM))
-    return fs.fast_contrasts(X, L, Y), names
+    return ff.fast_contrasts(X, L, Y), names
 
 
 def _resolved(out: dict, i: int, x: float) -> float:
     """Share of studies whose verdict on effect i (Holm over the whole family) is not 'undecided'."""
-    tost = fs.tost_p(out["estimate"], out["se"], out["df"], x)
-    adj = fs.holm_adjust_many(np.r_[out["p"], tost])
+    tost = fpv.tost_p(out["estimate"], out["se"], out["df"], x)
+    adj = fpv.holm_adjust_many(np.r_[out["p"], tost])
     m = out["estimate"].shape[0]
     v = [fs.verdicts(out["lo"][i:i + 1, j], out["hi"][i:i + 1, j], adj[i:i + 1, j], adj[m + i:m + i + 1, j], x)[0]
          for j in range(N_SIM)]  # fmt: skip
@@ -50,25 +53,25 @@ def _resolved(out: dict, i: int, x: float) -> float:
 def test_variance_factors_scale_as_one_over_seeds_and_equal_the_design_at_n_seeds():
     for n in (1, 3, 5):
         d = grid(n)
-        X, L, names = fs.contrast_design(d.assign(y=np.arange(len(d), dtype=float) ** 1.5), "y", FACTORS, BASE)
+        X, L, names = ff.contrast_design(d.assign(y=np.arange(len(d), dtype=float) ** 1.5), "y", FACTORS, BASE)
         v = np.einsum("ij,jk,ik->i", L, np.linalg.pinv(X.T @ X), L)
         assert v == pytest.approx(np.array([V1[k] for k in names]) / n)
-        assert fp.df_at(n, CELLS, RANK) == X.shape[0] - np.linalg.matrix_rank(X)
+        assert sp.df_at(n, CELLS, RANK) == X.shape[0] - np.linalg.matrix_rank(X)
     assert V1["a: 1 vs 0"] == pytest.approx(4 / 24) and V1["d: 2 vs 0"] == pytest.approx(6 / 24)
 
 
 def test_dunnett_by_quadrature_equals_the_multivariate_t_draws():
     k = 11
     corr = np.full((k, k), 0.5) + 0.5 * np.eye(k)
-    assert fp.dunnett_equicorrelated(k, 20) == pytest.approx(bestset.dunnett_one_sided(corr, 20), abs=0.03)
-    assert fp.dunnett_equicorrelated(1, 10) == pytest.approx(stats.t.ppf(0.95, 10), abs=1e-3)  # one: t
+    assert sp.dunnett_equicorrelated(k, 20) == pytest.approx(bestset.dunnett_one_sided(corr, 20), abs=0.03)
+    assert sp.dunnett_equicorrelated(1, 10) == pytest.approx(stats.t.ppf(0.95, 10), abs=1e-3)  # one: t
 
 
 @pytest.mark.parametrize("term, key", [("a: 1 vs 0", "a"), ("d: 2 vs 0", "d_level_2"),
                                        ("a x b: (1 vs 0) at 1 minus at 0", "ab")])
 def test_an_effect_the_size_of_the_detectable_effect_is_found_80_percent_of_the_time(term, key):
     n = 2
-    mde = fp.detectable_delta(float(fp.df_at(n, CELLS, RANK)), ALPHA) * SIGMA * np.sqrt(V1[term] / n)
+    mde = sp.detectable_delta(float(sp.df_at(n, CELLS, RANK)), ALPHA) * SIGMA * np.sqrt(V1[term] / n)
     out, names = _sim(n, 7, **{key: mde})
     rate = np.mean(out["p"][names.index(term)] < ALPHA)  # the two-sided test at alpha / m
     assert 0.75 <= rate <= 0.85, (term, mde, rate)
@@ -77,8 +80,8 @@ def test_an_effect_the_size_of_the_detectable_effect_is_found_80_percent_of_the_
 @pytest.mark.parametrize("theta, route", [(0.45, "differs from 0"), (0.1, "no effect larger than X")])
 def test_seeds_needed_for_an_undecided_effect_resolve_it_when_simulated(theta, route):
     x = 0.5 * SIGMA
-    n, why = fp.seeds_to_resolve(theta, V1["a: 1 vs 0"], SIGMA, CELLS, RANK, ALPHA, x)
-    assert why == route and 2 < n < fp.CAP
+    n, why = sp.seeds_to_resolve(theta, V1["a: 1 vs 0"], SIGMA, CELLS, RANK, ALPHA, x)
+    assert why == route and 2 < n < sp.CAP
     out, names = _sim(n, 11, a=theta)
     assert _resolved(out, names.index("a: 1 vs 0"), x) >= 0.75
     out, _ = _sim(max(n // 2, 1), 12, a=theta)  # half the seeds: clearly short of it
@@ -86,11 +89,11 @@ def test_seeds_needed_for_an_undecided_effect_resolve_it_when_simulated(theta, r
 
 
 def test_beyond_the_cap_says_more_than_the_cap():
-    n, why = fp.seeds_to_resolve(0.05, V1["a: 1 vs 0"], SIGMA, CELLS, RANK, ALPHA, 0.01)  # tiny, and a tiny X
-    assert n is None and why == f"more than {fp.CAP}"
-    assert fp.seeds_for_best(np.r_[0.0, np.full(22, 3.0)], 1.0, 24) is None  # a tie with the best: never one cell
-    k = fp.seeds_for_best(np.full(23, 1.5), 1.0, 24)
-    assert k is not None and 5 < k < fp.CAP
+    n, why = sp.seeds_to_resolve(0.05, V1["a: 1 vs 0"], SIGMA, CELLS, RANK, ALPHA, 0.01)  # tiny, and a tiny X
+    assert n is None and why == f"more than {sp.CAP}"
+    assert sp.seeds_for_best(np.r_[0.0, np.full(22, 3.0)], 1.0, 24) is None  # a tie with the best: never one cell
+    k = sp.seeds_for_best(np.full(23, 1.5), 1.0, 24)
+    assert k is not None and 5 < k < sp.CAP
 
 
 def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
@@ -99,7 +102,7 @@ def test_analysis_report_and_summary_json_carry_the_plan(tmp_path):
     assert p["n_seeds"] == 2 and p["alpha"] == pytest.approx(fs.ALPHA / p["m_tests"]) and p["m_tests"] == 20
     bn = next(e for e in p["effects"] if e["term"] == "model.batch_norm: true vs false")
     se = a.effects.set_index("term").loc["model.batch_norm: true vs false", "se"]
-    assert bn["mde_now"] == pytest.approx(fp.detectable_delta(a.effects["df"].iloc[0], p["alpha"]) * se)
+    assert bn["mde_now"] == pytest.approx(sp.detectable_delta(a.effects["df"].iloc[0], p["alpha"]) * se)
     undecided = [e for e in p["effects"] if e["verdict"] == "undecided"]
     assert undecided and all(e["seeds_needed"] or e["route"].startswith("more than") for e in undecided)
     report.build_report(*synth_grid(seeds=range(2), noise=0.004), tmp_path)

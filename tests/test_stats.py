@@ -16,6 +16,8 @@ from conftest import stats_truth as truth
 from statsmodels.formula.api import ols
 
 from fmlab.analysis import bestset
+from fmlab.analysis import fastfit as ff
+from fmlab.analysis import pvalues as fpv
 from fmlab.analysis import stats as fs
 
 
@@ -44,8 +46,8 @@ def test_contrasts_equal_an_independent_statsmodels_fit_and_the_fast_path():
     # a 3-level factor: level 2 vs 0 equals the difference of raw marginal means (balanced design)
     raw = d.groupby("d")["y"].mean()
     assert tab.loc["d: 2 vs 0", "estimate"] == pytest.approx(raw["2"] - raw["0"])
-    X, L, names = fs.contrast_design(d, "y", FACTORS, BASE)
-    fast = fs.fast_contrasts(X, L, d["y"].to_numpy()[:, None])
+    X, L, names = ff.contrast_design(d, "y", FACTORS, BASE)
+    fast = ff.fast_contrasts(X, L, d["y"].to_numpy()[:, None])
     assert names == list(tab.index) and fast["df"] == 32
     for col in ("estimate", "lo", "hi", "p"):
         assert fast[col][:, 0] == pytest.approx(tab[col].to_numpy())
@@ -53,17 +55,17 @@ def test_contrasts_equal_an_independent_statsmodels_fit_and_the_fast_path():
 
 def _simulate(seeds: int, n: int, rng_seed: int, **planted: float) -> tuple[dict, np.ndarray, list[str], pd.DataFrame]:
     d = grid(seeds)
-    X, L, names = fs.contrast_design(d.assign(y=np.random.default_rng(99).normal(size=len(d))), "y", FACTORS, BASE)
+    X, L, names = ff.contrast_design(d.assign(y=np.random.default_rng(99).normal(size=len(d))), "y", FACTORS, BASE)
     rng = np.random.default_rng(rng_seed)
     Y = truth(d, **planted)[:, None] + rng.normal(0, SIGMA, (len(d), n))
-    return fs.fast_contrasts(X, L, Y), Y, names, d
+    return ff.fast_contrasts(X, L, Y), Y, names, d
 
 
 def _verdicts(out: dict, x: float) -> list[list[str]]:
-    tost = fs.tost_p(out["estimate"], out["se"], out["df"], x)
-    adj = fs.holm_adjust_many(np.r_[out["p"], tost])
+    tost = fpv.tost_p(out["estimate"], out["se"], out["df"], x)
+    adj = fpv.holm_adjust_many(np.r_[out["p"], tost])
     m = out["estimate"].shape[0]
-    assert np.allclose(adj[:, 0], fs.holm_adjust(np.r_[out["p"][:, 0], tost[:, 0]]))  # equals statsmodels
+    assert np.allclose(adj[:, 0], fpv.holm_adjust(np.r_[out["p"][:, 0], tost[:, 0]]))  # equals statsmodels
     return [fs.verdicts(out["lo"][:, j], out["hi"][:, j], adj[:m, j], adj[m:, j], x) for j in range(adj.shape[1])]
 
 
@@ -89,7 +91,7 @@ def test_ci_covers_the_true_simple_effect_about_95_percent():
     m = fs.fit_model(d.assign(y=np.random.default_rng(98).normal(size=len(d))), "y", FACTORS, BASE)
     L = (m.mean_at({"a": "1", "b": "1"}) - m.mean_at({"a": "0", "b": "1"}))[None, :]
     Y = truth(d, a=0.8, ab=0.5)[:, None] + np.random.default_rng(4).normal(0, SIGMA, (len(d), 1000))
-    out = fs.fast_contrasts(np.asarray(m.fit.model.exog), L, Y)
+    out = ff.fast_contrasts(np.asarray(m.fit.model.exog), L, Y)
     cover = np.mean((out["lo"][0] <= 1.3) & (1.3 <= out["hi"][0]))
     assert 0.935 <= cover <= 0.965 and abs(out["estimate"][0].mean() - 1.3) < 0.05
 

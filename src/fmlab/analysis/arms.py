@@ -27,10 +27,12 @@ from fmlab.analysis.stats import MIN_EFFECT, effects_table, fit_model, holm_verd
 
 BASELINE = "baseline"
 TEST = "test_acc"
+_NOT_ESTIMATED = dict.fromkeys(("estimate", "lo", "hi", "se", "p", "p_tost"), math.nan)  # an arm the fit lacks
 
 
 def changes_text(changes: dict[str, Any]) -> str:
     """{'train.schedule': 'cosine'} -> 'train.schedule=cosine'."""
+
     def v(x: Any) -> str:
         if isinstance(x, bool):
             return str(x).lower()
@@ -41,8 +43,9 @@ def changes_text(changes: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v(x)}" for k, x in changes.items()) or "(the [base] config)"
 
 
-def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]], same_as_base: set[str],
-                x: float | None = None) -> tuple[pd.DataFrame, Any]:  # fmt: skip
+def arm_effects(
+    done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]], same_as_base: set[str], x: float | None = None
+) -> tuple[pd.DataFrame, Any]:
     """Each arm minus the baseline on metric: contrasts of one OLS fit metric ~ C(arm) + C(seed) over the
     trials (each once); Holm and verdicts over the arms (fmlab.analysis.stats). An arm whose trials another arm
     already holds gets that arm's row; an arm with the baseline's own trials is named, not tested."""
@@ -54,30 +57,39 @@ def arm_effects(done: pd.DataFrame, metric: str, arms: dict[str, dict[str, Any]]
     first = {n: next((m for m in names if ids[m] and ids[m] == ids[n]), n) for n in names}
     own = [n for n in names if first[n] == n]
     once = done[done["arm"].astype(str).isin(own)].drop_duplicates("id").astype({"arm": str})
-    m = fit_model(once.dropna(subset=[metric]), metric, {"arm": own}, {"arm": BASELINE}, interactions=False,
-                  all_pairs=False)
+    m = fit_model(
+        once.dropna(subset=[metric]), metric, {"arm": own}, {"arm": BASELINE}, interactions=False, all_pairs=False
+    )
     if m is None or len(own) < 2:
         return pd.DataFrame(), m
     tab = effects_table(m, metric, x).set_index("level")
     rows = []
     for name, changes in arms.items():
         src = first[name]
-        r = tab.loc[src].to_dict() if src in tab.index else {"estimate": math.nan, "lo": math.nan, "hi": math.nan,
-                                                              "se": math.nan, "p": math.nan, "p_tost": math.nan,
-                                                              "df": m.df_resid}  # fmt: skip
+        r = tab.loc[src].to_dict() if src in tab.index else {**_NOT_ESTIMATED, "df": m.df_resid}
         if name in same_as_base or src != name:
             r["p"], r["p_tost"] = math.nan, math.nan
-        rows.append({"kind": "arm", "term": f"{name} vs {BASELINE}", "arm": name, "changes": changes_text(changes),
-                     "metric": metric, **{k: r[k] for k in ("estimate", "se", "lo", "hi", "df", "p", "p_tost")},
-                     "n_seeds": int(once.loc[once["arm"] == src, "seed"].nunique()),  # this arm's, not the study's
-                     "n_level": int((done["arm"] == name).sum()),
-                     "n_baseline": int((done["arm"] == BASELINE).sum()), "factor": "arm"})  # fmt: skip
+        rows.append(
+            {
+                "kind": "arm",
+                "term": f"{name} vs {BASELINE}",
+                "arm": name,
+                "changes": changes_text(changes),
+                "metric": metric,
+                **{k: r[k] for k in ("estimate", "se", "lo", "hi", "df", "p", "p_tost")},
+                "n_seeds": int(once.loc[once["arm"] == src, "seed"].nunique()),  # this arm's, not the study's
+                "n_level": int((done["arm"] == name).sum()),
+                "n_baseline": int((done["arm"] == BASELINE).sum()),
+                "factor": "arm",
+            }
+        )
     out = pd.DataFrame(rows)
     holm_verdicts([out], x)
     for name in arms:  # twins share the verdict of the arm they duplicate
         if first[name] != name and first[name] != BASELINE:
-            out.loc[out["arm"] == name, ["p_holm", "p_tost_holm", "verdict"]] = \
-                out.loc[out["arm"] == first[name], ["p_holm", "p_tost_holm", "verdict"]].to_numpy()  # fmt: skip
+            out.loc[out["arm"] == name, ["p_holm", "p_tost_holm", "verdict"]] = out.loc[
+                out["arm"] == first[name], ["p_holm", "p_tost_holm", "verdict"]
+            ].to_numpy()
     out.loc[out["arm"].isin(same_as_base), "verdict"] = "same trials as the baseline: not a comparison"
     return out, m
 
@@ -91,11 +103,15 @@ def _shared(done: pd.DataFrame, names: list[str]) -> tuple[set[str], list[str]]:
         twins = [m for m in names[1:] if m != n and ids[m] and ids[m] == ids[n]]
         if twins and n not in seen:
             seen.update([n, *twins])
-            notes.append(f"Arms {', '.join([n, *twins])} resolve to the same configs (same trials): one result, "
-                         "reported under each name.")  # fmt: skip
+            notes.append(
+                f"Arms {', '.join([n, *twins])} resolve to the same configs (same trials): one result, "
+                "reported under each name."
+            )
     if same_base:
-        notes.append(f"Arm(s) {', '.join(sorted(same_base))} resolve to the baseline's own config (the keys they "
-                     "set are unused or already the base values): not compared.")  # fmt: skip
+        notes.append(
+            f"Arm(s) {', '.join(sorted(same_base))} resolve to the baseline's own config (the keys they "
+            "set are unused or already the base values): not compared."
+        )
     return same_base, notes
 
 
@@ -110,11 +126,15 @@ def finding(r: pd.Series, t: pd.Series | None, metric: str) -> str:
     if verdict in ("matters", "real but smaller than X"):
         good = (r["estimate"] > 0) == higher_is_better(metric)
         verdict = f"{verdict} ({'better' if good else 'worse'} {metric})"
-    out = (f"{r['term']} ({r['changes']}): {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
-           f"Holm p {fmt_p(r['p_holm'])} (df {r['df']:.0f}): {verdict}")  # fmt: skip
+    out = (
+        f"{r['term']} ({r['changes']}): {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
+        f"Holm p {fmt_p(r['p_holm'])} (df {r['df']:.0f}): {verdict}"
+    )
     if t is not None and np.isfinite(t["estimate"]):
-        out += (f"; {TEST} {fmt_effect(t['estimate'], TEST)} pts [{fmt_effect(t['lo'], TEST, False)}, "
-                f"{fmt_effect(t['hi'], TEST, False)}]")  # fmt: skip
+        out += (
+            f"; {TEST} {fmt_effect(t['estimate'], TEST)} pts [{fmt_effect(t['lo'], TEST, False)}, "
+            f"{fmt_effect(t['hi'], TEST, False)}]"
+        )
     return out
 
 
@@ -136,8 +156,9 @@ class ArmsDesign(Design):
     def check_columns(self, t: pd.DataFrame, select: str) -> None:
         missing_cols = [c for c in ("id", "state", "seed", "arm", select) if c not in t.columns]
         if missing_cols:
-            raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.analysis.driver.analyse for "
-                             "the contract")  # fmt: skip
+            raise ValueError(
+                f"trials table lacks columns {missing_cols}; see fmlab.analysis.driver.analyse for the contract"
+            )
 
     def label(self, t: pd.DataFrame) -> pd.DataFrame:
         t["arm"] = t["arm"].astype(str)
@@ -158,8 +179,9 @@ class ArmsDesign(Design):
     def contrasts(self, done: pd.DataFrame, select: str, min_effect: dict[str, float], x: float) -> Contrasts:
         same_base, notes = _shared(done, self.names)
         eff, fit = arm_effects(done, select, self.arms, same_base, min_effect.get(select))
-        test = arm_effects(done, TEST, self.arms, same_base, min_effect.get(TEST))[0] if TEST in done \
-            else pd.DataFrame()  # fmt: skip
+        test = (
+            arm_effects(done, TEST, self.arms, same_base, min_effect.get(TEST))[0] if TEST in done else pd.DataFrame()
+        )
         return Contrasts(eff, pd.DataFrame(), test, fit, notes)
 
     def anova_note(self, note: str) -> str:
@@ -168,16 +190,19 @@ class ArmsDesign(Design):
     def best_set_trials(self, done: pd.DataFrame) -> pd.DataFrame:
         return done.drop_duplicates("id").astype({"arm": str})  # the best set among baseline and arms, each once
 
-    def findings(self, c: Contrasts, done: pd.DataFrame, select: str, x: float,
-                 anova_tab: pd.DataFrame | None) -> list[str]:  # fmt: skip
+    def findings(
+        self, c: Contrasts, done: pd.DataFrame, select: str, x: float, anova_tab: pd.DataFrame | None
+    ) -> list[str]:
         eff, test = c.effects, c.test
         tests = {r["arm"]: r for _, r in test.iterrows()} if len(test) else {}
         out = [finding(r, tests.get(r["arm"]), select) for _, r in eff.iterrows()] if len(done) else []
         m = int(eff["m_tests"].iloc[0]) if len(eff) and "m_tests" in eff else 0
         if m:
-            out.append(f"Holm over {m} tests (each arm's test of 0 and its TOST), separately for {select} (the "
-                       f"selection metric) and {TEST} (evaluated only); 95% CIs per arm from the model "
-                       f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f}).")  # fmt: skip
+            out.append(
+                f"Holm over {m} tests (each arm's test of 0 and its TOST), separately for {select} (the "
+                f"selection metric) and {TEST} (evaluated only); 95% CIs per arm from the model "
+                f"{select} ~ arm + seed block (residual df {eff['df'].iloc[0]:.0f})."
+            )
         return out
 
     def plan_tables(self, c: Contrasts) -> tuple[list[pd.DataFrame], dict[str, list[str]]] | None:
@@ -206,14 +231,25 @@ def ranked_header(a: Analysis) -> list[str]:
 
 
 def ranked_rows(a: Analysis, limit: int | None = None) -> list[list[str]]:
-    return [[str(r["rank"]), r["cell"], r["changes"], str(r["n"]), _level(r, a.select), _level(r, TEST)]
-            for _, r in a.cells.head(limit).iterrows()]  # fmt: skip
+    return [
+        [str(r["rank"]), r["cell"], r["changes"], str(r["n"]), _level(r, a.select), _level(r, TEST)]
+        for _, r in a.cells.head(limit).iterrows()
+    ]
 
 
 def effect_header(a: Analysis) -> list[str]:
     _, u = unit(a.select)
-    return ["comparison", f"effect on {a.select}{u}", "95% CI", "Holm p", f"effect on {TEST} pts",
-            f"{TEST} 95% CI", f"{TEST} Holm p", "seeds", "verdict"]  # fmt: skip
+    return [
+        "comparison",
+        f"effect on {a.select}{u}",
+        "95% CI",
+        "Holm p",
+        f"effect on {TEST} pts",
+        f"{TEST} 95% CI",
+        f"{TEST} Holm p",
+        "seeds",
+        "verdict",
+    ]
 
 
 def effect_rows(a: Analysis) -> list[list[str]]:
@@ -224,10 +260,22 @@ def effect_rows(a: Analysis) -> list[list[str]]:
     for _, r in a.effects.iterrows():
         t = tests.get(r["arm"])
         ci = lambda x, m: f"[{fmt_effect(x['lo'], m, False)}, {fmt_effect(x['hi'], m, False)}]"  # noqa: E731
-        tcols = [fmt_effect(t["estimate"], TEST), ci(t, TEST), fmt_p(t["p_holm"]).lstrip("= ")] if t is not None \
-            else ["n/a"] * 3  # fmt: skip
-        rows.append([r["term"], fmt_effect(r["estimate"], a.select), ci(r, a.select),
-                     fmt_p(r["p_holm"]).lstrip("= "), *tcols, str(r["n_seeds"]), r["verdict"]])  # fmt: skip
+        tcols = (
+            [fmt_effect(t["estimate"], TEST), ci(t, TEST), fmt_p(t["p_holm"]).lstrip("= ")]
+            if t is not None
+            else ["n/a"] * 3
+        )
+        rows.append(
+            [
+                r["term"],
+                fmt_effect(r["estimate"], a.select),
+                ci(r, a.select),
+                fmt_p(r["p_holm"]).lstrip("= "),
+                *tcols,
+                str(r["n_seeds"]),
+                r["verdict"],
+            ]
+        )
     return rows
 
 

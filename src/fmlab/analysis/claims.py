@@ -32,25 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fmlab.analysis.claimparse import main_effects
+from fmlab.analysis.pvalues import tost_p
 from fmlab.analysis.ranking import higher_is_better
-from fmlab.analysis.stats import VERDICTS, Fit, contrast, effect_terms, holm_verdicts, tost_p
+from fmlab.analysis.stats import VERDICTS, Fit, contrast, holm_verdicts
 
-KINDS = ("effect", "negligible", "best")
-DIRECTIONS = ("better", "worse")
 CLAIM_VERDICTS = ("supported", "contradicted", "undecided")
-
-
-class ClaimError(ValueError):
-    """A bad [[claims]] entry; the message names the claim and the key (the caller adds the file)."""
-
-
-def term_names(factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid") -> list[str]:
-    """Every term a claim may name: grid effects and two-way interactions, or 'ARM vs baseline' and
-    'ARM vs ARM' (two arms compared with each other, e.g. batch norm with and without the conv bias)."""
-    if design == "arms":
-        arms = [a for a in factors["arm"] if a != baseline["arm"]]
-        return [f"{a} vs {baseline['arm']}" for a in arms] + [f"{a} vs {b}" for a in arms for b in arms if a != b]
-    return [name for name, _, _ in effect_terms(factors, baseline, interactions=True)]
 
 
 def claim_term(c: dict[str, Any]) -> str:
@@ -59,90 +46,15 @@ def claim_term(c: dict[str, Any]) -> str:
     return c["term"] + (" at " + ", ".join(f"{f}={v}" for f, v in at.items()) if at else "")
 
 
-def _mains(factors: dict[str, list[str]], baseline: dict[str, str]) -> dict[str, tuple[str, str, str]]:
-    """Each main effect's name -> (factor, level, reference level)."""
-    return {n: (i["factor"], i["level"], i["baseline"]) for n, i, _ in effect_terms(factors, baseline, False)}
-
-
-def parse_claims(raw: Any, factors: dict[str, list[str]], baseline: dict[str, str], design: str = "grid",
-                 label: Any = str) -> list[dict[str, Any]]:  # fmt: skip
-    """Check [[claims]] against the study's factors (level labels) and baseline; returns plain dicts
-    (text, kind, term | cell, direction). label maps a TOML value to its level label."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
-        raise ClaimError("[[claims]] must be an array of tables, e.g. [[claims]] text = \"...\" kind = \"effect\"")
-    names = term_names(factors, baseline, design)
-    out = []
-    for i, c in enumerate(raw, 1):
-        where = f"[[claims]] #{i}"
-        allowed = {"text", "kind", "term", "direction", "cell", "at"}
-        for k in c:
-            if k not in allowed:
-                raise ClaimError(f"{where}: unknown key '{k}'; allowed: {', '.join(sorted(allowed))}")
-        text, kind = c.get("text"), c.get("kind")
-        if not isinstance(text, str) or not text.strip():
-            raise ClaimError(f"{where}: key 'text': a non-empty string is required (what the claim says)")
-        if kind not in KINDS:
-            raise ClaimError(f"{where} ({text!r}): key 'kind': bad value {kind!r}; allowed: {', '.join(KINDS)}")
-        claim: dict[str, Any] = {"text": text, "kind": kind}
-        if kind == "best":
-            cell = c.get("cell")
-            if not isinstance(cell, dict) or not cell or {"term", "direction", "at"} & set(c):
-                raise ClaimError(f"{where} ({text!r}): kind 'best' takes key 'cell' (a table of factor = level, "
-                                 "e.g. cell = { \"model.pool\" = \"avg\" }) and no 'term', 'direction' or "
-                                 "'at'")  # fmt: skip
-            claim["cell"] = _levels(cell, "cell", factors, label, f"{where} ({text!r})")
-        else:
-            term = c.get("term")
-            if term not in names:
-                near = [n for n in names if isinstance(term, str) and term.split(":")[0] in n][:4]
-                raise ClaimError(f"{where} ({text!r}): key 'term': {term!r} is not an effect this study estimates; "
-                                 f"e.g. {'; '.join(near or names[:4])}")  # fmt: skip
-            claim["term"] = term
-            if "at" in c:
-                mains = _mains(factors, baseline) if design != "arms" else {}
-                at = c["at"]
-                if term not in mains or not isinstance(at, dict) or not at:
-                    raise ClaimError(f"{where} ({text!r}): key 'at' takes a table of factor = level and a main "
-                                     f"effect as 'term' (e.g. term = \"{next(iter(mains), 'f: b vs a')}\", "
-                                     "at = { \"<another factor>\" = <level> })")  # fmt: skip
-                claim["at"] = _levels(at, "at", factors, label, f"{where} ({text!r})")
-                if mains[term][0] in claim["at"]:
-                    raise ClaimError(f"{where} ({text!r}): key 'at': names {mains[term][0]}, the factor of 'term' "
-                                     "itself; 'at' holds the other factors' levels")  # fmt: skip
-            if kind == "effect":
-                if c.get("direction") not in DIRECTIONS:
-                    raise ClaimError(f"{where} ({text!r}): key 'direction': bad value {c.get('direction')!r}; "
-                                     f"allowed: {', '.join(DIRECTIONS)} (in the selection metric's sense)")  # fmt: skip
-                claim["direction"] = c["direction"]
-            elif "direction" in c or "cell" in c:
-                raise ClaimError(f"{where} ({text!r}): kind 'negligible' takes only 'term' (and 'at')")
-        out.append(claim)
-    return out
-
-
-def _levels(table: Any, key: str, factors: dict[str, list[str]], label: Any, where: str) -> dict[str, str]:
-    """A claim's table of factor = level, checked against the study's factors, as level labels."""
-    want = {}
-    for f, v in table.items():
-        if f not in factors:
-            raise ClaimError(f"{where}: key '{key}': unknown factor '{f}'; the study's factors: {', '.join(factors)}")
-        lv = label(v)
-        if lv not in factors[f]:
-            raise ClaimError(f"{where}: key '{key}': {f} = {v!r} is not a level; levels: {', '.join(factors[f])}")
-        want[f] = lv
-    return want
-
-
-def _own_contrast(c: dict[str, Any], factors: dict[str, list[str]], baseline: dict[str, str]
-                  ) -> tuple[dict[str, str], dict[str, str]] | None:  # fmt: skip
+def _own_contrast(
+    c: dict[str, Any], factors: dict[str, list[str]], baseline: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]] | None:
     """The two marginal means a claim compares when the effects table does not hold its term: a simple
     effect (a main effect 'at' other levels) or two arms against each other; None otherwise."""
     if c.get("kind") == "best":
         return None
     if c.get("at"):
-        f, lv, ref = _mains(factors, baseline)[c["term"]]
+        f, lv, ref = main_effects(factors, baseline)[c["term"]]
         return {f: lv, **c["at"]}, {f: ref, **c["at"]}
     base = baseline.get("arm")
     if "arm" in factors and base is not None:
@@ -152,8 +64,14 @@ def _own_contrast(c: dict[str, Any], factors: dict[str, list[str]], baseline: di
     return None
 
 
-def simple_effects(m: Fit | None, claims: list[dict[str, Any]], factors: dict[str, list[str]],
-                   baseline: dict[str, str], metric: str, x: float) -> pd.DataFrame:  # fmt: skip
+def simple_effects(
+    m: Fit | None,
+    claims: list[dict[str, Any]],
+    factors: dict[str, list[str]],
+    baseline: dict[str, str],
+    metric: str,
+    x: float,
+) -> pd.DataFrame:
     """The contrasts claims make that the effects table does not hold (simple effects; arm vs arm), each a
     contrast of the study's fit m, one row each (named by claim_term), with Holm and verdicts over their own
     family. A factor the fit left out (held at one level so far), an arm it lacks, or a contrast the trials
@@ -188,8 +106,11 @@ def _effect_verdict(claim: dict[str, Any], r: pd.Series | None, metric: str) -> 
             return "supported", v
         return ("contradicted", f"matters ({way})") if v == VERDICTS[0] else ("undecided", v)
     if v == VERDICTS[0]:
-        return ("supported", f"matters ({way})") if way == claim["direction"] else \
-            ("contradicted", f"matters the other way ({way})")  # fmt: skip
+        return (
+            ("supported", f"matters ({way})")
+            if way == claim["direction"]
+            else ("contradicted", f"matters the other way ({way})")
+        )
     if v == VERDICTS[1]:
         return "contradicted", f"real ({way}) but smaller than the smallest effect that matters"
     if v == VERDICTS[2]:
@@ -197,44 +118,67 @@ def _effect_verdict(claim: dict[str, Any], r: pd.Series | None, metric: str) -> 
     return "undecided", v
 
 
-def check_claims(claims: list[dict[str, Any]], tables: list[pd.DataFrame], metric: str, x_text: str,
-                 best: dict[str, Any] | None, cells: pd.DataFrame) -> list[dict[str, Any]]:
+def check_claims(
+    claims: list[dict[str, Any]],
+    tables: list[pd.DataFrame],
+    metric: str,
+    x_text: str,
+    best: dict[str, Any] | None,
+    cells: pd.DataFrame,
+) -> list[dict[str, Any]]:
     """Each claim with its verdict, the reason and the evidence (the effect's estimate and CI or the
     matching cells in the best set). tables: the effects and interactions of the selection metric."""
     rows = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else None
     by_term = {r["term"]: r for _, r in rows.iterrows()} if rows is not None else {}
-    out = []
-    for c in claims:
-        res = dict(c)
-        if c["kind"] == "best":
-            if best is None or not len(cells):
-                res.update(verdict="undecided", why="no best set (too few complete trials)")
-            else:
-                match = cells
-                for f, lv in c["cell"].items():
-                    match = match[match[f].astype(str) == lv]
-                names = set(match["cell"])
-                inside = [n for n in best["set"] if n in names]
-                if not names:
-                    res.update(verdict="undecided", why="no complete trial in a matching cell yet")
-                elif len(inside) == len(best["set"]):
-                    res.update(verdict="supported", why=f"every cell of the best set of {len(best['set'])} matches "
-                               f"({len(inside)} of {len(names)} matching cells); best: {best['best']}")  # fmt: skip
-                elif inside:
-                    res.update(verdict="undecided", why=f"{len(inside)} matching and {len(best['set']) - len(inside)} "
-                               f"other cell(s) share the best set of {len(best['set'])}, not told apart; best: "
-                               f"{best['best']}")  # fmt: skip
-                else:
-                    res.update(verdict="contradicted", why=f"none of {len(names)} matching cell(s) in the best set "
-                               f"of {len(best['set'])}; best: {best['best']}")  # fmt: skip
-        else:
-            r = by_term.get(claim_term(c))
-            verdict, why = _effect_verdict(c, r, metric)
-            own = r is not None and r.get("kind") == "simple"  # tested in the claims' own family
-            what = "simple effect" if c.get("at") else ("contrast" if own else "effect")
-            res.update(verdict=verdict, why=f"the {what}'s verdict: {why.replace('X', x_text)}")
-            if r is not None and np.isfinite(r["estimate"]):
-                res.update(estimate=float(r["estimate"]), lo=float(r["lo"]), hi=float(r["hi"]), df=float(r["df"]),
-                           p_holm=float(r["p_holm"]))  # fmt: skip
-        out.append(res)
-    return out
+    return [
+        c | (_best_verdict(c, best, cells) if c["kind"] == "best" else _effect_result(c, by_term, metric, x_text))
+        for c in claims
+    ]
+
+
+def _best_verdict(c: dict[str, Any], best: dict[str, Any] | None, cells: pd.DataFrame) -> dict[str, Any]:
+    """A 'best' claim's verdict and why: do the best set's cells match its cell?"""
+    if best is None or not len(cells):
+        return {"verdict": "undecided", "why": "no best set (too few complete trials)"}
+    match = cells
+    for f, lv in c["cell"].items():
+        match = match[match[f].astype(str) == lv]
+    names = set(match["cell"])
+    inside = [n for n in best["set"] if n in names]
+    if not names:
+        return {"verdict": "undecided", "why": "no complete trial in a matching cell yet"}
+    if len(inside) == len(best["set"]):
+        return {
+            "verdict": "supported",
+            "why": f"every cell of the best set of {len(best['set'])} matches "
+            f"({len(inside)} of {len(names)} matching cells); best: {best['best']}",
+        }
+    if inside:
+        return {
+            "verdict": "undecided",
+            "why": f"{len(inside)} matching and {len(best['set']) - len(inside)} "
+            f"other cell(s) share the best set of {len(best['set'])}, not told apart; best: "
+            f"{best['best']}",
+        }
+    return {
+        "verdict": "contradicted",
+        "why": f"none of {len(names)} matching cell(s) in the best set of {len(best['set'])}; best: {best['best']}",
+    }
+
+
+def _effect_result(c: dict[str, Any], by_term: dict[str, pd.Series], metric: str, x_text: str) -> dict[str, Any]:
+    """An effect or negligible claim's verdict, why, and its effect's estimate, CI, df and Holm p."""
+    r = by_term.get(claim_term(c))
+    verdict, why = _effect_verdict(c, r, metric)
+    own = r is not None and r.get("kind") == "simple"  # tested in the claims' own family
+    what = "simple effect" if c.get("at") else ("contrast" if own else "effect")
+    res: dict[str, Any] = {"verdict": verdict, "why": f"the {what}'s verdict: {why.replace('X', x_text)}"}
+    if r is not None and np.isfinite(r["estimate"]):
+        res.update(
+            estimate=float(r["estimate"]),
+            lo=float(r["lo"]),
+            hi=float(r["hi"]),
+            df=float(r["df"]),
+            p_holm=float(r["p_holm"]),
+        )
+    return res

@@ -7,10 +7,8 @@ COMPLETE trials; nothing here prints or writes.
   median) on the residuals grouped by the levels of the factor whose main effect has the largest |t|,
   since unequal spread shows first where the means differ most (every cell has too few trials for a
   per-cell test); trials with |externally studentized residual| > 4 named by id.
-- Seed-level check (3 or more seeds): the seed-paired estimate. Per seed, the level minus the baseline
-  averaged over the other factors' cells, then a t-interval over seeds (df = seeds - 1) and Holm over the
-  main effects. Where "differs from 0 at Holm" is not the same for the model and the check, the verdict
-  depends on the model, and the report says so.
+- Seed-level check (3 or more seeds): the seed-paired estimate of each main effect (fmlab.analysis.seedcheck);
+  where it and the model disagree, the verdict depends on the model, and the report says so.
 - ``[analysis] transform = "log"``: loss metrics are analysed as log(loss); an effect d is then a ratio
   exp(d) of level to baseline, and min_effect x reads as a ratio inside [exp(-x), exp(x)].
 """
@@ -25,14 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fmlab.analysis.stats import ALPHA, MIN_EFFECT, Fit, holm_adjust, json_safe
+from fmlab.analysis.seedcheck import MIN_SEEDS, SEED_METHOD, disagreement_lines, seed_check
+from fmlab.analysis.stats import MIN_EFFECT, Fit, json_safe
 
 OUTLIER = 4.0  # |externally studentized residual| above this names the trial
-MIN_SEEDS = 3
 TRANSFORMS = ("none", "log")
 LOG_METRICS = ("val_loss", "test_loss")
-SEED_METHOD = ("seed-paired estimate: per seed, the level minus the baseline averaged over the other factors' "
-               "cells; a t-interval over seeds (df = seeds - 1); Holm over the main effects")  # fmt: skip
 
 
 @dataclass
@@ -54,14 +50,19 @@ class Diagnostics:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: what summary.json carries."""
         rows = [{k: json_safe(v) for k, v in r.items()} for r in self.seed_check.to_dict("records")]
-        return {"metric": self.metric, "model": self.model, "n": len(self.residuals),
-                "shapiro_wilk_p": json_safe(self.shapiro_p), "brown_forsythe_p": json_safe(self.bf_p),
-                "brown_forsythe_by": self.bf_by, "outlier_threshold": OUTLIER,
-                "outliers": [{k: json_safe(v) for k, v in o.items()} for o in self.outliers],
-                "seed_check": {"method": self.seed_note, "rows": rows}, "disagreements": self.disagreements,
-                "notes": self.notes}  # fmt: skip
-
-
+        return {
+            "metric": self.metric,
+            "model": self.model,
+            "n": len(self.residuals),
+            "shapiro_wilk_p": json_safe(self.shapiro_p),
+            "brown_forsythe_p": json_safe(self.bf_p),
+            "brown_forsythe_by": self.bf_by,
+            "outlier_threshold": OUTLIER,
+            "outliers": [{k: json_safe(v) for k, v in o.items()} for o in self.outliers],
+            "seed_check": {"method": self.seed_note, "rows": rows},
+            "disagreements": self.disagreements,
+            "notes": self.notes,
+        }
 
 
 # ---------------------------------------------------------------- transform
@@ -87,12 +88,15 @@ def apply_transform(trials: pd.DataFrame, meta: dict[str, Any], select: str) -> 
             raise ValueError(f"transform = log: {m} must be positive; not so in trial(s) {bad}")
         t[m] = np.log(v)
     if select not in LOG_METRICS:
-        return t, [f"transform = log applies to loss metrics only: {select} (the selection metric) is analysed "
-                   "as it is."]  # fmt: skip
+        return t, [
+            f"transform = log applies to loss metrics only: {select} (the selection metric) is analysed as it is."
+        ]
     x = float({**MIN_EFFECT, **(meta.get("min_effect") or {})}.get(select, math.nan))
-    return t, [f"transform = log: {select} is analysed as log({select}) throughout (cells, effects, ANOVA, best "
-               f"set); an effect d is the ratio exp(d) of level to baseline, and min_effect {x:g} reads as a ratio "
-               f"inside [{math.exp(-x):.4f}, {math.exp(x):.4f}] (exp(+-{x:g}))."]  # fmt: skip
+    return t, [
+        f"transform = log: {select} is analysed as log({select}) throughout (cells, effects, ANOVA, best "
+        f"set); an effect d is the ratio exp(d) of level to baseline, and min_effect {x:g} reads as a ratio "
+        f"inside [{math.exp(-x):.4f}, {math.exp(x):.4f}] (exp(+-{x:g}))."
+    ]
 
 
 # ---------------------------------------------------------------- residuals
@@ -110,9 +114,16 @@ def residual_table(fit: Fit, done: pd.DataFrame, metric: str) -> pd.DataFrame:
         raise ValueError("residual_table: the trials given are not the ones the model was fitted to")
     with np.errstate(divide="ignore", invalid="ignore"):
         student = np.asarray(OLSInfluence(res).resid_studentized_external, dtype=float)
-    return pd.DataFrame({"id": rows["id"].astype(str), "cell": rows.get("cell", pd.Series([""] * len(rows))),
-                         "seed": rows["seed"], "fitted": np.asarray(res.fittedvalues, dtype=float),
-                         "resid": np.asarray(res.resid, dtype=float), "student": student})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "id": rows["id"].astype(str),
+            "cell": rows.get("cell", pd.Series([""] * len(rows))),
+            "seed": rows["seed"],
+            "fitted": np.asarray(res.fittedvalues, dtype=float),
+            "resid": np.asarray(res.resid, dtype=float),
+            "student": student,
+        }
+    )
 
 
 def largest_factor(effects: pd.DataFrame) -> str | None:
@@ -136,70 +147,17 @@ def brown_forsythe(resid: np.ndarray, groups: pd.Series) -> float:
     return float(stats.levene(*parts, center="median").pvalue)
 
 
-# ---------------------------------------------------------------- seed-level check
-
-
-def seed_paired(done: pd.DataFrame, metric: str, factor: str, level: str, baseline: str,
-                others: list[str]) -> np.ndarray:  # fmt: skip
-    """Per seed: the mean over the other factors' cells (those observed at both levels in that seed) of
-    level minus baseline. One value per seed that has such a pair."""
-    d = done[done[factor].astype(str).isin([level, baseline])].dropna(subset=[metric])
-    if not len(d):
-        return np.array([])
-    keys = ["seed", *others]
-    d = d.assign(_lv=d[factor].astype(str), **{k: d[k].astype(str) for k in others})
-    cm = d.groupby([*keys, "_lv"])[metric].mean().unstack("_lv")
-    if level not in cm or baseline not in cm:
-        return np.array([])
-    diff = (cm[level] - cm[baseline]).dropna()
-    return diff.groupby(level="seed").mean().to_numpy(float)
-
-
-def seed_check(done: pd.DataFrame, metric: str, effects: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
-    """The seed-paired check of each tested main effect (rows with a finite model p), beside the model's
-    Holm p: estimate, lo, hi, df, p, p_holm (over these rows), and both verdict classes."""
-    rows = []
-    for _, r in effects.iterrows():
-        if not np.isfinite(r.get("p", math.nan)):
-            continue  # not tested by the model (held at one level, or an arm with another's trials)
-        f = str(r["factor"])
-        level = str(r["arm"] if f == "arm" and "arm" in r else r["level"])
-        base = str(r["baseline"]) if "baseline" in r and isinstance(r["baseline"], str) else "baseline"
-        diffs = seed_paired(done, metric, f, level, base, [g for g in factors if g != f])
-        n = len(diffs)
-        est = float(diffs.mean()) if n else math.nan
-        sd = float(diffs.std(ddof=1)) if n > 1 else math.nan
-        half = float(stats.t.ppf(1 - ALPHA / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
-        p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if n > 1 and sd > 0 else math.nan
-        rows.append({"term": r["term"], "estimate": est, "lo": est - half, "hi": est + half, "df": n - 1, "p": p,
-                     "n_seeds": n, "model_estimate": float(r["estimate"]), "model_p_holm": float(r["p_holm"]),
-                     "model_df": float(r["df"])})  # fmt: skip
-    tab = pd.DataFrame(rows)
-    if not len(tab):
-        return tab
-    tab["p_holm"] = holm_adjust(tab["p"].to_numpy(float))
-    tab["model_differs"] = tab["model_p_holm"] < ALPHA
-    tab["check_differs"] = tab["p_holm"] < ALPHA
-    tab["agree"] = ~np.isfinite(tab["p_holm"]) | (tab["model_differs"] == tab["check_differs"])
-    return tab
-
-
-def disagreement_lines(tab: pd.DataFrame) -> list[str]:
-    def says(yes: bool, p: float, df: float) -> str:
-        ps = "< 0.001" if p < 0.001 else f"= {p:.3f}"
-        return f"{'differs from 0' if yes else 'does not differ from 0'} (Holm p {ps}, df {df:.0f})"
-
-    return [f"verdict depends on the model: {r['term']}: the fitted model says it "
-            f"{says(r['model_differs'], r['model_p_holm'], r['model_df'])}; the seed-paired check says it "
-            f"{says(r['check_differs'], r['p_holm'], r['df'])}"
-            for _, r in tab.iterrows() if not r["agree"]]  # fmt: skip
-
-
 # ---------------------------------------------------------------- all of it
 
 
-def diagnose(fit: Fit | None, done: pd.DataFrame, metric: str, effects: pd.DataFrame, factors: list[str],
-             notes: list[str] | None = None) -> Diagnostics | None:  # fmt: skip
+def diagnose(
+    fit: Fit | None,
+    done: pd.DataFrame,
+    metric: str,
+    effects: pd.DataFrame,
+    factors: list[str],
+    notes: list[str] | None = None,
+) -> Diagnostics | None:
     """Residual checks and the seed-level check of one metric's fitted model. done: the COMPLETE trials
     the fit was made from (an arms study's shared trial once per arm); effects: the model's main effects
     (with p_holm); notes: sentences to carry (the transform). None without a fit."""
@@ -214,31 +172,52 @@ def diagnose(fit: Fit | None, done: pd.DataFrame, metric: str, effects: pd.DataF
         notes.append("Shapiro-Wilk not computed (fewer than 3 residuals, or none differ).")
     f = largest_factor(effects)
     bf = brown_forsythe(r, once[f]) if f else math.nan
-    by = (f"residuals grouped by the levels of {f}, the factor with the largest main effect (|t|)" if f
-          else "no tested main effect to group by")  # fmt: skip
+    by = (
+        f"residuals grouped by the levels of {f}, the factor with the largest main effect (|t|)"
+        if f
+        else "no tested main effect to group by"
+    )
     if f and not np.isfinite(bf):
         notes.append(f"Brown-Forsythe not computed: fewer than 2 levels of {f} with 2+ trials.")
     if fit.df_resid < 2:
         notes.append("Studentized residuals need a residual df of 2 or more: outliers not checked.")
     out = res[np.isfinite(res["student"]) & (res["student"].abs() > OUTLIER)]
-    outliers = [{"id": o["id"], "cell": o["cell"], "seed": o["seed"], "student": float(o["student"])}
-                for _, o in out.sort_values("student", key=abs, ascending=False).iterrows()]  # fmt: skip
+    outliers = [
+        {"id": o["id"], "cell": o["cell"], "seed": o["seed"], "student": float(o["student"])}
+        for _, o in out.sort_values("student", key=abs, ascending=False).iterrows()
+    ]
     n_seeds = int(done["seed"].nunique())
     if n_seeds >= MIN_SEEDS:
         tab, note = seed_check(done, metric, effects, factors), SEED_METHOD
     else:
         tab = pd.DataFrame()
         note = f"none ({n_seeds} seed(s); it needs {MIN_SEEDS} or more, df = seeds - 1)"
-    return Diagnostics(metric=metric, model=fit.note, residuals=res, shapiro_p=sw, bf_p=bf, bf_by=by,
-                       outliers=outliers, seed_check=tab, seed_note=note,
-                       disagreements=disagreement_lines(tab) if len(tab) else [], notes=notes)  # fmt: skip
+    return Diagnostics(
+        metric=metric,
+        model=fit.note,
+        residuals=res,
+        shapiro_p=sw,
+        bf_p=bf,
+        bf_by=by,
+        outliers=outliers,
+        seed_check=tab,
+        seed_note=note,
+        disagreements=disagreement_lines(tab) if len(tab) else [],
+        notes=notes,
+    )
 
 
 def limit_lines(d: Diagnostics | None) -> list[str]:
     """The lines the report's Limits section carries: outliers and verdicts that depend on the model."""
     if d is None:
         return []
-    w = [f"{len(d.outliers)} trial(s) with |studentized residual| > {OUTLIER:g} in the {d.metric} model: "
-         + ", ".join(f"{o['id']} ({o['cell']}, seed {o['seed']}, {o['student']:+.1f})" for o in d.outliers)
-         + "."] if d.outliers else []  # fmt: skip
+    w = (
+        [
+            f"{len(d.outliers)} trial(s) with |studentized residual| > {OUTLIER:g} in the {d.metric} model: "
+            + ", ".join(f"{o['id']} ({o['cell']}, seed {o['seed']}, {o['student']:+.1f})" for o in d.outliers)
+            + "."
+        ]
+        if d.outliers
+        else []
+    )
     return w + [s[0].upper() + s[1:] + "." for s in d.disagreements]

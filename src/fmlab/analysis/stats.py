@@ -14,8 +14,8 @@ is left out with one seed (the higher-order interactions are then the error). Ev
 - Best set: fmlab.analysis.bestset (Hsu's multiple comparisons with the best on the cell-means model, with
   Dunnett's one-sided critical value from scipy's multivariate t), on this module's fit.
 
-:func:`contrast_design` and :func:`fast_contrasts` are the same computation vectorised over many
-responses (numpy least squares), used by the simulation tests; tests check they equal statsmodels.
+The same computation vectorised over many responses: fmlab.analysis.fastfit; TOST and Holm's adjustment:
+fmlab.analysis.pvalues.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from fmlab.analysis.pvalues import holm_adjust, tost_p
 from fmlab.analysis.ranking import higher_is_better as higher_is_better  # owned by ranking; kept importable here
 
 ALPHA = 0.05
@@ -79,8 +79,9 @@ def emm_row(grid: pd.DataFrame, X: np.ndarray, cond: dict[str, str]) -> np.ndarr
 
 def _frame(df: pd.DataFrame, metric: str, factors: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, str]]:
     alias = {f: f"f{i}" for i, f in enumerate(factors)}
-    d = pd.DataFrame({a: pd.Categorical(df[f].astype(str), categories=[str(v) for v in factors[f]])
-                      for f, a in alias.items()})  # fmt: skip
+    d = pd.DataFrame(
+        {a: pd.Categorical(df[f].astype(str), categories=[str(v) for v in factors[f]]) for f, a in alias.items()}
+    )
     d["seed"] = pd.Categorical(df["seed"].astype(int))
     d["y"] = df[metric].astype(float).to_numpy()
     return d.reset_index(drop=True), alias
@@ -93,15 +94,22 @@ def _terms(alias: dict[str, str], factors: dict[str, list[str]], interactions: b
     return mains + pairs + (["C(seed)"] if block else [])
 
 
-def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str, str], baseline: dict[str, str],
-               seeds: list[Any], interactions: bool, all_pairs: bool = True
-               ) -> tuple[list[str], np.ndarray, list[dict[str, Any]], pd.DataFrame, np.ndarray]:  # fmt: skip
+def _contrasts(
+    design_info: Any,
+    factors: dict[str, list[str]],
+    alias: dict[str, str],
+    baseline: dict[str, str],
+    seeds: list[Any],
+    interactions: bool,
+    all_pairs: bool = True,
+) -> tuple[list[str], np.ndarray, list[dict[str, Any]], pd.DataFrame, np.ndarray]:
     """Contrast rows over the params: EMMs over a balanced reference grid (every cell x every seed); also
     the grid and its design rows (Fit.mean_at)."""
     keys = list(factors)
     grid = pd.DataFrame(list(itertools.product(*[factors[f] for f in keys], seeds)), columns=[*keys, "seed"])
-    ref = pd.DataFrame({alias[f]: pd.Categorical(grid[f].astype(str), categories=[str(v) for v in factors[f]])
-                        for f in keys})  # fmt: skip
+    ref = pd.DataFrame(
+        {alias[f]: pd.Categorical(grid[f].astype(str), categories=[str(v) for v in factors[f]]) for f in keys}
+    )
     ref["seed"] = pd.Categorical(grid["seed"], categories=seeds)
     X = design_matrix(design_info, ref)
     names, rows, meta = [], [], []
@@ -112,8 +120,9 @@ def _contrasts(design_info: Any, factors: dict[str, list[str]], alias: dict[str,
     return names, np.array(rows).reshape(len(rows), X.shape[1]), meta, grid, X
 
 
-def effect_terms(factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True,
-                 all_pairs: bool = True) -> list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]]:
+def effect_terms(
+    factors: dict[str, list[str]], baseline: dict[str, str], interactions: bool = True, all_pairs: bool = True
+) -> list[tuple[str, dict[str, Any], list[tuple[float, dict[str, str]]]]]:
     """Every effect a grid study's model names, in table order: (name, kind/factor/level/baseline, the
     marginal means it combines as (sign, {factor: level})). A main effect is level minus baseline (with 3+
     levels and all_pairs, also each other pair of levels); a two-way interaction the difference of
@@ -125,21 +134,39 @@ def effect_terms(factors: dict[str, list[str]], baseline: dict[str, str], intera
         others = [x for x in factors[f] if x != b]
         # each level vs the baseline, then (3+ levels) the other pairs, so that a factor whose levels differ
         # only between two non-baseline levels (batch 32 vs 128) shows it as an effect, as its ANOVA term does
-        pairs = [(lv, b) for lv in others] + ([(hi, lo) for lo, hi in itertools.combinations(others, 2)]
-                                              if all_pairs else [])  # arms: each arm against the baseline only
+        pairs = [(lv, b) for lv in others] + (
+            [(hi, lo) for lo, hi in itertools.combinations(others, 2)] if all_pairs else []
+        )  # arms: each arm against the baseline only
         for lv, ref in pairs:
-            out.append((f"{f}: {lv} vs {ref}", {"kind": "main", "factor": f, "level": lv, "baseline": ref},
-                        [(1.0, {f: lv}), (-1.0, {f: ref})]))  # fmt: skip
+            out.append(
+                (
+                    f"{f}: {lv} vs {ref}",
+                    {"kind": "main", "factor": f, "level": lv, "baseline": ref},
+                    [(1.0, {f: lv}), (-1.0, {f: ref})],
+                )
+            )
     if interactions:
         for fa, fb in itertools.combinations(keys, 2):
             a0, b0 = baseline.get(fa, factors[fa][0]), baseline.get(fb, factors[fb][0])
             for a in (x for x in factors[fa] if x != a0):
                 for b in (x for x in factors[fb] if x != b0):
-                    out.append((f"{fa} x {fb}: ({a} vs {a0}) at {b} minus at {b0}",
-                                {"kind": "interaction", "factor": f"{fa} x {fb}", "level": f"{a}, {b}",
-                                 "baseline": f"{a0}, {b0}"},
-                                [(1.0, {fa: a, fb: b}), (-1.0, {fa: a0, fb: b}), (-1.0, {fa: a, fb: b0}),
-                                 (1.0, {fa: a0, fb: b0})]))  # fmt: skip
+                    out.append(
+                        (
+                            f"{fa} x {fb}: ({a} vs {a0}) at {b} minus at {b0}",
+                            {
+                                "kind": "interaction",
+                                "factor": f"{fa} x {fb}",
+                                "level": f"{a}, {b}",
+                                "baseline": f"{a0}, {b0}",
+                            },
+                            [
+                                (1.0, {fa: a, fb: b}),
+                                (-1.0, {fa: a0, fb: b}),
+                                (-1.0, {fa: a, fb: b0}),
+                                (1.0, {fa: a0, fb: b0}),
+                            ],
+                        )
+                    )
     return out
 
 
@@ -150,8 +177,14 @@ def design_matrix(spec: Any, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(FormulaManager().get_matrices(spec, frame, pandas=False), dtype=float)
 
 
-def fit_model(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
-              interactions: bool = True, all_pairs: bool = True) -> Fit | None:  # fmt: skip
+def fit_model(
+    df: pd.DataFrame,
+    metric: str,
+    factors: dict[str, list[str]],
+    baseline: dict[str, str],
+    interactions: bool = True,
+    all_pairs: bool = True,
+) -> Fit | None:
     """OLS of metric on the factors (and their two-way interactions) with the seed as a block; all_pairs:
     a 3+ level factor's effects include the pairs of non-baseline levels (False: each level vs baseline).
     Falls back to main effects when the two-way model leaves no residual df; None when nothing fits."""
@@ -171,12 +204,12 @@ def fit_model(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], base
         fit = ols(formula, data=d).fit()
         if fit.df_resid < 1:
             continue
-        names, L, meta, grid, X = _contrasts(fit.model.data.model_spec, factors, alias, baseline, seeds, inter,
-                                             all_pairs)  # fmt: skip
+        names, L, meta, grid, X = _contrasts(
+            fit.model.data.model_spec, factors, alias, baseline, seeds, inter, all_pairs
+        )
         why = "seed as a block" if block else "one seed, so the residual is the higher-order interactions"
         note = f"{metric} ~ {what}; {why}; residual df {fit.df_resid:.0f}"
-        return Fit(fit, formula, float(fit.df_resid), float(np.sqrt(fit.scale)), names, L, meta, note, alias,
-                   grid, X)  # fmt: skip
+        return Fit(fit, formula, float(fit.df_resid), float(np.sqrt(fit.scale)), names, L, meta, note, alias, grid, X)
     return None
 
 
@@ -195,8 +228,14 @@ def contrast(m: Fit, row: np.ndarray, good: bool | None = None) -> dict[str, flo
         return {"estimate": math.nan, "se": math.nan, "lo": math.nan, "hi": math.nan, "df": m.df_resid, "p": math.nan}
     tt = m.fit.t_test(L)
     lo, hi = (float(v) for v in np.squeeze(tt.conf_int(alpha=ALPHA)))
-    return {"estimate": float(np.squeeze(tt.effect)), "se": float(np.squeeze(tt.sd)), "lo": lo, "hi": hi,
-            "df": m.df_resid, "p": float(np.squeeze(tt.pvalue))}  # fmt: skip
+    return {
+        "estimate": float(np.squeeze(tt.effect)),
+        "se": float(np.squeeze(tt.sd)),
+        "lo": lo,
+        "hi": hi,
+        "df": m.df_resid,
+        "p": float(np.squeeze(tt.pvalue)),
+    }
 
 
 def effects_table(m: Fit, metric: str, min_effect: float) -> pd.DataFrame:
@@ -210,14 +249,6 @@ def effects_table(m: Fit, metric: str, min_effect: float) -> pd.DataFrame:
     return tab
 
 
-def tost_p(est: np.ndarray, se: np.ndarray, df: float, x: float) -> np.ndarray:
-    """Two one-sided tests of |effect| < x: the larger of the two one-sided p-values."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_lo = stats.t.sf((est + x) / se, df)
-        p_hi = stats.t.cdf((est - x) / se, df)
-    return np.maximum(p_lo, p_hi)
-
-
 def holm_verdicts(tabs: list[pd.DataFrame], min_effect: float) -> None:
     """Holm over one family (every effect's test of 0 and its TOST, across the tables), then verdicts;
     in place: columns p_holm, p_tost_holm, m_tests, verdict."""
@@ -228,34 +259,16 @@ def holm_verdicts(tabs: list[pd.DataFrame], min_effect: float) -> None:
         if not len(t):
             continue
         n = len(t)
-        t["p_holm"], t["p_tost_holm"] = adj[i:i + n], adj[i + n:i + 2 * n]
+        t["p_holm"], t["p_tost_holm"] = adj[i : i + n], adj[i + n : i + 2 * n]
         i += 2 * n
         t["m_tests"] = int(np.isfinite(p).sum())
-        t["verdict"] = verdicts(t["lo"].to_numpy(float), t["hi"].to_numpy(float), t["p_holm"].to_numpy(float),
-                                t["p_tost_holm"].to_numpy(float), min_effect)  # fmt: skip
-
-
-def holm_adjust(p: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels), NaN left as NaN."""
-    from statsmodels.stats.multitest import multipletests
-
-    out = np.full(len(p), math.nan)
-    fin = np.isfinite(p)
-    if fin.any():
-        out[fin] = multipletests(p[fin], method="holm")[1]
-    return out
-
-
-def holm_adjust_many(P: np.ndarray) -> np.ndarray:
-    """Holm over each column of P (tests x studies) at once: the simulation path (statsmodels'
-    multipletests, used for a single study, costs a garbage collection per call); tests check both agree."""
-    m = P.shape[0]
-    order = np.argsort(P, axis=0)
-    ps = np.take_along_axis(P, order, axis=0) * (m - np.arange(m))[:, None]
-    ps = np.minimum(np.maximum.accumulate(ps, axis=0), 1.0)
-    out = np.empty_like(ps)
-    np.put_along_axis(out, order, ps, axis=0)
-    return out
+        t["verdict"] = verdicts(
+            t["lo"].to_numpy(float),
+            t["hi"].to_numpy(float),
+            t["p_holm"].to_numpy(float),
+            t["p_tost_holm"].to_numpy(float),
+            min_effect,
+        )
 
 
 def verdicts(lo: np.ndarray, hi: np.ndarray, p_holm: np.ndarray, p_tost_holm: np.ndarray, x: float) -> list[str]:
@@ -270,28 +283,3 @@ def verdicts(lo: np.ndarray, hi: np.ndarray, p_holm: np.ndarray, p_tost_holm: np
         else:
             out.append(VERDICTS[3])
     return out
-
-
-def contrast_design(df: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
-                    interactions: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
-    """The fitted model's design matrix X and contrast matrix L (for fast_contrasts), and effect names."""
-    m = fit_model(df, metric, factors, baseline, interactions)
-    if m is None:
-        raise ValueError("nothing to fit")
-    return np.asarray(m.fit.model.exog), m.L, m.names
-
-
-def fast_contrasts(X: np.ndarray, L: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
-    """For each column of Y (n x r): estimates, se, lo, hi, p of L @ beta; df = n - rank(X)."""
-    beta, _, rank, _ = np.linalg.lstsq(X, Y, rcond=None)
-    resid = Y - X @ beta
-    df = X.shape[0] - rank
-    s2 = (resid**2).sum(axis=0) / df
-    xtx = np.linalg.pinv(X.T @ X)
-    v = np.einsum("ij,jk,ik->i", L, xtx, L)
-    est = L @ beta
-    se = np.sqrt(v[:, None] * s2[None, :])
-    q = stats.t.ppf(1 - ALPHA / 2, df)
-    p = 2 * stats.t.sf(np.abs(est / se), df)
-    return {"estimate": est, "se": se, "lo": est - q * se, "hi": est + q * se, "p": p, "df": df,
-            "sigma2": s2}  # fmt: skip

@@ -58,7 +58,7 @@ def baseline_values(base: dict[str, Any], factors: dict[str, list[Any]]) -> dict
 def claims_section(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]],
             arms: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...]:  # fmt: skip
     """[[claims]]: each names an effect the study estimates (or a partial cell for kind = "best")."""
-    from fmlab.analysis.claims import ClaimError, parse_claims
+    from fmlab.analysis.claimparse import ClaimError, parse_claims
     from fmlab.analysis.formatting import level_label
 
     if "claims" not in doc:
