@@ -22,7 +22,7 @@ from fmlab.study import spec as fstudy
 
 ANALYSIS = Path(driver.__file__).parent
 # the pipeline's steps and the modules that hold them: only the driver may call them
-STEP_MODULES = {"anova", "bestset", "cells", "claims", "diagnostics", "driver", "power", "prose"}
+STEP_MODULES = {"anova", "bestset", "cells", "claims", "claimparse", "diagnostics", "seedcheck", "driver", "power", "seedpower", "prose"}
 STEPS = {"anova", "type2_anova", "best_set", "mark_best_set", "check_claims", "simple_effects", "diagnose",
          "apply_transform", "limit_lines", "seed_plan", "plan_seeds", "warnings_for", "best_line", "cell_table",
          "complete_and_counts", "curve_table", "analyse", "run"}  # fmt: skip
