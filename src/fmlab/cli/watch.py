@@ -57,12 +57,16 @@ def _levels(name: str) -> str:
     return ", ".join(part.split("=", 1)[-1] for part in name.split(", "))
 
 
-def _eta(recs: list[dict[str, Any]], epochs: dict[str, list[dict]], running: list[dict], waiting: int,
-         now: float) -> float | None:  # fmt: skip
+def _eta(
+    recs: list[dict[str, Any]], epochs: dict[str, list[dict]], running: list[dict], waiting: int, now: float
+) -> float | None:
     """Trials to go x a trial's median wall time (finished trials, else epochs x median epoch time),
     over the trials running at once; an upper bound when trials stop early."""
-    walls = [r["finished"] - r["started"] for r in recs
-             if r["state"] == State.COMPLETE and r["started"] and r["finished"] and r["finished"] > r["started"]]
+    walls = [
+        r["finished"] - r["started"]
+        for r in recs
+        if r["state"] == State.COMPLETE and r["started"] and r["finished"] and r["finished"] > r["started"]
+    ]
     if walls:
         per = statistics.median(walls)
     else:
@@ -133,20 +137,38 @@ def look(store: Store, study: str, budget: str | None, ranker: Ranker) -> View:
     running = []
     for r in run_recs:
         last = eps.get(r["id"], [{}])[-1]
-        running.append({"id": r["id"], "cell": _cell(r["cell"]), "epoch": last.get("epoch", 0),
-                        "max_epochs": int(r["config"]["train"]["max_epochs"]), "metric": last.get(select),
-                        "elapsed_s": now - (r["started"] or now)})  # fmt: skip
-    failures = [{"id": r["id"], "cell": _cell(r["cell"]), "error": (r["error"] or "failed").splitlines()[0]}
-                for r in by_state[State.FAILED]]  # fmt: skip
+        running.append(
+            {
+                "id": r["id"],
+                "cell": _cell(r["cell"]),
+                "epoch": last.get("epoch", 0),
+                "max_epochs": int(r["config"]["train"]["max_epochs"]),
+                "metric": last.get(select),
+                "elapsed_s": now - (r["started"] or now),
+            }
+        )
+    failures = [
+        {"id": r["id"], "cell": _cell(r["cell"]), "error": (r["error"] or "failed").splitlines()[0]}
+        for r in by_state[State.FAILED]
+    ]
     ranker(store, study, budget, recs)
     waiting = len(by_state[State.WAITING])
-    note = "nothing RUNNING: is a sweep running this study? (fmlab sweep STUDY_FILE)" if waiting and not running \
-        else ""  # fmt: skip
-    return View(label=f"{study} study ({spec_label(info['spec'], budget)})", select=select, planned=len(recs),
-                done=len(by_state[State.COMPLETE]), failed=len(failures), waiting=waiting, running=running,
-                failures=failures, cells=ranker.header[1] if ranker.header else "cell", header=ranker.header,
-                ranking=ranker.rows,
-                eta_s=_eta(recs, eps, running, waiting, now), note=note)  # fmt: skip
+    note = "nothing RUNNING: is a sweep running this study? (fmlab sweep STUDY_FILE)" if waiting and not running else ""
+    return View(
+        label=f"{study} study ({spec_label(info['spec'], budget)})",
+        select=select,
+        planned=len(recs),
+        done=len(by_state[State.COMPLETE]),
+        failed=len(failures),
+        waiting=waiting,
+        running=running,
+        failures=failures,
+        cells=ranker.header[1] if ranker.header else "cell",
+        header=ranker.header,
+        ranking=ranker.rows,
+        eta_s=_eta(recs, eps, running, waiting, now),
+        note=note,
+    )
 
 
 def _secs(s: float | None) -> str:
@@ -163,8 +185,7 @@ def _metric(v: Any, select: str) -> str:
 
 def status_line(v: View) -> str:
     eta = "done" if v.finished else f"ETA ~{_secs(v.eta_s)}"
-    return (f"{v.done}/{v.planned} COMPLETE, {len(v.running)} running, {v.failed} failed, {v.waiting} waiting; "
-            f"{eta}")  # fmt: skip
+    return f"{v.done}/{v.planned} COMPLETE, {len(v.running)} running, {v.failed} failed, {v.waiting} waiting; {eta}"
 
 
 def render(v: View, height: int, store_path: Path, every_s: float) -> Any:
@@ -174,22 +195,36 @@ def render(v: View, height: int, store_path: Path, every_s: float) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    out: list[Any] = [Text(f"{v.label}  {time.strftime('%H:%M:%S')}", style="bold", no_wrap=True,
-                           overflow="ellipsis")]  # fmt: skip
+    out: list[Any] = [Text(f"{v.label}  {time.strftime('%H:%M:%S')}", style="bold", no_wrap=True, overflow="ellipsis")]
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(ProgressBar(total=max(v.planned, 1), completed=v.done + v.failed, width=20),
-                Text(status_line(v), no_wrap=True, overflow="ellipsis"))
+    bar.add_row(
+        ProgressBar(total=max(v.planned, 1), completed=v.done + v.failed, width=20),
+        Text(status_line(v), no_wrap=True, overflow="ellipsis"),
+    )
     out.append(bar)
     used = 3  # title, bar, footer
 
     def table(title: str, header: list[str], rows: list[list[str]], more: int, flex: int = 1) -> None:
         nonlocal used
-        t = Table(box=None, padding=(0, 1, 0, 0), title=title, title_justify="left", title_style="bold",
-                  show_edge=False, pad_edge=False)  # fmt: skip
+        t = Table(
+            box=None,
+            padding=(0, 1, 0, 0),
+            title=title,
+            title_justify="left",
+            title_style="bold",
+            show_edge=False,
+            pad_edge=False,
+        )
         for i, h in enumerate(header):
             fit = max([len(h), *(len(r[i]) for r in rows)]) if i != flex else None  # only the flex column shrinks
-            t.add_column(h, no_wrap=True, overflow="ellipsis", ratio=1 if i == flex else None, min_width=fit,
-                         justify="right" if i != flex and i else "left")  # fmt: skip
+            t.add_column(
+                h,
+                no_wrap=True,
+                overflow="ellipsis",
+                ratio=1 if i == flex else None,
+                min_width=fit,
+                justify="right" if i != flex and i else "left",
+            )
         for r in rows:
             t.add_row(*r)
         if more:
@@ -198,8 +233,16 @@ def render(v: View, height: int, store_path: Path, every_s: float) -> Any:
         used += 2 + len(rows) + bool(more)
 
     if v.running:
-        rows = [[r["id"][:8], r["cell"], f"{r['epoch']}/{r['max_epochs']}", _metric(r["metric"], v.select),
-                 _secs(r["elapsed_s"])] for r in v.running[:MAX_RUNNING]]  # fmt: skip
+        rows = [
+            [
+                r["id"][:8],
+                r["cell"],
+                f"{r['epoch']}/{r['max_epochs']}",
+                _metric(r["metric"], v.select),
+                _secs(r["elapsed_s"]),
+            ]
+            for r in v.running[:MAX_RUNNING]
+        ]
         table("running", ["trial", v.cells, "epoch", v.select, "time"], rows, len(v.running) - len(rows))
     if v.failures:
         rows = [[f["id"][:8], f["cell"], f["error"]] for f in v.failures[:MAX_FAILED]]

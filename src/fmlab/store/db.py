@@ -66,8 +66,13 @@ class Store(Lifecycle):
         self.root = self.path.parent
         self.host, self.pid = socket.gethostname(), os.getpid()
         if read_only:
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60,
-                                      isolation_level=None, check_same_thread=False)  # fmt: skip
+            self.db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=60,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -77,8 +82,9 @@ class Store(Lifecycle):
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not an fmlab store ({e})") from None
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: store schema {version} is newer than this fmlab ({SCHEMA_VERSION}); "
-                             "upgrade fmlab")  # fmt: skip
+            raise StoreError(
+                f"{self.path}: store schema {version} is newer than this fmlab ({SCHEMA_VERSION}); upgrade fmlab"
+            )
         self.db.execute("PRAGMA busy_timeout = 60000")
         if version < SCHEMA_VERSION and read_only:
             raise StoreError(f"{self.path}: not an fmlab store (schema {version}); 'fmlab sweep' creates one")
@@ -131,8 +137,12 @@ class Store(Lifecycle):
     def study(self, name: str) -> dict[str, Any]:
         for s in self.studies():
             if s["name"] == name:
-                s["budgets"] = [r[0] for r in self.db.execute(
-                    "SELECT DISTINCT budget FROM study_trials WHERE study=? ORDER BY budget", (name,))]  # fmt: skip
+                s["budgets"] = [
+                    r[0]
+                    for r in self.db.execute(
+                        "SELECT DISTINCT budget FROM study_trials WHERE study=? ORDER BY budget", (name,)
+                    )
+                ]
                 return s
         known = ", ".join(s["name"] for s in self.studies()) or "none yet"
         raise StoreError(f"{self.path}: no study '{name}'; studies in this store: {known}")
@@ -142,20 +152,30 @@ class Store(Lifecycle):
         budgets = self.study(name)["budgets"]
         if budget is not None:
             if budget not in budgets:
-                raise StoreError(f"study '{name}' has no trials under budget '{budget}'; it has: "
-                                 f"{', '.join(budgets) or 'none'}")  # fmt: skip
+                raise StoreError(
+                    f"study '{name}' has no trials under budget '{budget}'; it has: {', '.join(budgets) or 'none'}"
+                )
             return budget
         if len(budgets) == 1:
             return budgets[0]
-        raise StoreError(f"study '{name}' has trials under budgets {', '.join(budgets)}; pick one with --budget "
-                         f"(or {name}@{budgets[0]}:best)")  # fmt: skip
+        raise StoreError(
+            f"study '{name}' has trials under budgets {', '.join(budgets)}; pick one with --budget "
+            f"(or {name}@{budgets[0]}:best)"
+        )
 
-    def records(self, study: str | None = None, budget: str | None = None, states: Iterable[str] | None = None,
-                ids: Iterable[str] | None = None) -> list[TrialRecord]:  # fmt: skip
+    def records(
+        self,
+        study: str | None = None,
+        budget: str | None = None,
+        states: Iterable[str] | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> list[TrialRecord]:
         """One record per (study, budget, trial) link: id, study, budget, label, state, seed, cell, config,
         metrics, timings, ... Trials not linked to any study appear with study None."""
-        q = ("SELECT t.*, st.study, st.budget, st.cell, s.spec AS study_spec FROM trials t LEFT JOIN study_trials st "
-             "ON st.trial = t.id LEFT JOIN studies s ON s.name = st.study WHERE 1=1")
+        q = (
+            "SELECT t.*, st.study, st.budget, st.cell, s.spec AS study_spec FROM trials t LEFT JOIN study_trials st "
+            "ON st.trial = t.id LEFT JOIN studies s ON s.name = st.study WHERE 1=1"
+        )
         args: list[Any] = []
         if study is not None:
             q += " AND st.study = ?"
@@ -178,14 +198,26 @@ class Store(Lifecycle):
         for r in self.db.execute(q, args):
             d = dict(r)
             label = spec_label(json.loads(d["study_spec"] or "{}"), d["budget"]) if d["budget"] else None
-            rec: TrialRecord = {"id": d["id"], "study": d["study"], "budget": d["budget"], "label": label,
-                   "state": State(d["state"]),
-                   "seed": d["seed"], "cell": json.loads(d["cell"]) if d["cell"] else {},
-                   "config": json.loads(d["config"]), "metrics": json.loads(d["metrics"] or "{}"),
-                   "best_epoch": d["best_epoch"], "stop_reason": d["stop_reason"], "n_params": d["n_params"],
-                   "timings": json.loads(d["timings"] or "{}"), "attempts": d["attempts"], "error": d["error"],
-                   "owner": f"{d['owner_host']}:{d['owner_pid']}" if d["owner_pid"] else None,
-                   "started": d["started"], "finished": d["finished"]}  # fmt: skip
+            rec: TrialRecord = {
+                "id": d["id"],
+                "study": d["study"],
+                "budget": d["budget"],
+                "label": label,
+                "state": State(d["state"]),
+                "seed": d["seed"],
+                "cell": json.loads(d["cell"]) if d["cell"] else {},
+                "config": json.loads(d["config"]),
+                "metrics": json.loads(d["metrics"] or "{}"),
+                "best_epoch": d["best_epoch"],
+                "stop_reason": d["stop_reason"],
+                "n_params": d["n_params"],
+                "timings": json.loads(d["timings"] or "{}"),
+                "attempts": d["attempts"],
+                "error": d["error"],
+                "owner": f"{d['owner_host']}:{d['owner_pid']}" if d["owner_pid"] else None,
+                "started": d["started"],
+                "finished": d["finished"],
+            }
             out.append(rec)
         return out
 
@@ -200,8 +232,12 @@ class Store(Lifecycle):
 
     def find(self, ref: str) -> str:
         """A trial id from an id or a unique prefix of one."""
-        rows = [r[0] for r in self.db.execute("SELECT id FROM trials WHERE id LIKE ? ORDER BY id",
-                                              (ref.replace("%", "").replace("_", "") + "%",))]  # fmt: skip
+        rows = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM trials WHERE id LIKE ? ORDER BY id", (ref.replace("%", "").replace("_", "") + "%",)
+            )
+        ]
         if ref in rows:
             return ref
         if len(rows) == 1 and ref:
@@ -216,9 +252,13 @@ class Store(Lifecycle):
         recs = self.records(ids=[tid])
         r = self.db.execute("SELECT traceback, log, env FROM trials WHERE id = ?", (tid,)).fetchone()
         rec = {**recs[0], "studies": [{"study": x["study"], "budget": x["budget"]} for x in recs if x["study"]]}
-        rec.update(traceback=r["traceback"], log=r["log"], env=json.loads(r["env"] or "{}"),
-                   checkpoint=str(self.trial_dir(tid)) if rec["state"] == State.COMPLETE.value else None,
-                   epochs=self.epochs([tid]))  # fmt: skip
+        rec.update(
+            traceback=r["traceback"],
+            log=r["log"],
+            env=json.loads(r["env"] or "{}"),
+            checkpoint=str(self.trial_dir(tid)) if rec["state"] == State.COMPLETE.value else None,
+            epochs=self.epochs([tid]),
+        )
         return rec
 
     def best(self, study: str, budget: str | None = None) -> dict[str, Any]:
@@ -241,13 +281,17 @@ def resolve_checkpoint(ref: str, store_path: str | Path = DEFAULT_PATH) -> Path:
     if p.is_dir():
         if (p / "trial.json").is_file():
             return p
-        raise StoreError(f"{p}: not a checkpoint directory (no trial.json); give a trial id, STUDY:best or "
-                         "a directory with trial.json and best.safetensors")  # fmt: skip
+        raise StoreError(
+            f"{p}: not a checkpoint directory (no trial.json); give a trial id, STUDY:best or "
+            "a directory with trial.json and best.safetensors"
+        )
     if p.exists():
         raise StoreError(f"{p}: not a checkpoint directory (want a folder with trial.json and best.safetensors)")
     if "/" in str(ref) or str(ref).startswith("."):
-        raise StoreError(f"{p}: no such checkpoint directory; give a folder with trial.json and best.safetensors, "
-                         "a trial id or STUDY:best")  # fmt: skip
+        raise StoreError(
+            f"{p}: no such checkpoint directory; give a folder with trial.json and best.safetensors, "
+            "a trial id or STUDY:best"
+        )
     s = Store(store_path, create=False)
     try:
         if ref.endswith(":best"):

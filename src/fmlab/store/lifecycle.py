@@ -44,12 +44,14 @@ def _j(x: Any) -> str | None:
     return None if x is None else json.dumps(x, allow_nan=False)
 
 
-_EPOCH_INSERT = (f"INSERT OR REPLACE INTO epochs (trial, {', '.join(EPOCH_ROW)}) "
-                 f"VALUES ({', '.join('?' * (1 + len(EPOCH_ROW)))})")  # fmt: skip
+_EPOCH_INSERT = (
+    f"INSERT OR REPLACE INTO epochs (trial, {', '.join(EPOCH_ROW)}) VALUES ({', '.join('?' * (1 + len(EPOCH_ROW)))})"
+)
 
 
-def _insert_epochs(db: sqlite3.Connection, tid: str, rows: Iterable[dict[str, Any]], *,
-                   replace_all: bool = False) -> None:
+def _insert_epochs(
+    db: sqlite3.Connection, tid: str, rows: Iterable[dict[str, Any]], *, replace_all: bool = False
+) -> None:
     """The one write of epoch rows (columns: fmlab.config.metrics.EPOCH_ROW): a row replaces the trial's row
     of the same epoch; replace_all drops the trial's other rows first (a finished or imported trial)."""
     if replace_all:
@@ -68,15 +70,18 @@ class Lifecycle:
         def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
         def state_dir(self, tid: str) -> Path: ...
 
-    def transition(self, db: sqlite3.Connection, tid: str, to: State, frm: tuple[State, ...], *,
-                   owned: bool = False, **cols: Any) -> bool:
+    def transition(
+        self, db: sqlite3.Connection, tid: str, to: State, frm: tuple[State, ...], *, owned: bool = False, **cols: Any
+    ) -> bool:
         """The one place a trial's state changes: UPDATE the row from one of frm to to (and set cols) when it
         is in one of frm (and, with owned, RUNNING under this process). False when the row is not in such a
         state (another sweep took it, or it is gone); TransitionError for a pair TRANSITIONS lacks."""
         bad = [f for f in frm if (f, to) not in TRANSITIONS]
         if bad:
-            raise TransitionError(f"trial {tid}: {bad[0].value} -> {to.value} is not an allowed state change; "
-                                  f"allowed: {', '.join(f'{a}->{b}' for a, b in TRANSITIONS)}")  # fmt: skip
+            raise TransitionError(
+                f"trial {tid}: {bad[0].value} -> {to.value} is not an allowed state change; "
+                f"allowed: {', '.join(f'{a}->{b}' for a, b in TRANSITIONS)}"
+            )
         sets = ", ".join(f"{k}=?" for k in ("state", *cols))
         where = f"id=? AND state IN ({','.join('?' * len(frm))})"
         args: list[Any] = [to.value, *cols.values(), tid, *(f.value for f in frm)]
@@ -87,8 +92,9 @@ class Lifecycle:
 
     def _stale_ids(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
         now = time.time()
-        rows = self.db.execute("SELECT id, owner_host, owner_pid, heartbeat FROM trials WHERE state = ?",
-                               (State.RUNNING.value,)).fetchall()  # fmt: skip
+        rows = self.db.execute(
+            "SELECT id, owner_host, owner_pid, heartbeat FROM trials WHERE state = ?", (State.RUNNING.value,)
+        ).fetchall()
         want = set(ids) if ids is not None else None
         out = []
         for r in rows:
@@ -117,11 +123,21 @@ class Lifecycle:
         min_effect) from its file; trials are untouched. plan() calls it; so does publish, so that a
         report follows the study file's current analysis keys."""
         now = time.time()
-        args = (study.name, study.description, study.path, study.select, _j(_columns(study)), _j(study.spec()),
-                now, now)
-        sql = ("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
-               "description=excluded.description, path=excluded.path, select_metric=excluded.select_metric, "
-               "factors=excluded.factors, spec=excluded.spec, updated=excluded.updated")
+        args = (
+            study.name,
+            study.description,
+            study.path,
+            study.select,
+            _j(_columns(study)),
+            _j(study.spec()),
+            now,
+            now,
+        )
+        sql = (
+            "INSERT INTO studies VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+            "description=excluded.description, path=excluded.path, select_metric=excluded.select_metric, "
+            "factors=excluded.factors, spec=excluded.spec, updated=excluded.updated"
+        )
         if db is not None:
             db.execute(sql, args)
             return
@@ -135,11 +151,16 @@ class Lifecycle:
         with self.tx() as db:
             self.record_study(study, db)
             for t in trials:
-                db.execute("INSERT OR IGNORE INTO trials (id, config, seed, state, created) VALUES (?,?,?,?,?)",
-                           (t.id, _j(t.config.to_dict()), t.seed, State.WAITING.value, now))  # fmt: skip
+                db.execute(
+                    "INSERT OR IGNORE INTO trials (id, config, seed, state, created) VALUES (?,?,?,?,?)",
+                    (t.id, _j(t.config.to_dict()), t.seed, State.WAITING.value, now),
+                )
                 # the cell follows the study file: an arm added later may share an existing trial
-                db.execute("INSERT INTO study_trials VALUES (?,?,?,?) ON CONFLICT(study, budget, trial) DO UPDATE "
-                           "SET cell=excluded.cell", (study.name, study.budget, t.id, _j(t.cell)))  # fmt: skip
+                db.execute(
+                    "INSERT INTO study_trials VALUES (?,?,?,?) ON CONFLICT(study, budget, trial) DO UPDATE "
+                    "SET cell=excluded.cell",
+                    (study.name, study.budget, t.id, _j(t.cell)),
+                )
             if retry_failed:
                 for tid in ids:
                     if self.transition(db, tid, W, (F,), error=None, traceback=None, attempts=0):
@@ -184,8 +205,17 @@ class Lifecycle:
         with self.tx() as db:
             for tid in ids:
                 n = db.execute("SELECT attempts FROM trials WHERE id=? AND state=?", (tid, W.value)).fetchone()
-                if n is not None and self.transition(db, tid, R, (W,), owner_host=self.host, owner_pid=self.pid,
-                                                heartbeat=now, started=now, attempts=(n[0] or 0) + 1):  # fmt: skip
+                if n is not None and self.transition(
+                    db,
+                    tid,
+                    R,
+                    (W,),
+                    owner_host=self.host,
+                    owner_pid=self.pid,
+                    heartbeat=now,
+                    started=now,
+                    attempts=(n[0] or 0) + 1,
+                ):
                     got.append(tid)
                     if first:
                         break
@@ -193,8 +223,10 @@ class Lifecycle:
 
     def heartbeat(self) -> None:
         with self.tx() as db:
-            db.execute("UPDATE trials SET heartbeat=? WHERE state=? AND owner_host=? AND owner_pid=?",
-                       (time.time(), State.RUNNING.value, self.host, self.pid))  # fmt: skip
+            db.execute(
+                "UPDATE trials SET heartbeat=? WHERE state=? AND owner_host=? AND owner_pid=?",
+                (time.time(), State.RUNNING.value, self.host, self.pid),
+            )
 
     def add_epoch(self, tid: str, row: dict[str, float]) -> None:
         with self.tx() as db:
@@ -205,10 +237,23 @@ class Lifecycle:
         checkpoint files into ckpt (files first, then the row); drops the resume state."""
         now = time.time()
         with self.tx() as db:
-            if not self.transition(db, tid, C, (R,), owned=True, finished=now, metrics=_j(result.metrics),
-                              timings=_j(result.timings), env=_j(result.env), best_epoch=result.best_epoch,
-                              stop_reason=result.stop_reason, n_params=result.n_params, log=log, owner_pid=None,
-                              heartbeat=None):  # fmt: skip
+            if not self.transition(
+                db,
+                tid,
+                C,
+                (R,),
+                owned=True,
+                finished=now,
+                metrics=_j(result.metrics),
+                timings=_j(result.timings),
+                env=_j(result.env),
+                best_epoch=result.best_epoch,
+                stop_reason=result.stop_reason,
+                n_params=result.n_params,
+                log=log,
+                owner_pid=None,
+                heartbeat=None,
+            ):
                 return False  # no longer ours (taken back as stale): the other owner writes it
             _insert_epochs(db, tid, result.epochs, replace_all=True)
             for kind, name in (("weights", "best.safetensors"), ("trial_json", "trial.json")):
@@ -216,21 +261,47 @@ class Lifecycle:
         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
         return True
 
-    def import_complete(self, tid: str, *, metrics: dict[str, float], timings: dict[str, Any], env: dict[str, Any],
-                        best_epoch: int | None, stop_reason: str | None, n_params: int | None,
-                        epochs: list[dict[str, Any]], started: float | None = None,
-                        finished: float | None = None, state: State = C,
-                        error: str | None = None) -> None:  # fmt: skip
+    def import_complete(
+        self,
+        tid: str,
+        *,
+        metrics: dict[str, float],
+        timings: dict[str, Any],
+        env: dict[str, Any],
+        best_epoch: int | None,
+        stop_reason: str | None,
+        n_params: int | None,
+        epochs: list[dict[str, Any]],
+        started: float | None = None,
+        finished: float | None = None,
+        state: State = C,
+        error: str | None = None,
+    ) -> None:
         """Mark a planned trial COMPLETE (or FAILED, with its error) with results from elsewhere (`fmlab
         import`); its epochs replace any. A RUNNING trial (a live sweep) is left alone."""
         with self.tx() as db:
             to = State(state)
             frm = tuple(f for f in (W, F, C) if (f, to) in TRANSITIONS)  # never a RUNNING row (a live sweep)
-            if not self.transition(db, tid, to, frm, started=started, finished=finished or time.time(),
-                              metrics=_j(metrics or None), timings=_j(timings or None), env=_j(env),
-                              best_epoch=best_epoch, stop_reason=stop_reason, n_params=n_params, error=error,
-                              traceback=None, log="imported by fmlab import", owner_host=None, owner_pid=None,
-                              heartbeat=None):  # fmt: skip
+            if not self.transition(
+                db,
+                tid,
+                to,
+                frm,
+                started=started,
+                finished=finished or time.time(),
+                metrics=_j(metrics or None),
+                timings=_j(timings or None),
+                env=_j(env),
+                best_epoch=best_epoch,
+                stop_reason=stop_reason,
+                n_params=n_params,
+                error=error,
+                traceback=None,
+                log="imported by fmlab import",
+                owner_host=None,
+                owner_pid=None,
+                heartbeat=None,
+            ):
                 return
             _insert_epochs(db, tid, epochs, replace_all=True)
         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
@@ -242,12 +313,24 @@ class Lifecycle:
 
     def fail(self, tid: str, error: str, traceback: str, log: str = "") -> None:
         with self.tx() as db:
-            self.transition(db, tid, F, (R,), owned=True, finished=time.time(), error=error, traceback=traceback,
-                            log=log, owner_pid=None, heartbeat=None)  # fmt: skip
+            self.transition(
+                db,
+                tid,
+                F,
+                (R,),
+                owned=True,
+                finished=time.time(),
+                error=error,
+                traceback=traceback,
+                log=log,
+                owner_pid=None,
+                heartbeat=None,
+            )
 
     def release(self, tids: Iterable[str], error: str | None = None) -> None:
         """Give trials back (WAITING) so the next sweep redoes them from their last saved epoch."""
         with self.tx() as db:
             for tid in tids:
-                self.transition(db, tid, W, (R,), owned=True, owner_host=None, owner_pid=None, heartbeat=None,
-                                error=error)
+                self.transition(
+                    db, tid, W, (R,), owned=True, owner_host=None, owner_pid=None, heartbeat=None, error=error
+                )
