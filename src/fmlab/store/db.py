@@ -3,7 +3,8 @@
 Only the sweep's parent process writes. A RUNNING trial names its owner (host, pid) and carries a
 heartbeat; it is taken back (to WAITING) only when its owner is gone: the heartbeat expired, or the
 owner pid on this host no longer exists. Claims are atomic (BEGIN IMMEDIATE + conditional UPDATE),
-so concurrent sweeps never run the same trial twice (the writes: fmlab.store.lifecycle; the states: fmlab.store.states).
+so concurrent sweeps never run the same trial twice (the writes: fmlab.store.lifecycle and fmlab.store.planning;
+the states: fmlab.store.states; the tables: fmlab.store.schema).
 Checkpoints live next to the file:
 <store dir>/trials/<id>/best.safetensors + trial.json, resume state in <id>/state/ until COMPLETE.
 """
@@ -14,8 +15,8 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +25,19 @@ from fmlab.config.metrics import EPOCH_COLS as EPOCH_COLS  # defined once, in fm
 from fmlab.store.lifecycle import HEARTBEAT_S as HEARTBEAT_S
 from fmlab.store.lifecycle import HEARTBEAT_TTL_S as HEARTBEAT_TTL_S
 from fmlab.store.lifecycle import Lifecycle
+from fmlab.store.planning import Planning
+from fmlab.store.schema import connect, write_tx
 from fmlab.store.states import TRANSITIONS as TRANSITIONS  # re-exported: the store's callers import them from here
 from fmlab.store.states import Plan as Plan
 from fmlab.store.states import State, StoreError, TrialRecord
 from fmlab.store.states import TransitionError as TransitionError
 
-SCHEMA_VERSION = 1
 DEFAULT_PATH = Path("runs/fmlab.db")
 
-DDL = """
-CREATE TABLE IF NOT EXISTS studies (
-  name TEXT PRIMARY KEY, description TEXT, path TEXT, select_metric TEXT NOT NULL,
-  factors TEXT NOT NULL, spec TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS trials (
-  id TEXT PRIMARY KEY, config TEXT NOT NULL, seed INTEGER NOT NULL, state TEXT NOT NULL,
-  owner_host TEXT, owner_pid INTEGER, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0,
-  created REAL NOT NULL, started REAL, finished REAL, error TEXT, traceback TEXT, log TEXT,
-  metrics TEXT, timings TEXT, env TEXT, best_epoch INTEGER, stop_reason TEXT, n_params INTEGER);
-CREATE INDEX IF NOT EXISTS trials_state ON trials(state);
-CREATE TABLE IF NOT EXISTS study_trials (
-  study TEXT NOT NULL REFERENCES studies(name), budget TEXT NOT NULL, trial TEXT NOT NULL REFERENCES trials(id),
-  cell TEXT NOT NULL, PRIMARY KEY (study, budget, trial));
-CREATE TABLE IF NOT EXISTS epochs (
-  trial TEXT NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL, lr REAL, train_loss REAL, train_acc REAL,
-  val_loss REAL, val_acc REAL, epoch_s REAL, PRIMARY KEY (trial, epoch));
-CREATE TABLE IF NOT EXISTS artifacts (
-  trial TEXT NOT NULL REFERENCES trials(id), kind TEXT NOT NULL, path TEXT NOT NULL, created REAL NOT NULL,
-  PRIMARY KEY (trial, kind));
-"""
 
-
-class Store(Lifecycle):
-    """A store file: the connection, the checkpoint layout and the reads; the writes are Lifecycle's."""
+class Store(Lifecycle, Planning):
+    """A store file: the connection, the checkpoint layout and the reads; the writes are Lifecycle's and
+    Planning's."""
 
     def __init__(self, path: str | Path = DEFAULT_PATH, *, create: bool = True, read_only: bool = False):
         """read_only: a connection that cannot write (mode=ro), for watchers and live reports: it takes
@@ -65,37 +47,7 @@ class Store(Lifecycle):
             raise StoreError(f"{self.path}: no store here; run 'fmlab sweep STUDY_FILE' first or pass --store PATH")
         self.root = self.path.parent
         self.host, self.pid = socket.gethostname(), os.getpid()
-        if read_only:
-            self.db = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                timeout=60,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        try:
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not an fmlab store ({e})") from None
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: store schema {version} is newer than this fmlab ({SCHEMA_VERSION}); upgrade fmlab"
-            )
-        self.db.execute("PRAGMA busy_timeout = 60000")
-        if version < SCHEMA_VERSION and read_only:
-            raise StoreError(f"{self.path}: not an fmlab store (schema {version}); 'fmlab sweep' creates one")
-        if version < SCHEMA_VERSION:
-            self.db.execute("PRAGMA journal_mode = WAL")
-            with self.tx():
-                for stmt in DDL.split(";"):
-                    if stmt.strip():
-                        self.db.execute(stmt)
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db = connect(self.path, read_only=read_only)
 
     def close(self) -> None:
         self.db.close()
@@ -106,16 +58,9 @@ class Store(Lifecycle):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction that takes the write lock up front (no lock upgrades, no deadlocks)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        return write_tx(self.db)
 
     def trial_dir(self, tid: str) -> Path:
         return self.trial_dir_of(self.path, tid)
