@@ -11,15 +11,17 @@ The CLI is a thin layer over these functions (plus printing); nothing here print
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab.api.frames import METRIC_COLS as METRIC_COLS
+from fmlab.api.frames import STATES as STATES
+from fmlab.api.frames import typed_epochs, typed_trials
 from fmlab.api.single import Trained, default_train_dir, make_config, predict, train_trial
 from fmlab.config.metrics import EPOCH_COLS as EPOCH_METRICS
-from fmlab.config.states import State
 from fmlab.store.db import DEFAULT_PATH
 from fmlab.sweep.plan import (
     Sweep,
@@ -64,9 +66,6 @@ __all__ = [
     "sweep_slots",
     "train_trial",
 ]
-
-STATES = tuple(s.value for s in State)  # a trial's states, in order (the trials table's categories)
-METRIC_COLS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_s", "total_s", "train_images_per_s")
 
 
 @contextmanager
@@ -142,47 +141,6 @@ class StoreHandle:
         return resolve_checkpoint(ref, self.path)
 
 
-def _typed_trials(rows: list[dict[str, Any]], factors: Mapping[str, list[Any]]) -> pd.DataFrame:
-    """Stable columns and dtypes whatever the states: metrics float64, seed int64, state categorical,
-    each factor column typed by the study's levels (bool, int64, float64, or str)."""
-    import pandas as pd
-
-    head = ["id", "study", "budget", "label", "state", "seed", *factors]
-    tail = [
-        "val_loss",
-        "val_acc",
-        "test_loss",
-        "test_acc",
-        "epochs",
-        "best_epoch",
-        "stop_reason",
-        "n_params",
-        "train_s",
-        "total_s",
-        "train_images_per_s",
-        "error",
-        "config",
-    ]
-    df = pd.DataFrame(rows, columns=head + tail)
-    types: dict[str, Any] = {c: "float64" for c in METRIC_COLS}
-    types.update(
-        seed="int64", epochs="int64", best_epoch="Int64", n_params="Int64", state=pd.CategoricalDtype(list(STATES))
-    )
-    for f, levels in factors.items():
-        types[f] = _level_dtype(levels)
-    return df.astype(types)
-
-
-def _level_dtype(levels: list[Any]) -> str:
-    if levels and all(isinstance(v, bool) for v in levels):
-        return "bool"
-    if levels and all(isinstance(v, int) and not isinstance(v, bool) for v in levels):
-        return "int64"
-    if levels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
-        return "float64"
-    return "object"
-
-
 @dataclass(frozen=True)
 class StudyHandle:
     """One study under one budget in a store: its trials and epochs as DataFrames, analysis, report."""
@@ -193,19 +151,11 @@ class StudyHandle:
 
     def inputs(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
         """(trials, epochs, meta): the contract of fmlab.analysis.driver.analyse, typed (see trials())."""
-        import pandas as pd
-
         from fmlab.report.export import report_inputs
 
         with _opened(self.store.path) as s:
             trials, epochs, meta = report_inputs(s, self.name, self.budget)
-        tdf = _typed_trials(trials, meta["factors"])
-        ecols = ["trial_id", "seed", *meta["factors"], "epoch", *EPOCH_METRICS]
-        types = {"seed": "int64", "epoch": "int64", **{c: "float64" for c in EPOCH_METRICS}}
-        if meta["design"] != "arms":  # an arms study's epoch rows name the sharing arms, comma-joined
-            types.update({f: _level_dtype(v) for f, v in meta["factors"].items()})
-        edf = pd.DataFrame(epochs, columns=ecols).astype(types)
-        return tdf, edf, meta
+        return typed_trials(trials, meta["factors"]), typed_epochs(epochs, meta), meta
 
     def meta(self) -> dict[str, Any]:
         """study, budget, label, select, planned, description, design, base, factors, baseline (arms: arms)."""
