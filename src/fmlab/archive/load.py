@@ -81,16 +81,41 @@ def _epochs_by_trial(
 
 def load_folder(folder: str | Path) -> dict[str, Any]:
     """Read and check a results folder against the current code and study file (nothing is written)."""
-    from fmlab.config.schema import ConfigError, from_dict
-    from fmlab.study import spec as fstudy
-
     d = Path(folder)
     if not d.is_dir():
         raise PublishError(f"{d}: not a folder; give a results folder like results/seed-cpu")
+    run = _read_run(d)
+    st = _load_study(d, run)
+    planned = {t.id: t for t in st.trials()}
+    rows = read_csv(d / "trials.csv")
+    epochs = read_csv(d / "epochs.csv")
+    listed, complete = _check_trials(d, run, rows, planned)
+    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, complete)
+    _check_best(d, run, complete)
+    return {
+        "dir": d,
+        "run": run,
+        "study": st,
+        "planned": planned,
+        "listed": list(dict.fromkeys(listed)),
+        "complete": complete,
+        "epochs": by_trial,
+    }
+
+
+def _read_run(d: Path) -> dict[str, Any]:
+    """run.json, with the keys an import needs."""
     run = _read_json(d / "run.json")
     for k in ("study", "budget", "study_file", "seeds"):
         if k not in run:
             raise PublishError(f"{d / 'run.json'}: no '{k}' key; republish the folder with 'fmlab publish'")
+    return run
+
+
+def _load_study(d: Path, run: dict[str, Any]) -> Any:
+    """run.json's study file loaded under its budget and seeds; it must be the study the folder names."""
+    from fmlab.study import spec as fstudy
+
     sf = _find_study_file(d, run["study_file"])
     try:
         st = fstudy.load(sf, run["budget"], tuple(run["seeds"]))
@@ -101,9 +126,16 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
             f"{d / 'run.json'}: study '{run['study']}' but {run['study_file']} is study '{st.name}'; "
             "republish the folder from that study file"
         )
-    planned = {t.id: t for t in st.trials()}
-    rows = read_csv(d / "trials.csv")
-    epochs = read_csv(d / "epochs.csv")
+    return st
+
+
+def _check_trials(
+    d: Path, run: dict[str, Any], rows: list[dict[str, str]], planned: Mapping[str, Any]
+) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(the ids trials.csv lists, its COMPLETE and FAILED rows by id): each row's config must hash to its id
+    with this code and be a planned trial of the study file now."""
+    from fmlab.config.schema import ConfigError, from_dict
+
     fix = (
         f"the study file or the code changed since the folder was published (commit {run.get('commit')}); "
         f"check out that commit, or republish with 'fmlab publish {run['study_file']} --budget {run['budget']}'"
@@ -128,7 +160,11 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
         listed.append(tid)
         if r.get("state") in (State.COMPLETE, State.FAILED):
             complete[tid] = r
-    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, complete)
+    return listed, complete
+
+
+def _check_best(d: Path, run: dict[str, Any], complete: Mapping[str, dict[str, str]]) -> None:
+    """The best trial run.json names: its checkpoint files in best/, a COMPLETE row of trials.csv."""
     best = run.get("best")
     if best:
         for f in BEST_FILES:
@@ -136,15 +172,6 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
                 raise PublishError(f"{d / 'best' / f}: not found; run.json names best trial {best}; republish")
         if complete.get(best, {}).get("state") != State.COMPLETE:
             raise PublishError(f"{d / 'run.json'}: best trial {best} is not a COMPLETE row of trials.csv; republish")
-    return {
-        "dir": d,
-        "run": run,
-        "study": st,
-        "planned": planned,
-        "listed": list(dict.fromkeys(listed)),
-        "complete": complete,
-        "epochs": by_trial,
-    }
 
 
 def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> dict[str, Any]:
