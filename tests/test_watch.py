@@ -108,7 +108,8 @@ def test_view_of_failures_and_many_running_trials_fits_80x24(tmp_path):
 
     from rich.console import Console
 
-    from fmlab.cli.watch import Ranker, look, render
+    from fmlab.cli.watch import render
+    from fmlab.cli.watch_view import Ranker, look
     from fmlab.store.db import Store
     from fmlab.study import spec as fstudy
 

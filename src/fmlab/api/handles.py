@@ -11,15 +11,17 @@ The CLI is a thin layer over these functions (plus printing); nothing here print
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab.api.frames import METRIC_COLS as METRIC_COLS
+from fmlab.api.frames import STATES as STATES
+from fmlab.api.frames import typed_epochs, typed_trials
 from fmlab.api.single import Trained, default_train_dir, make_config, predict, train_trial
 from fmlab.config.metrics import EPOCH_COLS as EPOCH_METRICS
-from fmlab.config.states import State
 from fmlab.store.db import DEFAULT_PATH
 from fmlab.sweep.plan import (
     Sweep,
@@ -41,13 +43,29 @@ if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `impor
     from fmlab.store.db import Store
     from fmlab.sweep.loop import Progress
 
-__all__ = ["EPOCH_METRICS", "METRIC_COLS", "STATES", "StoreHandle", "StudyHandle", "Sweep", "SweepLayout",
-           "SweepOutcome", "SweepPlan", "Trained", "check_dataset", "check_device", "default_train_dir",
-           "make_config", "open_store", "open_sweep", "plan_sweep", "predict", "run_study", "sweep_slots",
-           "train_trial"]  # fmt: skip
-
-STATES = tuple(s.value for s in State)  # a trial's states, in order (the trials table's categories)
-METRIC_COLS = ("val_loss", "val_acc", "test_loss", "test_acc", "train_s", "total_s", "train_images_per_s")
+__all__ = [
+    "EPOCH_METRICS",
+    "METRIC_COLS",
+    "STATES",
+    "StoreHandle",
+    "StudyHandle",
+    "Sweep",
+    "SweepLayout",
+    "SweepOutcome",
+    "SweepPlan",
+    "Trained",
+    "check_dataset",
+    "check_device",
+    "default_train_dir",
+    "make_config",
+    "open_store",
+    "open_sweep",
+    "plan_sweep",
+    "predict",
+    "run_study",
+    "sweep_slots",
+    "train_trial",
+]
 
 
 @contextmanager
@@ -82,10 +100,18 @@ class StoreHandle:
         with _opened(self.path) as s:
             for info in s.studies():
                 full = s.study(info["name"])
-                rows.append({"name": info["name"], "description": info["description"], "path": info["path"],
-                             "select": info["select_metric"], "design": info["spec"].get("design", "grid"),
-                             "factors": list(info["factors"]), "budgets": full["budgets"],
-                             "trials": len(s.records(info["name"]))})  # fmt: skip
+                rows.append(
+                    {
+                        "name": info["name"],
+                        "description": info["description"],
+                        "path": info["path"],
+                        "select": info["select_metric"],
+                        "design": info["spec"].get("design", "grid"),
+                        "factors": list(info["factors"]),
+                        "budgets": full["budgets"],
+                        "trials": len(s.records(info["name"])),
+                    }
+                )
         cols = ["name", "description", "path", "select", "design", "factors", "budgets", "trials"]
         return pd.DataFrame(rows, columns=cols).astype({"trials": "int64"})
 
@@ -94,8 +120,9 @@ class StoreHandle:
         with _opened(self.path) as s:
             return StudyHandle(self, name, s.pick_budget(name, budget))
 
-    def records(self, study: str | None = None, budget: str | None = None,
-                state: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def records(
+        self, study: str | None = None, budget: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
         """Trial records as `fmlab ls --format json` prints them (an unknown study is an error)."""
         with _opened(self.path) as s:
             if study:
@@ -114,33 +141,6 @@ class StoreHandle:
         return resolve_checkpoint(ref, self.path)
 
 
-def _typed_trials(rows: list[dict[str, Any]], factors: Mapping[str, list[Any]]) -> pd.DataFrame:
-    """Stable columns and dtypes whatever the states: metrics float64, seed int64, state categorical,
-    each factor column typed by the study's levels (bool, int64, float64, or str)."""
-    import pandas as pd
-
-    head = ["id", "study", "budget", "label", "state", "seed", *factors]
-    tail = ["val_loss", "val_acc", "test_loss", "test_acc", "epochs", "best_epoch", "stop_reason", "n_params",
-            "train_s", "total_s", "train_images_per_s", "error", "config"]  # fmt: skip
-    df = pd.DataFrame(rows, columns=head + tail)
-    types: dict[str, Any] = {c: "float64" for c in METRIC_COLS}
-    types.update(seed="int64", epochs="int64", best_epoch="Int64", n_params="Int64",
-                 state=pd.CategoricalDtype(list(STATES)))  # fmt: skip
-    for f, levels in factors.items():
-        types[f] = _level_dtype(levels)
-    return df.astype(types)
-
-
-def _level_dtype(levels: list[Any]) -> str:
-    if levels and all(isinstance(v, bool) for v in levels):
-        return "bool"
-    if levels and all(isinstance(v, int) and not isinstance(v, bool) for v in levels):
-        return "int64"
-    if levels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels):
-        return "float64"
-    return "object"
-
-
 @dataclass(frozen=True)
 class StudyHandle:
     """One study under one budget in a store: its trials and epochs as DataFrames, analysis, report."""
@@ -151,19 +151,11 @@ class StudyHandle:
 
     def inputs(self) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
         """(trials, epochs, meta): the contract of fmlab.analysis.driver.analyse, typed (see trials())."""
-        import pandas as pd
-
         from fmlab.report.export import report_inputs
 
         with _opened(self.store.path) as s:
             trials, epochs, meta = report_inputs(s, self.name, self.budget)
-        tdf = _typed_trials(trials, meta["factors"])
-        ecols = ["trial_id", "seed", *meta["factors"], "epoch", *EPOCH_METRICS]
-        types = {"seed": "int64", "epoch": "int64", **{c: "float64" for c in EPOCH_METRICS}}
-        if meta["design"] != "arms":  # an arms study's epoch rows name the sharing arms, comma-joined
-            types.update({f: _level_dtype(v) for f, v in meta["factors"].items()})
-        edf = pd.DataFrame(epochs, columns=ecols).astype(types)
-        return tdf, edf, meta
+        return typed_trials(trials, meta["factors"]), typed_epochs(epochs, meta), meta
 
     def meta(self) -> dict[str, Any]:
         """study, budget, label, select, planned, description, design, base, factors, baseline (arms: arms)."""
@@ -244,12 +236,25 @@ class StudyHandle:
 # ---------------------------------------------------------------- running (fmlab.sweep.plan)
 
 
-def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
-              workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
-              device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
-              executor: str = "local", address: str | None = None, cpus_per_trial: float = 1.0,
-              gpus_per_trial: float | None = None, on_update: Callable[[Progress], None] | None = None,
-              tensorboard: str | Path | None = None, pack: str | int = "auto") -> StudyHandle:  # fmt: skip
+def run_study(
+    path: str | Path,
+    budget: str = "full",
+    *,
+    seeds: tuple[int, ...] | None = None,
+    workers: int | None = None,
+    threads: int = 0,
+    store: str | Path = DEFAULT_PATH,
+    device: str = "auto",
+    data_dir: str | None = None,
+    retry_failed: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float | None = None,
+    on_update: Callable[[Progress], None] | None = None,
+    tensorboard: str | Path | None = None,
+    pack: str | int = "auto",
+) -> StudyHandle:
     """Run a study file's trials into the store (resumes: COMPLETE trials are not redone), as
     `fmlab sweep` does; returns the study's handle. FAILED trials stay in the store (see trials()).
     executor: "local" (workers processes, 0 = inline; threads each) or "ray" (one Ray task per trial with
@@ -258,9 +263,22 @@ def run_study(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] 
     tensorboard: a folder for one TensorBoard run per trial, written as epochs finish (fmlab[tensorboard]).
     pack: "auto" (each pack of trials trained as one model on a GPU, not on a CPU: fmlab.training.packs), "off",
     "on" or K (packs of at most K trials); an execution choice: trial ids and results do not depend on it."""
-    with open_sweep(path, budget, seeds=seeds, workers=workers, threads=threads, store=store, device=device,
-                    data_dir=data_dir, retry_failed=retry_failed, executor=executor, address=address,
-                    cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, tensorboard=tensorboard,
-                    pack=pack) as sw:
+    with open_sweep(
+        path,
+        budget,
+        seeds=seeds,
+        workers=workers,
+        threads=threads,
+        store=store,
+        device=device,
+        data_dir=data_dir,
+        retry_failed=retry_failed,
+        executor=executor,
+        address=address,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        tensorboard=tensorboard,
+        pack=pack,
+    ) as sw:
         sw.run(on_update)
     return StoreHandle(Path(store)).study(sw.plan.study.name, sw.plan.study.budget)

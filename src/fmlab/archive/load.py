@@ -27,8 +27,10 @@ def _read_json(p: Path) -> dict[str, Any]:
     try:
         d = json.loads(p.read_text())
     except FileNotFoundError:
-        raise PublishError(f"{p}: not found; a results folder holds run.json, trials.csv and epochs.csv "
-                           "(write one with 'fmlab publish STUDY_FILE --budget B')") from None  # fmt: skip
+        raise PublishError(
+            f"{p}: not found; a results folder holds run.json, trials.csv and epochs.csv "
+            "(write one with 'fmlab publish STUDY_FILE --budget B')"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PublishError(f"{p}: not valid JSON ({e}); republish the folder with 'fmlab publish'") from None
     if not isinstance(d, dict):
@@ -50,12 +52,15 @@ def _find_study_file(folder: Path, rel: str) -> Path:
     for c in cands:
         if c.is_file():
             return c
-    raise PublishError(f"{folder / 'run.json'}: study file '{rel}' not found (looked in the repository and the "
-                       "working directory); run the import from the repository root")  # fmt: skip
+    raise PublishError(
+        f"{folder / 'run.json'}: study file '{rel}' not found (looked in the repository and the "
+        "working directory); run the import from the repository root"
+    )
 
 
-def _epochs_by_trial(path: Path, epochs: list[dict[str, str]],
-                     keep: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def _epochs_by_trial(
+    path: Path, epochs: list[dict[str, str]], keep: Mapping[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
     """epochs.csv's rows of the trials in keep, by trial; a bad row or an epoch listed twice is an error."""
     by_trial: dict[str, list[dict[str, Any]]] = {}
     seen: set[tuple[str, int]] = set()
@@ -76,29 +81,65 @@ def _epochs_by_trial(path: Path, epochs: list[dict[str, str]],
 
 def load_folder(folder: str | Path) -> dict[str, Any]:
     """Read and check a results folder against the current code and study file (nothing is written)."""
-    from fmlab.config.schema import ConfigError, from_dict
-    from fmlab.study import spec as fstudy
-
     d = Path(folder)
     if not d.is_dir():
         raise PublishError(f"{d}: not a folder; give a results folder like results/seed-cpu")
+    run = _read_run(d)
+    st = _load_study(d, run)
+    planned = {t.id: t for t in st.trials()}
+    rows = read_csv(d / "trials.csv")
+    epochs = read_csv(d / "epochs.csv")
+    listed, complete = _check_trials(d, run, rows, planned)
+    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, complete)
+    _check_best(d, run, complete)
+    return {
+        "dir": d,
+        "run": run,
+        "study": st,
+        "planned": planned,
+        "listed": list(dict.fromkeys(listed)),
+        "complete": complete,
+        "epochs": by_trial,
+    }
+
+
+def _read_run(d: Path) -> dict[str, Any]:
+    """run.json, with the keys an import needs."""
     run = _read_json(d / "run.json")
     for k in ("study", "budget", "study_file", "seeds"):
         if k not in run:
             raise PublishError(f"{d / 'run.json'}: no '{k}' key; republish the folder with 'fmlab publish'")
+    return run
+
+
+def _load_study(d: Path, run: dict[str, Any]) -> Any:
+    """run.json's study file loaded under its budget and seeds; it must be the study the folder names."""
+    from fmlab.study import spec as fstudy
+
     sf = _find_study_file(d, run["study_file"])
     try:
         st = fstudy.load(sf, run["budget"], tuple(run["seeds"]))
     except FmlabError as e:
         raise PublishError(f"{d / 'run.json'}: its study file does not load: {e}") from None
     if st.name != run["study"]:
-        raise PublishError(f"{d / 'run.json'}: study '{run['study']}' but {run['study_file']} is study '{st.name}'; "
-                           "republish the folder from that study file")  # fmt: skip
-    planned = {t.id: t for t in st.trials()}
-    rows = read_csv(d / "trials.csv")
-    epochs = read_csv(d / "epochs.csv")
-    fix = (f"the study file or the code changed since the folder was published (commit {run.get('commit')}); "
-           f"check out that commit, or republish with 'fmlab publish {run['study_file']} --budget {run['budget']}'")
+        raise PublishError(
+            f"{d / 'run.json'}: study '{run['study']}' but {run['study_file']} is study '{st.name}'; "
+            "republish the folder from that study file"
+        )
+    return st
+
+
+def _check_trials(
+    d: Path, run: dict[str, Any], rows: list[dict[str, str]], planned: Mapping[str, Any]
+) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(the ids trials.csv lists, its COMPLETE and FAILED rows by id): each row's config must hash to its id
+    with this code and be a planned trial of the study file now."""
+    from fmlab.config.schema import ConfigError, from_dict
+
+    fix = (
+        f"the study file or the code changed since the folder was published (commit {run.get('commit')}); "
+        f"check out that commit, or republish with 'fmlab publish {run['study_file']} --budget {run['budget']}'"
+    )
     complete: dict[str, dict[str, str]] = {}
     listed: list[str] = []
     for i, r in enumerate(rows, start=2):
@@ -108,15 +149,22 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
         except (json.JSONDecodeError, ConfigError, AttributeError) as e:
             raise PublishError(f"{d / 'trials.csv'}: line {i}: unreadable config ({e}); {fix}") from None
         if cid != tid:
-            raise PublishError(f"{d / 'trials.csv'}: line {i}: trial {tid}'s config hashes to {cid} with this code; "
-                               f"{fix}")  # fmt: skip
+            raise PublishError(
+                f"{d / 'trials.csv'}: line {i}: trial {tid}'s config hashes to {cid} with this code; {fix}"
+            )
         if tid not in planned:
-            raise PublishError(f"{d / 'trials.csv'}: line {i}: trial {tid} is not a trial of {run['study_file']} "
-                               f"(budget {run['budget']}, seeds {run['seeds']}) now; {fix}")  # fmt: skip
+            raise PublishError(
+                f"{d / 'trials.csv'}: line {i}: trial {tid} is not a trial of {run['study_file']} "
+                f"(budget {run['budget']}, seeds {run['seeds']}) now; {fix}"
+            )
         listed.append(tid)
         if r.get("state") in (State.COMPLETE, State.FAILED):
             complete[tid] = r
-    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, complete)
+    return listed, complete
+
+
+def _check_best(d: Path, run: dict[str, Any], complete: Mapping[str, dict[str, str]]) -> None:
+    """The best trial run.json names: its checkpoint files in best/, a COMPLETE row of trials.csv."""
     best = run.get("best")
     if best:
         for f in BEST_FILES:
@@ -124,8 +172,6 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
                 raise PublishError(f"{d / 'best' / f}: not found; run.json names best trial {best}; republish")
         if complete.get(best, {}).get("state") != State.COMPLETE:
             raise PublishError(f"{d / 'run.json'}: best trial {best} is not a COMPLETE row of trials.csv; republish")
-    return {"dir": d, "run": run, "study": st, "planned": planned, "listed": list(dict.fromkeys(listed)),
-            "complete": complete, "epochs": by_trial}  # fmt: skip
 
 
 def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> dict[str, Any]:
@@ -150,14 +196,23 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
             r = f["complete"][tid]
             extra = per.get(tid, {})
             metrics = {m: _num(r.get(m)) for m in ("val_loss", "val_acc", "test_loss", "test_acc")}
-            timings = extra.get("timings") or {k: _num(r.get(k)) for k in ("train_s", "total_s", "train_images_per_s")
-                                               if _num(r.get(k)) is not None}  # fmt: skip
-            s.import_complete(tid, metrics={k: v for k, v in metrics.items() if v is not None}, timings=timings,
-                              env=extra.get("env") or {}, best_epoch=_num(r.get("best_epoch"), int),
-                              stop_reason=r.get("stop_reason") or None, n_params=_num(r.get("n_params"), int),
-                              epochs=f["epochs"].get(tid, []), started=extra.get("started"),
-                              finished=extra.get("finished"), state=State(r["state"]),
-                              error=r.get("error") or None)  # fmt: skip
+            timings = extra.get("timings") or {
+                k: _num(r.get(k)) for k in ("train_s", "total_s", "train_images_per_s") if _num(r.get(k)) is not None
+            }
+            s.import_complete(
+                tid,
+                metrics={k: v for k, v in metrics.items() if v is not None},
+                timings=timings,
+                env=extra.get("env") or {},
+                best_epoch=_num(r.get("best_epoch"), int),
+                stop_reason=r.get("stop_reason") or None,
+                n_params=_num(r.get("n_params"), int),
+                epochs=f["epochs"].get(tid, []),
+                started=extra.get("started"),
+                finished=extra.get("finished"),
+                state=State(r["state"]),
+                error=r.get("error") or None,
+            )
         best = run.get("best")
         if best:
             dest = s.trial_dir(best)
@@ -169,5 +224,12 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
     finally:
         s.close()
     new = sum(f["complete"][t]["state"] == State.COMPLETE for t in todo)
-    return {"study": st.name, "budget": st.budget, "imported": new, "failed": len(todo) - new,
-            "already": n_complete - new, "planned": len(f["planned"]), "best": run.get("best")}  # fmt: skip
+    return {
+        "study": st.name,
+        "budget": st.budget,
+        "imported": new,
+        "failed": len(todo) - new,
+        "already": n_complete - new,
+        "planned": len(f["planned"]),
+        "best": run.get("best"),
+    }

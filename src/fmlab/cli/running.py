@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fmlab.cli.common import Command, cell_text, err, out_json, store_path
+from fmlab.cli.common import Command, err, out_json, store_path
 from fmlab.cli.progress import fmt_secs
+from fmlab.cli.sweep_lines import print_dry_run, print_interrupted, print_outcome, print_start
 from fmlab.config.states import State
 from fmlab.errors import FmlabError
 
@@ -33,9 +34,11 @@ class Train(Command):
         out = Path(args.out) if args.out else api.default_train_dir(cfg)
         t0 = time.perf_counter()
         max_epochs = cfg.train.max_epochs
-        err(f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, "
+        err(
+            f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, "
             f"batch {cfg.train.batch_size}, up to {max_epochs} epochs, early stopping on {cfg.train.monitor} "
-            f"(patience {cfg.train.patience})")
+            f"(patience {cfg.train.patience})"
+        )
         from fmlab.training.env import precision_note
 
         note = precision_note(dev.split(":")[0], {cfg.train.precision})
@@ -45,17 +48,31 @@ class Train(Command):
         def progress(row: dict[str, float]) -> None:
             elapsed = time.perf_counter() - t0
             eta = row["epoch_s"] * (max_epochs - row["epoch"])
-            err(f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
+            err(
+                f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
                 f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  {row['epoch_s']:.1f}s  "
-                f"elapsed {fmt_secs(elapsed)}  ETA <= {fmt_secs(eta)}")  # fmt: skip
+                f"elapsed {fmt_secs(elapsed)}  ETA <= {fmt_secs(eta)}"
+            )
 
-        res = api.train_trial(cfg, out=out, device=args.device, threads=args.threads, data_dir=args.data_dir,
-                              on_epoch=progress).result  # fmt: skip
+        res = api.train_trial(
+            cfg, out=out, device=args.device, threads=args.threads, data_dir=args.data_dir, on_epoch=progress
+        ).result
         m = res.metrics
-        err(f"best epoch {res.best_epoch} ({res.stop_reason}): val acc {100 * m['val_acc']:.2f}%, "
-            f"test acc {100 * m['test_acc']:.2f}%  ->  {out}")  # fmt: skip
-        out_json({"trial_id": tid, "out": str(out), "best_epoch": res.best_epoch, "epochs": len(res.epochs),
-                  **m, **res.timings, "n_params": res.n_params})  # fmt: skip
+        err(
+            f"best epoch {res.best_epoch} ({res.stop_reason}): val acc {100 * m['val_acc']:.2f}%, "
+            f"test acc {100 * m['test_acc']:.2f}%  ->  {out}"
+        )
+        out_json(
+            {
+                "trial_id": tid,
+                "out": str(out),
+                "best_epoch": res.best_epoch,
+                "epochs": len(res.epochs),
+                **m,
+                **res.timings,
+                "n_params": res.n_params,
+            }
+        )
         return 0
 
 
@@ -68,26 +85,53 @@ class Sweep(Command):
         p.add_argument("study_file")
         p.add_argument("--budget", default="full", help="a [budgets.NAME] of the study file: full (default) or quick")
         p.add_argument("--seeds", help="N (seeds 0..N-1) or a list like 0,1,2; overrides the study and budget")
-        p.add_argument("--workers", type=int, default=None,
-                       help="local worker processes (default: one per core, 1 thread each); 0 = inline")
-        p.add_argument("--executor", choices=["local", "ray"], default="local",
-                       help="local processes (default) or Ray tasks (needs the extra: pip install 'fmlab[ray]')")
-        p.add_argument("--address", help="Ray: auto, HOST:PORT or ray://HOST:PORT (default: RAY_ADDRESS, else a "
-                       "new local instance)")
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="local worker processes (default: one per core, 1 thread each); 0 = inline",
+        )
+        p.add_argument(
+            "--executor",
+            choices=["local", "ray"],
+            default="local",
+            help="local processes (default) or Ray tasks (needs the extra: pip install 'fmlab[ray]')",
+        )
+        p.add_argument(
+            "--address",
+            help="Ray: auto, HOST:PORT or ray://HOST:PORT (default: RAY_ADDRESS, else a new local instance)",
+        )
         p.add_argument("--cpus-per-trial", type=float, default=1.0, help="Ray: CPUs per trial (default 1)")
-        p.add_argument("--gpus-per-trial", type=float, default=None,
-                       help="Ray: GPUs per trial, fractions allowed (default: 1 when the cluster has GPUs, else 0)")
-        p.add_argument("--pack", default="auto", metavar="auto|off|on|K",
-                       help="train each pack (trials equal but for seed and dropout) as one model: auto (default: on "
-                       "a GPU; not on a CPU, where it measured 0.95x), off, on, or K (packs of at most K trials)")
+        p.add_argument(
+            "--gpus-per-trial",
+            type=float,
+            default=None,
+            help="Ray: GPUs per trial, fractions allowed (default: 1 when the cluster has GPUs, else 0)",
+        )
+        p.add_argument(
+            "--pack",
+            default="auto",
+            metavar="auto|off|on|K",
+            help="train each pack (trials equal but for seed and dropout) as one model: auto (default: on "
+            "a GPU; not on a CPU, where it measured 0.95x), off, on, or K (packs of at most K trials)",
+        )
         p.add_argument("--dry-run", action="store_true", help="print the plan and an estimate; run nothing")
         p.add_argument("--retry-failed", action="store_true", help="rerun the study's FAILED trials")
         p.add_argument("--plain", action="store_true", help="line-by-line progress even on a terminal")
-        p.add_argument("--tensorboard", metavar="DIR", help="write one TensorBoard run per trial to DIR as epochs "
-                       "finish: scalars and HParams (needs pip install 'fmlab[tensorboard]')")
-        p.add_argument("--report-every", type=float, default=0, metavar="SECONDS",
-                       help="rewrite the study's report (reports/<study>[-<budget>]/) while the sweep runs, at most "
-                       "this often; its test-set pass runs once, at the end (default 0: no live report)")
+        p.add_argument(
+            "--tensorboard",
+            metavar="DIR",
+            help="write one TensorBoard run per trial to DIR as epochs "
+            "finish: scalars and HParams (needs pip install 'fmlab[tensorboard]')",
+        )
+        p.add_argument(
+            "--report-every",
+            type=float,
+            default=0,
+            metavar="SECONDS",
+            help="rewrite the study's report (reports/<study>[-<budget>]/) while the sweep runs, at most "
+            "this often; its test-set pass runs once, at the end (default 0: no live report)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         import signal
@@ -98,16 +142,31 @@ class Sweep(Command):
 
         if args.report_every < 0:
             raise FmlabError(f"bad --report-every {args.report_every:g}; give seconds between rewrites, e.g. 60")
-        common = dict(seeds=parse_seeds(args.seeds) if args.seeds else None, workers=args.workers, threads=args.threads,
-                      store=store_path(args), retry_failed=args.retry_failed, executor=args.executor,
-                      address=args.address, cpus_per_trial=args.cpus_per_trial, pack=args.pack)  # fmt: skip
+        common = dict(
+            seeds=parse_seeds(args.seeds) if args.seeds else None,
+            workers=args.workers,
+            threads=args.threads,
+            store=store_path(args),
+            retry_failed=args.retry_failed,
+            executor=args.executor,
+            address=args.address,
+            cpus_per_trial=args.cpus_per_trial,
+            pack=args.pack,
+        )
         if args.dry_run:
-            _print_dry_run(api.plan_sweep(args.study_file, args.budget, **common, device=args.device), args)
+            print_dry_run(api.plan_sweep(args.study_file, args.budget, **common, device=args.device), args)
             return 0
-        with api.open_sweep(args.study_file, args.budget, **common, device=args.device, data_dir=args.data_dir,
-                            gpus_per_trial=args.gpus_per_trial, tensorboard=args.tensorboard) as sw:  # fmt: skip
+        with api.open_sweep(
+            args.study_file,
+            args.budget,
+            **common,
+            device=args.device,
+            data_dir=args.data_dir,
+            gpus_per_trial=args.gpus_per_trial,
+            tensorboard=args.tensorboard,
+        ) as sw:
             p = sw.plan
-            _print_start(p, args)
+            print_start(p, args)
             signal.signal(signal.SIGTERM, _raise_interrupt)
             disp = SweepDisplay(f"{p.study.name} ({p.study.label})", live=sys.stderr.isatty() and not args.plain)
             live = _live_report(args, p.store, p.study)
@@ -115,106 +174,14 @@ class Sweep(Command):
                 outcome = sw.run(disp.update)
             except KeyboardInterrupt:
                 disp.close()
-                _print_interrupted(live)
+                print_interrupted(live)
                 return 130
             finally:
                 disp.close()
                 if live is not None:
                     live.stop()
-            _print_outcome(outcome, p, args, live)
+            print_outcome(outcome, p, args, live)
             return 1 if outcome.in_state(State.FAILED) else 0
-
-
-def _sweep_head(p: Any, study_file: str) -> str:
-    """The plan's first line: study, budget, cells x seeds = trials, store."""
-    st, n = p.study, len(p.trials)
-    label = f" [{st.label}]" if st.budget != "full" else ""
-    cells = f"baseline + {len(st.arms)} arms" if st.arms else f"{len(st.cells())} cells"
-    shared = len(st.cells()) * len(st.seeds) - n
-    return (f"study {st.name} ({study_file}), budget {st.budget}{label}: {cells} x {len(st.seeds)} seeds = {n} trials"
-            + (f" ({shared} shared by arms that resolve alike)" if shared else "") + f"; store {p.store}")
-
-
-SPEED_FROM = {"this machine": "from this store's trials on a machine like this one",
-              "other machines": "from this store's trials on other machines", "assumed": "assumed"}
-
-
-def _print_dry_run(p: Any, args: argparse.Namespace) -> None:
-    n_done, n_failed, n_run = (len(p.plan.done), len(p.plan.failed), len(p.plan.running)) if p.plan else (0, 0, 0)
-    lo = p.layout
-    print(_sweep_head(p, args.study_file))
-    print(f"to run: {len(p.todo)}, already COMPLETE: {n_done}, FAILED: {n_failed}"
-          + ("" if args.retry_failed or not n_failed else " (skipped; --retry-failed reruns them)")
-          + (f", RUNNING in another sweep: {n_run}" if n_run else ""))  # fmt: skip
-    print(f"estimated time: <= {fmt_secs(p.estimate_s)} on {lo.where}, {lo.threads} thread(s) each "
-          f"(upper bound, every trial to max_epochs; speed {SPEED_FROM[p.speed_from]})")
-    power_line = p.power_line()
-    if power_line:
-        print(power_line)
-    for note in p.notes:
-        print(note)
-    if p.packs:
-        from fmlab.training import packs
-
-        sizes = sorted({len(g) for g in p.packs})
-        print(f"packs: {len(p.packs)} (of {', '.join(map(str, sizes))} trial(s)), each trained as one model")
-        by_id = {t.id: t for t in p.todo}
-        for i, g in enumerate(p.packs, 1):
-            shared = {k: v for k, v in by_id[g[0]].cell.items() if k not in packs.PACKED_OUT}
-            print(f"  pack {i}: {cell_text(shared)}")
-            for tid in g:
-                print(f"    {tid}  seed {by_id[tid].seed}  {cell_text(by_id[tid].cell)}")
-        return
-    for t in p.todo:
-        print(f"  {t.id}  seed {t.seed}  {cell_text(t.cell)}")
-
-
-def _print_start(p: Any, args: argparse.Namespace) -> None:
-    pl, lo = p.plan, p.layout
-    err(_sweep_head(p, args.study_file))
-    err(f"to run: {len(pl.todo)} on {lo.where}, {lo.threads} thread(s) each; already COMPLETE: {len(pl.done)}; "
-        f"FAILED: {len(pl.failed)}" + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
-        + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
-        + f"; estimate <= {fmt_secs(p.estimate_s)} (speed {SPEED_FROM[p.speed_from]})")  # fmt: skip
-    for note in p.notes:
-        err(note)
-
-
-def _print_interrupted(live: Any) -> None:
-    if live is not None:  # a last page that no longer reloads: nothing rewrites it now
-        try:
-            live.finish(test_pass=False)
-        except Exception as e:
-            err(f"fmlab: the last report page could not be written: {e}")
-    err("fmlab: interrupted; running trials were given back and resume from their last epoch on the next run")
-
-
-def _print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
-    st, tb = p.study, args.tensorboard
-    label = f" [{st.label}]" if st.budget != "full" else ""
-    if tb:
-        err(f"TensorBoard: tensorboard --logdir {tb}" if o.board_error is None
-            else f"fmlab: TensorBoard output stopped ({o.board_error}); the store has every result; rewrite the "
-                 f"runs with fmlab results {st.name} --budget {st.budget} --tensorboard {tb}")  # fmt: skip
-    if live is not None:
-        from fmlab.training.env import cores
-
-        s = live.stats()
-        rep = live.finish()
-        share = 100 * s["thread_cpu_s"] / max(o.wall_s * cores(), 1e-9)
-        err(f"live report: {s['rewrites']} rewrite(s), {s['rewrite_s']:.1f}s wall, {s['thread_cpu_s']:.1f}s CPU in "
-            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {o.wall_s:.0f}s); final report "
-            f"with the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
-            + (f"; {len(s['errors'])} rewrite(s) failed, last: {s['errors'][-1]}" if s["errors"] else ""))
-    done, failed = o.in_state(State.COMPLETE), o.in_state(State.FAILED)
-    err(f"{st.name} ({st.budget}{label}): {len(done)}/{len(o.records)} COMPLETE ({o.progress.ran} run now), "
-        f"{len(failed)} FAILED, wall {fmt_secs(o.wall_s)}")  # fmt: skip
-    if o.best is not None:
-        m = o.best["metrics"]
-        err(f"best trial by {st.select}: {o.best['id']} val acc {m['val_acc']:.4f} val loss {m['val_loss']:.4f} "
-            f"(test acc {m['test_acc']:.4f}){label}")  # fmt: skip
-    for r in failed:
-        err(f"FAILED {r['id']}: {r['error']}  (fmlab show {r['id']}; rerun with --retry-failed)")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
