@@ -1,4 +1,5 @@
-# make run: set up, then the main job.  make test: set up, then the test suite (what CI runs).
+# make run: set up, then the main job.  make test: set up, lint (ruff check, ruff format --check), then the
+# test suite (what CI runs).  make lint: the lint alone.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,9 +27,12 @@ run: setup data
 	$(FMLAB) sweep studies/seed.toml --budget quick
 	$(FMLAB) report seed --budget quick
 
-test: setup data
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+test: setup data lint
 	@scripts/install-deps.sh --test
-	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 clean:
