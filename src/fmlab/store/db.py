@@ -197,6 +197,13 @@ class Store(Lifecycle):
             out += [dict(r) for r in self.db.execute(q, chunk)]
         return out
 
+    def envs(self, states: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each trial's recorded provenance (device, device_name, cpu_bf16, threads, ...) by id, for the trials
+        in these states; {} for a trial that recorded none."""
+        st = [State(s).value for s in states]
+        q = f"SELECT id, env FROM trials WHERE state IN ({','.join('?' * len(st))})"
+        return {r["id"]: json.loads(r["env"] or "{}") for r in self.db.execute(q, st)}
+
     def find(self, ref: str) -> str:
         """A trial id from an id or a unique prefix of one."""
         rows = [r[0] for r in self.db.execute("SELECT id FROM trials WHERE id LIKE ? ORDER BY id",
