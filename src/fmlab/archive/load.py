@@ -15,7 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fmlab.archive.publish import BEST_FILES, PublishError, read_csv, repo_root
+from fmlab.archive.provenance import repo_root
+from fmlab.archive.publish import BEST_FILES, PublishError, read_csv
 from fmlab.config.metrics import EPOCH_COLS
 from fmlab.errors import FmlabError
 from fmlab.store.db import DEFAULT_PATH
