@@ -192,7 +192,7 @@ def lever_compile(a: argparse.Namespace) -> dict:
 
 
 def lever_workers(a: argparse.Namespace) -> dict:
-    script = str(ROOT / "src" / "fmlab" / "conventional_train.py")
+    script = str(ROOT / "src" / "fmlab" / "timing" / "baseline_loop.py")
     sets = ["--set", f"data.train_subset={a.conv_images}", "--set", "train.max_epochs=1", "--set", "data.val_size=500"]
     res: dict[str, list[float]] = {"0": [], "1": []}
     for _ in range(a.procs):

@@ -29,7 +29,7 @@ from typing import Any
 
 from fmlab.errors import FmlabError
 
-CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("conventional_train.py")  # shipped in the package
+CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("baseline_loop.py")  # shipped in the package
 CONVENTIONAL_MODULE = "fmlab.timing.baseline_loop"  # what bench-train runs by default
 SIDES = ("conventional", "fmlab")
 
