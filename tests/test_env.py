@@ -45,7 +45,7 @@ def test_the_note_only_for_bf16_on_a_cpu_that_emulates_it(cpu):
 
 
 def test_a_bf16_sweep_plan_carries_the_note_and_provenance_the_cpu(cpu, tmp_path, monkeypatch):
-    from fmlab.sweep import loop as sweep
+    from fmlab.sweep import estimate as sweep
 
     cpu("avx2")
     seed = ROOT / "studies" / "seed.toml"
@@ -65,7 +65,7 @@ def test_a_bf16_sweep_plan_carries_the_note_and_provenance_the_cpu(cpu, tmp_path
 def test_the_bf16_probe_times_real_steps():
     """The probe trains the seed net for a few steps in each precision on this CPU: a finite positive ratio
     (above 1 where bf16 is emulated, BENCHMARKS.md), and it leaves the thread count as it found it."""
-    from fmlab.sweep import loop as sweep
+    from fmlab.sweep import estimate as sweep
 
     before = torch.get_num_threads()
     r = sweep.bf16_step_ratio.__wrapped__(1, batch=8, rounds=1)
@@ -81,7 +81,7 @@ def test_the_estimate_calibrates_on_trials_from_a_machine_like_this_one(tmp_path
 
     from fmlab.store.db import Store
     from fmlab.study import spec as fstudy
-    from fmlab.sweep import loop as sweep
+    from fmlab.sweep import estimate as sweep
 
     st = fstudy.load(write_study(tmp_path, "cal", {"train.lr": [0.01, 0.02, 0.03, 0.04]}))
     s = Store(tmp_path / "s.db")

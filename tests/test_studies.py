@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,6 +277,34 @@ def test_budgets_and_seeds_change_the_plan(tmp_path):
     assert "speed assumed" in out  # no store, no trials to measure the speed on
     seed_toml = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
     assert len(fstudy.load(seed_toml, "quick").trials()) == 48 and len(fstudy.load(seed_toml).trials()) == 72
+
+
+def test_budgets_section_splits_the_chosen_budget_and_checks_every_table(tmp_path):
+    """[budgets] in fmlab.study.sections: the chosen budget's seeds, finding and label are not config overrides
+    (they leave trial ids alone); every table is checked, chosen or not, each error naming the file and key."""
+    from fmlab.study import sections
+
+    text = ('[budgets.quick]\n"train.max_epochs" = 1\nseeds = [0, 1]\n'
+            '[budgets.cpu]\n"train.precision" = "bf16"\nfinding = true\nlabel = "bf16 on CPU"\n')  # fmt: skip
+    f = write_study(tmp_path, "b", {"model.pool": ["avg", "max"]}, text=text)
+    doc = sections.read_toml(f, "study file", fstudy.TOP_KEYS)
+    factors = {"model.pool": ["avg", "max"]}
+    quick = sections.budgets_section(f, doc, "quick", factors, {})
+    assert (quick.known, quick.overrides, quick.seeds, quick.finding) == (("full", "quick", "cpu"),
+                                                                          {"train.max_epochs": 1}, (0, 1), False)
+    cpu = sections.budgets_section(f, doc, "cpu", factors, {})
+    assert (cpu.overrides, cpu.seeds, cpu.finding, cpu.note) == ({"train.precision": "bf16"}, None, True, "bf16 on CPU")
+    assert sections.budgets_section(f, doc, "full", factors, {}).finding is True
+    st = fstudy.load(f, "cpu")
+    assert st.label == "cpu: bf16 on CPU" and st.overrides == {"train.precision": "bf16"} and st.seeds == (0,)
+    bad = {"unknown": ("quick", "unknown budget 'nope'"),
+           "factor": ('[budgets.x]\n"model.pool" = "avg"\n', "[budgets.x] key 'model.pool' is also a factor"),
+           "finding": ("[budgets.x]\nfinding = 1\n", "[budgets.x] key 'finding': bad value 1"),
+           "seeds": ("[budgets.x]\nseeds = []\n", "[budgets.x] key 'seeds': bad value []")}  # fmt: skip
+    for case, (extra, want) in bad.items():
+        g = write_study(tmp_path, f"bad_{case}", factors, text=extra if case != "unknown" else text)
+        with pytest.raises(fstudy.StudyError, match=re.escape(want)):
+            fstudy.load(g, "nope" if case == "unknown" else "full")  # table x is checked though full is chosen
 
 
 def test_finding_budget_is_labelled_by_its_label_not_indicative(tmp_path):

@@ -23,17 +23,8 @@ from fmlab.api.frames import typed_epochs, typed_trials
 from fmlab.api.single import Trained, default_train_dir, make_config, predict, train_trial
 from fmlab.config.metrics import EPOCH_COLS as EPOCH_METRICS
 from fmlab.store.db import DEFAULT_PATH
-from fmlab.sweep.plan import (
-    Sweep,
-    SweepLayout,
-    SweepOutcome,
-    SweepPlan,
-    check_dataset,
-    check_device,
-    open_sweep,
-    plan_sweep,
-    sweep_slots,
-)
+from fmlab.sweep.layout import SweepLayout, check_dataset, check_device, sweep_slots
+from fmlab.sweep.plan import Sweep, SweepOutcome, SweepPlan, open_sweep, plan_sweep
 
 if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `import fmlab` stays fast
     import hiplot
@@ -41,7 +32,7 @@ if TYPE_CHECKING:  # the heavy imports wait for the call that needs them: `impor
 
     from fmlab.analysis.record import Analysis
     from fmlab.store.db import Store
-    from fmlab.sweep.loop import Progress
+    from fmlab.sweep.progress import Progress
 
 __all__ = [
     "EPOCH_METRICS",

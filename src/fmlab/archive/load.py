@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fmlab.archive.publish import BEST_FILES, PublishError, read_csv, repo_root
+from fmlab.archive.provenance import repo_root
+from fmlab.archive.publish import BEST_FILES, PublishError, read_csv
 from fmlab.config.metrics import EPOCH_COLS
 from fmlab.config.states import State
 from fmlab.errors import FmlabError

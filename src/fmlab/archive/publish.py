@@ -13,27 +13,32 @@ loads its COMPLETE trials into a store (same ids: ids are config hashes, checked
 `fmlab report` regenerates without training and `fmlab sweep` of the same file and budget runs only
 the trials the folder lacks.
 
-On the api floor, above fmlab.api.handles: it builds on api.StudyHandle (export, report, best) and the api does
-not import it; ``fmlab.publish_results`` is this module's function, ``fmlab.import_results`` fmlab.archive.load's.
+Publishing writes one thing to the store, as its own step: the study's row from the file
+(record_study_row), so that the report follows the file's analysis keys; the folder itself comes from
+reads only (write_results). On the archive floor, above fmlab.api.handles: it builds on api.StudyHandle
+(export, report, best) and the api does not import it; ``fmlab.publish_results`` is this module's function,
+``fmlab.import_results`` fmlab.archive.load's.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fmlab.archive import provenance
 from fmlab.errors import FmlabError
-from fmlab.store.db import DEFAULT_PATH
+from fmlab.store.db import DEFAULT_PATH, State, StoreError
 
-RUN_SCHEMA = "fmlab.results/1"
+if TYPE_CHECKING:
+    from fmlab.api.handles import StudyHandle
+    from fmlab.store.db import Store
+    from fmlab.study.spec import Study
+
 REPORT_FILES = ("summary.md", "summary.json")  # copied when present
 REPORT_EXTS = (".png", ".svg", ".csv")  # figures and the report's tables (cells.csv, effects.csv, ...)
 TABLES = ("trials.csv", "epochs.csv")
@@ -49,169 +54,137 @@ def default_out(study: str, budget: str) -> Path:
     return Path("results") / f"{study}-{budget}"
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return p.stdout.strip() if p.returncode == 0 else None
-
-
-def repo_root(start: Path) -> Path | None:
-    top = _git(["rev-parse", "--show-toplevel"], start if start.is_dir() else start.parent)
-    return Path(top) if top else None
-
-
-def _rel_study_path(path: Path) -> str:
-    """The study file relative to its repository (else to the working directory, else its name)."""
-    p = path.resolve()
-    for base in (repo_root(p.parent), Path.cwd()):
-        if base is not None:
-            try:
-                return p.relative_to(base.resolve()).as_posix()
-            except ValueError:
-                pass
-    return p.name
-
-
-def shown_path(p: str | Path) -> str:
-    """A path for run.json's command: as given when relative, relative to the working directory when
-    inside it, else only its name (an absolute path of this machine means nothing elsewhere)."""
-    p = Path(p)
-    if not p.is_absolute():
-        return p.as_posix()
-    try:
-        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return p.name
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _hardware(envs: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the trials ran on (from their recorded provenance) plus this machine's CPU model."""
-    def vals(k: str) -> list[Any]:
-        return sorted({str(e[k]) for e in envs if e.get(k) is not None})
-
-    from fmlab.training.env import cpu_model
-
-    return {"cpu_model": cpu_model(), "cpu_model_note": "of the machine that published",
-            "threads": vals("threads"), "torch": vals("torch"), "device": vals("device"),
-            "device_name": vals("device_name"), "cpu_bf16": vals("cpu_bf16"), "hosts": vals("host")}  # fmt: skip
-
-
-def _scrub_env(env: dict[str, Any]) -> dict[str, Any]:
-    """Provenance without paths of the machine that ran (a --data-dir is machine-specific)."""
-    e = json.loads(json.dumps(env))
-    ro = e.get("run_options")
-    if isinstance(ro, dict) and ro.get("data_dir"):
-        ro["data_dir"] = None
-    return e
-
-
 def publish_results(study_file: str | Path, budget: str = "full", *, store: str | Path = DEFAULT_PATH,
                     out: str | Path | None = None, seeds: tuple[int, ...] | None = None,
                     command: str = "") -> dict[str, Any]:  # fmt: skip
     """Write results/<study>-<budget>/ (or out) atomically from a store, as `fmlab publish` does:
     trials.csv, epochs.csv, the report's summary and figures, run.json, best/ (a temporary folder next to
-    it, renamed over it). Returns run.json (+ out)."""
-    from fmlab.api.handles import StoreHandle
-    from fmlab.store.db import Store, StoreError
+    it, renamed over it). Returns run.json (+ out).
+
+    The two steps `fmlab publish` takes, in its order: record_study_row, the one write to the store (the
+    study's row rewritten from the file, so that the report follows the file's current analysis keys:
+    claims, min_effect, transform), then write_results, which only reads the store."""
     from fmlab.study import spec as fstudy
+
+    st = fstudy.load(study_file, budget, seeds)
+    record_study_row(st, store)
+    return write_results(st, store=store, out=out, command=command)
+
+
+def check_store(s: Store, st: Study) -> None:
+    """The store knows the study and holds trials under its budget; else one clear error."""
+    if st.budget not in s.study(st.name)["budgets"]:
+        raise StoreError(f"{s.path}: study '{st.name}' has no trials under budget '{st.budget}'; "
+                         f"run 'fmlab sweep {st.path} --budget {st.budget}' first")  # fmt: skip
+
+
+def record_study_row(st: Study, store: str | Path = DEFAULT_PATH) -> None:
+    """Publishing's one write to the store: the study's row rewritten from its file (Store.record_study; its
+    trials are untouched), so that the report follows the file's current analysis keys. The store must
+    already hold the study's trials under st.budget (check_store)."""
+    from fmlab.store.db import Store
+
+    with Store(store, create=False) as s:
+        check_store(s, st)
+        s.record_study(st)
+
+
+def write_results(st: Study, *, store: str | Path = DEFAULT_PATH, out: str | Path | None = None,
+                  command: str = "") -> dict[str, Any]:  # fmt: skip
+    """The results folder of a loaded study, as publish_results describes it, from a store it only reads
+    (record_study_row first, for a report that follows the study file's analysis keys)."""
+    from fmlab.api.handles import StoreHandle
+    from fmlab.store.db import Store
     from fmlab.training.checkpoint import write_json
 
-    sf = Path(study_file)
-    st = fstudy.load(sf, budget, seeds)
-    store = Path(store)
+    sf, store = Path(st.path), Path(store)
     out = Path(out) if out else default_out(st.name, st.budget)
-    planned = {t.id: t for t in st.trials()}
     with Store(store, create=False) as s:
-        s.study(st.name)
-        if st.budget not in s.study(st.name)["budgets"]:
-            raise StoreError(f"{store}: study '{st.name}' has no trials under budget '{st.budget}'; "
-                             f"run 'fmlab sweep {study_file} --budget {st.budget}' first")  # fmt: skip
+        check_store(s, st)
         recs = {r["id"]: r for r in s.records(st.name, st.budget)}
-        s.record_study(st)  # the report follows the study file's analysis keys (claims, min_effect, transform)
-    complete = [recs[i] for i in planned if i in recs and recs[i]["state"] == "COMPLETE"]
-    failed = [i for i in planned if i in recs and recs[i]["state"] == "FAILED"]
+        envs = s.envs([State.COMPLETE])
     h = StoreHandle(store).study(st.name, st.budget)
-    best = h.best()
-    best_dir = h.checkpoint()
+    best, best_dir = h.best(), h.checkpoint()
+    root = provenance.repo_root(sf.resolve().parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        h.export(tmp)
-        _finished_only(tmp)
-        rep_dir = Path(tempfile.mkdtemp(prefix="fmlab-report-"))
-        try:
-            h.report(rep_dir)
-            for f in sorted(rep_dir.iterdir()):
-                keep = f.name in REPORT_FILES or (f.suffix in REPORT_EXTS and f.stat().st_size <= MAX_REPORT_FILE)
-                if f.is_file() and keep and f.name not in TABLES:
-                    shutil.copy2(f, tmp / f.name)
-        finally:
-            shutil.rmtree(rep_dir, ignore_errors=True)
-        best_id = None
-        if best is not None and best_dir is not None:
-            best_id = str(best["id"])
-            (tmp / "best").mkdir()
-            shutil.copy2(best_dir / "best.safetensors", tmp / "best" / "best.safetensors")
-            tj = json.loads((best_dir / "trial.json").read_text())
-            tj["env"] = _scrub_env(tj.get("env", {}))
-            write_json(tmp / "best" / "trial.json", tj)
-        starts = [r["started"] for r in complete if r["started"]]
-        ends = [r["finished"] for r in complete if r["finished"]]
-        with Store(store, create=False) as s:
-            envs = {i: s.trial(i)["env"] for i in (r["id"] for r in complete)}
-        root = repo_root(sf.resolve().parent)
-        dirty = bool(_git(["status", "--porcelain", "--untracked-files=no"], root)) if root else None
-        run = {"schema": RUN_SCHEMA, "study": st.name, "budget": st.budget, "label": st.label,
-               "study_file": _rel_study_path(sf), "study_sha256": sha256_file(sf), "seeds": list(st.seeds),
-               "select": st.select, "commit": _git(["rev-parse", "HEAD"], root) if root else None,
-               "dirty": dirty, "command": command, "published": _iso(time.time()),
-               "hardware": _hardware(list(envs.values())),
-               "wall_s": sum(float(r["timings"].get("total_s") or 0.0) for r in complete),
-               "first_trial_started": _iso(min(starts)) if starts else None,
-               "last_trial_finished": _iso(max(ends)) if ends else None,
-               "counts": {"planned": len(planned), "complete": len(complete), "failed": len(failed),
-                          "missing": len(planned) - len(complete) - len(failed)},
-               "best": best_id,
-               "trials": {r["id"]: {"timings": r["timings"], "started": r["started"], "finished": r["finished"],
-                                    "env": _scrub_env(envs[r["id"]])} for r in complete}}  # fmt: skip
+        _copy_tables(h, tmp)
+        _copy_report(h, tmp)
+        best_id = _copy_best(best, best_dir, tmp / "best")
+        run = provenance.run_json(st, sf, [t.id for t in st.trials()], recs, envs, best_id, command, root)
         write_json(tmp / "run.json", run)
         _scrub_paths(tmp, [store.resolve().parent, Path.cwd().resolve(), tmp.resolve(), *([root] if root else [])])
-        os.chmod(tmp, 0o755)
-        for f in tmp.rglob("*"):
-            os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        _readable(tmp)
+        _replace(out, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**run, "out": str(out)}
 
 
+def _copy_tables(h: StudyHandle, folder: Path) -> None:
+    """trials.csv and epochs.csv as `fmlab results` exports them, less what an import would not bring."""
+    h.export(folder)
+    _finished_only(folder)
+
+
+def _copy_report(h: StudyHandle, folder: Path) -> None:
+    """The report's summary, figures and tables (not its site, nor a figure over MAX_REPORT_FILE)."""
+    rep_dir = Path(tempfile.mkdtemp(prefix="fmlab-report-"))
+    try:
+        h.report(rep_dir)
+        for f in sorted(rep_dir.iterdir()):
+            keep = f.name in REPORT_FILES or (f.suffix in REPORT_EXTS and f.stat().st_size <= MAX_REPORT_FILE)
+            if f.is_file() and keep and f.name not in TABLES:
+                shutil.copy2(f, folder / f.name)
+    finally:
+        shutil.rmtree(rep_dir, ignore_errors=True)
+
+
+def _copy_best(best: dict[str, Any] | None, best_dir: Path | None, to: Path) -> str | None:
+    """The best COMPLETE trial's weights and trial.json (its provenance scrubbed) into `to`; its id, or None
+    when there is none yet."""
+    from fmlab.training.checkpoint import write_json
+
+    if best is None or best_dir is None:
+        return None
+    to.mkdir()
+    shutil.copy2(best_dir / "best.safetensors", to / "best.safetensors")
+    tj = json.loads((best_dir / "trial.json").read_text())
+    tj["env"] = provenance.scrub_env(tj.get("env", {}))
+    write_json(to / "trial.json", tj)
+    return str(best["id"])
+
+
+def _readable(folder: Path) -> None:
+    """Plain modes (0755 folders, 0644 files), whatever the temporary folder was made with."""
+    os.chmod(folder, 0o755)
+    for f in folder.rglob("*"):
+        os.chmod(f, 0o755 if f.is_dir() else 0o644)
+
+
+def _replace(out: Path, tmp: Path) -> None:
+    """tmp renamed to out; an existing out is moved aside first and removed after."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
 def _finished_only(folder: Path) -> None:
     """The tables as a fresh store holds them after import: a trial not yet finished (RUNNING, or WAITING
     with an 'interrupted' note) is WAITING with no epochs; a FAILED trial keeps its error, not its epochs."""
     rows = read_csv(folder / "trials.csv")
-    done = {r["id"] for r in rows if r["state"] == "COMPLETE"}
+    done = {r["id"] for r in rows if r["state"] == State.COMPLETE}
     for r in rows:
-        if r["state"] != "COMPLETE":
+        if r["state"] != State.COMPLETE:
             r["epochs"] = "0"
-            if r["state"] != "FAILED":
-                r.update(state="WAITING", error="")
+            if r["state"] != State.FAILED:
+                r.update(state=State.WAITING.value, error="")
     _write_csv(folder / "trials.csv", rows)
     _write_csv(folder / "epochs.csv", [e for e in read_csv(folder / "epochs.csv") if e["trial_id"] in done])
 

@@ -193,15 +193,18 @@ class Publish(Command):
         import shlex
 
         from fmlab.archive import publish
-        from fmlab.study.spec import parse_seeds
+        from fmlab.archive.provenance import shown_path
+        from fmlab.study.spec import load, parse_seeds
 
         seeds = parse_seeds(args.seeds) if args.seeds else None
-        argv = ["fmlab", "publish", publish.shown_path(args.study_file), "--budget", args.budget]
+        argv = ["fmlab", "publish", shown_path(args.study_file), "--budget", args.budget]
         argv += ["--seeds", args.seeds] if args.seeds else []
-        argv += ["--store", publish.shown_path(args.store)] if args.store else []
-        argv += ["--out", publish.shown_path(args.out)] if args.out else []
-        run = publish.publish_results(args.study_file, args.budget, store=store_path(args), out=args.out, seeds=seeds,
-                                  command=shlex.join(argv))  # fmt: skip
+        argv += ["--store", shown_path(args.store)] if args.store else []
+        argv += ["--out", shown_path(args.out)] if args.out else []
+        st = load(args.study_file, args.budget, seeds)
+        # the one write to the store: the study's row from its file, so the report follows its analysis keys
+        publish.record_study_row(st, store_path(args))
+        run = publish.write_results(st, store=store_path(args), out=args.out, command=shlex.join(argv))
         c = run["counts"]
         err(f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
             f"{c['missing']} missing; best {run['best'] or 'none yet'}")  # fmt: skip

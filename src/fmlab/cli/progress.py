@@ -3,7 +3,7 @@ finished trial and, when no line has been printed for EPOCH_LINE_S, one per fini
 trials that take hours still shows them moving and a quick study stays one line per trial.
 
 On the interface floor beside cli and watch (the only modules that print): the sweep hands each
-snapshot (sweep.Progress) to SweepDisplay.update; nothing below this floor prints.
+snapshot (fmlab.sweep.progress.Progress) to SweepDisplay.update; nothing below this floor prints.
 """
 
 from __future__ import annotations

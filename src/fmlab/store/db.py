@@ -175,6 +175,13 @@ class Store(Lifecycle, Planning):
             out += [dict(r) for r in self.db.execute(q, chunk)]
         return out
 
+    def envs(self, states: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each trial's recorded provenance (device, device_name, cpu_bf16, threads, ...) by id, for the trials
+        in these states; {} for a trial that recorded none."""
+        st = [State(s).value for s in states]
+        q = f"SELECT id, env FROM trials WHERE state IN ({','.join('?' * len(st))})"
+        return {r["id"]: json.loads(r["env"] or "{}") for r in self.db.execute(q, st)}
+
     def find(self, ref: str) -> str:
         """A trial id from an id or a unique prefix of one."""
         rows = [

@@ -1,11 +1,13 @@
-"""A study file's sections checked one at a time: [analysis] (min_effect, transform), [[claims]], seeds, the
-keys and values of a config table, the TOML itself. fmlab.study.spec.load puts them together; every error is a
-StudyError naming the file, the key and what is allowed.
+"""A study file's sections checked one at a time: name and description, [factors], [arms], [budgets], select,
+[analysis] (min_effect, transform), [[claims]], seeds, the keys and values of a config table, the TOML itself.
+fmlab.study.spec.load puts them together; every error is a StudyError naming the file, the key and what is
+allowed.
 """
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,137 @@ class StudyError(FmlabError):
 
 MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
 TRANSFORMS = ("none", "log")  # as fmlab.analysis.diagnostics.TRANSFORMS (kept here so study files load light)
+SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
+FULL = "full"
+BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The chosen budget of a study file: its name, every budget the file names (full first), the chosen one's
+    config overrides, its seeds (None: the file's), whether it is a finding, and its label."""
+
+    name: str
+    known: tuple[str, ...]
+    overrides: dict[str, Any]
+    seeds: tuple[int, ...] | None
+    finding: bool
+    note: str
+
+
+def name_section(p: Path, doc: dict[str, Any]) -> tuple[str, str]:
+    """The top-level name (usable in STUDY:best and folder names) and description."""
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in ":@/ "):
+        raise StudyError(f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
+                         "or spaces, e.g. name = \"seed\"")  # fmt: skip
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise StudyError(f"{p}: key 'description': bad value {desc!r}; expected a string")
+    return name, desc
+
+
+def factors_section(p: Path, doc: dict[str, Any]) -> dict[str, list[Any]]:
+    """[factors]: config key -> a non-empty list of values, each checked."""
+    factors = check_keys(p, "factors", doc.get("factors", {}))
+    for key, values in factors.items():
+        if not isinstance(values, list):
+            raise StudyError(f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, "
+                             f"e.g. [{key!r} = [a, b]]")  # fmt: skip
+        if not values:
+            raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
+        for v in values:
+            check_values(p, "factors", {key: v})
+    return factors
+
+
+def arms_section(p: Path, doc: dict[str, Any], base: dict[str, Any],
+                 factors: dict[str, Any]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """[arms.<name>] tables: each a non-empty set of config keys that differ from [base]."""
+    if "arms" not in doc:
+        return {}
+    arms = doc["arms"]
+    if "factors" in doc:
+        raise StudyError(f"{p}: a study has [factors] (a grid) or [arms] (variants of [base]), not both; "
+                         "split it into two study files")  # fmt: skip
+    if not isinstance(arms, dict) or not all(isinstance(t, dict) for t in arms.values()):
+        raise StudyError(f"{p}: [arms] must hold tables like [arms.cosine] with config keys, e.g. "
+                         '"train.schedule" = "cosine"')  # fmt: skip
+    if not arms:
+        raise StudyError(f"{p}: [arms] is empty; add at least one arm, e.g. [arms.cosine] with "
+                         '"train.schedule" = "cosine"')  # fmt: skip
+    out = {}
+    for name, table in arms.items():
+        if name == BASELINE:
+            raise StudyError(f"{p}: [arms.{BASELINE}]: the name '{BASELINE}' is reserved for [base] itself; "
+                             "rename the arm")  # fmt: skip
+        if not name.strip() or any(c in name for c in ",\n"):
+            raise StudyError(f"{p}: arm name {name!r}: use a non-empty name without commas")
+        for key, v in table.items():
+            if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
+                raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
+                                 f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
+        changes = check_keys(p, f"arms.{name}", table)
+        if not changes:
+            raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
+                             "config key")  # fmt: skip
+        check_values(p, f"arms.{name}", changes)
+        out[name] = changes
+    return out
+
+
+def budgets_section(p: Path, doc: dict[str, Any], budget: str, factors: dict[str, Any],
+                    arms: dict[str, dict[str, Any]]) -> Budget:  # fmt: skip
+    """[budgets.<name>] tables, each checked (_budget_table), and the one chosen (full when the file has none
+    by that name: full needs no table)."""
+    budgets = doc.get("budgets", {})
+    if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
+        raise StudyError(f"{p}: [budgets] must hold tables like [budgets.quick]")
+    known = tuple(dict.fromkeys([FULL, *budgets]))
+    if budget not in known:
+        raise StudyError(f"{p}: unknown budget '{budget}'; allowed: {', '.join(known)}")
+    for bname, table in budgets.items():
+        _budget_table(p, bname, table, factors, arms)
+    chosen = dict(budgets.get(budget, {}))
+    seeds = check_seeds(p, f"[budgets.{budget}] key 'seeds'", chosen.pop("seeds")) if "seeds" in chosen else None
+    finding = bool(chosen.pop("finding", budget == FULL))
+    note = str(chosen.pop("label", ""))
+    return Budget(budget, known, chosen, seeds, finding, note)
+
+
+def _budget_table(p: Path, bname: str, table: Any, factors: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
+    """One [budgets.<name>]: config keys (neither a factor nor what an arm tests) and seeds, finding, label."""
+    b = check_keys(p, f"budgets.{bname}", table, extra=BUDGET_META)
+    for key in b:
+        if key in BUDGET_META:
+            continue
+        if key in factors:
+            raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
+                             "override a factor")  # fmt: skip
+        for arm, changes in arms.items():
+            if key in changes:
+                raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
+                                 "budget may not override what an arm tests")  # fmt: skip
+    if "seeds" in b:
+        check_seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
+    if not isinstance(b.get("finding", False), bool):
+        raise StudyError(f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false")
+    if not isinstance(b.get("label", ""), str):
+        raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
+    check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
+
+
+def select_section(p: Path, doc: dict[str, Any], base: dict[str, Any], b: Budget) -> str:
+    """The top-level select: a validation metric, by default the monitored one under [base] and the budget."""
+    try:
+        monitor = with_overrides(Config(), {**base, **b.overrides}).train.monitor
+    except ConfigError as e:
+        raise StudyError(f"{p}: [base] with budget '{b.name}': {e}") from None
+    select = doc.get("select", monitor)
+    if select not in SELECT:
+        why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
+        raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
+    return str(select)
 
 
 def analysis_section(p: Path, doc: dict[str, Any]) -> dict[str, float]:

@@ -25,19 +25,30 @@ from typing import Any
 
 from fmlab.config.schema import Config, ConfigError, with_overrides
 from fmlab.study.sections import BASELINE as BASELINE  # re-exported: the study's callers import them from here
+from fmlab.study.sections import BUDGET_META as BUDGET_META
+from fmlab.study.sections import FULL as FULL
 from fmlab.study.sections import MIN_EFFECT_KEYS as MIN_EFFECT_KEYS
+from fmlab.study.sections import SELECT as SELECT
 from fmlab.study.sections import TRANSFORMS as TRANSFORMS
 from fmlab.study.sections import StudyError as StudyError
-from fmlab.study.sections import analysis_section, check_keys, check_values, claims_section, transform_section
+from fmlab.study.sections import (
+    analysis_section,
+    arms_section,
+    budgets_section,
+    check_keys,
+    check_values,
+    claims_section,
+    factors_section,
+    name_section,
+    select_section,
+    transform_section,
+)
 from fmlab.study.sections import baseline_values as baseline_values
 from fmlab.study.sections import check_seeds as check_seeds
 from fmlab.study.sections import parse_seeds as parse_seeds
 from fmlab.study.sections import read_toml as read_toml
 
 TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis", "claims")
-SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
-FULL = "full"
-BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
 
 
 @dataclass(frozen=True)
@@ -135,115 +146,36 @@ def spec_label(spec: dict, budget: str) -> str:
 
 
 def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = None) -> Study:
-    """Parse and fully validate a study file under one budget; nothing runs before this succeeds."""
+    """Parse and fully validate a study file under one budget; nothing runs before this succeeds. Each
+    section is checked on its own (fmlab.study.sections), then the combinations (_check_combinations)."""
     p = Path(path)
     doc = read_toml(p, "study file", TOP_KEYS)
-    name = doc.get("name")
-    if not isinstance(name, str) or not name.strip() or any(c in name for c in ":@/ "):
-        raise StudyError(f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
-                         "or spaces, e.g. name = \"seed\"")  # fmt: skip
-    desc = doc.get("description", "")
-    if not isinstance(desc, str):
-        raise StudyError(f"{p}: key 'description': bad value {desc!r}; expected a string")
+    name, desc = name_section(p, doc)
     base = check_keys(p, "base", doc.get("base", {}))
     check_values(p, "base", base)
-    factors = check_keys(p, "factors", doc.get("factors", {}))
-    for key, values in factors.items():
-        if not isinstance(values, list):
-            raise StudyError(f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, "
-                             f"e.g. [{key!r} = [a, b]]")  # fmt: skip
-        if not values:
-            raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
-        for v in values:
-            check_values(p, "factors", {key: v})
-    arms = _arms(p, doc, base, factors)
-    budgets = doc.get("budgets", {})
-    if not isinstance(budgets, dict) or not all(isinstance(b, dict) for b in budgets.values()):
-        raise StudyError(f"{p}: [budgets] must hold tables like [budgets.quick]")
-    known = tuple(dict.fromkeys([FULL, *budgets]))
-    if budget not in known:
-        raise StudyError(f"{p}: unknown budget '{budget}'; allowed: {', '.join(known)}")
-    for bname, table in budgets.items():
-        b = check_keys(p, f"budgets.{bname}", table, extra=BUDGET_META)
-        for key in b:
-            if key in BUDGET_META:
-                continue
-            if key in factors:
-                raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
-                                 "override a factor")  # fmt: skip
-            for arm, changes in arms.items():
-                if key in changes:
-                    raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
-                                     "budget may not override what an arm tests")  # fmt: skip
-        if "seeds" in b:
-            check_seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
-        if not isinstance(b.get("finding", False), bool):
-            raise StudyError(
-                f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false"
-            )
-        if not isinstance(b.get("label", ""), str):
-            raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
-        check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
-    chosen = dict(budgets.get(budget, {}))
+    factors = factors_section(p, doc)
+    arms = arms_section(p, doc, base, factors)
+    b = budgets_section(p, doc, budget, factors, arms)
     if seeds is None:
-        seeds = check_seeds(p, f"[budgets.{budget}] key 'seeds'", chosen["seeds"]) if "seeds" in chosen else \
-            check_seeds(p, "key 'seeds'", doc.get("seeds", [0]))  # fmt: skip
-    chosen.pop("seeds", None)
-    finding = bool(chosen.pop("finding", budget == FULL))
-    note = str(chosen.pop("label", ""))
-    try:
-        monitor = with_overrides(Config(), {**base, **chosen}).train.monitor
-    except ConfigError as e:
-        raise StudyError(f"{p}: [base] with budget '{budget}': {e}") from None
-    select = doc.get("select", monitor)
-    if select not in SELECT:
-        why = " (the test set is evaluated, never used to choose)" if str(select).startswith("test") else ""
-        raise StudyError(f"{p}: key 'select': bad value {select!r}{why}; allowed: {', '.join(SELECT)}")
-    study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds), select=select,
-                  base=base, factors=factors, overrides=chosen, budgets=known, arms=arms,
-                  finding=finding, budget_note=note, min_effect=analysis_section(p, doc),
-                  claims=claims_section(p, doc, base, factors, arms), transform=transform_section(p, doc))  # fmt: skip
-    for arm, changes in arms.items():  # an arm can clash with [base] or the budget, e.g. lr_min > lr
-        try:
-            with_overrides(Config(), {**base, **changes, **chosen})
-        except ConfigError as e:
-            raise StudyError(f"{p}: [arms.{arm}] with [base] and budget '{budget}': {e}") from None
-    try:
-        study.trials()  # combinations can still clash with a range, e.g. a derived value
-    except ConfigError as e:
-        raise StudyError(f"{p}: {e}") from None
+        seeds = b.seeds or check_seeds(p, "key 'seeds'", doc.get("seeds", [0]))
+    study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds),
+                  select=select_section(p, doc, base, b), base=base, factors=factors, overrides=b.overrides,
+                  budgets=b.known, arms=arms, finding=b.finding, budget_note=b.note,
+                  min_effect=analysis_section(p, doc), claims=claims_section(p, doc, base, factors, arms),
+                  transform=transform_section(p, doc))  # fmt: skip
+    _check_combinations(p, study)
     return study
 
 
-def _arms(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """[arms.<name>] tables: each a non-empty set of config keys that differ from [base]."""
-    if "arms" not in doc:
-        return {}
-    arms = doc["arms"]
-    if "factors" in doc:
-        raise StudyError(f"{p}: a study has [factors] (a grid) or [arms] (variants of [base]), not both; "
-                         "split it into two study files")  # fmt: skip
-    if not isinstance(arms, dict) or not all(isinstance(t, dict) for t in arms.values()):
-        raise StudyError(f"{p}: [arms] must hold tables like [arms.cosine] with config keys, e.g. "
-                         '"train.schedule" = "cosine"')  # fmt: skip
-    if not arms:
-        raise StudyError(f"{p}: [arms] is empty; add at least one arm, e.g. [arms.cosine] with "
-                         '"train.schedule" = "cosine"')  # fmt: skip
-    out = {}
-    for name, table in arms.items():
-        if name == BASELINE:
-            raise StudyError(f"{p}: [arms.{BASELINE}]: the name '{BASELINE}' is reserved for [base] itself; "
-                             "rename the arm")  # fmt: skip
-        if not name.strip() or any(c in name for c in ",\n"):
-            raise StudyError(f"{p}: arm name {name!r}: use a non-empty name without commas")
-        for key, v in table.items():
-            if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
-                raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
-                                 f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
-        changes = check_keys(p, f"arms.{name}", table)
-        if not changes:
-            raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
-                             "config key")  # fmt: skip
-        check_values(p, f"arms.{name}", changes)
-        out[name] = changes
-    return out
+def _check_combinations(p: Path, study: Study) -> None:
+    """Sections that pass one by one can still clash together: an arm with [base] or the budget (e.g. lr_min >
+    lr), or a combination with a range (e.g. a derived value)."""
+    for arm, changes in study.arms.items():
+        try:
+            with_overrides(Config(), {**study.base, **changes, **study.overrides})
+        except ConfigError as e:
+            raise StudyError(f"{p}: [arms.{arm}] with [base] and budget '{study.budget}': {e}") from None
+    try:
+        study.trials()
+    except ConfigError as e:
+        raise StudyError(f"{p}: {e}") from None

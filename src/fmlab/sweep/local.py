@@ -1,10 +1,8 @@
-"""Where trials run: in this process (inline) or in local worker processes. Same interface, so a Ray
-executor fits later: submit(Task) with a plain config; poll() hands back Events carrying plain,
-picklable TrialResults. Workers never touch the store; the parent writes what they send.
-
-Local workers are spawned (not forked: torch's thread pools do not survive fork), ignore Ctrl-C (the
-parent decides), and die with their parent (PR_SET_PDEATHSIG), so a killed sweep leaves no orphans.
-"""
+"""Where trials run: in this process (inline) or in local worker processes, behind the Executor interface that
+fmlab.sweep.ray shares: submit(work) with a plain config; poll() hands back Events carrying plain, picklable
+TrialResults. Workers never touch the store; the parent writes what they send. Local workers are spawned (not
+forked: torch's thread pools do not survive fork), ignore Ctrl-C (the parent decides), and die with their
+parent (PR_SET_PDEATHSIG), so a killed sweep leaves no orphans."""
 
 from __future__ import annotations
 

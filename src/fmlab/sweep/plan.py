@@ -1,6 +1,7 @@
-"""Plan and run a sweep from Python: where its trials run (SweepLayout), what it would do (SweepPlan,
-plan_sweep), and the sweep itself (open_sweep -> Sweep.run -> SweepOutcome). fmlab.api.handles re-exports all of it
-and adds run_study, which returns the study's handle; `fmlab sweep` is a thin layer over these.
+"""Plan and run a sweep from Python: what it would do (SweepPlan, plan_sweep; where its trials run is
+fmlab.sweep.layout's SweepLayout, its time fmlab.sweep.estimate's), and the sweep itself (open_sweep ->
+Sweep.run -> SweepOutcome). fmlab.api.handles re-exports all of it and adds run_study, which returns the
+study's handle; `fmlab sweep` is a thin layer over these.
 
 Every check (study file, device, dataset, Ray, TensorBoard) is done before the store is touched; nothing
 here prints.
@@ -15,51 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from fmlab.config.states import State
 from fmlab.store.db import DEFAULT_PATH
+from fmlab.sweep.layout import SweepLayout, check_dataset, check_device, layout_for
 
 if TYPE_CHECKING:
     from fmlab.store.db import Plan, Store
     from fmlab.study.spec import Study, Trial
-    from fmlab.sweep.loop import Progress
-
-
-def sweep_slots(workers: int | None = None, threads: int = 0) -> tuple[int, int]:
-    """(worker processes, threads each): by default one single-thread worker per core (BENCHMARKS.md
-    "Studies": that beats one multi-thread worker); workers 0 runs inline."""
-    from fmlab.errors import FmlabError
-    from fmlab.training.env import cores
-
-    workers = cores() if workers is None else workers
-    if workers < 0:
-        raise FmlabError(f"bad --workers {workers}; use 0 (inline) or a count of processes")
-    return workers, threads or max(1, cores() // max(workers, 1))
-
-
-def check_device(device: str = "auto") -> str:
-    """A device this machine lacks (cuda on a CPU-only box) is one clear error before anything runs;
-    returns the device it resolves to ("auto" -> "cuda" or "cpu")."""
-    from fmlab.training.env import check_device as check
-
-    return str(check(device))
-
-
-def check_dataset(data_dir: str | Path | None = None) -> None:
-    """A missing dataset is one clear error before a sweep, not a study of FAILED trials."""
-    from fmlab.data import idx as data
-
-    for name in data.FILES:
-        data.find_file(name, data_dir)
-
-
-@dataclass(frozen=True)
-class SweepLayout:
-    """Where a sweep's trials run. executor: "local" or "ray"; workers: local processes (0 = inline) or
-    Ray trials at once (1 until the cluster is asked); threads: intra-op threads per trial; where: one line."""
-
-    executor: str
-    workers: int
-    threads: int
-    where: str
-    pack: int | None = None  # None: every trial alone; 0: each pack as one model; K: packs of at most K
+    from fmlab.sweep.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -129,41 +91,12 @@ class SweepOutcome:
         return [r for r in self.records if r["state"] == state]
 
 
-def _layout(executor: str, workers: int | None, threads: int, address: str | None, cpus_per_trial: float,
-            ray: Any = None, pack: str | int = "off", device: str = "auto",
-            gpus_per_trial: float | None = None) -> SweepLayout:  # fmt: skip
-    """ray: a connected rayexec.RayExecutor (its slots and GPUs); None: the layout before Ray is asked.
-    pack: --pack, resolved for the device the trials get (fmlab.training.packs.resolve)."""
-    from fmlab.errors import FmlabError
-    from fmlab.training import packs
-
-    if executor == "local":
-        workers, threads = sweep_slots(workers, threads)
-        k = packs.resolve(pack, check_device(device).split(":")[0])
-        where = "inline (this process)" if workers == 0 else f"{workers} worker process(es)"
-        return SweepLayout("local", workers, threads, where + _pack_words(k), k)
-    if executor != "ray":
-        raise FmlabError(f"bad executor {executor!r}; use local or ray")
-    gpus = ray.gpus if ray is not None else (gpus_per_trial or 0.0)
-    k = packs.resolve(pack, "cuda" if gpus > 0 else "cpu")
-    where = f"Ray ({address or 'local instance'}), {cpus_per_trial:g} CPU(s) per trial"
-    if ray is not None:
-        where += f", {ray.gpus:g} GPU(s) per trial; {ray.slots} at once"
-    return SweepLayout("ray", ray.slots if ray is not None else 1, threads or max(1, int(cpus_per_trial)),
-                       where + _pack_words(k), k)  # fmt: skip
-
-
-def _pack_words(k: int | None) -> str:
-    return "" if k is None else ", each pack trained as one model" + (f" (at most {k} trials)" if k else "")
-
-
 def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry_failed: bool,
           record: bool, device: str) -> SweepPlan:  # fmt: skip
-    from fmlab.sweep import loop as sweep
+    from fmlab.sweep.estimate import plan_estimate
     from fmlab.sweep.order import run_order
     from fmlab.training import packs
     from fmlab.training.checkpoint import ResumeState
-    from fmlab.training.env import precision_note
 
     trials = st.trials()
     done = set(store.status([t.id for t in trials]).done) if store else set()
@@ -179,25 +112,10 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
         plan = store.status([t.id for t in ordered]) if store else None
         runnable = set(plan.todo) | (set(plan.failed) if retry_failed else set()) if plan else None
     todo = [t for t in ordered if runnable is None or t.id in runnable]
-    machine: sweep.Machine | None = None
-    if layout.executor == "local":  # the trials run here: calibrate on the store's trials from a like machine
-        import torch
-
-        from fmlab.training.env import cpu_bf16, device_name
-
-        machine = (device_name(torch.device(check_device(device))), cpu_bf16())
-    calib, speed_from = sweep.calibration(store, layout.threads, machine) if store else (1.0, "assumed")
-    # a local sweep's device is this machine's; a Ray cluster's CPUs are not known from here
-    dev = check_device(device).split(":")[0] if layout.executor == "local" else "ray"
-    precisions = {t.config.train.precision for t in todo}
-    note = precision_note(dev, precisions)
-    slow = 1.0  # bf16 emulated here and no trial from a like machine to say how fast: a short probe does
-    if note and speed_from != "this machine":
-        slow = sweep.bf16_step_ratio(layout.threads)
-        note = precision_note(dev, precisions, slow)
-    est = sweep.estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow)
+    est = plan_estimate(store, todo, layout, device)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
-    return SweepPlan(st, trials, todo, plan, est, layout, path, groups, [note] if note else [], speed_from)
+    return SweepPlan(st, trials, todo, plan, est.seconds, layout, path, groups, [est.note] if est.note else [],
+                     est.speed_from)  # fmt: skip
 
 
 class Sweep:
@@ -275,7 +193,7 @@ def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
         ray = RayExecutor(address, cpus_per_trial, gpus_per_trial, device)
     s = board = None
     try:
-        layout = _layout(executor, workers, threads, address, cpus_per_trial, ray, pack, device)
+        layout = layout_for(executor, workers, threads, address, cpus_per_trial, ray, pack, device)
         if ray is None:
             check_device(device)  # once, not one FAILED trial per missing GPU
             check_dataset(data_dir)
@@ -312,8 +230,8 @@ def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
         with open_sweep(path, budget, **args, device=device, data_dir=data_dir, gpus_per_trial=gpus_per_trial) as sw:
             return sw.plan
     st = fstudy.load(path, budget, seeds)
-    layout = _layout(executor, workers, threads, address, cpus_per_trial, pack=pack, device=device,
-                     gpus_per_trial=gpus_per_trial)  # fmt: skip
+    layout = layout_for(executor, workers, threads, address, cpus_per_trial, pack=pack, device=device,
+                        gpus_per_trial=gpus_per_trial)  # fmt: skip
     s = Store(Path(store)) if Path(store).exists() else None
     try:
         return _plan(st, s, Path(store), layout, retry_failed, record=False, device=device)

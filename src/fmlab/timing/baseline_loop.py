@@ -84,64 +84,54 @@ def check_followed(cfg: fconfig.Config) -> None:
         raise SystemExit("conventional_train.py: only train.optimizer=adam is supported")
 
 
-def main(argv: list[str] | None = None) -> int:
-    t_start = time.perf_counter()
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fmlab config key")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader num_workers (default 0)")
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
-    ap.add_argument("--eval-batch-size", type=int, default=1000)
-    ap.add_argument("--data-dir")
-    args = ap.parse_args(argv)
+def images(split: fdata.Split, data: fconfig.DataConfig) -> FashionImages:
+    return FashionImages(split.x.numpy(), split.y.numpy(), data.mean, data.std)
 
-    cfg = fconfig.with_overrides(fconfig.Config(), fconfig.parse_sets(args.set)).resolved()
-    check_followed(cfg)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ds = fdata.load(cfg.data, args.data_dir)
-    mean, std = cfg.data.mean, cfg.data.std
 
-    def images(split: fdata.Split) -> FashionImages:
-        return FashionImages(split.x.numpy(), split.y.numpy(), mean, std)
+def train_one_epoch(net: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
+                    device: torch.device) -> dict[str, float]:  # fmt: skip
+    """One pass over the training set, as the tutorials write it: forward, NLL, backward, step."""
+    net.train()
+    loss_sum, correct, n = 0.0, 0, 0
+    for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
+        out = net(xb)
+        loss = F.nll_loss(out, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+        n += len(yb)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"train_loss": loss_sum / n, "train_acc": correct / n}
 
-    torch.manual_seed(cfg.seed)
-    net = build(cfg.model).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr)
-    kw = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
-    train_loader = DataLoader(images(ds.train), batch_size=cfg.train.batch_size, shuffle=True, **kw)
-    val_loader = DataLoader(images(ds.val), batch_size=args.eval_batch_size, **kw)
 
-    tc = cfg.train
+def improved(score: float, best: float | None, tc: fconfig.TrainConfig) -> bool:
+    """Whether score beats the best so far by more than min_delta (lower is better for val_loss)."""
+    if best is None:
+        return True
+    return score < best - tc.min_delta if tc.monitor == "val_loss" else score > best + tc.min_delta
+
+
+def fit(net: torch.nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader,
+        device: torch.device, tc: fconfig.TrainConfig) -> tuple[list[dict[str, float]], int, float, float]:  # fmt: skip
+    """Train epoch by epoch, validating after each, until max_epochs or `patience` epochs without improvement;
+    the best epoch's weights are loaded back at the end. Returns (per-epoch rows, best epoch, train_s, eval_s)."""
     train_s = eval_s = 0.0
-    epochs, best, best_state, bad = [], None, None, 0
+    epochs, best, best_state, bad, best_epoch = [], None, None, 0, 0
     for epoch in range(1, tc.max_epochs + 1):
         t0 = time.perf_counter()
-        net.train()
-        loss_sum, correct, n = 0.0, 0, 0
-        for xb, yb in train_loader:
-            xb, yb = xb.to(device), yb.to(device)
-            out = net(xb)
-            loss = F.nll_loss(out, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(yb)
-            correct += (out.argmax(1) == yb).sum().item()
-            n += len(yb)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        row = train_one_epoch(net, train_loader, opt, device)
         t1 = time.perf_counter()
         val = evaluate(net, val_loader, device)
         t2 = time.perf_counter()
         train_s += t1 - t0
         eval_s += t2 - t1
-        epochs.append({"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
-                       "val_loss": val["loss"], "val_acc": val["acc"], "train_s": t1 - t0})  # fmt: skip
+        epochs.append({"epoch": epoch, **row, "val_loss": val["loss"], "val_acc": val["acc"], "train_s": t1 - t0})
         score = val["loss"] if tc.monitor == "val_loss" else val["acc"]
-        better = best is None or (score < best - tc.min_delta if tc.monitor == "val_loss"
-                                  else score > best + tc.min_delta)  # fmt: skip
-        if better:
+        if improved(score, best, tc):
             best, best_epoch, bad = score, epoch, 0
             best_state = copy.deepcopy(net.state_dict())
         else:
@@ -149,8 +139,39 @@ def main(argv: list[str] | None = None) -> int:
             if bad >= tc.patience:
                 break
     net.load_state_dict(best_state)
+    return epochs, best_epoch, train_s, eval_s
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fmlab config key")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader num_workers (default 0)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = torch's default")
+    ap.add_argument("--eval-batch-size", type=int, default=1000)
+    ap.add_argument("--data-dir")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    t_start = time.perf_counter()
+    args = parse_args(argv)
+    cfg = fconfig.with_overrides(fconfig.Config(), fconfig.parse_sets(args.set)).resolved()
+    check_followed(cfg)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ds = fdata.load(cfg.data, args.data_dir)
+
+    torch.manual_seed(cfg.seed)
+    net = build(cfg.model).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr)
+    kw = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
+    train_loader = DataLoader(images(ds.train, cfg.data), batch_size=cfg.train.batch_size, shuffle=True, **kw)
+    val_loader = DataLoader(images(ds.val, cfg.data), batch_size=args.eval_batch_size, **kw)
+    epochs, best_epoch, train_s, eval_s = fit(net, opt, train_loader, val_loader, device, cfg.train)
+
     t3 = time.perf_counter()
-    test = evaluate(net, DataLoader(images(ds.test), batch_size=args.eval_batch_size, **kw), device)
+    test = evaluate(net, DataLoader(images(ds.test, cfg.data), batch_size=args.eval_batch_size, **kw), device)
     test_eval_s = time.perf_counter() - t3
     images_seen = sum(len(ds.train) for _ in epochs)
     print(json.dumps({

@@ -144,7 +144,8 @@ def cpu_bf16() -> bool | None:
 
 def precision_note(device_type: str, precisions: set[str], ratio: float | None = None) -> str | None:
     """One line when bf16 trials are to run on a CPU that emulates bf16 (none: nothing to say); ratio: the bf16
-    over fp32 step time measured here (fmlab.sweep.loop.bf16_step_ratio), which the sweep's estimate then includes."""
+    over fp32 step time measured here (fmlab.sweep.estimate.bf16_step_ratio), which the sweep's estimate then
+    includes."""
     if device_type != "cpu" or "bf16" not in precisions or cpu_bf16() is not False:
         return None
     how = (f"a training step measured {ratio:.1f}x the fp32 step here, and the estimate includes it" if ratio

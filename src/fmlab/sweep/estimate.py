@@ -1,0 +1,150 @@
+"""A sweep's time estimate: an upper bound of its wall time from each trial's size (forward FLOPs, images,
+epochs), a reference speed calibrated on the store's COMPLETE trials from a machine like this one, and, where
+bf16 is emulated here, a short probe of what a bf16 step costs (BENCHMARKS.md, "Studies")."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fmlab.config.schema import ModelConfig, from_dict
+from fmlab.store.db import State
+from fmlab.sweep.layout import SweepLayout, check_device
+
+if TYPE_CHECKING:
+    from fmlab.store.db import Store
+    from fmlab.study.spec import Trial
+
+REF_IMAGES_PER_S = 700.0  # seed net (64,128,256), one thread, fp32, this 2-core box, measured before the trainer work
+REF_MODEL = ModelConfig()  # the seed net (64, 128, 256) that REF_IMAGES_PER_S was measured on
+
+Machine = tuple[str, "bool | None"]  # (device_name: CPU model or GPU name, native bf16 on that CPU)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A plan's estimate: seconds (upper bound), where its speed came from, and a line to say first (None:
+    nothing to say; else bf16 is emulated here and what that costs)."""
+
+    seconds: float
+    speed_from: str  # "this machine", "other machines" (their trials) or "assumed"
+    note: str | None
+
+
+@functools.lru_cache(maxsize=256)
+def _flops(m: ModelConfig) -> float:
+    """Forward FLOPs per image of the conv and linear layers of m's network (any arch)."""
+    from fmlab.model.nets import build, forward_flops
+
+    return float(forward_flops(build(m))["total"])
+
+
+def _reference_ips(m: ModelConfig, threads: int) -> float:
+    """The assumed training speed (images/s) of m's network on `threads` threads: the reference speed scaled
+    by forward FLOPs."""
+    return REF_IMAGES_PER_S * _flops(REF_MODEL) / _flops(m) * threads**0.75
+
+
+def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0, bf16_slow: float = 1.0) -> float:
+    """Upper bound (every trial runs to max_epochs) of a sweep's wall time; calib = measured / assumed speed,
+    bf16_slow = how many times slower a bf16 trial trains here (bf16_step_ratio where bf16 is emulated)."""
+    ref = _flops(REF_MODEL)
+    total = 0.0
+    for t in trials:
+        c = t.config
+        ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model) * threads**0.75
+        n = c.data.train_subset or 60_000 - c.data.val_size
+        trial_s = c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
+        total += trial_s * (bf16_slow if c.train.precision == "bf16" else 1.0)
+    return total / max(workers, 1)
+
+
+def like_machine(env: dict[str, Any], machine: Machine) -> bool:
+    """Whether a trial's provenance says it ran on a machine like this one: the same device_name and, on a
+    CPU, the same native bf16 (two CPUs of one model name may differ there, and bf16 then runs 25x apart:
+    BENCHMARKS.md); a trial that did not record it (older) is not like a machine that knows."""
+    name, bf16 = machine
+    if env.get("device_name") != name:
+        return False
+    return str(env.get("device", "")).startswith("cuda") or env.get("cpu_bf16") == bf16
+
+
+def calibration(store: Store, threads: int, machine: Machine | None = None) -> tuple[float, str]:
+    """Measured / assumed training speed of COMPLETE trials in the store, and where it comes from:
+    "this machine" (trials from a machine like this one, like_machine: only theirs count, since
+    a store imported from another box says little about this one's speed), "other machines" (none like it)
+    or "assumed" (1.0: no COMPLETE trial with a speed)."""
+    recs = store.records(states=[State.COMPLETE])
+    ran_on = store.envs([State.COMPLETE])
+    same = [r for r in recs if machine and like_machine(ran_on.get(r["id"], {}), machine)]
+    ratios = []
+    for r in (same or recs)[-50:]:
+        ips = r["timings"].get("train_images_per_s")
+        if ips:
+            ratios.append(ips / _reference_ips(from_dict(r["config"]).model, threads))
+    if not ratios:
+        return 1.0, "assumed"
+    return sorted(ratios)[len(ratios) // 2], "this machine" if same else "other machines"
+
+
+@functools.cache
+def bf16_step_ratio(threads: int, batch: int = 64, rounds: int = 3) -> float:
+    """The wall time of one training step of the seed net in bf16 autocast over fp32's on this CPU (channels_last,
+    as train() runs it), alternating the two for `rounds` rounds after one warm-up each: the median ratio. A
+    probe of a few seconds that the sweep's estimate uses when bf16 is emulated here (BENCHMARKS.md)."""
+    import torch
+
+    from fmlab.model.nets import build
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net = build(REF_MODEL).to(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), generator=g)
+
+        def step(bf16: bool) -> float:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.nll_loss(net(x).float(), y)
+            net.zero_grad(set_to_none=True)
+            loss.backward()
+            return time.perf_counter() - t0
+
+        for warm in (False, True):
+            step(warm)
+        ratios = sorted(step(True) / step(False) for _ in range(rounds))
+        return ratios[len(ratios) // 2]
+    finally:
+        torch.set_num_threads(old)
+
+
+def this_machine(device: str) -> Machine:
+    """This machine as trials record it: the device's name and the CPU's native bf16."""
+    import torch
+
+    from fmlab.training.env import cpu_bf16, device_name
+
+    return device_name(torch.device(check_device(device))), cpu_bf16()
+
+
+def plan_estimate(store: Store | None, todo: list[Trial], layout: SweepLayout, device: str) -> Estimate:
+    """The estimate of running todo with this layout: a local sweep calibrates on the store's trials from a
+    machine like this one (a Ray cluster's CPUs are not known from here); with bf16 emulated here and no such
+    trial to say how fast, a short probe scales the bf16 trials."""
+    from fmlab.training.env import precision_note
+
+    local = layout.executor == "local"
+    machine = this_machine(device) if local else None
+    calib, speed_from = calibration(store, layout.threads, machine) if store else (1.0, "assumed")
+    dev = check_device(device).split(":")[0] if local else "ray"
+    precisions = {t.config.train.precision for t in todo}
+    note = precision_note(dev, precisions)
+    slow = 1.0
+    if note and speed_from != "this machine":
+        slow = bf16_step_ratio(layout.threads)
+        note = precision_note(dev, precisions, slow)
+    return Estimate(estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow), speed_from, note)

@@ -1,0 +1,102 @@
+"""The sweep loop's pieces without training: the Recorder writes each event to a real store, the wait step
+counts the plan's trials by state, and publishing's one store write is its own step."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from conftest import tiny_study_file
+
+from fmlab.store.db import State, Store, StoreError
+from fmlab.study import spec as fstudy
+from fmlab.sweep import local as executors
+from fmlab.sweep.loop import MAX_ATTEMPTS, Recorder, _SweepLoop
+from fmlab.sweep.progress import Progress
+
+
+@pytest.fixture
+def planned(tmp_path):
+    st = fstudy.load(tiny_study_file(tmp_path), "t")
+    s = Store(tmp_path / "runs" / "fmlab.db")
+    plan = s.plan(st, st.trials())
+    yield st, s, plan
+    s.close()
+
+
+def _recorder(s: Store, total: int) -> tuple[Recorder, list[tuple[int, str]]]:
+    seen: list[tuple[int, str]] = []
+    prog = Progress(total=total)
+    return Recorder(s, prog, None, lambda p: seen.append((p.events, p.last))), seen
+
+
+def test_recorder_writes_epochs_and_failures_then_the_snapshot(planned):
+    st, s, plan = planned
+    rec, seen = _recorder(s, len(plan.ids))
+    tid = s.claim(plan.ids)
+    rec.started(tid, 3)
+    assert rec.prog.running[tid]["epoch"] == 0 and tid in rec.mine
+    rec.handle(executors.Event("epoch", tid, row={"epoch": 1, "lr": 0.01, "train_loss": 1.5, "train_acc": 0.5,
+                                                  "val_loss": 1.25, "val_acc": 0.625, "epoch_s": 2.0}))  # fmt: skip
+    assert [e["val_loss"] for e in s.epochs([tid])] == [1.25]
+    assert rec.prog.running[tid]["epoch"] == 1 and rec.prog.epochs == 1 and rec.prog.events == 0
+    assert seen[-1] == (0, f"{tid} epoch 1/3: val loss 1.2500 acc 0.6250 (2s)")
+    rec.handle(executors.Event("failed", tid, error="Diverged: nan", traceback="tb", log="log"))
+    assert s.states([tid])[tid] == State.FAILED and s.records(ids=[tid])[0]["error"] == "Diverged: nan"
+    p = rec.prog
+    assert (p.failed, p.failed_here, p.events, p.running, rec.mine) == (1, 1, 1, {}, {})
+    assert seen[-1] == (1, f"{tid} FAILED: Diverged: nan")
+
+
+def test_a_lost_trial_is_retried_then_failed_after_max_attempts(planned):
+    st, s, plan = planned
+    rec, _ = _recorder(s, len(plan.ids))
+    tid = plan.ids[0]
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert s.claim([tid]) == tid
+        rec.started(tid, 1)
+        rec.handle(executors.Event("lost", tid, error="worker process died (exit code -9)"))
+        r = s.records(ids=[tid])[0]
+        if attempt < MAX_ATTEMPTS:  # back to WAITING, to resume from its last saved epoch
+            assert r["state"] == State.WAITING and "retrying" in r["error"] and rec.prog.failed == 0
+    assert r["state"] == State.FAILED and f"gave up after {MAX_ATTEMPTS} attempts" in r["error"]
+    assert (rec.prog.failed, rec.prog.events, rec.mine) == (1, MAX_ATTEMPTS, {})
+
+
+def test_interrupted_gives_this_sweeps_trials_back(planned):
+    st, s, plan = planned
+    rec, _ = _recorder(s, len(plan.ids))
+    for tid in plan.ids[:2]:
+        assert s.claim([tid]) == tid
+        rec.started(tid, 1)
+    rec.interrupted()
+    assert set(s.states(plan.ids).values()) == {State.WAITING} and rec.mine == {}
+    assert "interrupted" in s.records(ids=[plan.ids[0]])[0]["error"]
+
+
+def test_wait_counts_the_plan_by_state_and_ends_when_nothing_is_left(planned):
+    st, s, plan = planned
+    rec, _ = _recorder(s, len(plan.ids))
+    loop = _SweepLoop(s, {t.id: t for t in st.trials()}, plan.ids, None, executors.InlineExecutor(), None, rec)
+    assert loop.wait() is True  # WAITING trials are left: the loop goes on (and claims them)
+    for tid in plan.ids:
+        s.claim([tid])
+        s.fail(tid, "x", "")
+    assert loop.wait() is False and (rec.prog.done, rec.prog.failed, rec.prog.elsewhere) == (0, 4, 0)
+
+
+def test_publishing_writes_the_study_row_as_its_own_step(planned, tmp_path):
+    """record_study_row rewrites the study's row from the file (the report follows its analysis keys); a budget
+    the store has no trials under is one clear error before anything is written."""
+    from fmlab.archive import publish
+
+    st, s, plan = planned
+    f = tiny_study_file(tmp_path, extra="")
+    f.write_text(f.read_text() + '[analysis]\nmin_effect = { val_loss = 0.02 }\n')
+    publish.record_study_row(fstudy.load(f, "t"), s.path)
+    spec = json.loads(sqlite3.connect(s.path).execute("SELECT spec FROM studies").fetchone()[0])
+    assert spec["min_effect"] == {"val_loss": 0.02}
+    with pytest.raises(StoreError, match="has no trials under budget 'full'"):
+        publish.record_study_row(fstudy.load(f, "full"), s.path)
+    assert json.loads(sqlite3.connect(s.path).execute("SELECT spec FROM studies").fetchone()[0])["budget"] == "t"
