@@ -27,9 +27,15 @@ from fmlab.report import tables as ftables
 from fmlab.report.html import DIAG_READ, FIG_TITLES, page
 
 
-def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any], out_dir: str | Path,
-                 best_ckpt: Path | None = None, live: str | None = None,
-                 reload_s: int = 10) -> dict[str, Any]:  # fmt: skip
+def build_report(
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    meta: dict[str, Any],
+    out_dir: str | Path,
+    best_ckpt: Path | None = None,
+    live: str | None = None,
+    reload_s: int = 10,
+) -> dict[str, Any]:
     """Write the report for one study into out_dir; returns what the CLI shows (JSON-safe).
 
     trials, epochs, meta: the contract on `fmlab.analysis.driver.analyse`. best_ckpt: the checkpoint folder of
@@ -47,9 +53,15 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     a = analyse(trials, epochs, meta)
     figs: dict[str, str] = {}
     plots = [("cells", figures_trials.cells), ("curves", figures_trials.curves)]
-    plots += [("arm_effects", figures_fit.arm_effects)] if a.design == "arms" else \
-        [("forest", figures_fit.forest), ("main_effects", figures_fit.main_effects),
-         ("interactions", figures_fit.interactions)]  # fmt: skip
+    plots += (
+        [("arm_effects", figures_fit.arm_effects)]
+        if a.design == "arms"
+        else [
+            ("forest", figures_fit.forest),
+            ("main_effects", figures_fit.main_effects),
+            ("interactions", figures_fit.interactions),
+        ]
+    )
     plots.append(("residuals", figures_fit.residuals))
     for name, fn in plots:
         path = fn(a, out / f"{name}.png")
@@ -69,11 +81,28 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[str, Any
     rep["seeds_planned"] = a.plan
     rep["answer"] = fanswer.compose(rep)  # the plain answer, from the same dict summary.json carries
     limits = other_limits(a.warnings, fanswer.caveated_terms(rep))
-    (out / "summary.json").write_text(json.dumps({k: rep[k] for k in ("label", "select", "answer", "effects",
-                                                                       "best_set", "claims", "min_effect",
-                                                                       "anova_note", "counts", "diagnostics",
-                                                                       "seeds_planned")},
-                                                 indent=1, default=str))  # fmt: skip
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                k: rep[k]
+                for k in (
+                    "label",
+                    "select",
+                    "answer",
+                    "effects",
+                    "best_set",
+                    "claims",
+                    "min_effect",
+                    "anova_note",
+                    "counts",
+                    "diagnostics",
+                    "seeds_planned",
+                )
+            },
+            indent=1,
+            default=str,
+        )
+    )
     setup = ftables.setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup, rep["answer"], limits))
     (out / "index.html").write_text(page(a, figs, best, tables, setup, live, reload_s, rep["answer"], limits))
@@ -102,9 +131,15 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
     cm = np.zeros((len(data.CLASSES),) * 2, dtype=int)
     np.add.at(cm, (y.numpy(), pred.numpy()), 1)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
-    return {"trial_id": str(tj.get("trial_id", Path(ckpt_dir).name)), "ckpt": str(ckpt_dir),
-            "classes": list(data.CLASSES), "confusion": cm.tolist(), "per_class_acc": per_class.tolist(),
-            "test_acc": float(cm.diagonal().sum() / cm.sum()), "n_test": int(cm.sum())}  # fmt: skip
+    return {
+        "trial_id": str(tj.get("trial_id", Path(ckpt_dir).name)),
+        "ckpt": str(ckpt_dir),
+        "classes": list(data.CLASSES),
+        "confusion": cm.tolist(),
+        "per_class_acc": per_class.tolist(),
+        "test_acc": float(cm.diagonal().sum() / cm.sum()),
+        "n_test": int(cm.sum()),
+    }
 
 
 # ---------------------------------------------------------------- the pages: hiplot.html, summary.md, index.html
@@ -114,14 +149,15 @@ def write_hiplot(exp: Any, path: Path, label: str = "") -> Path:
     """A standalone HiPlot page of exp; with label, a banner naming the study and linking the report."""
     page = exp.to_html()
     if label:  # the study and its caveat on this page too ("quick: indicative only")
-        banner = (f"<div style='font:14px system-ui,sans-serif;padding:6px 12px;background:#fff4e0;"
-                  f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(exp.datapoints)} trials, one row "
-                  "each. <a href='index.html'>Back to the report</a></div>")  # fmt: skip
+        banner = (
+            f"<div style='font:14px system-ui,sans-serif;padding:6px 12px;background:#fff4e0;"
+            f"border-bottom:1px solid #f0b45b'>{html.escape(label)}: {len(exp.datapoints)} trials, one row "
+            "each. <a href='index.html'>Back to the report</a></div>"
+        )
         page = page.replace("<title>HiPlot</title>", f"<title>HiPlot: {html.escape(label)}</title>", 1)
         page = page.replace('<body style="margin:0px">', f'<body style="margin:0px">{banner}', 1)
     path.write_text(page)
     return path
-
 
 
 def other_limits(warnings: list[str], caveated: list[str]) -> list[str]:
@@ -130,8 +166,14 @@ def other_limits(warnings: list[str], caveated: list[str]) -> list[str]:
     return [w for w in warnings if not (said and w.startswith(said))]
 
 
-def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[list[str]] | None = None,
-             ans: dict | None = None, limits: list[str] | None = None) -> str:
+def markdown(
+    a: Analysis,
+    figs: dict[str, str],
+    best: dict | None,
+    setup: list[list[str]] | None = None,
+    ans: dict | None = None,
+    limits: list[str] | None = None,
+) -> str:
     """summary.md: the answer first, then the limits, the findings and the statistics."""
     limits = a.warnings if limits is None else limits
     parts = [f"# {a.label}", "", ftables.counts_line(a), ""]
@@ -149,25 +191,42 @@ def markdown(a: Analysis, figs: dict[str, str], best: dict | None, setup: list[l
     if a.design == "arms":
         parts += ["## Arms", "", _md_table(["arm", "changes"], farms.definition_rows(a)), ""]
         parts += ["## Arms ranked", "", _md_table(farms.ranked_header(a), farms.ranked_rows(a)), ""]
-        parts += ["## Each arm vs the baseline (contrasts of the fitted model)", "",
-                  _md_table(farms.effect_header(a), farms.effect_rows(a)), ""]  # fmt: skip
+        parts += [
+            "## Each arm vs the baseline (contrasts of the fitted model)",
+            "",
+            _md_table(farms.effect_header(a), farms.effect_rows(a)),
+            "",
+        ]
     else:
         parts += ["## Cells", ""]
         if a.best is not None:  # where the cell means and their intervals come from (the best set's fit)
             parts += [f"{a.select} per cell: {a.best['note']}; 95% intervals per cell from it.", ""]
         parts += [_md_table(ftables.cell_header(a), ftables.cell_rows(a)), ""]
-        parts += ["## Effects (contrasts of the fitted model)", "", a.model_note, "",
-                  _md_table(ftables.effect_header(a), ftables.effect_rows(a)), ""]
+        parts += [
+            "## Effects (contrasts of the fitted model)",
+            "",
+            a.model_note,
+            "",
+            _md_table(ftables.effect_header(a), ftables.effect_rows(a)),
+            "",
+        ]
     parts += ["## ANOVA", "", a.anova_note, ""]
     if a.anova is not None:
         parts += [_md_table(ftables.ANOVA_HEADER, ftables.anova_rows(a)), ""]
     parts += diagnostics_md(a, figs)
     parts += plan_md(a)
     if best:
-        parts += [f"## Best trial {best['trial_id']} on the test set", "",
-                  f"test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images", "",
-                  _md_table(["class", "accuracy %"], [[c, f"{100 * v:.1f}"] for c, v in
-                            zip(best["classes"], best["per_class_acc"], strict=True)]), ""]  # fmt: skip
+        parts += [
+            f"## Best trial {best['trial_id']} on the test set",
+            "",
+            f"test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images",
+            "",
+            _md_table(
+                ["class", "accuracy %"],
+                [[c, f"{100 * v:.1f}"] for c, v in zip(best["classes"], best["per_class_acc"], strict=True)],
+            ),
+            "",
+        ]
     parts += [f"![{FIG_TITLES[k]}]({v})" for k, v in figs.items() if k not in ("residuals", "forest")]  # placed above
     return "\n".join(parts) + "\n"
 
@@ -179,6 +238,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 # ---------------------------------------------------------------- diagnostics (fmlab.analysis.diagnostics)
+
 
 def diagnostics_md(a: Analysis, figs: dict[str, str]) -> list[str]:
     d = a.diagnostics
@@ -200,5 +260,11 @@ def diagnostics_md(a: Analysis, figs: dict[str, str]) -> list[str]:
 def plan_md(a: Analysis) -> list[str]:
     if a.plan is None:
         return []
-    return ["## Seeds planned", "", *[f"- {s}" for s in ftables.plan_sentences(a)], "",
-            _md_table(ftables.PLAN_HEADER, ftables.plan_rows(a)), ""]  # fmt: skip
+    return [
+        "## Seeds planned",
+        "",
+        *[f"- {s}" for s in ftables.plan_sentences(a)],
+        "",
+        _md_table(ftables.PLAN_HEADER, ftables.plan_rows(a)),
+        "",
+    ]
