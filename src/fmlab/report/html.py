@@ -1,7 +1,8 @@
 """The report's index.html: one offline page (inline CSS, figures by relative path), built from an Analysis.
 
-fmlab.report.build writes it next to summary.md; the rows of every table come from fmlab.report.tables (and
-fmlab.analysis.arms for an arms study), the same rows summary.md shows, so the two never differ.
+fmlab.report.build writes it next to summary.md (fmlab.report.summary_md); the rows of every table come from
+fmlab.report.tables (and fmlab.analysis.arms for an arms study), the same rows summary.md shows, so the two
+never differ. FIG_TITLES and DIAG_READ are the words both pages share.
 """
 
 from __future__ import annotations
@@ -95,20 +96,7 @@ def page(
     """index.html: the answer first (ans, fmlab.report.answer.compose), then the limits (limits: the study's
     warnings less the caveats the answer carries; a.warnings when None), findings, tables and figures."""
     limits = a.warnings if limits is None else limits
-    quick = "indicative only" in a.label
-    badge = f' <span class="badge">{_h(a.budget)}{": indicative only" if quick else ""}</span>'
-    # a live page reloads itself; the final page (live None) has no refresh, so an open tab stops there
-    reload = f"<meta http-equiv='refresh' content='{int(reload_s)}'>" if live else ""
-    parts = [
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{reload}<title>{_h(a.label)}</title>"
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>{_h(a.study)} study{badge}</h1>",
-        f"<p class='warn' id='live'>{_h(live)}</p>" if live else "",
-        f"<p class='muted'>{_h(ftables.counts_line(a))}</p>",
-        "<nav><a href='hiplot.html'>HiPlot: every trial</a><a href='summary.md'>summary.md</a>"
-        + "".join(f"<a href='{_h(v)}'>{_h(v)}</a>" for v in tables.values())
-        + "</nav>",
-    ]
+    parts = _head(a, tables, live, reload_s)
     if ans is not None:
         parts.append(answer_html(ans))
     if limits:
@@ -131,38 +119,61 @@ def page(
         )
     if setup:
         parts.append("<h2>Setup</h2>" + _html_table(["", "median over complete trials"], setup))
-    if a.design == "arms":
-        parts += _arms_html(a, figs)
-    else:
-        parts += [_figure(figs, k) for k in ("main_effects", "interactions")]
-        parts.append(
-            f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(ftables.cell_header(a), ftables.cell_rows(a))
-        )
-        parts += [_figure(figs, k) for k in ("cells", "curves")]
-        parts.append(
-            "<h2>Effects (contrasts of the fitted model)</h2><p class='muted'>Each comparison: the "
-            "difference of estimated marginal means (level minus baseline level) of one OLS fit over every "
-            "complete trial; interactions: the difference of those differences; 95% CIs from the "
-            f"model's residual. {_h(a.model_note)}</p>"
-            + _html_table(ftables.effect_header(a), ftables.effect_rows(a), good_col=6)
-        )
+    parts += _arms_html(a, figs) if a.design == "arms" else _grid_html(a, figs)
     parts.append(f"<h2>ANOVA</h2><p class='muted'>{_h(a.anova_note)}</p>")
     if a.anova is not None:
         parts.append(_html_table(ftables.ANOVA_HEADER, ftables.anova_rows(a)))
     parts.append(diagnostics_html(a, figs))
     parts += plan_html(a)
     if best:
-        parts.append(
-            f"<h2>Best trial on the test set</h2><p>Trial <code>{_h(best['trial_id'])}</code> (chosen on "
-            f"{_h(a.select)}): test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images.</p>"
-            + _figure(figs, "confusion")
-            + _html_table(
-                ["class", "accuracy %"],
-                [[c, f"{100 * v:.1f}"] for c, v in zip(best["classes"], best["per_class_acc"], strict=True)],
-            )
-        )
+        parts.append(_best_html(a, figs, best))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _head(a: Analysis, tables: dict[str, str], live: str | None, reload_s: int) -> list[str]:
+    """The page's head and title (the budget's badge), the live note, the counts and the links to the files."""
+    quick = "indicative only" in a.label
+    badge = f' <span class="badge">{_h(a.budget)}{": indicative only" if quick else ""}</span>'
+    # a live page reloads itself; the final page (live None) has no refresh, so an open tab stops there
+    reload = f"<meta http-equiv='refresh' content='{int(reload_s)}'>" if live else ""
+    return [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{reload}<title>{_h(a.label)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{_h(a.study)} study{badge}</h1>",
+        f"<p class='warn' id='live'>{_h(live)}</p>" if live else "",
+        f"<p class='muted'>{_h(ftables.counts_line(a))}</p>",
+        "<nav><a href='hiplot.html'>HiPlot: every trial</a><a href='summary.md'>summary.md</a>"
+        + "".join(f"<a href='{_h(v)}'>{_h(v)}</a>" for v in tables.values())
+        + "</nav>",
+    ]
+
+
+def _grid_html(a: Analysis, figs: dict[str, str]) -> list[str]:
+    """A grid study's sections: main effects and interactions figures, the cells ranked, the effects."""
+    return [
+        *[_figure(figs, k) for k in ("main_effects", "interactions")],
+        f"<h2>Cells ranked by {_h(a.select)}</h2>" + _html_table(ftables.cell_header(a), ftables.cell_rows(a)),
+        *[_figure(figs, k) for k in ("cells", "curves")],
+        "<h2>Effects (contrasts of the fitted model)</h2><p class='muted'>Each comparison: the "
+        "difference of estimated marginal means (level minus baseline level) of one OLS fit over every "
+        "complete trial; interactions: the difference of those differences; 95% CIs from the "
+        f"model's residual. {_h(a.model_note)}</p>"
+        + _html_table(ftables.effect_header(a), ftables.effect_rows(a), good_col=6),
+    ]
+
+
+def _best_html(a: Analysis, figs: dict[str, str], best: dict) -> str:
+    """The best trial on the test set: its accuracy, the confusion figure, the per-class accuracy."""
+    return (
+        f"<h2>Best trial on the test set</h2><p>Trial <code>{_h(best['trial_id'])}</code> (chosen on "
+        f"{_h(a.select)}): test accuracy {100 * best['test_acc']:.2f}% on {best['n_test']} images.</p>"
+        + _figure(figs, "confusion")
+        + _html_table(
+            ["class", "accuracy %"],
+            [[c, f"{100 * v:.1f}"] for c, v in zip(best["classes"], best["per_class_acc"], strict=True)],
+        )
+    )
 
 
 def answer_html(ans: dict) -> str:

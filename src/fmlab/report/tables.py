@@ -2,27 +2,24 @@
 
 Each `*_rows(a)` takes a `fmlab.analysis.record.Analysis` and returns display strings, one list per row, under the
 matching `*_header(a)` or `*_HEADER`; fmlab.report.build lays them out in summary.md and index.html, fmlab.cli.watch
-shows cell_rows live. Also here: the CSV tables (write_tables), the JSON-safe dicts the CLI prints
-(summary_dict, best_set_dict) and HiPlot's table of every trial (hiplot_experiment).
+shows cell_rows live. Also here: the CSV tables (write_tables). The JSON-safe dicts the CLI prints are in
+fmlab.report.summary_json, HiPlot's table of every trial in fmlab.report.hiplot_page.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fmlab.analysis import arms as farms
 from fmlab.analysis import power as fpower
 from fmlab.analysis.claims import claim_term
 from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
 from fmlab.analysis.record import Analysis
-from fmlab.analysis.stats import json_safe
 
-# ---------------------------------------------------------------- CSV tables and the CLI's dict
+# ---------------------------------------------------------------- CSV tables
 
 
 def write_tables(a: Analysis, out: Path) -> dict[str, str]:
@@ -35,79 +32,6 @@ def write_tables(a: Analysis, out: Path) -> dict[str, str]:
             df.to_csv(out / f"{k}.csv", index=False)
             names[k] = f"{k}.csv"
     return names
-
-
-def best_set_dict(a: Analysis) -> dict[str, Any] | None:
-    """The best cell, the cells not distinguishable from it, the method and its note (JSON-safe)."""
-    if a.best is None:
-        return None
-    return {
-        "best": a.best["best"],
-        "set": a.best["set"],
-        "method": a.best["method"],
-        "note": a.best["note"],
-        "critical_value": json_safe(a.best["critical"]),
-        "df": json_safe(a.best["df"]),
-    }
-
-
-def summary_dict(
-    a: Analysis, out: Path, figs: dict[str, str], best: dict | None, tables: dict[str, str]
-) -> dict[str, Any]:
-    top = []
-    for _, r in a.cells.head(10).iterrows():
-        top.append({k: json_safe(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
-    effects = []
-    for tbl in (a.effects, a.interactions, a.test_effects):
-        for _, r in tbl.iterrows():
-            effects.append(
-                {
-                    k: json_safe(r.get(k))
-                    for k in (
-                        "kind",
-                        "term",
-                        "estimate",
-                        "lo",
-                        "hi",
-                        "df",
-                        "n_seeds",
-                        "p",
-                        "p_holm",
-                        "p_tost_holm",
-                        "verdict",
-                    )
-                }
-                | {"metric": r.get("metric", a.select)}
-            )
-    return {
-        "label": a.label,
-        "select": a.select,
-        "out_dir": str(out),
-        "index": str(out / "index.html"),
-        "summary_md": str(out / "summary.md"),
-        "hiplot": str(out / "hiplot.html"),
-        "figures": {k: str(out / v) for k, v in figs.items()},
-        "tables": {k: str(out / v) for k, v in tables.items()},
-        "counts": a.counts,
-        "warnings": a.warnings,
-        "findings": a.findings,
-        "effects": effects,
-        "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
-        "failed": [{k: json_safe(v) for k, v in f.items()} for f in a.failed],
-        "missing_cells": a.missing_cells,
-        "anova_note": a.anova_note,
-        "design": a.design,
-        "arms": a.arms,
-        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)}
-        if a.design == "grid"
-        else {"header": farms.ranked_header(a), "rows": farms.ranked_rows(a)},
-        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)}
-        if a.design == "grid"
-        else {"header": farms.effect_header(a), "rows": farms.effect_rows(a)},
-        "best": None
-        if best is None
-        else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test", "classes", "per_class_acc")},
-    }
 
 
 # ---------------------------------------------------------------- cells, effects, ANOVA, claims, setup
@@ -342,62 +266,3 @@ def plan_rows(a: Analysis) -> list[list[str]]:
             ]
         )
     return rows
-
-
-# ---------------------------------------------------------------- HiPlot: every trial
-
-TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_epoch", "train_s", "total_s", "n_params")
-
-
-def hiplot_experiment(trials: pd.DataFrame, meta: dict[str, Any]) -> Any:
-    """The study's hip.Experiment (one row per trial, every state), coloured by the selection metric;
-    the report writes it to hiplot.html and fmlab.api.handles's StudyHandle.hiplot() returns it."""
-    from fmlab.analysis.formatting import level_label
-
-    levels = {f: [level_label(v) for v in lv] for f, lv in meta["factors"].items()}
-    bools = [f for f, lv in levels.items() if set(lv) == {"true", "false"}]
-    return _experiment(trials, list(levels), meta.get("select", "val_acc"), bools)
-
-
-def _experiment(trials: pd.DataFrame, factors: list[str], color_by: str, bools: list[str]) -> Any:
-    """Factors with non-numeric levels (bool, str), the state and the seed are declared categorical;
-    numeric factors keep a numeric, ordered axis. bools: from the study's levels (the store may hand
-    booleans over as 0/1)."""
-    import hiplot as hip
-
-    from fmlab.analysis.formatting import level_label
-
-    def numeric(c: str) -> bool:
-        vals = trials[c].dropna()
-        return bool(len(vals)) and all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in vals
-        )
-
-    cat = [c for c in factors if c in bools or not numeric(c)]
-    metrics = [c for c in TRIAL_COLS if c in trials]
-    rows = []
-    for _, r in trials.iterrows():
-        row: dict[str, Any] = {}
-        for c in ["id", "state", "seed", *factors, *metrics]:
-            v = r.get(c)
-            if isinstance(v, np.generic):
-                v = v.item()
-            if c in cat or c == "state":
-                v = level_label(v, boolean=c in bools)
-            elif v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
-                v = None  # JSON has no NaN; HiPlot shows a missing value
-            elif isinstance(v, float):
-                v = round(v, 6)
-            row[c] = v
-        rows.append(row)
-    exp = hip.Experiment.from_iterable(rows)
-    for c in ("state", "seed", *cat):
-        exp.parameters_definition[c].type = hip.ValueType.CATEGORICAL
-    for c in (c for c in factors if c not in cat):  # HiPlot would guess categorical for few distinct values
-        exp.parameters_definition[c].type = hip.ValueType.NUMERIC
-    if color_by in metrics:
-        exp.colorby = color_by
-    order = ["state", "seed", *factors, *metrics][::-1]  # HiPlot lays out this list right to left
-    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": ["uid", "id", "from_uid"], "order": order})
-    exp.display_data(hip.Displays.TABLE).update({"hide": ["uid", "from_uid"], "order_by": [["id", "asc"]]})
-    return exp
