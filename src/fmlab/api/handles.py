@@ -201,7 +201,7 @@ class StudyHandle:
 
     def hiplot(self) -> hiplot.Experiment:
         """The report's HiPlot experiment (one row per trial): .display() in Jupyter, .to_html(path)."""
-        from fmlab.report.tables import hiplot_experiment
+        from fmlab.report.hiplot_page import hiplot_experiment
 
         tdf, _, meta = self.inputs()
         return hiplot_experiment(tdf, meta)

@@ -2,32 +2,28 @@
 
 Each `*_rows(a)` takes a `fmlab.analysis.record.Analysis` and returns display strings, one list per row, under the
 matching `*_header(a)` or `*_HEADER`; fmlab.report.build lays them out in summary.md and index.html, fmlab.cli.watch
-shows cell_rows live. Also here: the CSV tables (write_tables), the JSON-safe dicts the CLI prints
-(summary_dict, best_set_dict) and HiPlot's table of every trial (hiplot_experiment).
+shows cell_rows live. Also here: the CSV tables (write_tables). The JSON-safe dicts the CLI prints are in
+fmlab.report.summary_json, HiPlot's table of every trial in fmlab.report.hiplot_page.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fmlab.analysis import arms as farms
 from fmlab.analysis import power as fpower
 from fmlab.analysis.claims import claim_term
 from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
 from fmlab.analysis.record import Analysis
-from fmlab.analysis.stats import json_safe
 
-# ---------------------------------------------------------------- CSV tables and the CLI's dict
+# ---------------------------------------------------------------- CSV tables
 
 
 def write_tables(a: Analysis, out: Path) -> dict[str, str]:
-    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions,
-              "test_effects": a.test_effects}  # fmt: skip
+    tables = {"cells": a.cells, "effects": a.effects, "interactions": a.interactions, "test_effects": a.test_effects}
     if a.anova is not None:
         tables["anova"] = a.anova.rename_axis("term").reset_index()
     names = {}
@@ -38,52 +34,17 @@ def write_tables(a: Analysis, out: Path) -> dict[str, str]:
     return names
 
 
-def best_set_dict(a: Analysis) -> dict[str, Any] | None:
-    """The best cell, the cells not distinguishable from it, the method and its note (JSON-safe)."""
-    if a.best is None:
-        return None
-    return {"best": a.best["best"], "set": a.best["set"], "method": a.best["method"], "note": a.best["note"],
-            "critical_value": json_safe(a.best["critical"]), "df": json_safe(a.best["df"])}
-
-
-def summary_dict(a: Analysis, out: Path, figs: dict[str, str], best: dict | None,
-                 tables: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-    top = []
-    for _, r in a.cells.head(10).iterrows():
-        top.append({k: json_safe(r[k]) for k in a.cells.columns if not isinstance(r[k], pd.Categorical)})
-    effects = []
-    for tbl in (a.effects, a.interactions, a.test_effects):
-        for _, r in tbl.iterrows():
-            effects.append({k: json_safe(r.get(k)) for k in ("kind", "term", "estimate", "lo", "hi", "df", "n_seeds",
-                                                             "p", "p_holm", "p_tost_holm", "verdict")}
-                           | {"metric": r.get("metric", a.select)})  # fmt: skip
-    return {
-        "label": a.label, "select": a.select, "out_dir": str(out), "index": str(out / "index.html"),
-        "summary_md": str(out / "summary.md"), "hiplot": str(out / "hiplot.html"),
-        "figures": {k: str(out / v) for k, v in figs.items()}, "tables": {k: str(out / v) for k, v in tables.items()},
-        "counts": a.counts, "warnings": a.warnings, "findings": a.findings, "effects": effects,
-        "top_cells": [{k: (str(v) if k in a.factors else v) for k, v in c.items()} for c in top],
-        "failed": [{k: json_safe(v) for k, v in f.items()} for f in a.failed], "missing_cells": a.missing_cells,
-        "anova_note": a.anova_note,
-        "design": a.design, "arms": a.arms,
-        "cells_table": {"header": cell_header(a), "rows": cell_rows(a, 10)} if a.design == "grid" else
-        {"header": farms.ranked_header(a), "rows": farms.ranked_rows(a)},
-        "effects_table": {"header": effect_header(a), "rows": effect_rows(a)} if a.design == "grid" else
-        {"header": farms.effect_header(a), "rows": farms.effect_rows(a)},
-        "best": None if best is None else {k: best[k] for k in ("trial_id", "ckpt", "test_acc", "n_test", "classes",
-                                                                  "per_class_acc")},
-    }  # fmt: skip
-
-
 # ---------------------------------------------------------------- cells, effects, ANOVA, claims, setup
 
 
 def counts_line(a: Analysis) -> str:
     c = a.counts
-    return (f"{c['complete']} of {c['planned']} planned trials complete ({c['failed']} failed, {c['waiting']} "
-            f"waiting, {c['running']} running, {c['missing']} missing); {c['cells_complete']} of "
-            f"{c['cells_planned']} cells, {c['seeds']} seed(s). Selection metric: {a.select} (validation split); "
-            "test accuracy is evaluated only, never used to choose.")  # fmt: skip
+    return (
+        f"{c['complete']} of {c['planned']} planned trials complete ({c['failed']} failed, {c['waiting']} "
+        f"waiting, {c['running']} running, {c['missing']} missing); {c['cells_complete']} of "
+        f"{c['cells_planned']} cells, {c['seeds']} seed(s). Selection metric: {a.select} (validation split); "
+        "test accuracy is evaluated only, never used to choose."
+    )
 
 
 def _ci(r: pd.Series, m: str) -> str:
@@ -104,8 +65,16 @@ def cell_rows(a: Analysis, limit: int | None = None) -> list[list[str]]:
     rows = []
     for _, r in a.cells.head(limit).iterrows():
         std = r.get(f"{a.select}_std", math.nan)
-        rows.append([str(r["rank"]), r["cell"], str(r["n"]), _ci(r, a.select),
-                     f"{k * std:.{d}f}" if np.isfinite(std) else "n/a", _ci(r, "test_acc")])  # fmt: skip
+        rows.append(
+            [
+                str(r["rank"]),
+                r["cell"],
+                str(r["n"]),
+                _ci(r, a.select),
+                f"{k * std:.{d}f}" if np.isfinite(std) else "n/a",
+                _ci(r, "test_acc"),
+            ]
+        )
     return rows
 
 
@@ -119,8 +88,17 @@ def effect_rows(a: Analysis) -> list[list[str]]:
     for tbl in (a.effects, a.interactions):
         for _, r in tbl.iterrows():
             ci = f"[{fmt_effect(r['lo'], a.select, False)}, {fmt_effect(r['hi'], a.select, False)}]"
-            rows.append([r["term"], fmt_effect(r["estimate"], a.select), ci, str(r["n_seeds"]),
-                         fmt_p(r["p"]).lstrip("= "), fmt_p(r["p_holm"]).lstrip("= "), r["verdict"]])  # fmt: skip
+            rows.append(
+                [
+                    r["term"],
+                    fmt_effect(r["estimate"], a.select),
+                    ci,
+                    str(r["n_seeds"]),
+                    fmt_p(r["p"]).lstrip("= "),
+                    fmt_p(r["p_holm"]).lstrip("= "),
+                    r["verdict"],
+                ]
+            )
     return rows
 
 
@@ -133,8 +111,17 @@ def anova_rows(a: Analysis) -> list[list[str]]:
     if a.anova is None:
         return []
     f = lambda v, d: "" if not np.isfinite(v) else f"{v:.{d}g}"
-    return [[str(i), f(r["df"], 3), f(r["sum_sq"], 4), f(r["F"], 4), fmt_p(r["PR(>F)"]).lstrip("= "),
-             f(100 * r["share_ss"], 3)] for i, r in a.anova.iterrows()]  # fmt: skip
+    return [
+        [
+            str(i),
+            f(r["df"], 3),
+            f(r["sum_sq"], 4),
+            f(r["F"], 4),
+            fmt_p(r["PR(>F)"]).lstrip("= "),
+            f(100 * r["share_ss"], 3),
+        ]
+        for i, r in a.anova.iterrows()
+    ]
 
 
 ANOVA_HEADER = ["term", "df", "sum of squares", "F", "p", "% of SS"]
@@ -152,8 +139,10 @@ def claim_rows(a: Analysis) -> list[list[str]]:
         ev = c["why"]
         if "estimate" in c:
             _, u = unit(a.select)
-            ev += (f"; {fmt_effect(c['estimate'], a.select)}{u} [{fmt_effect(c['lo'], a.select, False)}, "
-                   f"{fmt_effect(c['hi'], a.select, False)}], Holm p {fmt_p(c['p_holm'])}")  # fmt: skip
+            ev += (
+                f"; {fmt_effect(c['estimate'], a.select)}{u} [{fmt_effect(c['lo'], a.select, False)}, "
+                f"{fmt_effect(c['hi'], a.select, False)}], Holm p {fmt_p(c['p_holm'])}"
+            )
         rows.append([c["text"], what, c["verdict"], ev])
     return rows
 
@@ -171,8 +160,11 @@ def setup_rows(a: Analysis) -> list[list[str]]:
     flats = [from_dict(json.loads(js)).resolved().flat() for js in c["config"]]
     default = Config().resolved().flat()
     shared = {k: v for k, v in flats[0].items() if k != "seed" and all(f[k] == v for f in flats)}
-    changed = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                        for k, v in shared.items() if v != default[k])  # fmt: skip
+    changed = ", ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+        for k, v in shared.items()
+        if v != default[k]
+    )
     rows = [["config shared by every trial (keys set away from the defaults)", changed or "(defaults)"]]
 
     def span(col: str, fmt: str) -> str:
@@ -181,9 +173,12 @@ def setup_rows(a: Analysis) -> list[list[str]]:
             return "n/a"
         return f"{x.median():{fmt}}" + (f" (range {x.min():{fmt}} to {x.max():{fmt}})" if x.min() != x.max() else "")
 
-    rows += [["parameters", span("n_params", ",.0f")], ["epochs per trial", span("epochs", ".0f")],
-             ["training time per trial, s (whole trial: data, epochs, validation, test)", span("total_s", ".0f")],
-             ["training images/s", span("train_images_per_s", ",.0f")]]  # fmt: skip
+    rows += [
+        ["parameters", span("n_params", ",.0f")],
+        ["epochs per trial", span("epochs", ".0f")],
+        ["training time per trial, s (whole trial: data, epochs, validation, test)", span("total_s", ".0f")],
+        ["training images/s", span("train_images_per_s", ",.0f")],
+    ]
     return rows
 
 
@@ -196,15 +191,26 @@ def diagnostic_rows(a: Analysis) -> list[list[str]]:
     if d is None:
         return []
     outl = "; ".join(f"{o['id']} ({o['cell']}, seed {o['seed']}, {o['student']:+.1f})" for o in d.outliers)
-    return [["model", d.model], ["Shapiro-Wilk (normal residuals)", f"p {fmt_p(d.shapiro_p)} (n = {len(d.residuals)})"],
-            [f"Brown-Forsythe (equal spread; {d.bf_by})", f"p {fmt_p(d.bf_p)}"],
-            ["trials with |externally studentized residual| > 4", outl or "none"]]  # fmt: skip
+    return [
+        ["model", d.model],
+        ["Shapiro-Wilk (normal residuals)", f"p {fmt_p(d.shapiro_p)} (n = {len(d.residuals)})"],
+        [f"Brown-Forsythe (equal spread; {d.bf_by})", f"p {fmt_p(d.bf_p)}"],
+        ["trials with |externally studentized residual| > 4", outl or "none"],
+    ]
 
 
 def seed_header(a: Analysis) -> list[str]:
     u = unit(a.select)[1]
-    return ["comparison", f"model effect{u}", "model Holm p", f"seed-paired effect{u}", "95% CI", "df", "Holm p",
-            "agree"]  # fmt: skip
+    return [
+        "comparison",
+        f"model effect{u}",
+        "model Holm p",
+        f"seed-paired effect{u}",
+        "95% CI",
+        "df",
+        "Holm p",
+        "agree",
+    ]
 
 
 def seed_rows(a: Analysis) -> list[list[str]]:
@@ -212,10 +218,19 @@ def seed_rows(a: Analysis) -> list[list[str]]:
     if d is None or not len(d.seed_check):
         return []
     m = a.select
-    return [[r["term"], fmt_effect(r["model_estimate"], m), fmt_p(r["model_p_holm"]).lstrip("= "),
-             fmt_effect(r["estimate"], m), f"[{fmt_effect(r['lo'], m, False)}, {fmt_effect(r['hi'], m, False)}]",
-             str(int(r["df"])), fmt_p(r["p_holm"]).lstrip("= "), "yes" if r["agree"] else "NO"]
-            for _, r in d.seed_check.iterrows()]  # fmt: skip
+    return [
+        [
+            r["term"],
+            fmt_effect(r["model_estimate"], m),
+            fmt_p(r["model_p_holm"]).lstrip("= "),
+            fmt_effect(r["estimate"], m),
+            f"[{fmt_effect(r['lo'], m, False)}, {fmt_effect(r['hi'], m, False)}]",
+            str(int(r["df"])),
+            fmt_p(r["p_holm"]).lstrip("= "),
+            "yes" if r["agree"] else "NO",
+        ]
+        for _, r in d.seed_check.iterrows()
+    ]
 
 
 # ---------------------------------------------------------------- seeds planned (fmlab.analysis.power)
@@ -236,66 +251,18 @@ def plan_rows(a: Analysis) -> list[list[str]]:
     rows = []
     for e in a.plan["effects"]:
         nan = lambda v: math.nan if v is None else v  # noqa: E731
-        need = "" if e["verdict"] != "undecided" or e["estimate"] is None else \
-            (f"~{e['seeds_needed']} ({e['route']})" if e["seeds_needed"] else f"more than {a.plan['cap']}")  # fmt: skip
-        rows.append([e["term"], fmt_effect(nan(e["estimate"]), a.select), e["verdict"],
-                     fmt_effect(nan(e["mde_now"]), a.select, False), need])  # fmt: skip
+        need = (
+            ""
+            if e["verdict"] != "undecided" or e["estimate"] is None
+            else (f"~{e['seeds_needed']} ({e['route']})" if e["seeds_needed"] else f"more than {a.plan['cap']}")
+        )
+        rows.append(
+            [
+                e["term"],
+                fmt_effect(nan(e["estimate"]), a.select),
+                e["verdict"],
+                fmt_effect(nan(e["mde_now"]), a.select, False),
+                need,
+            ]
+        )
     return rows
-
-
-# ---------------------------------------------------------------- HiPlot: every trial
-
-TRIAL_COLS = ("val_acc", "val_loss", "test_acc", "test_loss", "epochs", "best_epoch", "train_s", "total_s", "n_params")
-
-
-def hiplot_experiment(trials: pd.DataFrame, meta: dict[str, Any]) -> Any:
-    """The study's hip.Experiment (one row per trial, every state), coloured by the selection metric;
-    the report writes it to hiplot.html and fmlab.api.handles's StudyHandle.hiplot() returns it."""
-    from fmlab.analysis.formatting import level_label
-
-    levels = {f: [level_label(v) for v in lv] for f, lv in meta["factors"].items()}
-    bools = [f for f, lv in levels.items() if set(lv) == {"true", "false"}]
-    return _experiment(trials, list(levels), meta.get("select", "val_acc"), bools)
-
-
-def _experiment(trials: pd.DataFrame, factors: list[str], color_by: str, bools: list[str]) -> Any:
-    """Factors with non-numeric levels (bool, str), the state and the seed are declared categorical;
-    numeric factors keep a numeric, ordered axis. bools: from the study's levels (the store may hand
-    booleans over as 0/1)."""
-    import hiplot as hip
-
-    from fmlab.analysis.formatting import level_label
-
-    def numeric(c: str) -> bool:
-        vals = trials[c].dropna()
-        return bool(len(vals)) and all(isinstance(v, (int, float, np.integer, np.floating))
-                                       and not isinstance(v, (bool, np.bool_)) for v in vals)  # fmt: skip
-
-    cat = [c for c in factors if c in bools or not numeric(c)]
-    metrics = [c for c in TRIAL_COLS if c in trials]
-    rows = []
-    for _, r in trials.iterrows():
-        row: dict[str, Any] = {}
-        for c in ["id", "state", "seed", *factors, *metrics]:
-            v = r.get(c)
-            if isinstance(v, np.generic):
-                v = v.item()
-            if c in cat or c == "state":
-                v = level_label(v, boolean=c in bools)
-            elif v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
-                v = None  # JSON has no NaN; HiPlot shows a missing value
-            elif isinstance(v, float):
-                v = round(v, 6)
-            row[c] = v
-        rows.append(row)
-    exp = hip.Experiment.from_iterable(rows)
-    for c in ("state", "seed", *cat):
-        exp.parameters_definition[c].type = hip.ValueType.CATEGORICAL
-    for c in (c for c in factors if c not in cat):  # HiPlot would guess categorical for few distinct values
-        exp.parameters_definition[c].type = hip.ValueType.NUMERIC
-    if color_by in metrics:
-        exp.colorby = color_by
-    order = ["state", "seed", *factors, *metrics][::-1]  # HiPlot lays out this list right to left
-    exp.display_data(hip.Displays.PARALLEL_PLOT).update({"hide": ["uid", "id", "from_uid"], "order": order})
-    exp.display_data(hip.Displays.TABLE).update({"hide": ["uid", "from_uid"], "order_by": [["id", "asc"]]})
-    return exp
