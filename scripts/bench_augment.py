@@ -73,15 +73,24 @@ def main() -> None:
             cfg = base if k == "off" else with_overrides(base, ALL)
             train_s[k].append(train(cfg, ds, opts).timings["train_s"])
     off, on = statistics.median(train_s["off"]), statistics.median(train_s["on"])
-    print(json.dumps({
-        "device": env.provenance(device).get("device_name", str(device)), "threads": a.threads,
-        "images": len(x), "batch_size": bs, "augment_epoch_s": {k: round(v, 4) for k, v in ops.items()},
-        "train_epoch_s_off": round(off, 3), "train_epoch_s_on": round(on, 3),
-        "augment_share_isolated": round(ops["all four"] / off, 4),
-        "paired_steps": paired,
-        "augment_share_end_to_end": round((on - off) / off, 4),
-        "runs": {k: [round(t, 3) for t in v] for k, v in train_s.items()},
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "device": env.provenance(device).get("device_name", str(device)),
+                "threads": a.threads,
+                "images": len(x),
+                "batch_size": bs,
+                "augment_epoch_s": {k: round(v, 4) for k, v in ops.items()},
+                "train_epoch_s_off": round(off, 3),
+                "train_epoch_s_on": round(on, 3),
+                "augment_share_isolated": round(ops["all four"] / off, 4),
+                "paired_steps": paired,
+                "augment_share_end_to_end": round((on - off) / off, 4),
+                "runs": {k: [round(t, 3) for t in v] for k, v in train_s.items()},
+            },
+            indent=1,
+        )
+    )
 
 
 def paired_steps(base: Config, aug_cfg, batches: list[torch.Tensor], device: torch.device) -> dict:

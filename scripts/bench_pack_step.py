@@ -79,5 +79,7 @@ base = min(rows["singles"])
 print(f"K={K} batch={B} threads=1 reps={REPS}; best of 2 rounds, s per step of all K nets (img/s)")
 for name, ts in rows.items():
     s = min(ts)
-    print(f"  {name:8s} {s:.3f} s  ({K * B / s:.0f} img/s)  x{base / s:.2f} vs singles  rounds: "
-          + ", ".join(f"{t:.3f}" for t in ts))
+    print(
+        f"  {name:8s} {s:.3f} s  ({K * B / s:.0f} img/s)  x{base / s:.2f} vs singles  rounds: "
+        + ", ".join(f"{t:.3f}" for t in ts)
+    )

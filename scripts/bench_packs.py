@@ -41,23 +41,59 @@ seeds = [0, 1]
 
 
 def one(study: Path, store: Path, pack: str, a: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", "fmlab", "sweep", str(study), "--store", str(store), "--pack", pack, "--plain",
-           "--workers", str(a.workers), "--threads", str(a.threads), "--device", a.device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmlab",
+        "sweep",
+        str(study),
+        "--store",
+        str(store),
+        "--pack",
+        pack,
+        "--plain",
+        "--workers",
+        str(a.workers),
+        "--threads",
+        str(a.threads),
+        "--device",
+        a.device,
+    ]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"bench_packs: {' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-2000:]}")
-    ls = subprocess.run([sys.executable, "-m", "fmlab", "ls", "--store", str(store), "--format", "json"],
-                        capture_output=True, text=True, check=True)  # fmt: skip
+    ls = subprocess.run(
+        [sys.executable, "-m", "fmlab", "ls", "--store", str(store), "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     recs = json.loads(ls.stdout)
     done = [r for r in recs if r["state"] == "COMPLETE"]
-    images = sum(len(json.loads(subprocess.run(
-        [sys.executable, "-m", "fmlab", "show", r["id"], "--store", str(store), "--format", "json"],
-        capture_output=True, text=True, check=True).stdout)["epochs"]) * 4000 for r in done)  # fmt: skip
-    return {"pack": pack, "wall_s": round(wall, 1), "complete": len(done), "images": images,
-            "images_per_s": round(images / wall, 1),
-            "mean_val_acc": round(sum(r["metrics"]["val_acc"] for r in done) / max(len(done), 1), 4)}  # fmt: skip
+    images = sum(
+        len(
+            json.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "fmlab", "show", r["id"], "--store", str(store), "--format", "json"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )["epochs"]
+        )
+        * 4000
+        for r in done
+    )
+    return {
+        "pack": pack,
+        "wall_s": round(wall, 1),
+        "complete": len(done),
+        "images": images,
+        "images_per_s": round(images / wall, 1),
+        "mean_val_acc": round(sum(r["metrics"]["val_acc"] for r in done) / max(len(done), 1), 4),
+    }
 
 
 def main() -> None:
@@ -80,13 +116,25 @@ def main() -> None:
             for pack in (a.first, "on" if a.first == "off" else "off"):
                 res = one(study, root / f"r{r}-{pack}" / "fm.db", pack, a)
                 runs.append(res)
-                print(f"round {r + 1} pack {pack:3}: {res['wall_s']:7.1f} s  {res['complete']} COMPLETE  "
-                      f"{res['images_per_s']:7.1f} img/s  mean val acc {res['mean_val_acc']:.4f}", flush=True)
+                print(
+                    f"round {r + 1} pack {pack:3}: {res['wall_s']:7.1f} s  {res['complete']} COMPLETE  "
+                    f"{res['images_per_s']:7.1f} img/s  mean val acc {res['mean_val_acc']:.4f}",
+                    flush=True,
+                )
         off = [x["wall_s"] for x in runs if x["pack"] == "off"]
         on = [x["wall_s"] for x in runs if x["pack"] == "on"]
         ratios = [o / p for o, p in zip(off, on, strict=True)]  # > 1: packing is faster
-        print(json.dumps({"workers": a.workers, "threads": a.threads, "device": a.device, "runs": runs,
-                          "speedup_packed_vs_processes": [round(x, 3) for x in ratios]}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "workers": a.workers,
+                    "threads": a.threads,
+                    "device": a.device,
+                    "runs": runs,
+                    "speedup_packed_vs_processes": [round(x, 3) for x in ratios],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,11 @@ def lever_steps(a: argparse.Namespace) -> dict:
     env.setup(env.RunOptions(threads=a.threads))
     x, y = batches(a.images, a.batch_size, torch.channels_last)
     xs = {"cl": x, "nchw": x.contiguous()}
-    variants = {"channels_last fp32 (fmlab default)": ("cl", nullcontext), "NCHW fp32": ("nchw", nullcontext),
-                "channels_last bf16 autocast": ("cl", bf16)}  # fmt: skip
+    variants = {
+        "channels_last fp32 (fmlab default)": ("cl", nullcontext),
+        "NCHW fp32": ("nchw", nullcontext),
+        "channels_last bf16 autocast": ("cl", bf16),
+    }
     models = {k: make(torch.channels_last if f == "cl" else torch.contiguous_format) for k, (f, _) in variants.items()}
     n_b = len(y) // a.batch_size
     idx = [slice(i * a.batch_size, (i + 1) * a.batch_size) for i in range(n_b)]
@@ -95,10 +98,17 @@ def lever_steps(a: argparse.Namespace) -> dict:
         j += a.block
     base = next(iter(variants))
     # paired by round: each variant's wall time over the default's in the same round (< 1 = faster)
-    return {k: {"ms_per_step": statistics.median(v), "img_per_s": a.batch_size / statistics.median(v) * 1e3,
-                "cpu_ms_per_step": statistics.median(cpu[k]),
-                "ratio_to_default": statistics.median(x / d for x, d in zip(v, times[base])),
-                "rounds_ms": v, "rounds_cpu_ms": cpu[k]} for k, v in times.items()}  # fmt: skip
+    return {
+        k: {
+            "ms_per_step": statistics.median(v),
+            "img_per_s": a.batch_size / statistics.median(v) * 1e3,
+            "cpu_ms_per_step": statistics.median(cpu[k]),
+            "ratio_to_default": statistics.median(x / d for x, d in zip(v, times[base])),
+            "rounds_ms": v,
+            "rounds_cpu_ms": cpu[k],
+        }
+        for k, v in times.items()
+    }
 
 
 @torch.no_grad()
@@ -129,8 +139,13 @@ def child_mallopt(a: argparse.Namespace) -> dict:
     net, opt = make(torch.channels_last)
     n_b = len(y) // a.batch_size
     for i in range(a.warmup):
-        step(net, opt, x[(i % n_b) * a.batch_size :][: a.batch_size], y[(i % n_b) * a.batch_size :][: a.batch_size],
-             nullcontext)  # fmt: skip
+        step(
+            net,
+            opt,
+            x[(i % n_b) * a.batch_size :][: a.batch_size],
+            y[(i % n_b) * a.batch_size :][: a.batch_size],
+            nullcontext,
+        )
     ts, f0 = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for i in range(a.rounds * a.block):
         b = slice((i % n_b) * a.batch_size, (i % n_b + 1) * a.batch_size)
@@ -147,15 +162,34 @@ def last_json(cmd: list[str]) -> dict:
 
 
 def lever_mallopt(a: argparse.Namespace) -> dict:
-    base = [sys.executable, __file__, "--threads", str(a.threads), "--images", str(a.images), "--rounds",
-            str(a.rounds), "--block", str(a.block), "--warmup", str(a.warmup), "--batch-size", str(a.batch_size)]
+    base = [
+        sys.executable,
+        __file__,
+        "--threads",
+        str(a.threads),
+        "--images",
+        str(a.images),
+        "--rounds",
+        str(a.rounds),
+        "--block",
+        str(a.block),
+        "--warmup",
+        str(a.warmup),
+        "--batch-size",
+        str(a.batch_size),
+    ]
     res: dict[str, list[dict]] = {"on": [], "off": []}
     for _ in range(a.procs):
         for arm in ("on", "off"):
             res[arm].append(last_json(base + ["--child", f"mallopt-{arm}"]))
-    return {arm: {"ms_per_step": statistics.median(r["ms_per_step"] for r in rs),
-                  "minor_faults_per_step": statistics.median(r["minor_faults_per_step"] for r in rs),
-                  "procs": rs} for arm, rs in res.items()}  # fmt: skip
+    return {
+        arm: {
+            "ms_per_step": statistics.median(r["ms_per_step"] for r in rs),
+            "minor_faults_per_step": statistics.median(r["minor_faults_per_step"] for r in rs),
+            "procs": rs,
+        }
+        for arm, rs in res.items()
+    }
 
 
 def lever_compile(a: argparse.Namespace) -> dict:
@@ -187,8 +221,13 @@ def lever_compile(a: argparse.Namespace) -> dict:
     e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
     compile_s = first2_s - 2 * c / 1e3
     gain_ms = e - c
-    return {"eager_ms_per_step": e, "compiled_ms_per_step": c, "compile_s": compile_s,
-            "break_even_steps": compile_s * 1e3 / gain_ms if gain_ms > 0 else None, "rounds_ms": times}  # fmt: skip
+    return {
+        "eager_ms_per_step": e,
+        "compiled_ms_per_step": c,
+        "compile_s": compile_s,
+        "break_even_steps": compile_s * 1e3 / gain_ms if gain_ms > 0 else None,
+        "rounds_ms": times,
+    }
 
 
 def lever_workers(a: argparse.Namespace) -> dict:
@@ -219,10 +258,14 @@ def main() -> int:
     if a.child:
         print(json.dumps(child_mallopt(a)))
         return 0
-    out: dict = {"args": vars(a), "loadavg_start": os.getloadavg(), "torch": torch.__version__,
-                 "cores": env.cores()}  # fmt: skip
-    levers = {"steps": lever_steps, "eval": lever_eval, "mallopt": lever_mallopt, "compile": lever_compile,
-              "workers": lever_workers}  # fmt: skip
+    out: dict = {"args": vars(a), "loadavg_start": os.getloadavg(), "torch": torch.__version__, "cores": env.cores()}
+    levers = {
+        "steps": lever_steps,
+        "eval": lever_eval,
+        "mallopt": lever_mallopt,
+        "compile": lever_compile,
+        "workers": lever_workers,
+    }
     for name in a.only.split(","):
         t0 = time.perf_counter()
         out[name] = levers[name](a)

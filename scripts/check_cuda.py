@@ -24,8 +24,8 @@ import torch
 
 from fmlab.config.schema import Config, with_overrides
 from fmlab.data import idx as fdata
-from fmlab.sweep.local import Task
 from fmlab.sweep.ray import ray_trial, worker_task
+from fmlab.sweep.work import Task
 from fmlab.training.env import RunOptions
 from fmlab.training.loop import train
 
@@ -37,8 +37,11 @@ def sync_sites(cfg: Config, ds: fdata.Dataset, opts: RunOptions) -> dict[str, in
         if "synchronizing" not in str(message):
             return
         frames = [f for f in traceback.extract_stack()[:-1] if "/fmlab/" in f.filename]
-        where = f"{frames[-1].filename.rsplit('/fmlab/', 1)[1]}:{frames[-1].lineno} {frames[-1].line}" if frames \
-            else f"{filename}:{lineno}"  # fmt: skip
+        where = (
+            f"{frames[-1].filename.rsplit('/fmlab/', 1)[1]}:{frames[-1].lineno} {frames[-1].line}"
+            if frames
+            else f"{filename}:{lineno}"
+        )
         sites[where] += 1
 
     old = warnings.showwarning
@@ -66,16 +69,23 @@ def main() -> None:
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     opts = RunOptions(device="auto", threads=4)
-    full = with_overrides(Config(), {"train.max_epochs": 2, "train.batch_size": 128,
-                                     **({"data.train_subset": 2000} if args.quick else {})})  # fmt: skip
+    full = with_overrides(
+        Config(),
+        {"train.max_epochs": 2, "train.batch_size": 128, **({"data.train_subset": 2000} if args.quick else {})},
+    )
     ds = fdata.load(full.data)
     for prec in ("fp32", "bf16"):
         r = train(with_overrides(full, {"train.precision": prec}), ds, opts)
-        out[prec] = {"device": r.env["device"], "epoch_s": [round(e["epoch_s"], 3) for e in r.epochs],
-                     "val_acc": r.metrics["val_acc"], "train_images_per_s": round(r.timings["train_images_per_s"])}
+        out[prec] = {
+            "device": r.env["device"],
+            "epoch_s": [round(e["epoch_s"], 3) for e in r.epochs],
+            "val_acc": r.metrics["val_acc"],
+            "train_images_per_s": round(r.timings["train_images_per_s"]),
+        }
         print(prec, json.dumps(out[prec]), flush=True)
-    small = with_overrides(Config(), {"data.train_subset": 6400, "train.max_epochs": 2, "train.batch_size": 64,
-                                      "train.precision": "bf16"})  # fmt: skip
+    small = with_overrides(
+        Config(), {"data.train_subset": 6400, "train.max_epochs": 2, "train.batch_size": 64, "train.precision": "bf16"}
+    )
     steps = 2 * math.ceil(6400 / 64)
     if torch.cuda.is_available():
         out["syncs"] = {"train_steps": steps, "sites": sync_sites(small, fdata.load(small.data), opts)}

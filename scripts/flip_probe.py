@@ -28,16 +28,26 @@ def probe(ref: str) -> dict:
         mirror = torch.cat([ld.net(x[i : i + 1024].flip(3)) for i in range(0, len(y), 1024)])
     tta = torch.log_softmax((plain + mirror) / 2, dim=1)
     views = {"plain": plain, "mirrored": mirror, "tta": tta}
-    rows = [{"class": name, "n": int((y == c).sum()),
-             **{v: int((out[y == c].argmax(1) == c).sum()) / int((y == c).sum()) for v, out in views.items()}}
-            for c, name in enumerate(ld.classes)]  # fmt: skip
+    rows = [
+        {
+            "class": name,
+            "n": int((y == c).sum()),
+            **{v: int((out[y == c].argmax(1) == c).sum()) / int((y == c).sum()) for v, out in views.items()},
+        }
+        for c, name in enumerate(ld.classes)
+    ]
     total = {v: int((out.argmax(1) == y).sum()) / len(y) for v, out in views.items()}
     # the trainer's own evaluation must agree with the log-probs above, or this probe explains nothing
     assert evaluate(ld.net, x, y)["acc"] == total["plain"]
     assert evaluate(ld.net, x, y, tta=True)["acc"] == total["tta"]
     trained_on_flips = bool(ld.cfg.data.flip)
-    return {"checkpoint": ref, "trial_id": ld.trial_id, "trained_on_flips": trained_on_flips,
-            "total": total, "classes": rows}  # fmt: skip
+    return {
+        "checkpoint": ref,
+        "trial_id": ld.trial_id,
+        "trained_on_flips": trained_on_flips,
+        "total": total,
+        "classes": rows,
+    }
 
 
 def main() -> None:
@@ -52,8 +62,10 @@ def main() -> None:
         return
     for p in out:
         t = p["total"]
-        print(f"{p['checkpoint']} ({p['trial_id']}, trained on mirrors: {p['trained_on_flips']}): test acc "
-              f"plain {100 * t['plain']:.2f}%, mirrored {100 * t['mirrored']:.2f}%, tta {100 * t['tta']:.2f}%")
+        print(
+            f"{p['checkpoint']} ({p['trial_id']}, trained on mirrors: {p['trained_on_flips']}): test acc "
+            f"plain {100 * t['plain']:.2f}%, mirrored {100 * t['mirrored']:.2f}%, tta {100 * t['tta']:.2f}%"
+        )
         print(f"  {'class':<12} {'plain':>7} {'mirrored':>9} {'tta':>7}")
         for r in p["classes"]:
             print(f"  {r['class']:<12} {100 * r['plain']:6.1f}% {100 * r['mirrored']:8.1f}% {100 * r['tta']:6.1f}%")

@@ -52,7 +52,8 @@ def independent_probe(threads: int, dtype: str, n: int, min_run_time: float = 1.
         lin = mkldnn.to_mkldnn(nn.Linear(n, n), DT[dtype])
         x = torch.randn(n, n).to(DT[dtype]).to_mkldnn()
         m = benchmark.Timer("lin(x)", globals={"lin": lin, "x": x}, num_threads=threads).blocked_autorange(
-            min_run_time=min_run_time)
+            min_run_time=min_run_time
+        )
     return 2 * n**3 / min(m.times) / 1e9
 
 
@@ -67,20 +68,42 @@ def main() -> int:
         for dtype in DT:
             fm = peak.gemm_peak_gflops(a.threads, dtype)
             ind = {n: independent_probe(a.threads, dtype, n) for n in (1024, 2048)}
-            row = {"round": r, "dtype": dtype, "fmlab": fm["gflops"], "fmlab_size": fm["size"],
-                   "fmlab_kernel": fm["kernel"], "v1": v1_probe(a.threads, dtype),
-                   "independent": max(ind.values()), "independent_by_size": ind}  # fmt: skip
+            row = {
+                "round": r,
+                "dtype": dtype,
+                "fmlab": fm["gflops"],
+                "fmlab_size": fm["size"],
+                "fmlab_kernel": fm["kernel"],
+                "v1": v1_probe(a.threads, dtype),
+                "independent": max(ind.values()),
+                "independent_by_size": ind,
+            }
             rows.append(row)
-            print(f"round {r} {dtype}: fmlab {row['fmlab']:6.1f} ({fm['kernel']}, n={fm['size']})  v1 {row['v1']:6.1f}"
-                  f"  independent {ind[1024]:6.1f} (n=1024) {ind[2048]:6.1f} (n=2048) GFLOP/s",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"round {r} {dtype}: fmlab {row['fmlab']:6.1f} ({fm['kernel']}, n={fm['size']})  v1 {row['v1']:6.1f}"
+                f"  independent {ind[1024]:6.1f} (n=1024) {ind[2048]:6.1f} (n=2048) GFLOP/s",
+                file=sys.stderr,
+                flush=True,
+            )
     best = {d: {k: max(x[k] for x in rows if x["dtype"] == d) for k in ("fmlab", "v1", "independent")} for d in DT}
     for d, b in best.items():
-        print(f"best {d}: fmlab {b['fmlab']:.1f}, v1 {b['v1']:.1f}, independent {b['independent']:.1f} GFLOP/s; "
-              f"fmlab / independent {b['fmlab'] / b['independent']:.2f}, fmlab / v1 {b['fmlab'] / b['v1']:.2f}",
-              file=sys.stderr)  # fmt: skip
-    print(json.dumps({"threads": a.threads, "rounds": rows, "best": best, "loadavg_start": load,
-                      "loadavg_end": os.getloadavg(), "torch": torch.__version__}))  # fmt: skip
+        print(
+            f"best {d}: fmlab {b['fmlab']:.1f}, v1 {b['v1']:.1f}, independent {b['independent']:.1f} GFLOP/s; "
+            f"fmlab / independent {b['fmlab'] / b['independent']:.2f}, fmlab / v1 {b['fmlab'] / b['v1']:.2f}",
+            file=sys.stderr,
+        )
+    print(
+        json.dumps(
+            {
+                "threads": a.threads,
+                "rounds": rows,
+                "best": best,
+                "loadavg_start": load,
+                "loadavg_end": os.getloadavg(),
+                "torch": torch.__version__,
+            }
+        )
+    )
     return 0
 
 

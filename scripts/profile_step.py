@@ -65,8 +65,10 @@ def main() -> None:
     for e in events:
         g = next((k for k, pats in GROUPS.items() if any(p in e.key for p in pats)), "other")
         grouped[g] = grouped.get(g, 0.0) + e.self_cpu_time_total
-    print(f"{dt * 1e3:.1f} ms/step, {a.batch_size / dt:,.0f} img/s (batch {a.batch_size}, "
-          f"{torch.get_num_threads()} threads, {cfg.train.precision}); share of self CPU time by group:")
+    print(
+        f"{dt * 1e3:.1f} ms/step, {a.batch_size / dt:,.0f} img/s (batch {a.batch_size}, "
+        f"{torch.get_num_threads()} threads, {cfg.train.precision}); share of self CPU time by group:"
+    )
     for g, t in sorted(grouped.items(), key=lambda kv: -kv[1]):
         print(f"  {g:12s} {100 * t / total:5.1f}%")
     print("top operators:")

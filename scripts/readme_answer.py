@@ -35,15 +35,24 @@ def folder_lines(d: Path) -> list[str]:
     c, hw, rel = run["counts"], run["hardware"], d.relative_to(ROOT).as_posix()
     seeds = ", ".join(str(s) for s in run["seeds"])
     hard = f"{'/'.join(hw.get('device_name') or ['?'])}, {'/'.join(hw.get('threads') or ['?'])} thread(s)"
-    state = "complete" if c["complete"] == c["planned"] else f"**in progress: {c['complete']} of {c['planned']} " \
-        f"trials COMPLETE** ({c['failed']} failed, {c['missing']} not yet run)"  # fmt: skip
-    out = [f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}; {state}; "
-           f"{run['wall_s'] / 3600:.1f} h of training on {hard}; statistics: [{rel}/summary.md]({rel}/summary.md))",
-           "", *answer.markdown(answer.compose(summ))]  # fmt: skip
+    state = (
+        "complete"
+        if c["complete"] == c["planned"]
+        else f"**in progress: {c['complete']} of {c['planned']} "
+        f"trials COMPLETE** ({c['failed']} failed, {c['missing']} not yet run)"
+    )
+    out = [
+        f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}; {state}; "
+        f"{run['wall_s'] / 3600:.1f} h of training on {hard}; statistics: [{rel}/summary.md]({rel}/summary.md))",
+        "",
+        *answer.markdown(answer.compose(summ)),
+    ]
     if c["complete"] < c["planned"]:
         out += [still_to_run(d, run), ""]
-    out.append(f"Reproduce: `fmlab import {rel}` then `fmlab report {run['study']} --budget {run['budget']}`; "
-               f"resume or extend: `fmlab sweep {run['study_file']} --budget {run['budget']}`.")  # fmt: skip
+    out.append(
+        f"Reproduce: `fmlab import {rel}` then `fmlab report {run['study']} --budget {run['budget']}`; "
+        f"resume or extend: `fmlab sweep {run['study_file']} --budget {run['budget']}`."
+    )
     return out
 
 
@@ -60,8 +69,12 @@ def still_to_run(d: Path, run: dict) -> str:
         state = {r["id"]: r["state"] for r in csv.DictReader(f)}
     done = {i for i, v in state.items() if v == "COMPLETE"}
     failed = {i for i, v in state.items() if v == "FAILED"}  # a sweep skips them without --retry-failed
-    todo = [t for t in order.run_order(st.trials(), {} if st.arms else st.factors, st.seeds, done)
-            if t.id not in done | failed]  # fmt: skip
+    todo = [
+        t
+        for t in order.run_order(st.trials(), {} if st.arms else st.factors, st.seeds, done)
+        if t.id not in done | failed
+    ]
+
     def name(t) -> str:
         return ", ".join(f"{k.split('.')[-1]}={level_label(v)}" for k, v in t.cell.items())
 
@@ -74,8 +87,10 @@ def still_to_run(d: Path, run: dict) -> str:
     by_seed: dict[int, list[str]] = {}
     for t in todo:
         by_seed.setdefault(t.seed, []).append(name(t))
-    parts = [f"seed {s}: every cell ({len(v)})" if len(v) == n_cells else f"seed {s}: {'; '.join(v)}"
-             for s, v in by_seed.items()]  # fmt: skip
+    parts = [
+        f"seed {s}: every cell ({len(v)})" if len(v) == n_cells else f"seed {s}: {'; '.join(v)}"
+        for s, v in by_seed.items()
+    ]
     return head + " | ".join(parts) + "." + tail
 
 
@@ -129,17 +144,35 @@ def best_rows(folders: list[Path]) -> list[str]:
             what = "arms" if "arm" in top else "cells"
             pick += f" (one trial, the highest of {top['n_cells']} {what}: not a finding)"
         env = [run.get("trials", {}).get(r["id"], {}).get("env", {}) for r in mine]  # each trial's own machine
-        hw = "; ".join(sorted({f"{e.get('device_name', '?')}{' (native bf16)' if e.get('cpu_bf16') else ''}, "
-                               f"{e.get('threads', '?')} threads" for e in env})) or "?"  # fmt: skip
+        hw = (
+            "; ".join(
+                sorted(
+                    {
+                        f"{e.get('device_name', '?')}{' (native bf16)' if e.get('cpu_bf16') else ''}, "
+                        f"{e.get('threads', '?')} threads"
+                        for e in env
+                    }
+                )
+            )
+            or "?"
+        )
         when = f"{statistics.median(secs) / 60:.1f} min per trial (median)" if secs else "?"
         rel = d.relative_to(ROOT).as_posix()
-        rows.append(f"| {run['study']} `{run['budget']}`: {pick} | {'/'.join(f'{p:,}' for p in params)} "
-                    f"| {acc} | {top['n']} | {when}, {hw} | `fmlab predict {rel}/best IMG` |")  # fmt: skip
+        rows.append(
+            f"| {run['study']} `{run['budget']}`: {pick} | {'/'.join(f'{p:,}' for p in params)} "
+            f"| {acc} | {top['n']} | {when}, {hw} | `fmlab predict {rel}/best IMG` |"
+        )
     if not rows:
         return []
-    return ["Each published study's best cell (chosen on validation; test accuracy evaluated only, mean [95% CI] "
-            "over its seeds):", "", "| study, budget: best cell | params | test acc | n | training time, hardware "
-            "| use it |", "|---|---|---|---|---|---|", *rows, ""]  # fmt: skip
+    return [
+        "Each published study's best cell (chosen on validation; test accuracy evaluated only, mean [95% CI] "
+        "over its seeds):",
+        "",
+        "| study, budget: best cell | params | test acc | n | training time, hardware | use it |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def best_network(folders: list[Path]) -> list[str]:
@@ -157,10 +190,13 @@ def best_network(folders: list[Path]) -> list[str]:
     run = json.loads((d / "run.json").read_text())
     lo, hi = top.get("test_acc_lo"), top.get("test_acc_hi")
     ci = f" [{100 * float(lo):.2f}, {100 * float(hi):.2f}]" if lo and hi else ""
-    return [f"**Best network published** (highest mean validation accuracy, {100 * va:.2f}%): {run['study']} "
-            f"`{run['budget']}` ({top['cell']}), test accuracy {100 * float(top['test_acc_mean']):.2f}%{ci} over "
-            f"n = {top['n']} seed(s); `fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`. How it "
-            "stands against published small nets: [docs/anchors.md](docs/anchors.md).", ""]  # fmt: skip
+    return [
+        f"**Best network published** (highest mean validation accuracy, {100 * va:.2f}%): {run['study']} "
+        f"`{run['budget']}` ({top['cell']}), test accuracy {100 * float(top['test_acc_mean']):.2f}%{ci} over "
+        f"n = {top['n']} seed(s); `fmlab predict {d.relative_to(ROOT).as_posix()}/best IMAGE.png`. How it "
+        "stands against published small nets: [docs/anchors.md](docs/anchors.md).",
+        "",
+    ]
 
 
 def section(root: Path = ROOT) -> str:
@@ -180,8 +216,12 @@ def section(root: Path = ROOT) -> str:
         if "full" in doc.get("budgets", {}) and not (root / "results" / f"{doc['name']}-full").exists():
             unrun.append(f"`fmlab sweep studies/{f.name} --budget full`")
     if unrun:
-        lines += ["Not yet run (GPU jobs: `scripts/gpu_answers.sh` runs them in order, time-bounded): "
-                  + ", ".join(unrun) + ".", ""]  # fmt: skip
+        lines += [
+            "Not yet run (GPU jobs: `scripts/gpu_answers.sh` runs them in order, time-bounded): "
+            + ", ".join(unrun)
+            + ".",
+            "",
+        ]
     lines.append(END)
     return "\n".join(lines)
 
@@ -199,15 +239,19 @@ def main() -> int:
     readme = ROOT / "README.md"
     text = readme.read_text()
     if BEGIN not in text or END not in text:
-        print(f"{readme}: no answer markers; add the lines {BEGIN!r} and {END!r} where the section goes",
-              file=sys.stderr)
+        print(
+            f"{readme}: no answer markers; add the lines {BEGIN!r} and {END!r} where the section goes", file=sys.stderr
+        )
         return 1
     head, rest = text.split(BEGIN, 1)
     cur = BEGIN + rest.split(END, 1)[0] + END
     if args.check:
         if cur != new:
-            print(f"{readme}: 'What the studies found' is out of date with results/; run scripts/readme_answer.py "
-                  "--write", file=sys.stderr)  # fmt: skip
+            print(
+                f"{readme}: 'What the studies found' is out of date with results/; run scripts/readme_answer.py "
+                "--write",
+                file=sys.stderr,
+            )
             return 1
         return 0
     readme.write_text(head + new + rest.split(END, 1)[1])

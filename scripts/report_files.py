@@ -22,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", required=True, help="CSV, one row per trial (contract: fmlab.analysis.driver.analyse)")
     ap.add_argument("--epochs", help="CSV, one row per trial and epoch")
-    ap.add_argument("--meta", required=True, help="JSON: study, budget, factors, baseline, select, planned "
-                    "(an arms study: design \"arms\", arms {name: {key: value}})")  # fmt: skip
+    ap.add_argument(
+        "--meta",
+        required=True,
+        help="JSON: study, budget, factors, baseline, select, planned "
+        '(an arms study: design "arms", arms {name: {key: value}})',
+    )
     ap.add_argument("--out", required=True, help="output folder (index.html, summary.md, figures, hiplot.html)")
     ap.add_argument("--best-ckpt", help="checkpoint dir of the best trial (by validation): confusion matrix")
     ap.add_argument("--format", choices=["table", "json"], default="table")

@@ -18,11 +18,22 @@ from pathlib import Path
 from typing import Any
 
 _NAMES = ("chromium", "chromium-browser", "google-chrome")
-CHROMIUM = next((p for p in ("/usr/bin/chromium", *(shutil.which(n) or "" for n in _NAMES)) if p and Path(p).exists()),
-                None)  # fmt: skip
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-quic", "--no-first-run", "--hide-scrollbars", "--remote-allow-origins=*",
-         "--remote-debugging-port=0"]  # fmt: skip
+CHROMIUM = next(
+    (p for p in ("/usr/bin/chromium", *(shutil.which(n) or "" for n in _NAMES)) if p and Path(p).exists()), None
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--remote-allow-origins=*",
+    "--remote-debugging-port=0",
+]
 
 
 class Browser:
@@ -33,8 +44,11 @@ class Browser:
 
         self.timeout_s = timeout_s
         self.profile = tempfile.mkdtemp(prefix="fmlab-chromium-")
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout_s
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -48,8 +62,7 @@ class Browser:
             port = int(port_file.read_text().split()[0])
             targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
             page = next(t for t in targets if t["type"] == "page")
-            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=timeout_s,
-                                                  suppress_origin=True)  # fmt: skip
+            self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=timeout_s, suppress_origin=True)
             for domain in ("Page", "Runtime", "Log", "Network"):
                 self.call(f"{domain}.enable")
         except BaseException:
@@ -104,8 +117,12 @@ class Browser:
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
             elif m == "Runtime.exceptionThrown":
-                out.append("exception: " + p["exceptionDetails"].get("text", "") + " "
-                           + str(p["exceptionDetails"].get("exception", {}).get("description", "")))  # fmt: skip
+                out.append(
+                    "exception: "
+                    + p["exceptionDetails"].get("text", "")
+                    + " "
+                    + str(p["exceptionDetails"].get("exception", {}).get("description", ""))
+                )
             elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
                 out.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}")
             elif m == "Network.loadingFailed":
@@ -118,8 +135,13 @@ class Browser:
 
     def screenshot(self, path: Path, width: int = 1200, full: bool = True) -> Path:
         height = int(self.js("document.documentElement.scrollHeight")) if full else 900
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=min(height, 16000), deviceScaleFactor=1,
-                  mobile=False)  # fmt: skip
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=min(height, 16000),
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         time.sleep(0.3)
         shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         Path(path).write_bytes(base64.b64decode(shot["data"]))

@@ -50,8 +50,9 @@ def tiny_config(**extra) -> Config:
 def run_cli(*args: str, check: bool = False, env: dict | None = None, timeout: float = 600, cwd=None):
     """Run `python -m fmlab ARGS` as a user would; returns CompletedProcess with text output."""
     e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "fmlab", *args], capture_output=True, text=True,
-                       env=e, timeout=timeout, cwd=cwd)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "fmlab", *args], capture_output=True, text=True, env=e, timeout=timeout, cwd=cwd
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"fmlab {' '.join(args)} exited {p.returncode}:\n{p.stderr}")
     return p
@@ -105,8 +106,7 @@ BN_EFFECT = 0.010  # batch norm adds 1.0 point of val accuracy
 BS128_EFFECT = -0.006  # batch 128 loses 0.6 points against the baseline 64; pool has no effect
 
 
-def synth_grid(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budget="full", select="val_acc",
-               rng_seed=1):
+def synth_grid(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budget="full", select="val_acc", rng_seed=1):
     """A study where the truth is known: acc = 0.88 + effects + seed offset + N(0, noise)."""
     rng = np.random.default_rng(rng_seed)
     rows, eps = [], []
@@ -119,18 +119,47 @@ def synth_grid(seeds=range(6), noise=0.002, fail=(), states=None, drop=(), budge
                 continue
             state = State.FAILED if tid in fail else (states or {}).get(tid, State.COMPLETE)
             ok = state == State.COMPLETE
-            rows.append({"id": tid, "state": state, "seed": s, "model.batch_norm": bn, "model.pool": pool,
-                         "train.batch_size": bs, "val_acc": acc if ok else math.nan,
-                         "val_loss": 0.4 - acc / 4 if ok else math.nan, "test_acc": acc - 0.004 if ok else math.nan,
-                         "test_loss": 0.41 - acc / 4 if ok else math.nan, "epochs": 5, "best_epoch": 4,
-                         "train_s": 9.5, "total_s": 10.0, "n_params": 392_714})  # fmt: skip
+            rows.append(
+                {
+                    "id": tid,
+                    "state": state,
+                    "seed": s,
+                    "model.batch_norm": bn,
+                    "model.pool": pool,
+                    "train.batch_size": bs,
+                    "val_acc": acc if ok else math.nan,
+                    "val_loss": 0.4 - acc / 4 if ok else math.nan,
+                    "test_acc": acc - 0.004 if ok else math.nan,
+                    "test_loss": 0.41 - acc / 4 if ok else math.nan,
+                    "epochs": 5,
+                    "best_epoch": 4,
+                    "train_s": 9.5,
+                    "total_s": 10.0,
+                    "n_params": 392_714,
+                }
+            )
             for e in range(1, 6 if ok else 2):
-                eps.append({"trial_id": tid, "epoch": e, "train_loss": 0.9 / e, "train_acc": acc - 0.06 / e,
-                            "val_loss": 0.5 / e + 0.2, "val_acc": acc - 0.05 / e, "epoch_s": 2.0,
-                            "lr": 1e-3})  # fmt: skip
+                eps.append(
+                    {
+                        "trial_id": tid,
+                        "epoch": e,
+                        "train_loss": 0.9 / e,
+                        "train_acc": acc - 0.06 / e,
+                        "val_loss": 0.5 / e + 0.2,
+                        "val_acc": acc - 0.05 / e,
+                        "epoch_s": 2.0,
+                        "lr": 1e-3,
+                    }
+                )
     n_planned = len(list(seeds)) * 12
-    meta = {"study": "synth", "budget": budget, "factors": GRID_FACTORS, "baseline": GRID_BASELINE,
-            "select": select, "planned": n_planned}  # fmt: skip
+    meta = {
+        "study": "synth",
+        "budget": budget,
+        "factors": GRID_FACTORS,
+        "baseline": GRID_BASELINE,
+        "select": select,
+        "planned": n_planned,
+    }
     return pd.DataFrame(rows), pd.DataFrame(eps), meta
 
 
@@ -143,8 +172,7 @@ ARMS_GOOD = 0.010  # the 'good' arm adds 1.0 point of validation accuracy; 'null
 def synth_arms(seeds=range(6), noise=0.002, rng_seed=3):
     rng = np.random.default_rng(rng_seed)
     rows, eps = [], []
-    arms = {"good": {"train.schedule": "cosine"}, "null": {"model.activation": "gelu"},
-            "twin": {"train.momentum": 0.5}}  # fmt: skip
+    arms = {"good": {"train.schedule": "cosine"}, "null": {"model.activation": "gelu"}, "twin": {"train.momentum": 0.5}}
     for s in seeds:
         offset = rng.normal(0, 0.004)  # seeds differ as a whole: what pairing removes
         for arm, eff in (("baseline", 0.0), ("good", ARMS_GOOD), ("null", 0.0)):
@@ -152,16 +180,46 @@ def synth_arms(seeds=range(6), noise=0.002, rng_seed=3):
             test = acc - 0.003 + rng.normal(0, 0.001)
             names = [arm, "twin"] if arm == "baseline" else [arm]
             for name in names:  # the twin arm resolves to the baseline's trials: same id, one row per arm
-                rows.append({"id": f"{arm}-{s}", "state": State.COMPLETE, "seed": s, "arm": name, "val_acc": acc,
-                             "val_loss": 0.3 - acc / 4, "test_acc": test,
-                             "test_loss": 0.31 - acc / 4, "epochs": 3, "best_epoch": 3, "train_s": 5.0,
-                             "total_s": 6.0, "n_params": 1000})  # fmt: skip
-            eps += [{"trial_id": f"{arm}-{s}", "epoch": e, "train_loss": 1 / e, "train_acc": acc - 0.05 / e,
-                     "val_loss": 0.4 / e, "val_acc": acc - 0.04 / e, "epoch_s": 1.0, "lr": 1e-3}
-                    for e in (1, 2, 3)]  # fmt: skip
-    meta = {"study": "synth-arms", "budget": "full", "design": "arms", "select": "val_acc",
-            "factors": {"arm": ["baseline", *arms]}, "baseline": {"arm": "baseline"}, "arms": arms,
-            "planned": len(rows)}  # fmt: skip
+                rows.append(
+                    {
+                        "id": f"{arm}-{s}",
+                        "state": State.COMPLETE,
+                        "seed": s,
+                        "arm": name,
+                        "val_acc": acc,
+                        "val_loss": 0.3 - acc / 4,
+                        "test_acc": test,
+                        "test_loss": 0.31 - acc / 4,
+                        "epochs": 3,
+                        "best_epoch": 3,
+                        "train_s": 5.0,
+                        "total_s": 6.0,
+                        "n_params": 1000,
+                    }
+                )
+            eps += [
+                {
+                    "trial_id": f"{arm}-{s}",
+                    "epoch": e,
+                    "train_loss": 1 / e,
+                    "train_acc": acc - 0.05 / e,
+                    "val_loss": 0.4 / e,
+                    "val_acc": acc - 0.04 / e,
+                    "epoch_s": 1.0,
+                    "lr": 1e-3,
+                }
+                for e in (1, 2, 3)
+            ]
+    meta = {
+        "study": "synth-arms",
+        "budget": "full",
+        "design": "arms",
+        "select": "val_acc",
+        "factors": {"arm": ["baseline", *arms]},
+        "baseline": {"arm": "baseline"},
+        "arms": arms,
+        "planned": len(rows),
+    }
     return pd.DataFrame(rows), pd.DataFrame(eps), meta
 
 
@@ -174,8 +232,11 @@ STATS_SIGMA = 1.0
 
 
 def stats_grid(seeds: int) -> pd.DataFrame:
-    rows = [dict(zip([*STATS_FACTORS, "seed"], (*c, s), strict=True))
-            for s in range(seeds) for c in itertools.product(*STATS_FACTORS.values())]  # fmt: skip
+    rows = [
+        dict(zip([*STATS_FACTORS, "seed"], (*c, s), strict=True))
+        for s in range(seeds)
+        for c in itertools.product(*STATS_FACTORS.values())
+    ]
     d = pd.DataFrame(rows)
     d["cell"] = d[list(STATS_FACTORS)].agg(",".join, axis=1)
     return d
@@ -237,8 +298,9 @@ def wait_for(cond, timeout_s: float = 120, what: str = "condition") -> None:
 def assert_exactly_complete(db: Path, planned: list[str]) -> None:
     assert sorted(states(db)) == sorted(planned)
     assert set(states(db).values()) == {"COMPLETE"}
-    for tid, n, distinct, max_e in q(db, "SELECT trial, COUNT(*), COUNT(DISTINCT epoch), MAX(epoch) FROM epochs "
-                                         "GROUP BY trial"):  # fmt: skip
+    for tid, n, distinct, max_e in q(
+        db, "SELECT trial, COUNT(*), COUNT(DISTINCT epoch), MAX(epoch) FROM epochs GROUP BY trial"
+    ):
         assert n == distinct == max_e, tid
     for tid in planned:
         assert (db.parent / "trials" / tid / "best.safetensors").is_file()
@@ -264,8 +326,27 @@ def start_sweep(root: Path, *extra: str, hold_s: float = 1.0) -> subprocess.Pope
     s = Store(root / "runs" / "fmlab.db")
     s.plan(st, st.trials())
     s.close()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "FMLAB_FAULT": ",".join(f"sleep:{t.id}:{hold_s}" for t in st.trials())}  # fmt: skip
-    cmd = [sys.executable, "-m", "fmlab", "sweep", "studies/tiny.toml", "--budget", "t", "--workers", "1",
-           "--threads", "1", "--device", "cpu", "--store", "runs/fmlab.db", *extra]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "FMLAB_FAULT": ",".join(f"sleep:{t.id}:{hold_s}" for t in st.trials()),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmlab",
+        "sweep",
+        "studies/tiny.toml",
+        "--budget",
+        "t",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--store",
+        "runs/fmlab.db",
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

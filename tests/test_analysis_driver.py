@@ -22,10 +22,39 @@ from fmlab.study import spec as fstudy
 
 ANALYSIS = Path(driver.__file__).parent
 # the pipeline's steps and the modules that hold them: only the driver may call them
-STEP_MODULES = {"anova", "bestset", "cells", "claims", "claimparse", "diagnostics", "seedcheck", "driver", "power", "seedpower", "prose"}
-STEPS = {"anova", "type2_anova", "best_set", "mark_best_set", "check_claims", "simple_effects", "diagnose",
-         "apply_transform", "limit_lines", "seed_plan", "plan_seeds", "warnings_for", "best_line", "cell_table",
-         "complete_and_counts", "curve_table", "analyse", "run"}  # fmt: skip
+STEP_MODULES = {
+    "anova",
+    "bestset",
+    "cells",
+    "claims",
+    "claimparse",
+    "diagnostics",
+    "seedcheck",
+    "driver",
+    "power",
+    "seedpower",
+    "prose",
+}
+STEPS = {
+    "anova",
+    "type2_anova",
+    "best_set",
+    "mark_best_set",
+    "check_claims",
+    "simple_effects",
+    "diagnose",
+    "apply_transform",
+    "limit_lines",
+    "seed_plan",
+    "plan_seeds",
+    "warnings_for",
+    "best_line",
+    "cell_table",
+    "complete_and_counts",
+    "curve_table",
+    "analyse",
+    "run",
+}
 
 
 def test_one_driver_serves_grid_and_arms(monkeypatch):
@@ -91,8 +120,9 @@ def test_store_best_and_analysis_name_the_same_trial(tmp_path, select):
     accs = [0.93, 0.93, 0.91, None]  # a tie at the top, and one trial without the selection metric
     for t, acc in zip(ts, accs, strict=True):
         metrics = {"val_acc": acc, "val_loss": 0.5 - acc / 2} if acc is not None else {"test_acc": 0.99}
-        s.import_complete(t.id, metrics=metrics, timings={}, env={}, best_epoch=1, stop_reason="max_epochs",
-                          n_params=1, epochs=[])  # fmt: skip
+        s.import_complete(
+            t.id, metrics=metrics, timings={}, env={}, best_epoch=1, stop_reason="max_epochs", n_params=1, epochs=[]
+        )
     want = min(ts[0].id, ts[1].id)
     assert s.best("rank")["id"] == want
     trials, _, meta = export.report_inputs(s, "rank")

@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p.parent for p in (ROOT / "results").glob("*/summary.md"))
 WORDS = {"validation loss": "val_loss", "validation accuracy": "val_acc"}
 REAL = ("matters", "real but smaller than X")
-EFFECT = re.compile(r"^(?P<inter>Interaction )?(?P<term>.+?)(?: (?P<verb>lowers|raises) the (?P<m>[a-z ]+): |: )"
-                    r"(?P<est>[+-][\d.]+) \[(?P<lo>-?[\d.]+), (?P<hi>-?[\d.]+)\](?: pts)?(?: in the (?P<m2>[a-z ]+))? "
-                    r"\((?P<v>[^()]*)\)(?:; test accuracy (?P<test>[+-][\d.]+) \[(?P<tlo>-?[\d.]+), "
-                    r"(?P<thi>-?[\d.]+)\] pts \((?P<tv>[^()]*)\))?\.")  # fmt: skip
+EFFECT = re.compile(
+    r"^(?P<inter>Interaction )?(?P<term>.+?)(?: (?P<verb>lowers|raises) the (?P<m>[a-z ]+): |: )"
+    r"(?P<est>[+-][\d.]+) \[(?P<lo>-?[\d.]+), (?P<hi>-?[\d.]+)\](?: pts)?(?: in the (?P<m2>[a-z ]+))? "
+    r"\((?P<v>[^()]*)\)(?:; test accuracy (?P<test>[+-][\d.]+) \[(?P<tlo>-?[\d.]+), "
+    r"(?P<thi>-?[\d.]+)\] pts \((?P<tv>[^()]*)\))?\."
+)
 
 
 def answer_of(md: str) -> tuple[str, list[str]]:
@@ -30,8 +32,12 @@ def answer_of(md: str) -> tuple[str, list[str]]:
 
 def verdict_of(words: str) -> str:
     """The verdict a phrase implies ('real but smaller than 0.0100' -> 'real but smaller than X')."""
-    for w, v in (("matters", "matters"), ("real but smaller than", "real but smaller than X"),
-                 ("no difference larger than", "no effect larger than X"), ("undecided", "undecided")):  # fmt: skip
+    for w, v in (
+        ("matters", "matters"),
+        ("real but smaller than", "real but smaller than X"),
+        ("no difference larger than", "no effect larger than X"),
+        ("undecided", "undecided"),
+    ):
         if words.startswith(w):
             return v
     raise AssertionError(f"no verdict in {words!r}")
@@ -54,14 +60,17 @@ def check_answer(d: Path) -> list[str]:
     use, items = answer_of((d / "summary.md").read_text())
     summ = json.loads((d / "summary.json").read_text())
     sel = summ["select"]
-    eff = {t: r for t, r in [*table(d / "effects.csv").items(), *table(d / "interactions.csv").items()]
-           if r["metric"] == sel}  # fmt: skip
+    eff = {
+        t: r
+        for t, r in [*table(d / "effects.csv").items(), *table(d / "interactions.csv").items()]
+        if r["metric"] == sel
+    }
     test = table(d / "test_effects.csv")
     said = set()
     for s in items:
         if s.startswith("Claim "):
-            c = next(c for c in summ["claims"] if s.startswith(f"Claim \"{c['text']}\": "))
-            assert s.startswith(f"Claim \"{c['text']}\": {c['verdict']} ("), s
+            c = next(c for c in summ["claims"] if s.startswith(f'Claim "{c["text"]}": '))
+            assert s.startswith(f'Claim "{c["text"]}": {c["verdict"]} ('), s
         elif s.startswith("Undecided ("):
             n = int(s.split("(", 1)[1].split(")", 1)[0])
             assert n == sum(r["verdict"] == "undecided" for r in eff.values()), s
@@ -81,12 +90,14 @@ def check_answer(d: Path) -> list[str]:
             assert (m["verb"] is None) == bool(m["inter"]), s  # a verb of effect on every main effect or arm
             if m["verb"]:
                 assert WORDS[m["m"]] == sel and (m["verb"] == "lowers") == (float(r["estimate"]) < 0), s
-            assert (m["est"], m["lo"], m["hi"]) == tuple(shown(r[k], sel).lstrip("+" if k != "estimate" else "")
-                                                         for k in ("estimate", "lo", "hi")), s  # fmt: skip
+            assert (m["est"], m["lo"], m["hi"]) == tuple(
+                shown(r[k], sel).lstrip("+" if k != "estimate" else "") for k in ("estimate", "lo", "hi")
+            ), s
             t = test[m["term"]]
             assert verdict_of(m["tv"]) == t["verdict"], (s, t["verdict"])
-            assert (m["test"], m["tlo"], m["thi"]) == tuple(shown(t[k], "test_acc").lstrip("+" if k != "estimate"
-                                                            else "") for k in ("estimate", "lo", "hi")), s  # fmt: skip
+            assert (m["test"], m["tlo"], m["thi"]) == tuple(
+                shown(t[k], "test_acc").lstrip("+" if k != "estimate" else "") for k in ("estimate", "lo", "hi")
+            ), s
             said.add(m["term"])
     real = {t for t, r in eff.items() if r["verdict"] in REAL}
     assert real <= said, real - said  # every effect that matters or is real has its sentence
@@ -131,8 +142,10 @@ def test_seed_answer_reads_as_the_issue_asks():
     if not d.exists():
         pytest.skip("results/seed-cpu not committed")
     use, items = answer_of((d / "summary.md").read_text())
-    assert use.startswith("Use batch norm, dropout 0.2 and average pooling; batch size 32, 64 or 128 makes no "
-                          "difference larger than 0.0100")  # fmt: skip
+    assert use.startswith(
+        "Use batch norm, dropout 0.2 and average pooling; batch size 32, 64 or 128 makes no "
+        "difference larger than 0.0100"
+    )
     pool = next(s for s in items if s.startswith("model.pool: max vs avg raises the validation loss"))
     assert "test accuracy -0.51 [-0.63, -0.40] pts (matters)" in pool and "seed-paired check" in pool
     bn = next(s for s in items if s.startswith("model.batch_norm: true vs false lowers"))
@@ -168,8 +181,7 @@ def seed_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seed-report")
     store = str(tmp / "fmlab.db")
     run_cli("import", str(d), "--store", store, check=True, cwd=ROOT)
-    p = run_cli("report", "seed", "--budget", "cpu", "--store", store, "--out", str(tmp / "rep"), check=True,
-                cwd=ROOT)  # fmt: skip
+    p = run_cli("report", "seed", "--budget", "cpu", "--store", store, "--out", str(tmp / "rep"), check=True, cwd=ROOT)
     return tmp / "rep", p.stdout  # stdout was a pipe, as in `fmlab report ... | cat`
 
 
@@ -199,9 +211,11 @@ def test_answer_visible_without_scrolling_at_1280x900(seed_report):
     with Browser() as b:
         b.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
         b.open(out / "index.html")
-        box = b.js("(() => { const r = document.getElementById('answer').getBoundingClientRect();"
-                   " return [r.top, r.bottom, window.innerHeight, window.scrollY,"
-                   " document.getElementById('answer').innerText]; })()")  # fmt: skip
+        box = b.js(
+            "(() => { const r = document.getElementById('answer').getBoundingClientRect();"
+            " return [r.top, r.bottom, window.innerHeight, window.scrollY,"
+            " document.getElementById('answer').innerText]; })()"
+        )
         top, bottom, height, scrolled, text = box
         assert height == 900 and scrolled == 0
         assert 0 <= top and bottom <= 900, box[:4]  # the whole answer, not just its start

@@ -38,8 +38,19 @@ def tiny_study(tmp_path_factory) -> Path:
     lines += ["[budgets.quick]"]
     (tmp / "tiny.toml").write_text("\n".join(lines) + "\n")
     db = tmp / "runs" / "fmlab.db"
-    run_cli("sweep", str(tmp / "tiny.toml"), "--budget", "quick", "--workers", "0", "--threads", "1",
-            "--store", str(db), check=True)  # fmt: skip
+    run_cli(
+        "sweep",
+        str(tmp / "tiny.toml"),
+        "--budget",
+        "quick",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--store",
+        str(db),
+        check=True,
+    )
     return db
 
 
@@ -65,8 +76,18 @@ def test_trials_and_epochs_dataframes(tiny_study):
     assert t["model.batch_norm"].dtype == bool and set(t["model.pool"]) == {"avg", "max"}
     assert str(t["best_epoch"].dtype) == "Int64" and (t["epochs"] == 1).all()
     e = st.epochs()
-    assert list(e.columns) == ["trial_id", "seed", *FACTORS, "epoch", "lr", "train_loss", "train_acc",
-                               "val_loss", "val_acc", "epoch_s"]  # fmt: skip
+    assert list(e.columns) == [
+        "trial_id",
+        "seed",
+        *FACTORS,
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "epoch_s",
+    ]
     assert len(e) == 8 and e["epoch"].dtype == "int64" and e["val_loss"].dtype == "float64"
     assert set(e["trial_id"]) == set(t["id"])
 
@@ -79,16 +100,18 @@ def test_api_trials_match_cli_ls_json(tiny_study):
         for m in ("val_acc", "val_loss", "test_acc", "test_loss"):
             assert t.loc[r["id"], m] == r["metrics"][m]
         assert t.loc[r["id"], "seed"] == r["seed"] and t.loc[r["id"], "state"] == r["state"]
-        assert {k: bool(v) if k == "model.batch_norm" else v for k, v in r["cell"].items()} == \
-            {k: t.loc[r["id"], k] for k in FACTORS}  # fmt: skip
+        assert {k: bool(v) if k == "model.batch_norm" else v for k, v in r["cell"].items()} == {
+            k: t.loc[r["id"], k] for k in FACTORS
+        }
     assert fmlab.open_store(tiny_study).records("tiny") == recs
     show = json.loads(run_cli("show", recs[0]["id"], "--store", str(tiny_study), "--format", "json", check=True).stdout)
     assert fmlab.open_store(tiny_study).trial(recs[0]["id"])["epochs"] == show["epochs"]
 
 
 def test_analysis_matches_the_report(tiny_study, tmp_path):
-    p = run_cli("report", "tiny", "--store", str(tiny_study), "--out", str(tmp_path / "rep"), "--format", "json",
-                check=True)  # fmt: skip
+    p = run_cli(
+        "report", "tiny", "--store", str(tiny_study), "--out", str(tmp_path / "rep"), "--format", "json", check=True
+    )
     rep = json.loads(p.stdout)
     st = fmlab.open_store(tiny_study).study("tiny")
     a = st.analysis()
@@ -102,8 +125,9 @@ def test_analysis_matches_the_report(tiny_study, tmp_path):
     best = st.best()
     assert rep["best"]["trial_id"] == best["id"] and best["val_acc"] == st.trials()["val_acc"].max()
     assert st.checkpoint() == tiny_study.parent / "trials" / best["id"]
-    resolved = json.loads(run_cli("params", "tiny:best", "--store", str(tiny_study), "--format", "json",
-                                  check=True).stdout)["checkpoint"]  # fmt: skip
+    resolved = json.loads(
+        run_cli("params", "tiny:best", "--store", str(tiny_study), "--format", "json", check=True).stdout
+    )["checkpoint"]
     assert Path(resolved) == st.checkpoint()  # STUDY:best and the report pick the same trial
 
 
@@ -134,8 +158,11 @@ def test_predict_files_and_pixels_agree_with_the_cli(tiny_study, tmp_path):
     assert list(by_files.columns) == ["image", "class", "index", "prob", *data.CLASSES]
     assert by_files["image"].tolist() == [str(f) for f in files]
     np.testing.assert_allclose(by_files[list(data.CLASSES)].sum(axis=1), 1.0, rtol=1e-5)
-    cli = json.loads(run_cli("predict", "tiny:best", *map(str, files), "--store", str(tiny_study), "--format",
-                             "json", check=True).stdout)  # fmt: skip
+    cli = json.loads(
+        run_cli(
+            "predict", "tiny:best", *map(str, files), "--store", str(tiny_study), "--format", "json", check=True
+        ).stdout
+    )
     assert by_files["class"].tolist() == [p["top"][0]["class"] for p in cli]
     np.testing.assert_allclose(by_files["prob"], [p["top"][0]["prob"] for p in cli], rtol=1e-6)
     assert by_pixels["image"].tolist() == ["0", "1", "2"] and by_pixels["prob"].between(0, 1).all()
@@ -152,8 +179,16 @@ def test_train_trial_writes_a_checkpoint(tmp_path):
 def test_run_study_runs_then_resumes(tiny_study, tmp_path):
     db = tmp_path / "fmlab.db"
     seen = []
-    st = fmlab.run_study(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(0,), workers=0, threads=1,
-                         store=db, device="cpu", on_update=lambda p: seen.append(p.done))  # fmt: skip
+    st = fmlab.run_study(
+        tiny_study.parent.parent / "tiny.toml",
+        "quick",
+        seeds=(0,),
+        workers=0,
+        threads=1,
+        store=db,
+        device="cpu",
+        on_update=lambda p: seen.append(p.done),
+    )
     t = st.trials()
     assert (st.name, st.budget, len(t)) == ("tiny", "quick", 4) and set(t["state"]) == {State.COMPLETE}
     assert seen[-1] == 4
@@ -179,8 +214,9 @@ def test_plan_sweep_reads_the_store_and_writes_nothing(tiny_study, tmp_path):
 
 def test_plan_sweep_record_writes_the_trials_waiting_and_runs_none(tiny_study, tmp_path):
     db = tmp_path / "fmlab.db"
-    p = fmlab.plan_sweep(tiny_study.parent.parent / "tiny.toml", "quick", seeds=(1,), store=db, workers=0,
-                         device="cpu", record=True)  # fmt: skip
+    p = fmlab.plan_sweep(
+        tiny_study.parent.parent / "tiny.toml", "quick", seeds=(1,), store=db, workers=0, device="cpu", record=True
+    )
     assert sorted(p.plan.todo) == sorted(t.id for t in p.trials) and len(p.trials) == 4
     recs = fmlab.open_store(db).records("tiny")
     assert {r["state"] for r in recs} == {State.WAITING} and len(recs) == 4
@@ -213,8 +249,11 @@ def test_notebook_is_committed_without_outputs():
 def kernel(tmp_path_factory, monkeypatch_module) -> str:
     """A kernelspec for this interpreter in a temp prefix (a fresh CI venv has no registered kernel)."""
     prefix = tmp_path_factory.mktemp("kernel")
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "fmlab-test"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "fmlab-test"],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch_module.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     return "fmlab-test"
 
@@ -240,10 +279,12 @@ def notebook_checkout(tiny_study, kernel, monkeypatch_module) -> Path:
     src = str(Path(fmlab.__file__).resolve().parents[1])
     mp.setenv("PYTHONPATH", os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    probe = ("import json; print(json.dumps({'ranked': ranked['cell'].tolist(), 'effects': list(effects.columns), "
-             "'terms': effects['term'].tolist(), 'hiplot_rows': len(exp.datapoints), 'best': str(best['id']), "
-             "'pred': predictions[['true', 'class', 'prob']].to_dict('records'), 'cwd': os.getcwd(), "
-             "'store': STORE}))")  # fmt: skip
+    probe = (
+        "import json; print(json.dumps({'ranked': ranked['cell'].tolist(), 'effects': list(effects.columns), "
+        "'terms': effects['term'].tolist(), 'hiplot_rows': len(exp.datapoints), 'best': str(best['id']), "
+        "'pred': predictions[['true', 'class', 'prob']].to_dict('records'), 'cwd': os.getcwd(), "
+        "'store': STORE}))"
+    )
     nb.cells.append(nbformat.v4.new_code_cell(probe))
     (root / "notebooks").mkdir(exist_ok=True)
     nbformat.write(nb, root / "notebooks" / "explore.ipynb")
@@ -259,8 +300,9 @@ def check_executed(nb, tiny_study: Path) -> dict:
         assert "text/html" in kinds[tag], tag  # a DataFrame
     for tag in ("effects_plot", "curves", "predict_plot"):
         assert "image/png" in kinds[tag], tag
-    assert "text/html" in kinds["hiplot"] and any("hiplot" in o["data"].get("text/html", "").lower()
-                                                  for o in outs["hiplot"] if "data" in o)  # fmt: skip
+    assert "text/html" in kinds["hiplot"] and any(
+        "hiplot" in o["data"].get("text/html", "").lower() for o in outs["hiplot"] if "data" in o
+    )
     got = json.loads(outs["probe"][0]["text"])
     assert Path(got["store"]).resolve() == tiny_study.resolve()  # the default store, found without FMLAB_STORE
     st = fmlab.open_store(tiny_study).study("tiny")
@@ -281,8 +323,22 @@ def test_notebook_runs_as_the_readme_says(notebook_checkout, tiny_study):
     repository root, FMLAB_STORE unset: nbconvert starts the kernel in notebooks/."""
     root = notebook_checkout
     jupyter = Path(sys.executable).with_name("jupyter")
-    p = subprocess.run([str(jupyter), "nbconvert", "--to", "notebook", "--execute", "notebooks/explore.ipynb",
-                        "--output", "OUT.ipynb"], cwd=root, capture_output=True, text=True, timeout=600)  # fmt: skip
+    p = subprocess.run(
+        [
+            str(jupyter),
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "notebooks/explore.ipynb",
+            "--output",
+            "OUT.ipynb",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     got = check_executed(nbformat.read(root / "notebooks" / "OUT.ipynb", as_version=4), tiny_study)
     assert Path(got["cwd"]).resolve() == (root / "notebooks").resolve()

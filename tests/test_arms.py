@@ -79,21 +79,33 @@ def test_arms_trials_are_baseline_plus_arms_times_seeds(tmp_path):
 
 BAD = {  # case: (study body, budget, what the one-line error must name)
     "unknown_key": ('[arms.x]\n"train.lrr" = 1\n', "full", ["[arms.x]", "train.lrr", "train.lr,"]),
-    "bad_value": ('[arms.cos]\n"train.schedule" = "cosyne"\n', "full",
-                  ["[arms.cos]", "train.schedule", "'cosine'", "'onecycle'"]),
+    "bad_value": (
+        '[arms.cos]\n"train.schedule" = "cosyne"\n',
+        "full",
+        ["[arms.cos]", "train.schedule", "'cosine'", "'onecycle'"],
+    ),
     "out_of_range": ('[arms.big]\n"model.dropout" = 1.5\n', "full", ["[arms.big]", "model.dropout", "0.0..0.99"]),
-    "factors_and_arms": ('[factors]\n"train.lr" = [1e-3]\n[arms.x]\n"train.lr" = 3e-3\n', "full",
-                         ["[factors]", "[arms]", "not both"]),
+    "factors_and_arms": (
+        '[factors]\n"train.lr" = [1e-3]\n[arms.x]\n"train.lr" = 3e-3\n',
+        "full",
+        ["[factors]", "[arms]", "not both"],
+    ),
     "empty_arms": ("[arms]\n", "full", ["[arms] is empty"]),
     "arm_without_keys": ("[arms.nothing]\n", "full", ["[arms.nothing]", "changes no key"]),
     "reserved_name": ('[arms.baseline]\n"train.lr" = 3e-3\n', "full", ["[arms.baseline]", "reserved"]),
     "dotted_name": ('[arms.wd0.05]\n"train.lr" = 3e-3\n', "full", ["[arms.wd0.05]", "quoted"]),
-    "arm_seed": ('[arms.s]\nseed = 3\n', "full", ["[arms.s]", "seeds"]),
-    "budget_overrides_arm": ('[arms.long]\n"train.max_epochs" = 5\n[budgets.quick]\n"train.max_epochs" = 2\n',
-                             "quick", ["[budgets.quick]", "train.max_epochs", "[arms.long]"]),
-    "clash_with_base": ('[arms.cos]\n"train.schedule" = "cosine"\n"train.lr_min" = 0.5\n', "full",
-                        ["[arms.cos]", "train.lr_min"]),
-}  # fmt: skip
+    "arm_seed": ("[arms.s]\nseed = 3\n", "full", ["[arms.s]", "seeds"]),
+    "budget_overrides_arm": (
+        '[arms.long]\n"train.max_epochs" = 5\n[budgets.quick]\n"train.max_epochs" = 2\n',
+        "quick",
+        ["[budgets.quick]", "train.max_epochs", "[arms.long]"],
+    ),
+    "clash_with_base": (
+        '[arms.cos]\n"train.schedule" = "cosine"\n"train.lr_min" = 0.5\n',
+        "full",
+        ["[arms.cos]", "train.lr_min"],
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -230,8 +242,11 @@ def test_an_arm_not_yet_run_adds_no_df_to_the_anova():
     a = analyse(tr, ep, meta)
     ref = anova_lm(ols("val_acc ~ C(arm) + C(seed)", data=tr.drop_duplicates("id")).fit(), typ=2)
     assert a.anova.loc["arm", "df"] == ref.loc["C(arm)", "df"] == 1
-    assert np.allclose(a.anova.loc[["arm", "seed", "Residual"], ["sum_sq", "df", "F", "PR(>F)"]].to_numpy(),
-                       ref.to_numpy(), equal_nan=True)  # fmt: skip
+    assert np.allclose(
+        a.anova.loc[["arm", "seed", "Residual"], ["sum_sq", "df", "F", "PR(>F)"]].to_numpy(),
+        ref.to_numpy(),
+        equal_nan=True,
+    )
     assert a.effects.set_index("arm").loc["null", "verdict"].startswith("untested")
 
 
@@ -239,8 +254,13 @@ def test_arm_report_has_ranked_table_effects_and_figure(tmp_path):
     rep = report.build_report(*synth(), tmp_path)
     assert rep["design"] == "arms" and "arm_effects" in rep["figures"] and Path(rep["figures"]["arm_effects"]).is_file()
     page = (tmp_path / "index.html").read_text()
-    for s in ("Each arm vs the baseline", "Arms ranked by val_acc", "good vs baseline", "train.schedule=cosine",
-              "arm_effects.png"):  # fmt: skip
+    for s in (
+        "Each arm vs the baseline",
+        "Arms ranked by val_acc",
+        "good vs baseline",
+        "train.schedule=cosine",
+        "arm_effects.png",
+    ):
         assert s in page, s
     md = (tmp_path / "summary.md").read_text()
     assert "## Arms ranked" in md and "| 1 | good |" in md
@@ -274,8 +294,13 @@ def test_tiny_arms_study_end_to_end(tmp_path):
     sel = [e for e in rep["effects"] if e["metric"] == "val_acc"]
     assert sel and all(e["df"] is not None and e["df"] >= 1 for e in sel if e["estimate"] is not None)
     assert {e["verdict"] for e in sel} <= {*VERDICTS, "same trials as the baseline: not a comparison"}
-    assert rep["best_set"]["method"].startswith("Hsu") and rep["best_set"]["best"] in {"baseline", "lr_hi", "mom",
-                                                                                        "bn", "bn_nobias"}
+    assert rep["best_set"]["method"].startswith("Hsu") and rep["best_set"]["best"] in {
+        "baseline",
+        "lr_hi",
+        "mom",
+        "bn",
+        "bn_nobias",
+    }
     page = (out / "index.html").read_text()
     assert "Arms ranked by val_acc" in page and "lr_hi vs baseline" in page and "bn_nobias" in page
     assert (out / "arm_effects.png").is_file() and (out / "summary.md").is_file() and (out / "hiplot.html").is_file()
@@ -319,8 +344,10 @@ def test_a_claim_may_compare_two_arms_with_each_other():
     from statsmodels.formula.api import ols
 
     tr, ep, meta = synth()
-    claims = [{"text": "good beats null", "kind": "effect", "term": "good vs null", "direction": "better"},
-              {"text": "null is no better than good", "kind": "effect", "term": "null vs good", "direction": "better"}]
+    claims = [
+        {"text": "good beats null", "kind": "effect", "term": "good vs null", "direction": "better"},
+        {"text": "null is no better than good", "kind": "effect", "term": "null vs good", "direction": "better"},
+    ]
     a = analyse(tr, ep, {**meta, "claims": claims})
     c1, c2 = a.claims
     assert c1["verdict"] == "supported" and c2["verdict"] == "contradicted", a.claims
@@ -335,8 +362,10 @@ def test_a_claim_may_compare_two_arms_with_each_other():
 
 
 def test_arm_vs_arm_claims_in_a_study_file(tmp_path):
-    body = ('name = "s"\n[arms.a]\n"train.lr" = 0.003\n[arms.b]\n"train.lr" = 0.0003\n'
-            '[[claims]]\ntext = "a beats b"\nkind = "effect"\nterm = "a vs b"\ndirection = "better"\n')
+    body = (
+        'name = "s"\n[arms.a]\n"train.lr" = 0.003\n[arms.b]\n"train.lr" = 0.0003\n'
+        '[[claims]]\ntext = "a beats b"\nkind = "effect"\nterm = "a vs b"\ndirection = "better"\n'
+    )
     p = tmp_path / "s.toml"
     p.write_text(body)
     assert fstudy.load(p).claims[0]["term"] == "a vs b"

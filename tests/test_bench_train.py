@@ -15,9 +15,24 @@ from fmlab.data import idx as data
 from fmlab.model.nets import build, forward_flops
 from fmlab.timing import benchtrain, peak
 
-TINY_ARGS = ("--train-subset", "300", "--epochs", "1", "--set", "model.widths=8,16,16",
-             "--set", "data.val_size=300", "--seeds", "2", "--threads", "1",
-             "--peak-sizes", "128,256", "--peak-repeats", "3")  # fmt: skip
+TINY_ARGS = (
+    "--train-subset",
+    "300",
+    "--epochs",
+    "1",
+    "--set",
+    "model.widths=8,16,16",
+    "--set",
+    "data.val_size=300",
+    "--seeds",
+    "2",
+    "--threads",
+    "1",
+    "--peak-sizes",
+    "128,256",
+    "--peak-repeats",
+    "3",
+)
 
 
 def hand_flops(widths: tuple[int, ...], fc_out: int = 10) -> int:
@@ -81,7 +96,7 @@ def test_packed_linear_computes_the_product_it_times():
 
 
 def test_conventional_dataset_matches_fmlab_normalisation():
-    spec = importlib.util.spec_from_file_location("conventional_train", benchtrain.CONVENTIONAL_SCRIPT)
+    spec = importlib.util.spec_from_file_location("baseline_loop", benchtrain.CONVENTIONAL_SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = with_overrides(Config(), {"data.train_subset": 50, "data.val_size": 300})
@@ -96,9 +111,15 @@ def test_conventional_dataset_matches_fmlab_normalisation():
 
 def test_summary_is_the_ratio_of_medians_and_a_paired_gap():
     o = benchtrain.BenchTrainOptions(seeds=(0, 1), epochs=1)
-    runs = [{"side": s, "seed": seed, "train_images_per_s": ips, "wall_s": 1.0, "test_acc": acc, "train_images": 10}
-            for s, seed, ips, acc in [("conventional", 0, 100, 0.80), ("fmlab", 0, 300, 0.81),
-                                      ("conventional", 1, 200, 0.82), ("fmlab", 1, 500, 0.84)]]  # fmt: skip
+    runs = [
+        {"side": s, "seed": seed, "train_images_per_s": ips, "wall_s": 1.0, "test_acc": acc, "train_images": 10}
+        for s, seed, ips, acc in [
+            ("conventional", 0, 100, 0.80),
+            ("fmlab", 0, 300, 0.81),
+            ("conventional", 1, 200, 0.82),
+            ("fmlab", 1, 500, 0.84),
+        ]
+    ]
     peaks = {"fp32": {"dtype": "fp32", "gflops": 10.0}, "bf16": {"dtype": "bf16", "gflops": 40.0}}
     rep = benchtrain.summarise(o, Config(), runs, {"total": 1_000_000}, peaks, 2, 1.0)
     assert rep["speedup"] == pytest.approx(400 / 150)
@@ -118,10 +139,25 @@ def test_summary_is_the_ratio_of_medians_and_a_paired_gap():
 def test_bench_train_end_to_end_alternates_separate_processes():
     p = run_cli("bench-train", *TINY_ARGS, check=True)
     rep = json.loads(p.stdout.strip().splitlines()[-1])
-    for k in ("speedup", "conventional_images_per_s", "fmlab_images_per_s", "conventional_test_acc",
-              "fmlab_test_acc", "acc_gap", "fmlab_gflops", "conventional_gflops", "peak_gflops",
-              "fmlab_peak_fraction", "forward_flops_per_image", "loadavg_start", "loadavg_end",
-              "peak_gflops_fp32", "peak_gflops_bf16", "peak_dtype", "speedup_bound"):  # fmt: skip
+    for k in (
+        "speedup",
+        "conventional_images_per_s",
+        "fmlab_images_per_s",
+        "conventional_test_acc",
+        "fmlab_test_acc",
+        "acc_gap",
+        "fmlab_gflops",
+        "conventional_gflops",
+        "peak_gflops",
+        "fmlab_peak_fraction",
+        "forward_flops_per_image",
+        "loadavg_start",
+        "loadavg_end",
+        "peak_gflops_fp32",
+        "peak_gflops_bf16",
+        "peak_dtype",
+        "speedup_bound",
+    ):
         assert k in rep, k
     assert set(rep["peaks"]) == {"fp32", "bf16"} and rep["peak_dtype"] == "fp32"  # the default precision
     assert rep["peak_gflops"] == rep["peak_gflops_fp32"] == rep["peaks"]["fp32"]["gflops"] > 0
@@ -155,6 +191,10 @@ def test_conventional_script_refuses_what_it_does_not_follow():
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, str(benchtrain.CONVENTIONAL_SCRIPT), "--set", "train.schedule=cosine"],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, str(benchtrain.CONVENTIONAL_SCRIPT), "--set", "train.schedule=cosine"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode != 0 and "train.schedule" in p.stderr

@@ -27,18 +27,27 @@ def verdicts(a):
 
 
 def test_claims_get_the_verdicts_of_the_effects_and_the_best_set(tmp_path):
-    a = analyse(*claims_meta(
-        {"text": "bn helps", "kind": "effect", "term": "model.batch_norm: true vs false", "direction": "better"},
-        {"text": "bn hurts", "kind": "effect", "term": "model.batch_norm: true vs false", "direction": "worse"},
-        {"text": "128 is better", "kind": "effect", "term": "train.batch_size: 128 vs 64", "direction": "better"},
-        {"text": "pool is negligible", "kind": "negligible", "term": "model.pool: max vs avg"},
-        {"text": "bn is negligible", "kind": "negligible", "term": "model.batch_norm: true vs false"},
-        {"text": "pool x bs negligible", "kind": "negligible",
-         "term": "model.pool x train.batch_size: (max vs avg) at 128 minus at 64"},
-        {"text": "bn cells best", "kind": "best", "cell": {"model.batch_norm": "true"}},
-        {"text": "no-bn 128 best", "kind": "best", "cell": {"model.batch_norm": "false", "train.batch_size": "128"}},
-        {"text": "avg pool best", "kind": "best", "cell": {"model.pool": "avg"}},
-    ))  # fmt: skip
+    a = analyse(
+        *claims_meta(
+            {"text": "bn helps", "kind": "effect", "term": "model.batch_norm: true vs false", "direction": "better"},
+            {"text": "bn hurts", "kind": "effect", "term": "model.batch_norm: true vs false", "direction": "worse"},
+            {"text": "128 is better", "kind": "effect", "term": "train.batch_size: 128 vs 64", "direction": "better"},
+            {"text": "pool is negligible", "kind": "negligible", "term": "model.pool: max vs avg"},
+            {"text": "bn is negligible", "kind": "negligible", "term": "model.batch_norm: true vs false"},
+            {
+                "text": "pool x bs negligible",
+                "kind": "negligible",
+                "term": "model.pool x train.batch_size: (max vs avg) at 128 minus at 64",
+            },
+            {"text": "bn cells best", "kind": "best", "cell": {"model.batch_norm": "true"}},
+            {
+                "text": "no-bn 128 best",
+                "kind": "best",
+                "cell": {"model.batch_norm": "false", "train.batch_size": "128"},
+            },
+            {"text": "avg pool best", "kind": "best", "cell": {"model.pool": "avg"}},
+        )
+    )
     v = verdicts(a)
     assert v["bn helps"] == "supported" and v["bn hurts"] == "contradicted"  # planted +1 pt, "matters"
     assert v["128 is better"] == "contradicted"  # planted -0.6 pts: matters the other way
@@ -70,11 +79,11 @@ def test_seed_study_carries_the_original_five_claims():
     assert pool["term"] == "model.pool: max vs avg" in terms and pool["at"] == {"model.dropout": "0.2"}
 
 
-CLAIM = '''
+CLAIM = """
 [[claims]]
 text = "a claim"
 {body}
-'''
+"""
 BAD = [
     ('kind = "huge"', "key 'kind': bad value 'huge'"),
     ('kind = "effect"\nterm = "model.pool: avg vs max"\ndirection = "worse"', "key 'term': 'model.pool: avg vs max'"),
@@ -82,10 +91,14 @@ BAD = [
     ('kind = "best"\ncell = { "model.pool" = "min" }', "model.pool = 'min' is not a level"),
     ('kind = "best"\ncell = { "model.width" = 3 }', "unknown factor 'model.width'"),
     ('kind = "negligible"\nterm = "model.pool: max vs avg"\ncolour = "red"', "unknown key 'colour'"),
-    ('kind = "negligible"\nterm = "model.pool: max vs avg"\nat = { "model.width" = 3 }',
-     "key 'at': unknown factor 'model.width'"),
-    ('kind = "negligible"\nterm = "model.pool: max vs avg"\nat = { "model.pool" = "avg" }',
-     "key 'at': names model.pool, the factor of 'term' itself"),
+    (
+        'kind = "negligible"\nterm = "model.pool: max vs avg"\nat = { "model.width" = 3 }',
+        "key 'at': unknown factor 'model.width'",
+    ),
+    (
+        'kind = "negligible"\nterm = "model.pool: max vs avg"\nat = { "model.pool" = "avg" }',
+        "key 'at': names model.pool, the factor of 'term' itself",
+    ),
     ('kind = "negligible"\nterm = "model.pool: max vs avg"\nat = 3', "key 'at' takes a table of factor = level"),
     ('kind = "best"\ncell = { "model.pool" = "avg" }\nat = { "model.pool" = "avg" }', "no 'term', 'direction' or 'at'"),
 ]
@@ -112,15 +125,25 @@ def test_a_simple_effect_claim_is_the_fits_contrast_at_those_levels():
     trials, epochs, meta = synth()
     bump = (trials["model.pool"] == "max") & (trials["train.batch_size"] == 128)
     trials.loc[bump, "val_acc"] += 0.012
-    at128 = {"text": "max better at 128", "kind": "effect", "term": "model.pool: max vs avg", "direction": "better",
-             "at": {"train.batch_size": "128"}}  # fmt: skip
-    at64 = {"text": "pool negligible at 64", "kind": "negligible", "term": "model.pool: max vs avg",
-            "at": {"train.batch_size": "64"}}  # fmt: skip
+    at128 = {
+        "text": "max better at 128",
+        "kind": "effect",
+        "term": "model.pool: max vs avg",
+        "direction": "better",
+        "at": {"train.batch_size": "128"},
+    }
+    at64 = {
+        "text": "pool negligible at 64",
+        "kind": "negligible",
+        "term": "model.pool: max vs avg",
+        "at": {"train.batch_size": "64"},
+    }
     a = analyse(trials, epochs, {**meta, "claims": [at128, at64]})
     c128, c64 = a.claims
     assert c128["verdict"] == "supported" and c64["verdict"] == "supported", a.claims
-    t = trials[trials.state == State.COMPLETE].astype({"model.batch_norm": str, "model.pool": str,
-                                                    "train.batch_size": str})  # fmt: skip
+    t = trials[trials.state == State.COMPLETE].astype(
+        {"model.batch_norm": str, "model.pool": str, "train.batch_size": str}
+    )
     for c, bs in ((c128, "128"), (c64, "64")):
         g = t[t["train.batch_size"] == bs].groupby("model.pool")["val_acc"].mean()
         assert c["estimate"] == pytest.approx(g["max"] - g["avg"], abs=1e-9)
@@ -133,8 +156,20 @@ def test_a_simple_effect_claim_is_the_fits_contrast_at_those_levels():
 
     bn, mx = (t["model.batch_norm"] == "True").astype(float), (t["model.pool"] == "max").astype(float)
     b32, b128 = ((t["train.batch_size"] == v).astype(float) for v in ("32", "128"))
-    X = pd.DataFrame({"one": 1.0, "bn": bn, "max": mx, "b32": b32, "b128": b128, "bn:max": bn * mx,
-                      "bn:b32": bn * b32, "bn:b128": bn * b128, "max:b32": mx * b32, "max:b128": mx * b128})
+    X = pd.DataFrame(
+        {
+            "one": 1.0,
+            "bn": bn,
+            "max": mx,
+            "b32": b32,
+            "b128": b128,
+            "bn:max": bn * mx,
+            "bn:b32": bn * b32,
+            "bn:b128": bn * b128,
+            "max:b32": mx * b32,
+            "max:b128": mx * b128,
+        }
+    )
     X = X.join(pd.get_dummies(t["seed"], prefix="s", drop_first=True, dtype=float))
     fit = sm.OLS(t["val_acc"].to_numpy(float), X).fit()
     L = np.array([[{"max": 1.0, "bn:max": 0.5, "max:b128": 1.0}.get(k, 0.0) for k in X.columns]])

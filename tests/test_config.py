@@ -14,21 +14,26 @@ def test_defaults_are_the_seed_studys_best_cell():
 
 
 def test_set_parses_and_coerces():
-    c = with_overrides(Config(), config.parse_sets(["model.batch_norm=true", "train.batch_size=128",
-                                                    "train.lr=3e-4", "model.widths=32,64,128"]))
+    c = with_overrides(
+        Config(),
+        config.parse_sets(["model.batch_norm=true", "train.batch_size=128", "train.lr=3e-4", "model.widths=32,64,128"]),
+    )
     assert c.model.batch_norm is True and c.train.batch_size == 128 and c.train.lr == 3e-4
     assert c.model.widths == (32, 64, 128)
 
 
-@pytest.mark.parametrize("key,value,named", [
-    ("model.nope", "1", "model.batch_norm"),
-    ("model.pool", "median", "'avg', 'max'"),
-    ("train.batch_size", "12.5", "integer"),
-    ("model.batch_norm", "maybe", "true, false"),
-    ("model.dropout", "1.5", "range"),
-    ("model.kernel_size", "4", "3, 5"),
-    ("model.widths", "a,b", "positive integers"),
-])
+@pytest.mark.parametrize(
+    "key,value,named",
+    [
+        ("model.nope", "1", "model.batch_norm"),
+        ("model.pool", "median", "'avg', 'max'"),
+        ("train.batch_size", "12.5", "integer"),
+        ("model.batch_norm", "maybe", "true, false"),
+        ("model.dropout", "1.5", "range"),
+        ("model.kernel_size", "4", "3, 5"),
+        ("model.widths", "a,b", "positive integers"),
+    ],
+)
 def test_bad_keys_and_values_name_the_key_and_allowed(key, value, named):
     with pytest.raises(ConfigError) as e:
         with_overrides(Config(), {key: value})

@@ -27,8 +27,9 @@ FORMULA = "~ (C(bn, Sum) + C(pool, Sum) + C(bs, Sum))**2 + C(seed)"
 
 
 def coded(trials):
-    return trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
-                         bs=trials["train.batch_size"].astype(str))  # fmt: skip
+    return trials.assign(
+        bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"], bs=trials["train.batch_size"].astype(str)
+    )
 
 
 def test_residual_tests_equal_scipy_on_an_independent_fit():
@@ -83,8 +84,12 @@ def test_seed_check_flags_a_planted_disagreement():
     assert row["model_differs"] and not row["check_differs"] and not row["agree"]
     assert chk.loc["model.pool: max vs avg", "agree"]
     line = next(s for s in d.disagreements if "model.batch_norm" in s)
-    assert line.startswith("verdict depends on the model: model.batch_norm: true vs false: the fitted model says it "
-                           "differs from 0") and "seed-paired check says it does not differ from 0" in line
+    assert (
+        line.startswith(
+            "verdict depends on the model: model.batch_norm: true vs false: the fitted model says it differs from 0"
+        )
+        and "seed-paired check says it does not differ from 0" in line
+    )
     assert any(w.startswith("Verdict depends on the model: model.batch_norm") for w in a.warnings)
 
 
@@ -128,8 +133,11 @@ def test_transform_parsed_and_carried_to_the_report_inputs(tmp_path):
     _, _, meta = results.report_inputs(store, s.name, "quick")
     assert meta["transform"] == "log"
     f.write_text(text.replace("\nmin_effect = {", '\ntransform = "sqrt"\nmin_effect = {'))
-    with pytest.raises(study.StudyError, match=r"logged.toml: \[analysis\] key 'transform': bad value 'sqrt'; "
-                                               r"allowed: none, log$"):  # fmt: skip
+    with pytest.raises(
+        study.StudyError,
+        match=r"logged.toml: \[analysis\] key 'transform': bad value 'sqrt'; "
+        r"allowed: none, log$",
+    ):
         study.load(f)
 
 

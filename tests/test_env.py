@@ -18,9 +18,11 @@ CPUINFO = "processor\t: 0\nmodel name\t: Test CPU @ 1.00GHz\nflags\t\t: fpu sse2
 @pytest.fixture
 def cpu(monkeypatch):
     """Make /proc/cpuinfo say what the test wants: cpu("avx512_bf16"), cpu("") or cpu(None) (no file)."""
+
     def set_flags(extra: str | None) -> None:
         text = "" if extra is None else CPUINFO.format(extra=extra)
         monkeypatch.setattr(env, "_cpuinfo", lambda: text)
+
     return set_flags
 
 
@@ -87,12 +89,22 @@ def test_the_estimate_calibrates_on_trials_from_a_machine_like_this_one(tmp_path
     s = Store(tmp_path / "s.db")
     s.plan(st, st.trials())
     fast, other, slow, old = st.trials()
-    for t, ips, prov in ((fast, 4000.0, {"device_name": "EPYC", "cpu_bf16": True}),
-                         (other, 4000.0, {"device_name": "EPYC", "cpu_bf16": True}),
-                         (slow, 1000.0, {"device_name": "Xeon", "cpu_bf16": False}),
-                         (old, 4000.0, {"device_name": "EPYC"})):  # fmt: skip
-        s.import_complete(t.id, metrics={"val_loss": 0.3, "val_acc": 0.9}, timings={"train_images_per_s": ips},
-                          env=prov, best_epoch=1, stop_reason="max_epochs", n_params=1, epochs=[])  # fmt: skip
+    for t, ips, prov in (
+        (fast, 4000.0, {"device_name": "EPYC", "cpu_bf16": True}),
+        (other, 4000.0, {"device_name": "EPYC", "cpu_bf16": True}),
+        (slow, 1000.0, {"device_name": "Xeon", "cpu_bf16": False}),
+        (old, 4000.0, {"device_name": "EPYC"}),
+    ):
+        s.import_complete(
+            t.id,
+            metrics={"val_loss": 0.3, "val_acc": 0.9},
+            timings={"train_images_per_s": ips},
+            env=prov,
+            best_epoch=1,
+            stop_reason="max_epochs",
+            n_params=1,
+            epochs=[],
+        )
     every, src = sweep.calibration(s, 1, None)
     assert src == "other machines"
     assert sweep.calibration(s, 1, ("EPYC", True)) == (pytest.approx(every), "this machine")  # the median: EPYC's

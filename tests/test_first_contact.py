@@ -34,18 +34,27 @@ def one_line_error(p: subprocess.CompletedProcess, *words: str) -> str:
 @pytest.fixture(scope="module")
 def tiny_study_file(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("fc")
-    lines = ['name = "fc"', "seeds = [0]", "[base]", *[f'"{k}" = {json.dumps(v)}' for k, v in TINY.items()],
-             "[factors]", '"model.pool" = ["avg", "max"]']  # fmt: skip
+    lines = [
+        'name = "fc"',
+        "seeds = [0]",
+        "[base]",
+        *[f'"{k}" = {json.dumps(v)}' for k, v in TINY.items()],
+        "[factors]",
+        '"model.pool" = ["avg", "max"]',
+    ]
     (tmp / "fc.toml").write_text("\n".join(lines) + "\n")
     return tmp / "fc.toml"
 
 
-@pytest.mark.parametrize("device, words", [
-    pytest.param("cuda", ("--device cuda", "CUDA", "--device cpu"), marks=NO_CUDA),
-    pytest.param("cuda:1", ("--device cuda:1", "CUDA", "--device cpu"), marks=NO_CUDA),
-    pytest.param("mps", ("--device mps", "MPS", "--device cpu"), marks=NO_MPS),
-    pytest.param("gpu", ("'gpu'", "auto, cpu, cuda, cuda:N or mps")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "device, words",
+    [
+        pytest.param("cuda", ("--device cuda", "CUDA", "--device cpu"), marks=NO_CUDA),
+        pytest.param("cuda:1", ("--device cuda:1", "CUDA", "--device cpu"), marks=NO_CUDA),
+        pytest.param("mps", ("--device mps", "MPS", "--device cpu"), marks=NO_MPS),
+        pytest.param("gpu", ("'gpu'", "auto, cpu, cuda, cuda:N or mps")),
+    ],
+)
 def test_train_on_a_missing_device_is_one_line(device, words, tmp_path):
     p = run_cli("train", "--device", device, "--threads", "1", "--out", str(tmp_path / "ck"))
     one_line_error(p, *words)
@@ -55,8 +64,9 @@ def test_train_on_a_missing_device_is_one_line(device, words, tmp_path):
 @NO_CUDA
 def test_sweep_on_a_missing_device_refuses_once_before_any_trial(tiny_study_file, tmp_path):
     db = tmp_path / "fmlab.db"
-    p = run_cli("sweep", str(tiny_study_file), "--device", "cuda", "--workers", "1", "--threads", "1",
-                "--store", str(db))  # fmt: skip
+    p = run_cli(
+        "sweep", str(tiny_study_file), "--device", "cuda", "--workers", "1", "--threads", "1", "--store", str(db)
+    )
     one_line_error(p, "--device cuda", "--device cpu")
     assert not db.exists()  # nothing planned, no trial started (let alone FAILED)
 
@@ -75,19 +85,23 @@ def empty_store(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("args", [
-    ("ls", "--format", "json"),
-    ("ls",),
-    ("data", "check", "--format", "json"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ls", "--format", "json"),
+        ("ls",),
+        ("data", "check", "--format", "json"),
+    ],
+)
 def test_a_closed_stdout_pipe_ends_quietly(args, empty_store):
     """A pipe whose reader has gone before fmlab writes: the first write fails (EPIPE) for certain."""
     r, w = os.pipe()
     os.close(r)
     store = ["--store", str(empty_store)] if args[0] == "ls" else []
     try:
-        p = subprocess.run([sys.executable, "-m", "fmlab", *args, *store], stdout=w, stderr=subprocess.PIPE,
-                           text=True, timeout=300)  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, "-m", "fmlab", *args, *store], stdout=w, stderr=subprocess.PIPE, text=True, timeout=300
+        )
     finally:
         os.close(w)
     assert p.returncode == 0 and p.stderr == "", p.stderr

@@ -29,20 +29,40 @@ def test_default_trial_id_unchanged():
 
 
 NEW_FIELDS = {
-    "data.flip": 0.0, "data.translate_px": 0, "data.erase_p": 0.0, "data.erase_area_min": 0.02,
-    "data.erase_area_max": 0.33, "data.noise_std": 0.0, "train.weight_decay": 0.0, "train.momentum": 0.9,
-    "train.nesterov": False, "train.schedule": "constant", "train.warmup_epochs": 0.0, "train.lr_min": 0.0,
-    "train.step_every": 10, "train.step_gamma": 0.1, "train.label_smoothing": 0.0, "train.tta": False,
+    "data.flip": 0.0,
+    "data.translate_px": 0,
+    "data.erase_p": 0.0,
+    "data.erase_area_min": 0.02,
+    "data.erase_area_max": 0.33,
+    "data.noise_std": 0.0,
+    "train.weight_decay": 0.0,
+    "train.momentum": 0.9,
+    "train.nesterov": False,
+    "train.schedule": "constant",
+    "train.warmup_epochs": 0.0,
+    "train.lr_min": 0.0,
+    "train.step_every": 10,
+    "train.step_gamma": 0.1,
+    "train.label_smoothing": 0.0,
+    "train.tta": False,
     "model.depth": 1,
-}  # fmt: skip
+}
 
 
 def test_new_fields_at_defaults_keep_the_id():
     assert with_overrides(Config(), {k: str(v) for k, v in NEW_FIELDS.items()}).trial_id() == BASELINE_ID
 
 
-@pytest.mark.parametrize("key,value", [("data.flip", "0.5"), ("train.schedule", "cosine"), ("train.tta", "true"),
-                                       ("train.optimizer", "sgd"), ("train.label_smoothing", "0.1")])  # fmt: skip
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("data.flip", "0.5"),
+        ("train.schedule", "cosine"),
+        ("train.tta", "true"),
+        ("train.optimizer", "sgd"),
+        ("train.label_smoothing", "0.1"),
+    ],
+)
 def test_a_new_field_set_changes_the_id(key, value):
     assert with_overrides(Config(), {key: value}).trial_id() != BASELINE_ID
 
@@ -52,18 +72,22 @@ def test_unused_fields_do_not_split_equal_experiments():
     same = with_overrides(Config(), {"train.momentum": 0.5, "train.step_every": 3, "data.erase_area_max": 0.2})
     assert same.trial_id() == BASELINE_ID
     sgd = {"train.optimizer": "sgd"}
-    assert with_overrides(Config(), {**sgd, "train.momentum": 0.5}).trial_id() != with_overrides(
-        Config(), sgd).trial_id()  # fmt: skip
+    assert (
+        with_overrides(Config(), {**sgd, "train.momentum": 0.5}).trial_id() != with_overrides(Config(), sgd).trial_id()
+    )
 
 
-@pytest.mark.parametrize("sets,msg", [
-    ({"train.schedule": "exp"}, "'constant', 'step', 'cosine', 'linear', 'onecycle'"),
-    ({"train.optimizer": "rmsprop"}, "'adam', 'adamw', 'sgd'"),
-    ({"data.flip": "1.5"}, "allowed range"),
-    ({"train.schedule": "cosine", "train.lr_min": "0.01"}, "exceeds train.lr"),
-    ({"data.erase_area_min": "0.5", "data.erase_area_max": "0.4"}, "exceeds data.erase_area_max"),
-    ({"train.optimizer": "sgd", "train.nesterov": "true", "train.momentum": "0"}, "momentum > 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "sets,msg",
+    [
+        ({"train.schedule": "exp"}, "'constant', 'step', 'cosine', 'linear', 'onecycle'"),
+        ({"train.optimizer": "rmsprop"}, "'adam', 'adamw', 'sgd'"),
+        ({"data.flip": "1.5"}, "allowed range"),
+        ({"train.schedule": "cosine", "train.lr_min": "0.01"}, "exceeds train.lr"),
+        ({"data.erase_area_min": "0.5", "data.erase_area_max": "0.4"}, "exceeds data.erase_area_max"),
+        ({"train.optimizer": "sgd", "train.nesterov": "true", "train.momentum": "0"}, "momentum > 0"),
+    ],
+)
 def test_bad_values_are_rejected(sets, msg):
     with pytest.raises(ConfigError, match=msg):
         with_overrides(Config(), sets)
@@ -78,19 +102,32 @@ def tcfg(**kw) -> TrainConfig:
     return dataclasses.replace(TrainConfig(), lr=0.1, max_epochs=10, **kw)
 
 
-@pytest.mark.parametrize("kw,expect", [
-    ({}, {0: 0.1, 57: 0.1, 99: 0.1}),
-    ({"warmup_epochs": 0.5}, {0: 0.02, 1: 0.04, 4: 0.1, 5: 0.1, 99: 0.1}),
-    ({"schedule": "step", "step_every": 3, "step_gamma": 0.5},
-     {0: 0.1, 29: 0.1, 30: 0.05, 59: 0.05, 60: 0.025, 99: 0.0125}),
-    ({"schedule": "cosine", "lr_min": 0.01},
-     {0: 0.1, 25: 0.01 + 0.045 * (1 + math.sqrt(0.5)), 50: 0.055, 75: 0.01 + 0.045 * (1 - math.sqrt(0.5)), 100: 0.01}),
-    ({"schedule": "cosine", "warmup_epochs": 2}, {0: 0.005, 9: 0.05, 19: 0.1, 20: 0.1, 60: 0.05, 100: 0.0}),
-    ({"schedule": "linear", "warmup_epochs": 2}, {0: 0.005, 19: 0.1, 20: 0.1, 40: 0.075, 60: 0.05, 90: 0.0125}),
-    ({"schedule": "linear", "lr_min": 0.02}, {0: 0.1, 50: 0.06, 100: 0.02}),
-    ({"schedule": "onecycle"}, {0: 0.004, 15: 0.052, 30: 0.1, 65: 0.05, 100: 0.0}),
-    ({"schedule": "onecycle", "warmup_epochs": 1, "lr_min": 0.001}, {0: 0.004, 5: 0.052, 10: 0.1, 55: 0.0505}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw,expect",
+    [
+        ({}, {0: 0.1, 57: 0.1, 99: 0.1}),
+        ({"warmup_epochs": 0.5}, {0: 0.02, 1: 0.04, 4: 0.1, 5: 0.1, 99: 0.1}),
+        (
+            {"schedule": "step", "step_every": 3, "step_gamma": 0.5},
+            {0: 0.1, 29: 0.1, 30: 0.05, 59: 0.05, 60: 0.025, 99: 0.0125},
+        ),
+        (
+            {"schedule": "cosine", "lr_min": 0.01},
+            {
+                0: 0.1,
+                25: 0.01 + 0.045 * (1 + math.sqrt(0.5)),
+                50: 0.055,
+                75: 0.01 + 0.045 * (1 - math.sqrt(0.5)),
+                100: 0.01,
+            },
+        ),
+        ({"schedule": "cosine", "warmup_epochs": 2}, {0: 0.005, 9: 0.05, 19: 0.1, 20: 0.1, 60: 0.05, 100: 0.0}),
+        ({"schedule": "linear", "warmup_epochs": 2}, {0: 0.005, 19: 0.1, 20: 0.1, 40: 0.075, 60: 0.05, 90: 0.0125}),
+        ({"schedule": "linear", "lr_min": 0.02}, {0: 0.1, 50: 0.06, 100: 0.02}),
+        ({"schedule": "onecycle"}, {0: 0.004, 15: 0.052, 30: 0.1, 65: 0.05, 100: 0.0}),
+        ({"schedule": "onecycle", "warmup_epochs": 1, "lr_min": 0.001}, {0: 0.004, 5: 0.052, 10: 0.1, 55: 0.0505}),
+    ],
+)
 def test_lr_at_hand_computed(kw, expect):
     c = tcfg(**kw)
     for step, want in expect.items():
@@ -203,8 +240,10 @@ def test_label_smoothing_by_hand():
     logp = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]))
     y = torch.tensor([0, 2])
     eps = 0.3
-    per = [(1 - eps) * -math.log(0.7) + eps * -(math.log(0.7) + math.log(0.2) + math.log(0.1)) / 3,
-           (1 - eps) * -math.log(0.5) + eps * -(2 * math.log(0.25) + math.log(0.5)) / 3]  # fmt: skip
+    per = [
+        (1 - eps) * -math.log(0.7) + eps * -(math.log(0.7) + math.log(0.2) + math.log(0.1)) / 3,
+        (1 - eps) * -math.log(0.5) + eps * -(2 * math.log(0.25) + math.log(0.5)) / 3,
+    ]
     assert smoothed_nll(logp, y, eps).item() == pytest.approx(sum(per) / 2, rel=1e-6)
     assert smoothed_nll(logp, y, 0.0).item() == pytest.approx(-(math.log(0.7) + math.log(0.5)) / 2, rel=1e-6)
     # torch's own label smoothing on logits is the same quantity (log_softmax of log-probs is a no-op)
@@ -230,14 +269,17 @@ def loss_falls(model_sets: dict, train_sets: dict, tiny_ds, steps: int = 40) -> 
     return losses[0], losses[-1]
 
 
-@pytest.mark.parametrize("sets", [
-    {"train.optimizer": "adam"},
-    {"train.optimizer": "adam", "train.weight_decay": "1e-3"},
-    {"train.optimizer": "adamw", "train.weight_decay": "0.05"},
-    {"train.optimizer": "sgd", "train.lr": "0.02"},
-    {"train.optimizer": "sgd", "train.lr": "0.02", "train.nesterov": "true", "train.weight_decay": "5e-4"},
-    {"train.optimizer": "sgd", "train.lr": "0.1", "train.momentum": "0"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"train.optimizer": "adam"},
+        {"train.optimizer": "adam", "train.weight_decay": "1e-3"},
+        {"train.optimizer": "adamw", "train.weight_decay": "0.05"},
+        {"train.optimizer": "sgd", "train.lr": "0.02"},
+        {"train.optimizer": "sgd", "train.lr": "0.02", "train.nesterov": "true", "train.weight_decay": "5e-4"},
+        {"train.optimizer": "sgd", "train.lr": "0.1", "train.momentum": "0"},
+    ],
+)
 def test_each_optimizer_lowers_the_loss(sets, tiny_ds):
     first, last = loss_falls({}, sets, tiny_ds)
     assert last < 0.85 * first
@@ -252,14 +294,17 @@ def test_make_optimizer_settings():
     assert type(make_optimizer(p, TrainConfig())) is torch.optim.Adam
 
 
-@pytest.mark.parametrize("sets", [
-    {"model.activation": "relu"},
-    {"model.activation": "leaky_relu", "model.kernel_size": "5"},
-    {"model.activation": "prelu", "model.batch_norm": "true"},
-    {"model.activation": "gelu", "model.batch_norm": "true", "model.conv_bias": "true"},
-    {"model.batch_norm": "true", "model.conv_bias": "false", "model.kernel_size": "5", "model.pool": "max"},
-    {"model.batch_norm": "false", "model.conv_bias": "false", "model.widths": "4,8"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"model.activation": "relu"},
+        {"model.activation": "leaky_relu", "model.kernel_size": "5"},
+        {"model.activation": "prelu", "model.batch_norm": "true"},
+        {"model.activation": "gelu", "model.batch_norm": "true", "model.conv_bias": "true"},
+        {"model.batch_norm": "true", "model.conv_bias": "false", "model.kernel_size": "5", "model.pool": "max"},
+        {"model.batch_norm": "false", "model.conv_bias": "false", "model.widths": "4,8"},
+    ],
+)
 def test_model_switches_build_and_train(sets, tiny_ds):
     cfg = tiny_config(**sets).resolved()
     net = build(cfg.model)
@@ -304,8 +349,9 @@ def test_train_stops_on_accuracy_at_the_right_epoch(tiny_ds, monkeypatch):
         return r if len(y) == len(tiny_ds.test) else {"loss": r["loss"], "acc": next(scripted)}
 
     monkeypatch.setattr(ftrain, "evaluate", fake)
-    cfg = tiny_config(**{"train.max_epochs": 20, "train.monitor": "val_acc", "train.patience": 3,
-                         "train.min_delta": 0.01})  # fmt: skip
+    cfg = tiny_config(
+        **{"train.max_epochs": 20, "train.monitor": "val_acc", "train.patience": 3, "train.min_delta": 0.01}
+    )
     r = train(cfg, tiny_ds, OPTS)
     assert len(r.epochs) == 7 and r.best_epoch == 4 and r.stop_reason == "early_stopping"
     assert r.metrics["val_acc"] == 0.65
@@ -327,11 +373,21 @@ def test_tta_is_mirror_invariant_and_plain_on_symmetric_images(tiny_ds):
 
 
 EVERYTHING = {
-    "train.optimizer": "sgd", "train.lr": "0.05", "train.nesterov": "true", "train.weight_decay": "5e-4",
-    "train.schedule": "cosine", "train.warmup_epochs": "0.5", "train.lr_min": "0.001",
-    "train.label_smoothing": "0.1", "train.tta": "true", "train.max_epochs": "2",
-    "data.flip": "0.5", "data.translate_px": "2", "data.erase_p": "0.5", "data.noise_std": "0.05",
-}  # fmt: skip
+    "train.optimizer": "sgd",
+    "train.lr": "0.05",
+    "train.nesterov": "true",
+    "train.weight_decay": "5e-4",
+    "train.schedule": "cosine",
+    "train.warmup_epochs": "0.5",
+    "train.lr_min": "0.001",
+    "train.label_smoothing": "0.1",
+    "train.tta": "true",
+    "train.max_epochs": "2",
+    "data.flip": "0.5",
+    "data.translate_px": "2",
+    "data.erase_p": "0.5",
+    "data.noise_std": "0.05",
+}
 
 
 class Stop(Exception):

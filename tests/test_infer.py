@@ -38,8 +38,15 @@ def small_ckpt(tmp_path_factory) -> Path:
     and predict by; the session's tiny net is too weak to tell a real change from noise."""
     from fmlab.training.loop import train
 
-    cfg = tiny_config(**{"model.widths": "16,32,32", "data.train_subset": 3000, "data.val_size": 500,
-                         "train.max_epochs": 2, "train.batch_size": 32})  # fmt: skip
+    cfg = tiny_config(
+        **{
+            "model.widths": "16,32,32",
+            "data.train_subset": 3000,
+            "data.val_size": 500,
+            "train.max_epochs": 2,
+            "train.batch_size": 32,
+        }
+    )
     res = train(cfg, data.load(cfg.data), OPTS)
     return checkpoint.save_trial(res, tmp_path_factory.mktemp("small") / res.trial_id)
 
@@ -159,8 +166,9 @@ def test_predict_handles_greyscale_png_transparency_and_light_background(tiny_ck
 
 
 def test_bench_reports_every_runtime(tiny_ckpt):
-    p = run_cli("bench", str(tiny_ckpt), "--runs", "30", "--repeats", "2", "--batches", "16,64", "--threads", "1",
-                check=True)  # fmt: skip
+    p = run_cli(
+        "bench", str(tiny_ckpt), "--runs", "30", "--repeats", "2", "--batches", "16,64", "--threads", "1", check=True
+    )
     rep = last_json(p.stdout)
     names = [r["runtime"] for r in rep["results"]]
     assert names == ["torch_eager", "torch_script", "ort_fp32", "ort_int8"]
@@ -239,8 +247,16 @@ def test_resolve_finds_ids_and_study_best_in_a_real_store(tiny_ckpt, tmp_path):
     s = Store(tmp_path / "s.db")
     s.plan(st, st.trials())
     tid = st.trials()[0].id
-    s.import_complete(tid, metrics={"val_loss": 0.3, "val_acc": 0.9, "test_loss": 0.3, "test_acc": 0.9},
-                      timings={}, env={}, best_epoch=1, stop_reason="max_epochs", n_params=1, epochs=[])  # fmt: skip
+    s.import_complete(
+        tid,
+        metrics={"val_loss": 0.3, "val_acc": 0.9, "test_loss": 0.3, "test_acc": 0.9},
+        timings={},
+        env={},
+        best_epoch=1,
+        stop_reason="max_epochs",
+        n_params=1,
+        epochs=[],
+    )
     shutil.copytree(tiny_ckpt, s.trial_dir(tid), dirs_exist_ok=True)
     assert infer.resolve(tiny_ckpt) == tiny_ckpt  # a directory is taken as is
     for ref in (tid, tid[:6], "rs:best", "rs@full:best"):

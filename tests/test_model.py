@@ -24,13 +24,23 @@ def test_seed_net_has_392714_params_and_log_prob_outputs():
     assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)
 
 
-@pytest.mark.parametrize("bn,pool,act,k,dropout", list(itertools.product(
-    [False, True], ["avg", "max"], ["relu", "leaky_relu", "prelu", "gelu"], [3, 5], [0.0, 0.2])))
+@pytest.mark.parametrize(
+    "bn,pool,act,k,dropout",
+    list(itertools.product([False, True], ["avg", "max"], ["relu", "leaky_relu", "prelu", "gelu"], [3, 5], [0.0, 0.2])),
+)
 def test_every_switch_builds_counts_and_shapes(bn, pool, act, k, dropout):
     widths = (8, 16, 16)
-    cfg = with_overrides(Config(), {"model.batch_norm": bn, "model.pool": pool, "model.activation": act,
-                                    "model.kernel_size": k, "model.dropout": dropout,
-                                    "model.widths": widths}).resolved()
+    cfg = with_overrides(
+        Config(),
+        {
+            "model.batch_norm": bn,
+            "model.pool": pool,
+            "model.activation": act,
+            "model.kernel_size": k,
+            "model.dropout": dropout,
+            "model.widths": widths,
+        },
+    ).resolved()
     net = build(cfg.model)
     assert count_params(net) == independent_count(widths, k, bn, cfg.model.conv_bias, act == "prelu")
     assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)

@@ -66,8 +66,11 @@ def test_complete_trials_count_as_run_and_come_first():
     st = fstudy.load(SEED, "cpu")
     trials = seed0(st)
     done = [t for t in trials if not t.cell["model.batch_norm"]]
-    done += [t for t in trials if t.cell["model.batch_norm"] and t.cell["model.pool"] == "avg"
-             and t.cell["model.dropout"] == 0.0][:2]  # fmt: skip
+    done += [
+        t
+        for t in trials
+        if t.cell["model.batch_norm"] and t.cell["model.pool"] == "avg" and t.cell["model.dropout"] == 0.0
+    ][:2]
     ordered = order.run_order(trials, st.factors, [0], done={t.id for t in done})
     assert {t.id for t in ordered[: len(done)]} == {t.id for t in done}
     r = ranks(ordered, st.factors)

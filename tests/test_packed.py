@@ -40,8 +40,10 @@ def small_ds():
 # ---------------------------------------------------------------- numerics
 
 
-@pytest.mark.parametrize("extra", [{}, {"model.batch_norm": True, "model.pool": "max"},
-                                   {"model.activation": "prelu", "train.label_smoothing": 0.1}])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"model.batch_norm": True, "model.pool": "max"}, {"model.activation": "prelu", "train.label_smoothing": 0.1}],
+)
 def test_first_step_loss_equals_each_single_run_within_1e5(small_ds, extra):
     """Dropout 0: each network's first-batch loss in the pack is its single run's (same init, same batch)."""
     cs = [c.resolved() for c in cfgs({**SMALL, **extra}, seeds=(0, 1, 2, 3), dropouts=(0.0,))]
@@ -156,8 +158,9 @@ def test_a_nan_in_one_network_fails_it_alone(tiny_ds, tmp_path):
     dirs = _states_after_one_epoch(cs, tiny_ds, tmp_path)
     f = dirs[1] / "state.safetensors"
     t = load_file(str(f))
-    t = {k: (torch.full_like(v, math.nan) if k.startswith("net.") and v.is_floating_point() else v)
-         for k, v in t.items()}  # fmt: skip
+    t = {
+        k: (torch.full_like(v, math.nan) if k.startswith("net.") and v.is_floating_point() else v) for k, v in t.items()
+    }
     save_file(t, str(f))
     out = packed.train_pack(cs, tiny_ds, OPTS, state_dirs=dirs)
     ids = [c.resolved().trial_id() for c in cs]
@@ -194,8 +197,10 @@ def pack_study(root: Path, epochs: int) -> Path:
     base = "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in TINY.items() if k != "train.max_epochs")
     p = root / "studies" / "packs.toml"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(f'name = "packs"\nseeds = [0, 1]\n[base]\n{base}\n"train.max_epochs" = {epochs}\n'
-                 '[factors]\n"train.lr" = [0.01, 0.02]\n"model.dropout" = [0.0, 0.2]\n')
+    p.write_text(
+        f'name = "packs"\nseeds = [0, 1]\n[base]\n{base}\n"train.max_epochs" = {epochs}\n'
+        '[factors]\n"train.lr" = [0.01, 0.02]\n"model.dropout" = [0.0, 0.2]\n'
+    )
     return p
 
 

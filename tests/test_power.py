@@ -45,8 +45,12 @@ def _resolved(out: dict, i: int, x: float) -> float:
     tost = fpv.tost_p(out["estimate"], out["se"], out["df"], x)
     adj = fpv.holm_adjust_many(np.r_[out["p"], tost])
     m = out["estimate"].shape[0]
-    v = [fs.verdicts(out["lo"][i:i + 1, j], out["hi"][i:i + 1, j], adj[i:i + 1, j], adj[m + i:m + i + 1, j], x)[0]
-         for j in range(N_SIM)]  # fmt: skip
+    v = [
+        fs.verdicts(out["lo"][i : i + 1, j], out["hi"][i : i + 1, j], adj[i : i + 1, j], adj[m + i : m + i + 1, j], x)[
+            0
+        ]
+        for j in range(N_SIM)
+    ]
     return float(np.mean([s != "undecided" for s in v]))
 
 
@@ -67,8 +71,9 @@ def test_dunnett_by_quadrature_equals_the_multivariate_t_draws():
     assert sp.dunnett_equicorrelated(1, 10) == pytest.approx(stats.t.ppf(0.95, 10), abs=1e-3)  # one: t
 
 
-@pytest.mark.parametrize("term, key", [("a: 1 vs 0", "a"), ("d: 2 vs 0", "d_level_2"),
-                                       ("a x b: (1 vs 0) at 1 minus at 0", "ab")])
+@pytest.mark.parametrize(
+    "term, key", [("a: 1 vs 0", "a"), ("d: 2 vs 0", "d_level_2"), ("a x b: (1 vs 0) at 1 minus at 0", "ab")]
+)
 def test_an_effect_the_size_of_the_detectable_effect_is_found_80_percent_of_the_time(term, key):
     n = 2
     mde = sp.detectable_delta(float(sp.df_at(n, CELLS, RANK)), ALPHA) * SIGMA * np.sqrt(V1[term] / n)
@@ -146,9 +151,16 @@ def test_dry_run_prints_the_power_line_when_the_store_holds_trials(tmp_path):
     rng = np.random.default_rng(3)
     for t in st.trials():  # plant COMPLETE rows through the store's API: no training
         acc = 0.85 + 0.02 * (t.cell["model.dropout"] == 0.2) + rng.normal(0, 0.03)
-        s.import_complete(t.id, metrics={"val_acc": acc, "val_loss": 0.4 - acc / 4, "test_acc": acc - 0.002,
-                                         "test_loss": 0.41 - acc / 4}, timings={"total_s": 1.0}, env={},
-                          best_epoch=1, stop_reason="max_epochs", n_params=1, epochs=[])  # fmt: skip
+        s.import_complete(
+            t.id,
+            metrics={"val_acc": acc, "val_loss": 0.4 - acc / 4, "test_acc": acc - 0.002, "test_loss": 0.41 - acc / 4},
+            timings={"total_s": 1.0},
+            env={},
+            best_epoch=1,
+            stop_reason="max_epochs",
+            n_params=1,
+            epochs=[],
+        )
     s.close()
     out = run_cli(*cmd, check=True, cwd=tmp_path).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("with 3 seeds"))  # --seeds 0,1,2: ids unchanged

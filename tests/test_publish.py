@@ -16,6 +16,8 @@ from fmlab.api import handles as api
 from fmlab.config.states import State
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 def _study(root: Path, extra: str = "") -> Path:
     return tiny_study_file(root, epochs=1, extra=extra)
 
@@ -31,8 +33,24 @@ def published(tmp_path_factory):
     s = Store(root / "runs" / "fmlab.db")  # all 4 trials planned, as a sweep stopped half-way leaves them
     s.plan(st, st.trials())
     s.close()
-    run_cli("sweep", "studies/tiny.toml", "--budget", "t", "--seeds", "0,", "--workers", "0", "--device", "cpu",
-            "--threads", "1", "--store", "runs/fmlab.db", check=True, cwd=root)  # fmt: skip
+    run_cli(
+        "sweep",
+        "studies/tiny.toml",
+        "--budget",
+        "t",
+        "--seeds",
+        "0,",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--store",
+        "runs/fmlab.db",
+        check=True,
+        cwd=root,
+    )
     p = run_cli("publish", "studies/tiny.toml", "--budget", "t", "--store", "runs/fmlab.db", check=True, cwd=root)
     assert "2 of 4 planned trials COMPLETE" in p.stderr
     return root, root / "results" / "tiny-t"
@@ -46,8 +64,12 @@ def test_publish_writes_the_folder_and_nothing_else(published):
     assert not [n for n in names if n.endswith((".db", ".db-wal", ".sqlite", ".html"))]
     assert not [p for p in (root / "results").iterdir() if p.name.startswith(".")]  # no temp folder left
     run = json.loads((d / "run.json").read_text())
-    assert run["study_file"] == "studies/tiny.toml" and run["counts"] == {"planned": 4, "complete": 2, "failed": 0,
-                                                                         "missing": 2}  # fmt: skip
+    assert run["study_file"] == "studies/tiny.toml" and run["counts"] == {
+        "planned": 4,
+        "complete": 2,
+        "failed": 0,
+        "missing": 2,
+    }
     assert run["best"] == json.loads((d / "best" / "trial.json").read_text())["trial_id"]
     assert run["wall_s"] > 0 and run["hardware"]["torch"] and run["first_trial_started"] <= run["last_trial_finished"]
     for p in d.rglob("*"):  # no absolute path of this machine anywhere in the folder
@@ -76,8 +98,22 @@ def test_import_regenerates_the_tables_then_sweep_runs_only_the_missing(publishe
         assert (tmp_path / "rep" / t).read_text() == (d / t).read_text(), t
     run = json.loads((d / "run.json").read_text())
     assert (Store_dir := fresh.parent / "trials" / run["best"] / "best.safetensors").is_file(), Store_dir
-    p = run_cli("sweep", "studies/tiny.toml", "--budget", "t", "--workers", "0", "--device", "cpu", "--threads", "1",
-                "--store", str(fresh), check=True, cwd=root)  # fmt: skip
+    p = run_cli(
+        "sweep",
+        "studies/tiny.toml",
+        "--budget",
+        "t",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--store",
+        str(fresh),
+        check=True,
+        cwd=root,
+    )
     assert "to run: 2 " in p.stderr and "4/4 COMPLETE (2 run now)" in p.stderr
     with sqlite3.connect(fresh) as db:
         logs = [r[0] for r in db.execute("SELECT log FROM trials WHERE state = 'COMPLETE'")]
@@ -123,7 +159,7 @@ def test_bad_folders_are_one_line_errors(published, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(root / "studies", changed / "studies")
     shutil.copytree(d, changed / "results" / "tiny-t")
-    _study(changed, "\n\"data.split_seed\" = 7")
+    _study(changed, '\n"data.split_seed" = 7')
     p = run_cli("import", "results/tiny-t", "--store", store, cwd=changed)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "trials.csv" in p.stderr and "studies/tiny.toml" in p.stderr and "republish" in p.stderr

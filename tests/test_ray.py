@@ -33,8 +33,13 @@ def _env(**extra: str) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     # RAY_AUTH_MODE explicit: Ray >= 2.5x turns token auth on for `ray start` when ~/.ray/auth_token
     # exists (any earlier plain ray.init() writes one), and a driver then needs the mode set to connect.
-    e.update(PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])]),
-             RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", **extra)  # fmt: skip
+    e.update(
+        PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return e
 
 
@@ -60,8 +65,11 @@ def _cmdline(pid: int) -> str:
 
 
 def _ray_procs(marker: str) -> list[int]:
-    return [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if marker in _cmdline(p)
-            and ("raylet" in _cmdline(p) or "gcs_server" in _cmdline(p))]  # fmt: skip
+    return [
+        p
+        for p in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if marker in _cmdline(p) and ("raylet" in _cmdline(p) or "gcs_server" in _cmdline(p))
+    ]
 
 
 def _free_port() -> int:
@@ -79,12 +87,29 @@ def ray_head():
     port = _free_port()
     ray_cli = Path(sys.executable).with_name("ray")
     cmd = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
-    cmd += ["start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-            "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats",
-            "--object-store-memory", str(100 * 2**20), "--temp-dir", temp]  # fmt: skip
+    cmd += [
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        "--object-store-memory",
+        str(100 * 2**20),
+        "--temp-dir",
+        temp,
+    ]
     log = open(Path(temp) / "ray-start.log", "w+")
-    p = subprocess.Popen(cmd, cwd=cwd, env=_env(OMP_NUM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)  # fmt: skip
+    p = subprocess.Popen(
+        cmd, cwd=cwd, env=_env(OMP_NUM_THREADS="1"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         t0 = time.time()
         while "Ray runtime started" not in Path(log.name).read_text():
@@ -110,14 +135,21 @@ def ray_head():
 
 
 def _sweep(*args: str, cwd: Path, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", *args, "--plain"], cwd=cwd, env=_env(),
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmlab", "sweep", *args, "--plain"],
+        cwd=cwd,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _workers_running() -> list[int]:
     """Ray worker processes running a trial now (their process title names the task)."""
-    return [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
-            if _cmdline(p).startswith("ray::ray_trial")]  # fmt: skip
+    return [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _cmdline(p).startswith("ray::ray_trial")]
 
 
 def _kill_ray_workers(p: subprocess.Popen, ready, what: str, look=lambda: None) -> tuple[object, str]:
@@ -184,13 +216,21 @@ def test_run_study_on_ray_from_python(ray_head, tmp_path):
     f = write_study(tmp_path, "rayapi", {"model.pool": ["avg", "max"]}, base={"train.max_epochs": 1})
     planned = ids_of(f)
     db = tmp_path / "store" / "fm.db"
-    code = ("import sys, fmlab\n"
-            "seen = []\n"
-            "st = fmlab.run_study(sys.argv[1], store=sys.argv[2], executor='ray', address=sys.argv[3],\n"
-            "                     cpus_per_trial=1, on_update=lambda p: seen.append(p.done))\n"
-            "print(sorted(set(st.trials()['state'])), seen[-1])\n")  # fmt: skip
-    p = subprocess.run([sys.executable, "-c", code, str(f), str(db), ray_head["address"]], cwd=tmp_path, env=_env(),
-                       capture_output=True, text=True, timeout=150)  # fmt: skip
+    code = (
+        "import sys, fmlab\n"
+        "seen = []\n"
+        "st = fmlab.run_study(sys.argv[1], store=sys.argv[2], executor='ray', address=sys.argv[3],\n"
+        "                     cpus_per_trial=1, on_update=lambda p: seen.append(p.done))\n"
+        "print(sorted(set(st.trials()['state'])), seen[-1])\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(f), str(db), ray_head["address"]],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["['COMPLETE']", "2"], p.stdout
     assert_exactly_complete(db, planned)
@@ -226,23 +266,30 @@ def test_killed_driver_then_rerun_completes_without_duplicates(ray_head, tmp_pat
     assert all(attempts[t] == 1 for t in done_before)
     # Each trial's epochs once, from one attempt: 1-epoch trials 1 row, 6-epoch trials 6 (early stopping aside).
     n = dict(q(db, "SELECT trial, COUNT(*) FROM epochs GROUP BY trial"))
-    assert sorted(n) == sorted(planned) and all(n[t] == m for t, m in
-                                                q(db, "SELECT trial, MAX(epoch) FROM epochs GROUP BY trial"))
+    assert sorted(n) == sorted(planned) and all(
+        n[t] == m for t, m in q(db, "SELECT trial, MAX(epoch) FROM epochs GROUP BY trial")
+    )
     assert len(q(db, "SELECT id FROM trials")) == 4
 
 
 @needs_ray
 def test_dead_ray_workers_lose_only_their_trials_which_resume_from_their_last_epoch(ray_head, tmp_path):
-    f = write_study(tmp_path, "rayw", {"model.pool": ["avg"]}, seeds=(0, 1),
-                    base={"train.max_epochs": 6, "train.patience": 100})  # fmt: skip
+    f = write_study(
+        tmp_path, "rayw", {"model.pool": ["avg"]}, seeds=(0, 1), base={"train.max_epochs": 6, "train.patience": 100}
+    )
     planned = ids_of(f)
     db = tmp_path / "fm.db"
     p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
     # epoch rows (and resume state) reach the store as each epoch ends, not only with the result
     with_epochs, err = _kill_ray_workers(
-        p, lambda: q(db, "SELECT 1 FROM epochs e JOIN trials t ON t.id = e.trial WHERE t.state = 'RUNNING'")
-        and len(_workers_running()) == 2, "an epoch of a running trial",
-        look=lambda: {t for (t,) in q(db, "SELECT DISTINCT trial FROM epochs")})  # fmt: skip
+        p,
+        lambda: (
+            q(db, "SELECT 1 FROM epochs e JOIN trials t ON t.id = e.trial WHERE t.state = 'RUNNING'")
+            and len(_workers_running()) == 2
+        ),
+        "an epoch of a running trial",
+        look=lambda: {t for (t,) in q(db, "SELECT DISTINCT trial FROM epochs")},
+    )
     assert "2/2 COMPLETE" in err, err
     assert_exactly_complete(db, planned)
     attempts = dict(q(db, "SELECT id, attempts FROM trials"))
@@ -254,8 +301,8 @@ def test_dead_ray_workers_lose_only_their_trials_which_resume_from_their_last_ep
 
 
 def test_worker_task_has_no_store_paths_and_a_device_that_matches_its_resources():
-    from fmlab.sweep.local import Task
     from fmlab.sweep.ray import worker_task
+    from fmlab.sweep.work import Task
     from fmlab.training.env import RunOptions
 
     t = Task("abc", {}, "/driver/store/trials/abc/state", RunOptions(device="auto", threads=2))
@@ -269,9 +316,27 @@ def test_a_failing_trial_on_ray_is_failed_and_the_study_goes_on(ray_head, tmp_pa
     f = write_study(tmp_path, "rayf", {"model.pool": ["avg", "max"]}, base={"train.max_epochs": 1})
     planned = ids_of(f)
     db = tmp_path / "fm.db"
-    p = subprocess.run([sys.executable, "-m", "fmlab", "sweep", str(f), "--executor", "ray", "--address",
-                        ray_head["address"], "--store", str(db), "--plain"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=150, env=_env(FMLAB_FAULT=f"nan:{planned[0]}"))  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fmlab",
+            "sweep",
+            str(f),
+            "--executor",
+            "ray",
+            "--address",
+            ray_head["address"],
+            "--store",
+            str(db),
+            "--plain",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=_env(FMLAB_FAULT=f"nan:{planned[0]}"),
+    )
     assert p.returncode == 1 and "--retry-failed" in p.stderr, p.stderr
     assert states(db) == {planned[0]: "FAILED", planned[1]: "COMPLETE"}
     (err,) = q(db, "SELECT error FROM trials WHERE id = ?", planned[0])
@@ -280,8 +345,13 @@ def test_a_failing_trial_on_ray_is_failed_and_the_study_goes_on(ray_head, tmp_pa
 
 @needs_ray
 def test_ctrl_c_gives_ray_trials_back(ray_head, tmp_path):
-    f = write_study(tmp_path, "rayc", {"model.pool": ["avg"]}, seeds=(0, 1),
-                    base={"data.train_subset": 3000, "train.max_epochs": 50, "train.patience": 100})  # fmt: skip
+    f = write_study(
+        tmp_path,
+        "rayc",
+        {"model.pool": ["avg"]},
+        seeds=(0, 1),
+        base={"data.train_subset": 3000, "train.max_epochs": 50, "train.patience": 100},
+    )
     db = tmp_path / "fm.db"
     p = _sweep(str(f), "--executor", "ray", "--address", ray_head["address"], "--store", str(db), cwd=tmp_path)
     try:
@@ -301,17 +371,46 @@ def test_ctrl_c_gives_ray_trials_back(ray_head, tmp_path):
 def test_a_pack_is_one_ray_task_and_a_lost_pack_resumes_each_trial(ray_head, tmp_path):
     """--pack on: the 4 trials of one pack (dropout 0 / 0.2 x 2 seeds) train as one model in one Ray task;
     killing its worker loses all 4, which come back together and resume from their last epoch."""
-    f = write_study(tmp_path, "raypack", {"model.dropout": [0.0, 0.2]}, seeds=(0, 1),
-                    base={"train.max_epochs": 3, "train.patience": 100})  # fmt: skip
+    f = write_study(
+        tmp_path,
+        "raypack",
+        {"model.dropout": [0.0, 0.2]},
+        seeds=(0, 1),
+        base={"train.max_epochs": 3, "train.patience": 100},
+    )
     planned = ids_of(f)
     db = tmp_path / "fm.db"
     held = planned[0]  # sleeps after each epoch, which holds the whole pack there
-    p = subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", str(f), "--executor", "ray", "--address",
-                          ray_head["address"], "--store", str(db), "--pack", "on", "--plain"], cwd=tmp_path,
-                         env=_env(FMLAB_FAULT=f"sleep:{held}:2"), start_new_session=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-    n_tasks, err = _kill_ray_workers(p, lambda: len(q(db, "SELECT DISTINCT trial FROM epochs")) == 4,
-                                     "epoch 1 of the whole pack", look=lambda: len(_workers_running()))  # fmt: skip
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fmlab",
+            "sweep",
+            str(f),
+            "--executor",
+            "ray",
+            "--address",
+            ray_head["address"],
+            "--store",
+            str(db),
+            "--pack",
+            "on",
+            "--plain",
+        ],
+        cwd=tmp_path,
+        env=_env(FMLAB_FAULT=f"sleep:{held}:2"),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    n_tasks, err = _kill_ray_workers(
+        p,
+        lambda: len(q(db, "SELECT DISTINCT trial FROM epochs")) == 4,
+        "epoch 1 of the whole pack",
+        look=lambda: len(_workers_running()),
+    )
     assert n_tasks == 1  # one Ray task for the 4 trials
     assert "4/4 COMPLETE" in err, err
     assert_exactly_complete(db, planned)

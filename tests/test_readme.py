@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_answer_section_matches_results():
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_answer.py"), "--check"], capture_output=True,
-                       text=True)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_answer.py"), "--check"], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
 
 
@@ -30,16 +31,18 @@ def test_readme_answer_names_every_published_folder_and_its_claims():
             assert f"- Still to run ({c['planned'] - c['complete'] - c['failed']}, in the order a resumed sweep" in text
         summ = json.loads((run.parent / "summary.json").read_text())
         for c in summ.get("claims", []):
-            assert f"- Claim \"{c['text']}\": {c['verdict']} (" in text
+            assert f'- Claim "{c["text"]}": {c["verdict"]} (' in text
         for e in summ["effects"]:  # every effect shown real on the selection metric has its line, its estimate
             real = e["verdict"] in ("matters", "real but smaller than X")
             if real and e.get("metric", summ["select"]) == summ["select"]:
                 k, d = (100, 2) if summ["select"].endswith("acc") else (1, 4)
-                line = next((x for x in lines if x.startswith((f"- {e['term']} ", f"- Interaction {e['term']}: "))),
-                            "")  # fmt: skip
+                line = next((x for x in lines if x.startswith((f"- {e['term']} ", f"- Interaction {e['term']}: "))), "")
                 assert f"{k * e['estimate']:+.{d}f} [" in line, e["term"]
-        split = [x["term"] for x in (summ.get("diagnostics") or {}).get("seed_check", {}).get("rows", [])
-                 if not x["agree"] and x["model_differs"]]  # the seed-paired check's caveat, beside its effect
+        split = [
+            x["term"]
+            for x in (summ.get("diagnostics") or {}).get("seed_check", {}).get("rows", [])
+            if not x["agree"] and x["model_differs"]
+        ]  # the seed-paired check's caveat, beside its effect
         for t in split:
             line = next(x for x in lines if x.startswith(f"- {t} "))
             assert "Caveat: a seed-paired check" in line, (run.parent, t)
@@ -111,8 +114,10 @@ def test_readme_answer_is_the_seed_fit_and_the_best_network_is_chosen_on_validat
     sel = summ["select"]
     for e in summ["effects"]:
         if e["metric"] == sel and e["verdict"] == "matters":
-            assert any(f"{e['term']}" in x and f"{e['estimate']:+.4f} [{e['lo']:.4f}, {e['hi']:.4f}]" in x
-                       and "(matters)" in x for x in lines), e["term"]  # fmt: skip
+            assert any(
+                f"{e['term']}" in x and f"{e['estimate']:+.4f} [{e['lo']:.4f}, {e['hi']:.4f}]" in x and "(matters)" in x
+                for x in lines
+            ), e["term"]
     best = {}
     for d in folders:
         with (d / "cells.csv").open(newline="") as f:
@@ -146,4 +151,3 @@ def test_benchmarks_body_is_a_page_of_current_figures_each_table_with_hardware_d
     for h in heads:
         cols = [c.strip().lower() for c in h.strip("|").split("|")]
         assert "date" in cols and "command" in cols and ({"hardware", "cpu"} & set(cols)), h
-

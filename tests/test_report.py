@@ -22,8 +22,9 @@ from fmlab.analysis.stats import VERDICTS
 from fmlab.config.states import State
 from fmlab.report import build as report
 
-_spec = importlib.util.spec_from_file_location("report_files", Path(__file__).resolve().parents[1] / "scripts" /
-                                               "report_files.py")  # fmt: skip
+_spec = importlib.util.spec_from_file_location(
+    "report_files", Path(__file__).resolve().parents[1] / "scripts" / "report_files.py"
+)
 report_files = importlib.util.module_from_spec(_spec)  # scripts/report_files.py: the dev path, not the user CLI
 _spec.loader.exec_module(report_files)
 
@@ -58,8 +59,9 @@ def test_effect_and_cell_ci_match_a_statsmodels_fit_made_here():
 
     trials, epochs, meta = synth()
     a = analyse(trials, epochs, meta)
-    d = trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
-                      bs=trials["train.batch_size"].astype(str))  # fmt: skip
+    d = trials.assign(
+        bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"], bs=trials["train.batch_size"].astype(str)
+    )
     ind = ols("val_acc ~ (C(bn, Sum) + C(pool, Sum) + C(bs, Sum))**2 + C(seed)", data=d).fit()
     k = "C(bn, Sum)[S.False]"
     lo, hi = ind.conf_int().loc[k]
@@ -74,7 +76,8 @@ def test_effect_and_cell_ci_match_a_statsmodels_fit_made_here():
     vals = trials.query("`model.batch_norm` and `model.pool` == 'avg' and `train.batch_size` == 64")["val_acc"]
     half = stats.t.ppf(0.975, cm.df_resid) * math.sqrt(cm.scale / len(vals))  # pooled residual SD, not the cell's
     assert (cell["val_acc_mean"], cell["val_acc_lo"], cell["val_acc_hi"], cell["n"]) == pytest.approx(
-        (vals.mean(), vals.mean() - half, vals.mean() + half, 6))
+        (vals.mean(), vals.mean() - half, vals.mean() + half, 6)
+    )
     assert a.cells["rank"].tolist() == list(range(1, 13))
     assert a.cells["val_acc_mean"].is_monotonic_decreasing
 
@@ -112,10 +115,13 @@ def test_holm_over_one_family_of_tests_of_zero_and_tost():
     a = analyse(*synth())
     both = pd.concat([a.effects, a.interactions])
     assert len(a.effects) == 5 and len(a.interactions) == 1 + 2 + 2  # bs: 32 vs 64, 128 vs 64, 128 vs 32
-    adj = multipletests(np.r_[a.effects["p"], a.effects["p_tost"], a.interactions["p"],
-                              a.interactions["p_tost"]], method="holm")[1]  # fmt: skip
-    assert np.allclose(np.r_[a.effects["p_holm"], a.effects["p_tost_holm"], a.interactions["p_holm"],
-                             a.interactions["p_tost_holm"]], adj)  # fmt: skip
+    adj = multipletests(
+        np.r_[a.effects["p"], a.effects["p_tost"], a.interactions["p"], a.interactions["p_tost"]], method="holm"
+    )[1]
+    assert np.allclose(
+        np.r_[a.effects["p_holm"], a.effects["p_tost_holm"], a.interactions["p_holm"], a.interactions["p_tost_holm"]],
+        adj,
+    )
     assert (both["p_holm"] >= both["p"] - 1e-12).all() and (both["m_tests"] == 20).all()
     assert any(f.startswith("Holm over 20 tests") for f in a.findings)
 
@@ -123,8 +129,14 @@ def test_holm_over_one_family_of_tests_of_zero_and_tost():
 def test_anova_table_present():
     a = analyse(*synth())
     assert a.anova is not None
-    for term in ("model.batch_norm", "model.pool", "train.batch_size", "seed", "Residual",
-                 "model.batch_norm x train.batch_size"):  # fmt: skip
+    for term in (
+        "model.batch_norm",
+        "model.pool",
+        "train.batch_size",
+        "seed",
+        "Residual",
+        "model.batch_norm x train.batch_size",
+    ):
         assert term in a.anova.index
     assert a.anova.loc["model.batch_norm", "PR(>F)"] < 1e-6
     assert a.anova.loc["train.batch_size", "df"] == 2
@@ -154,11 +166,18 @@ def test_anova_rows_are_type2_drops_in_residual_ss_while_a_pair_of_levels_is_unt
     trials, epochs, meta = synth()
     trials = trials[~(trials["model.batch_norm"] & (trials["train.batch_size"] == 128))]
     a = analyse(trials, epochs, meta)
-    d = trials.assign(bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"],
-                      bs=trials["train.batch_size"].astype(str))  # fmt: skip
-    terms = {"model.batch_norm": "C(bn)", "model.pool": "C(pool)", "train.batch_size": "C(bs)", "seed": "C(seed)",
-             "model.batch_norm x model.pool": "C(bn):C(pool)", "model.batch_norm x train.batch_size": "C(bn):C(bs)",
-             "model.pool x train.batch_size": "C(pool):C(bs)"}  # fmt: skip
+    d = trials.assign(
+        bn=trials["model.batch_norm"].astype(str), pool=trials["model.pool"], bs=trials["train.batch_size"].astype(str)
+    )
+    terms = {
+        "model.batch_norm": "C(bn)",
+        "model.pool": "C(pool)",
+        "train.batch_size": "C(bs)",
+        "seed": "C(seed)",
+        "model.batch_norm x model.pool": "C(bn):C(pool)",
+        "model.batch_norm x train.batch_size": "C(bn):C(bs)",
+        "model.pool x train.batch_size": "C(pool):C(bs)",
+    }
 
     def rss(drop):
         f = ols("val_acc ~ " + " + ".join(t for n, t in terms.items() if n not in drop), data=d).fit()
@@ -246,8 +265,18 @@ def test_report_files_script_json(tmp_path, capsys):
     trials.to_csv(tmp_path / "trials.csv", index=False)
     epochs.to_csv(tmp_path / "epochs.csv", index=False)
     (tmp_path / "meta.json").write_text(json.dumps(meta))
-    args = ["--trials", str(tmp_path / "trials.csv"), "--epochs", str(tmp_path / "epochs.csv"),
-            "--meta", str(tmp_path / "meta.json"), "--out", str(tmp_path / "rep"), "--format", "json"]  # fmt: skip
+    args = [
+        "--trials",
+        str(tmp_path / "trials.csv"),
+        "--epochs",
+        str(tmp_path / "epochs.csv"),
+        "--meta",
+        str(tmp_path / "meta.json"),
+        "--out",
+        str(tmp_path / "rep"),
+        "--format",
+        "json",
+    ]
     assert report_files.main(args) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["label"].endswith("(quick: indicative only)") and rep["counts"]["complete"] == 24
@@ -285,9 +314,20 @@ def _not_blank(png: bytes) -> float:
 
 def test_report_files(built):
     out, trials, rep = built
-    for name in ("index.html", "summary.md", "hiplot.html", "cells.png", "curves.png", "main_effects.png",
-                 "interactions.png", "confusion.png", "residuals.png", "cells.csv", "effects.csv",
-                 "anova.csv"):  # fmt: skip
+    for name in (
+        "index.html",
+        "summary.md",
+        "hiplot.html",
+        "cells.png",
+        "curves.png",
+        "main_effects.png",
+        "interactions.png",
+        "confusion.png",
+        "residuals.png",
+        "cells.csv",
+        "effects.csv",
+        "anova.csv",
+    ):
         assert (out / name).stat().st_size > 0, name
     page = (out / "index.html").read_text()
     assert "quick: indicative only" in page and "s1-0max64" in page and "http" not in page
@@ -347,8 +387,12 @@ def test_levels_match_across_storage_round_trips():
     assert level_label(64.0) == level_label("64") == level_label(64) == "64"
     assert level_label("1e-3") == level_label(0.001) and level_label("max") == "max"
     trials, epochs, meta = synth(seeds=[0, 1, 2])
-    stored = trials.assign(**{"model.batch_norm": trials["model.batch_norm"].astype(int),
-                              "train.batch_size": trials["train.batch_size"].astype(float)})  # fmt: skip
+    stored = trials.assign(
+        **{
+            "model.batch_norm": trials["model.batch_norm"].astype(int),
+            "train.batch_size": trials["train.batch_size"].astype(float),
+        }
+    )
     a, b = analyse(trials, epochs, meta), analyse(stored, epochs, meta)
     assert a.findings == b.findings
 

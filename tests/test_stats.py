@@ -30,8 +30,9 @@ def test_contrasts_equal_an_independent_statsmodels_fit_and_the_fast_path():
     # independent: effects (sum) coding; the 2-level main effect is -2 x the coefficient of level 0,
     # a 2x2 interaction's difference of differences is 4 x its coefficient
     terms = [f"C({f}, Sum)" for f in FACTORS]
-    ind = ols("y ~ " + " + ".join(terms + [f"{x}:{y}" for x, y in itertools.combinations(terms, 2)])
-              + " + C(seed)", data=d).fit()  # fmt: skip
+    ind = ols(
+        "y ~ " + " + ".join(terms + [f"{x}:{y}" for x, y in itertools.combinations(terms, 2)]) + " + C(seed)", data=d
+    ).fit()
     ci = ind.conf_int()
     a = tab.loc["a: 1 vs 0"]
     k = "C(a, Sum)[S.0]"

@@ -43,6 +43,8 @@ def test_finding_budget_labelled_by_its_label_quick_stays_indicative():
     cpu = study.load(ROOT / "studies" / "seed.toml", budget="cpu")
     quick = study.load(ROOT / "studies" / "seed.toml", budget="quick")
     assert cpu.label == "cpu: full data, bf16 on CPU" and quick.label == "quick: indicative only"
-    assert study_budget_label({"budget": "cpu", **{k: cpu.spec()[k] for k in ("finding", "budget_note")}}) \
+    assert (
+        study_budget_label({"budget": "cpu", **{k: cpu.spec()[k] for k in ("finding", "budget_note")}})
         == "cpu: full data, bf16 on CPU"
+    )
     assert study_budget_label({"budget": "quick", "finding": False}) == "quick: indicative only"

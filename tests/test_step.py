@@ -34,8 +34,9 @@ def assert_rows_close(got: list[dict], want: list[dict], tol: float) -> None:
         assert all(abs(a[k] - b[k]) <= tol for k in b), (a, b)
 
 
-@pytest.mark.parametrize("extra", [{}, {"model.dropout": 0.2, "model.batch_norm": True, "data.flip": 0.5,
-                                        "train.label_smoothing": 0.1}])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra", [{}, {"model.dropout": 0.2, "model.batch_norm": True, "data.flip": 0.5, "train.label_smoothing": 0.1}]
+)
 def test_the_packed_loop_with_one_network_reproduces_train(tiny_ds, extra):
     """K = 1: the same init, data order, augmentation and dropout streams, schedule and bookkeeping as
     train(); only the packed layout's kernels (grouped conv, batched matmul) differ, by float rounding."""

@@ -141,8 +141,12 @@ def f(r, db):
 
 def test_no_module_but_the_owner_spells_a_trial_state_as_a_string():
     """State (fmlab.config.states) owns the states' text: every other module names a state by its member."""
-    found = [f"{f.relative_to(SRC.parent)}:{hit}" for f in sorted(SRC.rglob("*.py")) if f != OWNER
-             for hit in state_literals(f)]  # fmt: skip
+    found = [
+        f"{f.relative_to(SRC.parent)}:{hit}"
+        for f in sorted(SRC.rglob("*.py"))
+        if f != OWNER
+        for hit in state_literals(f)
+    ]
     assert not found, "trial states spelled as strings (use fmlab.config.states.State):\n" + "\n".join(found)
 
 
@@ -169,10 +173,21 @@ def test_epoch_rows_have_one_column_list_and_one_insert(tmp_path):
     s.add_epoch(ids[0], {**row, "val_acc": 0.7})  # the same epoch again: replaced
     s.add_epoch(ids[0], {**row, "epoch": 2})
     assert [(e["epoch"], e["val_acc"]) for e in s.epochs([ids[0]])] == [(1, 0.7), (2, 0.6)]
-    s.import_complete(ids[0], metrics={"val_acc": 0.8}, timings={}, env={}, best_epoch=3, stop_reason="max_epochs",
-                      n_params=10, epochs=[{**row, "epoch": 3, "val_acc": 0.8}])  # fmt: skip
+    s.import_complete(
+        ids[0],
+        metrics={"val_acc": 0.8},
+        timings={},
+        env={},
+        best_epoch=3,
+        stop_reason="max_epochs",
+        n_params=10,
+        epochs=[{**row, "epoch": 3, "val_acc": 0.8}],
+    )
     assert s.epochs([ids[0]]) == [{"trial": ids[0], **row, "epoch": 3, "val_acc": 0.8}]  # the old rows are gone
-    inserts = [f"{f.relative_to(SRC.parent)}:{n.lineno}" for f in sorted(SRC.rglob("*.py"))
-               for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-               and re.search(r"INSERT\b.*\bINTO epochs\b", n.value)]  # fmt: skip
+    inserts = [
+        f"{f.relative_to(SRC.parent)}:{n.lineno}"
+        for f in sorted(SRC.rglob("*.py"))
+        for n in ast.walk(ast.parse(f.read_text()))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and re.search(r"INSERT\b.*\bINTO epochs\b", n.value)
+    ]
     assert len(inserts) == 1 and inserts[0].startswith("fmlab/store/lifecycle.py"), inserts

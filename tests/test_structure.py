@@ -118,6 +118,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
                     break
             if len(comp) > 1:
                 out.append(_path(sorted(comp), edges))
+
     for v in sorted(edges):
         if v not in index:
             visit(v)
@@ -177,13 +178,13 @@ def test_the_import_graph_has_no_cycle():
     assert len(edges) > 30  # the scan found the package
     found = cycles(edges)
     assert not found, "import cycles in src/fmlab (lazy imports count):\n" + "\n".join(
-        f"{' -> '.join(c)}  (cycle of {{{', '.join(component(c[0], edges))}}})" for c in found)
+        f"{' -> '.join(c)}  (cycle of {{{', '.join(component(c[0], edges))}}})" for c in found
+    )
 
 
 def test_no_module_uses_another_modules_private_names():
     _, bad = graph()
     assert not bad, "private names used across modules:\n" + "\n".join(bad)
-
 
 
 def test_no_test_file_imports_another():
@@ -194,8 +195,13 @@ def test_no_test_file_imports_another():
     bad = []
     for f in sorted(tests.glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             bad += [f"{f.name}:{node.lineno}: imports {m}" for m in mods if m.split(".")[0] in names]
     assert not bad, "test files importing test files (move the helper to conftest.py):\n" + "\n".join(bad)
 
@@ -205,7 +211,7 @@ ARCH = SRC.parent / "ARCHITECTURE.md"
 
 def floors_from(text: str) -> list[list[str]]:
     """ARCHITECTURE.md's floors table, top floor first: each row's backticked names in its second column."""
-    rows = [ln.split("|") for ln in text[text.index("## Floors"):].splitlines() if ln.startswith("| ")]
+    rows = [ln.split("|") for ln in text[text.index("## Floors") :].splitlines() if ln.startswith("| ")]
     out = [re.findall(r"`([^`]+)`", r[2]) for r in rows if len(r) > 3 and r[1].strip()[:1].isdigit()]
     assert out, "ARCHITECTURE.md has no floors table under '## Floors'"
     return out
@@ -223,8 +229,12 @@ def upward_imports(edges: dict[str, set[str]], floors: list[list[str]]) -> list[
     where = {u: i for i, names in enumerate(floors) for u in names}
     lost = sorted({unit_of(m) for m in edges} - set(where))
     assert not lost, f"packages or root modules with no floor in ARCHITECTURE.md: {lost}"
-    return [f"{m} (floor {where[unit_of(m)] + 1}) imports {d} (floor {where[unit_of(d)] + 1})"
-            for m in sorted(edges) for d in sorted(edges[m]) if where[unit_of(d)] < where[unit_of(m)]]
+    return [
+        f"{m} (floor {where[unit_of(m)] + 1}) imports {d} (floor {where[unit_of(d)] + 1})"
+        for m in sorted(edges)
+        for d in sorted(edges[m])
+        if where[unit_of(d)] < where[unit_of(m)]
+    ]
 
 
 def test_every_import_goes_down_or_sideways():
@@ -252,7 +262,7 @@ def test_the_floor_check_fails_on_an_upward_import(tmp_path):
 
 def tree_paths(text: str) -> set[str]:
     """The files ARCHITECTURE.md's tree lists under src/fmlab/, as paths relative to it (cli/common.py)."""
-    block = text[text.index("src/fmlab/\n"):]
+    block = text[text.index("src/fmlab/\n") :]
     block = block[: block.index("\n```")]
     paths, folder = set(), ""
     for ln in block.splitlines()[1:]:
@@ -314,3 +324,44 @@ def test_every_fmlab_path_named_in_code_scripts_and_notebooks_imports():
             bad.append(f"{where}: {name}")
     assert len(named_paths()) > 30
     assert not bad, "fmlab paths that do not resolve:\n" + "\n".join(bad)
+
+
+# How long a module or a function may be before a newcomer loses it: a function over MAX_FUNCTION lines
+# says why in its docstring ("Long because: ..."), and at most MAX_LONG of them exist.
+MAX_MODULE, MAX_FUNCTION, MAX_LONG = 300, 60, 3
+
+
+def sizes(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(modules over MAX_MODULE lines, (function, its docstring) for functions over MAX_FUNCTION lines)."""
+    big, long = [], []
+    for f in sorted(root.rglob("*.py")):
+        text = f.read_text()
+        if len(text.splitlines()) > MAX_MODULE:
+            big.append(f"{f.relative_to(root)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION:
+                    where = (
+                        f"{f.relative_to(root)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                    )
+                    long.append((where, ast.get_docstring(node) or ""))
+    return big, long
+
+
+def test_modules_and_functions_are_short():
+    big, long = sizes(SRC / PKG)
+    assert not big, f"modules over {MAX_MODULE} lines (split them by job):\n" + "\n".join(big)
+    unexplained = [w for w, doc in long if "Long because:" not in doc]
+    assert not unexplained, (
+        f"functions over {MAX_FUNCTION} lines with no 'Long because:' in the docstring:\n" + "\n".join(unexplained)
+    )
+    assert len(long) <= MAX_LONG, f"more than {MAX_LONG} functions over {MAX_FUNCTION} lines:\n" + "\n".join(
+        w for w, _ in long
+    )
+
+
+def test_the_size_check_sees_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(70))
+    (tmp_path / "m.py").write_text(f"def f():\n{body}\n\n\ndef g():\n    '''Long because: a table.'''\n{body}\n")
+    big, long = sizes(tmp_path)
+    assert not big and [w.split()[1] for w, _ in long] == ["f", "g"] and "Long because" in long[1][1]

@@ -24,8 +24,14 @@ from fmlab.study import spec as fstudy
 def sweep_popen(*args: str, env: dict | None = None) -> subprocess.Popen:
     """A sweep in its own session (process group), as a user's terminal would run it."""
     e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "fmlab", "sweep", *args], env=e, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmlab", "sweep", *args],
+        env=e,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def live_group(pgid: int) -> list[int]:
@@ -94,8 +100,10 @@ def test_sigkill_sweep_then_rerun_finishes_exactly_the_plan(tmp_path):
     db = tmp_path / "fm.db"
     p = sweep_popen(str(f), "--store", str(db), "--workers", "2", env={"FMLAB_FAULT": f"sleep:{held}:60"})
     try:
-        wait_for(lambda: "COMPLETE" in states(db).values() and q(db, "SELECT 1 FROM epochs WHERE trial=?", held),
-                 what="a COMPLETE trial and the held trial's first epoch")  # fmt: skip
+        wait_for(
+            lambda: "COMPLETE" in states(db).values() and q(db, "SELECT 1 FROM epochs WHERE trial=?", held),
+            what="a COMPLETE trial and the held trial's first epoch",
+        )
         assert states(db)[held] == "RUNNING"
         os.kill(p.pid, signal.SIGKILL)  # the parent only: its workers must die with it
         p.wait(10)
@@ -124,13 +132,15 @@ def test_trial_killed_midway_resumes_with_the_same_metrics(tmp_path):
     assert sb["attempts"] == 1 and "resuming" not in sb["log"]
     assert sa["metrics"] == sb["metrics"]
     drop = ("epoch_s",)
-    assert [{k: v for k, v in e.items() if k not in drop} for e in sa["epochs"]] == \
-        [{k: v for k, v in e.items() if k not in drop} for e in sb["epochs"]]  # fmt: skip
+    assert [{k: v for k, v in e.items() if k not in drop} for e in sa["epochs"]] == [
+        {k: v for k, v in e.items() if k not in drop} for e in sb["epochs"]
+    ]
 
 
 def test_two_concurrent_sweeps_never_run_a_trial_twice(tmp_path):
-    f = write_study(tmp_path, "c", {"model.pool": ["avg", "max"], "model.dropout": [0.0, 0.2]},
-                    base={"train.max_epochs": 1})  # fmt: skip
+    f = write_study(
+        tmp_path, "c", {"model.pool": ["avg", "max"], "model.dropout": [0.0, 0.2]}, base={"train.max_epochs": 1}
+    )
     planned = ids_of(f)
     db = tmp_path / "fm.db"
     procs = [sweep_popen(str(f), "--store", str(db), "--workers", "1", "--threads", "1") for _ in range(2)]
@@ -146,8 +156,9 @@ def test_ctrl_c_gives_running_trials_back(tmp_path):
     f = write_study(tmp_path, "i", {"model.pool": ["avg"]}, seeds=(0, 1))
     planned = ids_of(f)
     db = tmp_path / "fm.db"
-    p = sweep_popen(str(f), "--store", str(db), "--workers", "1", "--threads", "1",
-                    env={"FMLAB_FAULT": f"sleep:{planned[0]}:60"})  # fmt: skip
+    p = sweep_popen(
+        str(f), "--store", str(db), "--workers", "1", "--threads", "1", env={"FMLAB_FAULT": f"sleep:{planned[0]}:60"}
+    )
     wait_for(lambda: q(db, "SELECT 1 FROM epochs"), what="the first epoch")
     os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
     _, err = p.communicate(timeout=30)
@@ -167,8 +178,17 @@ def failed_store(tmp_path_factory):
     f = write_study(tmp, "n", {"model.pool": ["avg", "max"]}, seeds=(0, 1))
     planned = ids_of(f)
     db = tmp / "fm.db"
-    p = run_cli("sweep", str(f), "--store", str(db), "--workers", "0", "--threads", "1",
-                env={"FMLAB_FAULT": f"nan:{planned[1]}"})  # fmt: skip
+    p = run_cli(
+        "sweep",
+        str(f),
+        "--store",
+        str(db),
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        env={"FMLAB_FAULT": f"nan:{planned[1]}"},
+    )
     return f, db, planned, p
 
 
@@ -204,10 +224,36 @@ def test_results_tables(failed_store, tmp_path):
 
     trials = list(csv.DictReader(open(tmp_path / "csv" / "trials.csv")))
     epochs = list(csv.DictReader(open(tmp_path / "csv" / "epochs.csv")))
-    assert {"id", "study", "budget", "state", "seed", "model.pool", "val_loss", "val_acc", "test_loss",
-            "test_acc", "best_epoch", "epochs", "train_s", "total_s", "n_params", "config"} <= set(trials[0])
-    assert {"trial_id", "seed", "model.pool", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-            "epoch_s"} <= set(epochs[0])  # fmt: skip
+    assert {
+        "id",
+        "study",
+        "budget",
+        "state",
+        "seed",
+        "model.pool",
+        "val_loss",
+        "val_acc",
+        "test_loss",
+        "test_acc",
+        "best_epoch",
+        "epochs",
+        "train_s",
+        "total_s",
+        "n_params",
+        "config",
+    } <= set(trials[0])
+    assert {
+        "trial_id",
+        "seed",
+        "model.pool",
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "epoch_s",
+    } <= set(epochs[0])
     assert sorted(t["id"] for t in trials) == sorted(planned)
     n_rows = {t: sum(e["trial_id"] == t for e in epochs) for t in planned}
     assert all(int(t["epochs"]) == n_rows[t["id"]] for t in trials)
@@ -265,14 +311,20 @@ def test_same_config_and_seed_in_two_studies_runs_once(tmp_path):
 
 
 def test_budgets_and_seeds_change_the_plan(tmp_path):
-    f = write_study(tmp_path, "q", {"model.pool": ["avg", "max"]}, seeds=(0, 1, 2),
-                    text='[budgets.quick]\n"train.max_epochs" = 1\nseeds = [0, 1]\n')  # fmt: skip
+    f = write_study(
+        tmp_path,
+        "q",
+        {"model.pool": ["avg", "max"]},
+        seeds=(0, 1, 2),
+        text='[budgets.quick]\n"train.max_epochs" = 1\nseeds = [0, 1]\n',
+    )
     full, quick = fstudy.load(f), fstudy.load(f, "quick")
     assert len(full.trials()) == 6 and len(quick.trials()) == 4 and quick.label == "quick: indicative only"
     assert not {t.id for t in full.trials()} & {t.id for t in quick.trials()}  # a budget is part of the config
     assert len(fstudy.load(f, "quick", fstudy.parse_seeds("5,")).trials()) == 2
-    out = run_cli("sweep", str(f), "--budget", "quick", "--seeds", "3", "--dry-run", "--store",
-                  str(tmp_path / "x.db"), check=True).stdout  # fmt: skip
+    out = run_cli(
+        "sweep", str(f), "--budget", "quick", "--seeds", "3", "--dry-run", "--store", str(tmp_path / "x.db"), check=True
+    ).stdout
     assert "quick: indicative only" in out and "= 6 trials" in out and not (tmp_path / "x.db").exists()
     assert "speed assumed" in out  # no store, no trials to measure the speed on
     seed_toml = Path(__file__).resolve().parents[1] / "studies" / "seed.toml"
@@ -282,25 +334,33 @@ def test_budgets_and_seeds_change_the_plan(tmp_path):
 def test_budgets_section_splits_the_chosen_budget_and_checks_every_table(tmp_path):
     """[budgets] in fmlab.study.sections: the chosen budget's seeds, finding and label are not config overrides
     (they leave trial ids alone); every table is checked, chosen or not, each error naming the file and key."""
-    from fmlab.study import sections
+    from fmlab.study import checks, sections
 
-    text = ('[budgets.quick]\n"train.max_epochs" = 1\nseeds = [0, 1]\n'
-            '[budgets.cpu]\n"train.precision" = "bf16"\nfinding = true\nlabel = "bf16 on CPU"\n')  # fmt: skip
+    text = (
+        '[budgets.quick]\n"train.max_epochs" = 1\nseeds = [0, 1]\n'
+        '[budgets.cpu]\n"train.precision" = "bf16"\nfinding = true\nlabel = "bf16 on CPU"\n'
+    )
     f = write_study(tmp_path, "b", {"model.pool": ["avg", "max"]}, text=text)
-    doc = sections.read_toml(f, "study file", fstudy.TOP_KEYS)
+    doc = checks.read_toml(f, "study file", fstudy.TOP_KEYS)
     factors = {"model.pool": ["avg", "max"]}
     quick = sections.budgets_section(f, doc, "quick", factors, {})
-    assert (quick.known, quick.overrides, quick.seeds, quick.finding) == (("full", "quick", "cpu"),
-                                                                          {"train.max_epochs": 1}, (0, 1), False)
+    assert (quick.known, quick.overrides, quick.seeds, quick.finding) == (
+        ("full", "quick", "cpu"),
+        {"train.max_epochs": 1},
+        (0, 1),
+        False,
+    )
     cpu = sections.budgets_section(f, doc, "cpu", factors, {})
     assert (cpu.overrides, cpu.seeds, cpu.finding, cpu.note) == ({"train.precision": "bf16"}, None, True, "bf16 on CPU")
     assert sections.budgets_section(f, doc, "full", factors, {}).finding is True
     st = fstudy.load(f, "cpu")
     assert st.label == "cpu: bf16 on CPU" and st.overrides == {"train.precision": "bf16"} and st.seeds == (0,)
-    bad = {"unknown": ("quick", "unknown budget 'nope'"),
-           "factor": ('[budgets.x]\n"model.pool" = "avg"\n', "[budgets.x] key 'model.pool' is also a factor"),
-           "finding": ("[budgets.x]\nfinding = 1\n", "[budgets.x] key 'finding': bad value 1"),
-           "seeds": ("[budgets.x]\nseeds = []\n", "[budgets.x] key 'seeds': bad value []")}  # fmt: skip
+    bad = {
+        "unknown": ("quick", "unknown budget 'nope'"),
+        "factor": ('[budgets.x]\n"model.pool" = "avg"\n', "[budgets.x] key 'model.pool' is also a factor"),
+        "finding": ("[budgets.x]\nfinding = 1\n", "[budgets.x] key 'finding': bad value 1"),
+        "seeds": ("[budgets.x]\nseeds = []\n", "[budgets.x] key 'seeds': bad value []"),
+    }
     for case, (extra, want) in bad.items():
         g = write_study(tmp_path, f"bad_{case}", factors, text=extra if case != "unknown" else text)
         with pytest.raises(fstudy.StudyError, match=re.escape(want)):

@@ -12,6 +12,7 @@ from conftest import tiny_study_file
 from fmlab.store.db import State, Store, StoreError
 from fmlab.study import spec as fstudy
 from fmlab.sweep import local as executors
+from fmlab.sweep import work
 from fmlab.sweep.loop import MAX_ATTEMPTS, Recorder, _SweepLoop
 from fmlab.sweep.progress import Progress
 
@@ -37,12 +38,25 @@ def test_recorder_writes_epochs_and_failures_then_the_snapshot(planned):
     tid = s.claim(plan.ids)
     rec.started(tid, 3)
     assert rec.prog.running[tid]["epoch"] == 0 and tid in rec.mine
-    rec.handle(executors.Event("epoch", tid, row={"epoch": 1, "lr": 0.01, "train_loss": 1.5, "train_acc": 0.5,
-                                                  "val_loss": 1.25, "val_acc": 0.625, "epoch_s": 2.0}))  # fmt: skip
+    rec.handle(
+        work.Event(
+            "epoch",
+            tid,
+            row={
+                "epoch": 1,
+                "lr": 0.01,
+                "train_loss": 1.5,
+                "train_acc": 0.5,
+                "val_loss": 1.25,
+                "val_acc": 0.625,
+                "epoch_s": 2.0,
+            },
+        )
+    )
     assert [e["val_loss"] for e in s.epochs([tid])] == [1.25]
     assert rec.prog.running[tid]["epoch"] == 1 and rec.prog.epochs == 1 and rec.prog.events == 0
     assert seen[-1] == (0, f"{tid} epoch 1/3: val loss 1.2500 acc 0.6250 (2s)")
-    rec.handle(executors.Event("failed", tid, error="Diverged: nan", traceback="tb", log="log"))
+    rec.handle(work.Event("failed", tid, error="Diverged: nan", traceback="tb", log="log"))
     assert s.states([tid])[tid] == State.FAILED and s.records(ids=[tid])[0]["error"] == "Diverged: nan"
     p = rec.prog
     assert (p.failed, p.failed_here, p.events, p.running, rec.mine) == (1, 1, 1, {}, {})
@@ -56,7 +70,7 @@ def test_a_lost_trial_is_retried_then_failed_after_max_attempts(planned):
     for attempt in range(1, MAX_ATTEMPTS + 1):
         assert s.claim([tid]) == tid
         rec.started(tid, 1)
-        rec.handle(executors.Event("lost", tid, error="worker process died (exit code -9)"))
+        rec.handle(work.Event("lost", tid, error="worker process died (exit code -9)"))
         r = s.records(ids=[tid])[0]
         if attempt < MAX_ATTEMPTS:  # back to WAITING, to resume from its last saved epoch
             assert r["state"] == State.WAITING and "retrying" in r["error"] and rec.prog.failed == 0
@@ -93,7 +107,7 @@ def test_publishing_writes_the_study_row_as_its_own_step(planned, tmp_path):
 
     st, s, plan = planned
     f = tiny_study_file(tmp_path, extra="")
-    f.write_text(f.read_text() + '[analysis]\nmin_effect = { val_loss = 0.02 }\n')
+    f.write_text(f.read_text() + "[analysis]\nmin_effect = { val_loss = 0.02 }\n")
     publish.record_study_row(fstudy.load(f, "t"), s.path)
     spec = json.loads(sqlite3.connect(s.path).execute("SELECT spec FROM studies").fetchone()[0])
     assert spec["min_effect"] == {"val_loss": 0.02}

@@ -32,8 +32,22 @@ def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb")
     base = "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in TINY.items() if k != "train.max_epochs")
     (root / "tb.toml").write_text(STUDY.format(base=base))
-    p = run_cli("sweep", "tb.toml", "--workers", "1", "--threads", "1", "--device", "cpu", "--store", "s/fmlab.db",
-                "--tensorboard", "tb", check=True, cwd=root)  # fmt: skip
+    p = run_cli(
+        "sweep",
+        "tb.toml",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--store",
+        "s/fmlab.db",
+        "--tensorboard",
+        "tb",
+        check=True,
+        cwd=root,
+    )
     assert "4/4 COMPLETE" in p.stderr and "tensorboard --logdir tb" in p.stderr
     return root
 
@@ -49,10 +63,15 @@ def read_run(d: Path) -> dict:
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     hp = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
-    domains = {h.name: [getattr(v, v.WhichOneof("kind")) for v in h.domain_discrete.values]
-               for h in exp.hparam_infos}  # fmt: skip
-    return {"scalars": scalars, "counts": counts, "hparams": hp, "domains": domains, "status": end.status,
-            "metrics": sorted(m.name.tag for m in exp.metric_infos)}  # fmt: skip
+    domains = {h.name: [getattr(v, v.WhichOneof("kind")) for v in h.domain_discrete.values] for h in exp.hparam_infos}
+    return {
+        "scalars": scalars,
+        "counts": counts,
+        "hparams": hp,
+        "domains": domains,
+        "status": end.status,
+        "metrics": sorted(m.name.tag for m in exp.metric_infos),
+    }
 
 
 def check_against_store(root: Path, logdir: Path, live: bool, store: str = "s/fmlab.db") -> dict:
@@ -109,8 +128,10 @@ def test_missing_tensorboard_is_one_line(swept, tmp_path):
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('no tensorboard here')\n")
     env = {"PYTHONPATH": str(shim.parent)}
-    for args in (["results", "tb", "--store", "s/fmlab.db", "--tensorboard", "x"],
-                 ["sweep", "tb.toml", "--store", "s/fmlab.db", "--workers", "0", "--tensorboard", "x"]):  # fmt: skip
+    for args in (
+        ["results", "tb", "--store", "s/fmlab.db", "--tensorboard", "x"],
+        ["sweep", "tb.toml", "--store", "s/fmlab.db", "--workers", "0", "--tensorboard", "x"],
+    ):
         p = run_cli(*args, env=env, cwd=swept)
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.strip().endswith("pip install 'fmlab[tensorboard]'")
@@ -121,8 +142,20 @@ def test_a_killed_sweep_resumed_writes_each_epoch_once(swept):
     from fmlab.api import handles as api
 
     first = api.plan_sweep(swept / "tb.toml", store=swept / "k" / "fmlab.db").todo[0].id  # killed after its epoch 1
-    args = ["sweep", "tb.toml", "--workers", "0", "--threads", "1", "--device", "cpu", "--store", "k/fmlab.db",
-            "--tensorboard", "tbk"]  # fmt: skip
+    args = [
+        "sweep",
+        "tb.toml",
+        "--workers",
+        "0",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--store",
+        "k/fmlab.db",
+        "--tensorboard",
+        "tbk",
+    ]
     p = run_cli(*args, env={"FMLAB_FAULT": f"kill:{first}:1"}, cwd=swept)
     assert p.returncode == -9 and (swept / "tbk" / first).is_dir()
     run_cli(*args, check=True, cwd=swept)

@@ -69,8 +69,10 @@ def test_a_resumed_trials_total_time_spans_every_attempt(tiny_ds, tmp_path):
 
 def test_learns_on_real_data():
     """One epoch on a 10k real subset reaches >= 80% validation accuracy."""
-    cfg = with_overrides(tiny_config(), {"model.widths": "32,64,64", "model.batch_norm": True,
-                                         "data.train_subset": 10_000, "data.val_size": 5000})
+    cfg = with_overrides(
+        tiny_config(),
+        {"model.widths": "32,64,64", "model.batch_norm": True, "data.train_subset": 10_000, "data.val_size": 5000},
+    )
     r = train(cfg, data.load(cfg.data), OPTS.__class__(device="cpu"))
     assert r.metrics["val_acc"] >= 0.80, r.metrics
 

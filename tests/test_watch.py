@@ -26,8 +26,19 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
     watch = shlex.join([sys.executable, "-m", "fmlab", "watch", "tiny", "--store", "runs/fmlab.db", "--every", "0.5"])
     screens: list[str] = []
     try:
-        r = tmux("new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "-c", str(tmp_path),
-                 f"{watch}; echo watch exited $?; sleep 600")  # fmt: skip
+        r = tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "w",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "-c",
+            str(tmp_path),
+            f"{watch}; echo watch exited $?; sleep 600",
+        )
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -87,8 +98,14 @@ def test_watch_in_an_80x24_tmux_pane(tmp_path):
 def test_watch_plain_lines_while_running_and_ctrl_c_exits_0(tmp_path):
     sweep = start_sweep(tmp_path, hold_s=2.0)
     cmd = [sys.executable, "-m", "fmlab", "watch", "tiny", "--store", "runs/fmlab.db", "--every", "0.3"]
-    w = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    w = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         first = w.stdout.readline()
         assert re.search(r"tiny study \(t: indicative only\): 0/4 COMPLETE, \d running, 0 failed, \d waiting", first)
@@ -119,8 +136,10 @@ def test_view_of_failures_and_many_running_trials_fits_80x24(tmp_path):
     s = Store(tmp_path / "fm.db")
     s.plan(st, st.trials())
     ids = [s.claim([t.id for t in st.trials()]) for _ in range(9)]
-    s.add_epoch(ids[0], {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.5,
-                         "val_acc": 0.41, "epoch_s": 3.0})  # fmt: skip
+    s.add_epoch(
+        ids[0],
+        {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.5, "val_acc": 0.41, "epoch_s": 3.0},
+    )
     s.fail(ids[8], "training loss is nan at epoch 2\nsecond line of detail", "Traceback ...")
     ro = Store(tmp_path / "fm.db", read_only=True)
     v = look(ro, "tiny", "t", Ranker())
@@ -146,12 +165,19 @@ def test_a_plain_sweep_log_shows_trials_and_now_and_then_an_epoch(tmp_path, caps
     from fmlab.cli import progress
 
     snaps = []
-    api.run_study(tiny_study(tmp_path), "t", store=tmp_path / "fm.db", workers=0, threads=1,
-                  on_update=lambda p: snaps.append((p.events, p.epochs, p.last)))  # fmt: skip
+    api.run_study(
+        tiny_study(tmp_path),
+        "t",
+        store=tmp_path / "fm.db",
+        workers=0,
+        threads=1,
+        on_update=lambda p: snaps.append((p.events, p.epochs, p.last)),
+    )
     assert [e for e, _, _ in snaps][-1] == 4 and snaps[-1][1] == 8  # 4 trials, 2 epochs each
     epoch_lines = [last for _, _, last in snaps if " epoch " in last]
-    assert len(epoch_lines) == 8 and all(re.search(r"epoch [12]/2: val loss [0-9.]+ acc [0-9.]+", x)
-                                         for x in epoch_lines)  # fmt: skip
+    assert len(epoch_lines) == 8 and all(
+        re.search(r"epoch [12]/2: val loss [0-9.]+ acc [0-9.]+", x) for x in epoch_lines
+    )
 
     class Snap:
         def __init__(self, events, epochs, last):

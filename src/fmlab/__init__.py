@@ -12,8 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from fmlab.version import __version__ as __version__
 
-__all__ = ["open_store", "plan_sweep", "open_sweep", "run_study", "train_trial", "predict", "make_config",
-           "publish_results", "import_results", "StoreHandle", "StudyHandle", "SweepPlan", "Trained"]
+__all__ = [
+    "open_store",
+    "plan_sweep",
+    "open_sweep",
+    "run_study",
+    "train_trial",
+    "predict",
+    "make_config",
+    "publish_results",
+    "import_results",
+    "StoreHandle",
+    "StudyHandle",
+    "SweepPlan",
+    "Trained",
+]
 
 if TYPE_CHECKING:
     from fmlab.api.handles import (

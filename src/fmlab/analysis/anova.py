@@ -17,8 +17,10 @@ def anova(df: pd.DataFrame, metric: str, factors: list[str], m: Fit | None = Non
     """Type-2 ANOVA of the study's fitted model (the same fit the effects are contrasts of); fits it
     when not given. Returns (None, why) when nothing fits."""
     if m is None:
-        levels = {f: [str(v) for v in (df[f].cat.categories if hasattr(df[f], "cat") else sorted(df[f].unique()))]
-                  for f in factors}  # fmt: skip
+        levels = {
+            f: [str(v) for v in (df[f].cat.categories if hasattr(df[f], "cat") else sorted(df[f].unique()))]
+            for f in factors
+        }
         levels = {f: v for f, v in levels.items() if df[f].nunique() > 1}
         m = fit_model(df, metric, levels, {}) if len(df) and levels else None
     if m is None:
@@ -42,8 +44,11 @@ def type2_anova(fit: Any) -> pd.DataFrame:
     from statsmodels.formula._manager import FormulaManager
 
     X, y = np.asarray(fit.model.exog), np.asarray(fit.model.endog)
-    cols = {n: set(range(s.start, s.stop)) for n, s in
-            FormulaManager().get_term_name_slices(fit.model.data.model_spec).items() if n != "Intercept"}  # fmt: skip
+    cols = {
+        n: set(range(s.start, s.stop))
+        for n, s in FormulaManager().get_term_name_slices(fit.model.data.model_spec).items()
+        if n != "Intercept"
+    }
 
     def rss(c: set[int]) -> tuple[float, int]:
         Xc = X[:, sorted(c)]

@@ -28,8 +28,9 @@ def dunnett_one_sided(corr: np.ndarray, df: float, alpha: float = ALPHA, draws: 
     return float(np.quantile(t.rvs(size=draws, random_state=12345).reshape(draws, k).max(axis=1), 1 - alpha))
 
 
-def mcb(means: np.ndarray, cov: np.ndarray, df: float, higher: bool,
-        d: float | None = None) -> tuple[np.ndarray, float]:  # fmt: skip
+def mcb(
+    means: np.ndarray, cov: np.ndarray, df: float, higher: bool, d: float | None = None
+) -> tuple[np.ndarray, float]:
     """Hsu's MCB: a boolean mask of the cells not distinguishable from the best, and the critical value.
     Cell i stays when mean_i + d * se(i - j) >= mean_j for every other j (signs flipped when lower is
     better); d is Dunnett's one-sided value for comparisons with the observed best's correlation."""
@@ -53,8 +54,9 @@ def mcb(means: np.ndarray, cov: np.ndarray, df: float, higher: bool,
     return ~(gap > 0).any(axis=1), float(d)
 
 
-def cell_means(df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit | None
-               ) -> tuple[pd.DataFrame, np.ndarray, float, str] | None:  # fmt: skip
+def cell_means(
+    df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit | None
+) -> tuple[pd.DataFrame, np.ndarray, float, str] | None:
     """Cell-means model metric ~ C(cell) + C(seed): per cell its seed-adjusted mean, the covariance of
     those means and the residual df. With no residual df left (one seed), the raw cell means with the
     two-way model's residual variance, and the note says so."""
@@ -64,8 +66,13 @@ def cell_means(df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit |
     if not len(d):
         return None
     cells = list(dict.fromkeys(d["cell"]))
-    d = pd.DataFrame({"cell": pd.Categorical(d["cell"], categories=cells), "seed": pd.Categorical(d["seed"]),
-                      "y": d[metric].astype(float).to_numpy()})  # fmt: skip
+    d = pd.DataFrame(
+        {
+            "cell": pd.Categorical(d["cell"], categories=cells),
+            "seed": pd.Categorical(d["seed"]),
+            "y": d[metric].astype(float).to_numpy(),
+        }
+    )
     seeds = list(d["seed"].cat.categories)
     n = d.groupby("cell", observed=False).size().to_numpy()
     if len(seeds) > 1 and len(cells) > 1:
@@ -83,8 +90,10 @@ def cell_means(df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit |
     if two_way is None:
         return None
     cov = np.diag(two_way.sigma**2 / n)
-    note = (f"raw cell means with the two-way model's residual SD (no replication left for a cell-means "
-            f"model); residual df {two_way.df_resid:.0f}")  # fmt: skip
+    note = (
+        f"raw cell means with the two-way model's residual SD (no replication left for a cell-means "
+        f"model); residual df {two_way.df_resid:.0f}"
+    )
     return pd.DataFrame({"cell": cells, "mean": means, "n": n}), cov, two_way.df_resid, note
 
 
@@ -100,8 +109,15 @@ def best_set(df: pd.DataFrame, metric: str, factors: list[str], two_way: Fit | N
     q = stats.t.ppf(1 - ALPHA / 2, dfr)
     tab = tab.assign(se=se, lo=tab["mean"] - q * se, hi=tab["mean"] + q * se, in_best=keep)
     tab = tab.sort_values("mean", ascending=not higher_is_better(metric)).reset_index(drop=True)
-    return {"best": str(tab["cell"].iloc[0]), "set": [str(c) for c in tab.loc[tab["in_best"], "cell"]],
-            "method": MCB, "critical": d, "df": dfr, "note": note, "cells": tab}  # fmt: skip
+    return {
+        "best": str(tab["cell"].iloc[0]),
+        "set": [str(c) for c in tab.loc[tab["in_best"], "cell"]],
+        "method": MCB,
+        "critical": d,
+        "df": dfr,
+        "note": note,
+        "cells": tab,
+    }
 
 
 # --- the same computation vectorised over many responses (simulation tests) ---

@@ -40,8 +40,11 @@ def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.Da
     column is upper-cased in place)."""
     t["state"] = t["state"].astype(str).str.upper()
     done = t[t["state"] == State.COMPLETE].dropna(subset=[select]).copy()
-    counts = {"rows": len(t), "complete": len(done), **{s.value.lower(): int((t["state"] == s).sum())
-              for s in (State.FAILED, State.WAITING, State.RUNNING)}}  # fmt: skip
+    counts = {
+        "rows": len(t),
+        "complete": len(done),
+        **{s.value.lower(): int((t["state"] == s).sum()) for s in (State.FAILED, State.WAITING, State.RUNNING)},
+    }
     counts["planned"] = int(meta.get("planned") or len(t))
     counts["missing"] = max(0, counts["planned"] - len(t))
     counts["seeds"] = int(done["seed"].nunique())
@@ -52,8 +55,12 @@ def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFr
     """Per cell: mean, std, 95% CI and n of the selection metric and of test accuracy; ranked."""
     rows = []
     for cell, g in done.groupby("cell", sort=False):
-        r: dict[str, Any] = {"cell": cell, **{f: g[f].iloc[0] for f in factors}, "n": len(g),
-                             "seeds": ",".join(str(s) for s in sorted(g["seed"].unique()))}  # fmt: skip
+        r: dict[str, Any] = {
+            "cell": cell,
+            **{f: g[f].iloc[0] for f in factors},
+            "n": len(g),
+            "seeds": ",".join(str(s) for s in sorted(g["seed"].unique())),
+        }
         for m in dict.fromkeys([select, "test_acc"]):
             if m in g:
                 ci = t_ci(g[m])
@@ -77,10 +84,15 @@ def mark_best_set(cells: pd.DataFrame, best: dict[str, Any] | None, select: str)
     if best is None or not len(cells):
         return cells
     bc = best["cells"].set_index("cell")
-    out = cells.assign(**{f"{select}_raw_mean": cells[f"{select}_mean"],
-                          f"{select}_mean": cells["cell"].map(bc["mean"]).astype(float),
-                          f"{select}_lo": cells["cell"].map(bc["lo"]), f"{select}_hi": cells["cell"].map(bc["hi"]),
-                          "in_best_set": cells["cell"].map(bc["in_best"]).fillna(False).astype(bool)})  # fmt: skip
+    out = cells.assign(
+        **{
+            f"{select}_raw_mean": cells[f"{select}_mean"],
+            f"{select}_mean": cells["cell"].map(bc["mean"]).astype(float),
+            f"{select}_lo": cells["cell"].map(bc["lo"]),
+            f"{select}_hi": cells["cell"].map(bc["hi"]),
+            "in_best_set": cells["cell"].map(bc["in_best"]).fillna(False).astype(bool),
+        }
+    )
     out = out.sort_values(f"{select}_mean", ascending=not higher_is_better(select), kind="stable")
     return out.assign(rank=range(1, len(out) + 1)).reset_index(drop=True)
 

@@ -62,8 +62,9 @@ class Design:
         """The COMPLETE trials the best set ranks (each trial once)."""
         return done
 
-    def findings(self, c: Contrasts, done: pd.DataFrame, select: str, x: float,
-                 anova_tab: pd.DataFrame | None) -> list[str]:  # fmt: skip
+    def findings(
+        self, c: Contrasts, done: pd.DataFrame, select: str, x: float, anova_tab: pd.DataFrame | None
+    ) -> list[str]:
         """One line per finding, in the order the report shows them (the best set's line comes first, added
         by the driver)."""
         raise NotImplementedError

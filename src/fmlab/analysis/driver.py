@@ -85,18 +85,35 @@ def run(design: Design, trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[s
     me = min_effects(meta)
     x = me.get(select, MIN_EFFECT[select])
     c = design.contrasts(done, select, me, x)
-    tab, note = anova(done, select, list(design.factors), c.fit) if c.fit is not None \
-        else (None, "no model could be fitted")  # fmt: skip
+    tab, note = (
+        anova(done, select, list(design.factors), c.fit) if c.fit is not None else (None, "no model could be fitted")
+    )
     best = best_set(design.best_set_trials(done), select, list(design.factors), c.fit) if c.fit is not None else None
     cells = mark_best_set(cells, best, select)
 
-    a = Analysis(label=f"{meta.get('study', 'study')} study ({study_budget_label(meta)})",
-                 study=str(meta.get("study", "study")), budget=meta.get("budget") or "full", select=select,
-                 factors=design.factors, baseline=design.baseline, counts=counts, cells=cells,
-                 effects=c.effects, interactions=c.interactions, anova=tab, anova_note=design.anova_note(note),
-                 curves=curve_table(done, epochs), complete=done, missing_cells=missing, design=design.name,
-                 arms=design.arms, test_effects=c.test, min_effect=me, best=best,
-                 model_note=c.fit.note if c.fit is not None else "")  # fmt: skip
+    a = Analysis(
+        label=f"{meta.get('study', 'study')} study ({study_budget_label(meta)})",
+        study=str(meta.get("study", "study")),
+        budget=meta.get("budget") or "full",
+        select=select,
+        factors=design.factors,
+        baseline=design.baseline,
+        counts=counts,
+        cells=cells,
+        effects=c.effects,
+        interactions=c.interactions,
+        anova=tab,
+        anova_note=design.anova_note(note),
+        curves=curve_table(done, epochs),
+        complete=done,
+        missing_cells=missing,
+        design=design.name,
+        arms=design.arms,
+        test_effects=c.test,
+        min_effect=me,
+        best=best,
+        model_note=c.fit.note if c.fit is not None else "",
+    )
     a.failed = failed_trials(t, design.shares_trials)
     a.warnings = warnings_for(a, a.budget) + c.notes
     a.diagnostics = diagnose(c.fit, done, select, c.effects, list(design.factors), notes=transform_notes)
@@ -118,8 +135,15 @@ def failed_trials(t: pd.DataFrame, shared: bool) -> list[dict[str, Any]]:
     return [{"id": str(r["id"]), "state": r["state"], "cell": r["cell"], "seed": r["seed"]} for _, r in rows.iterrows()]
 
 
-def claims(design: Design, c: Contrasts, meta: dict[str, Any], select: str, x: float, best: dict[str, Any] | None,
-           cells: pd.DataFrame) -> list[dict[str, Any]]:  # fmt: skip
+def claims(
+    design: Design,
+    c: Contrasts,
+    meta: dict[str, Any],
+    select: str,
+    x: float,
+    best: dict[str, Any] | None,
+    cells: pd.DataFrame,
+) -> list[dict[str, Any]]:
     """The study's [[claims]], each with its verdict: from the effects tables, from the contrasts only claims
     make (simple effects; arm vs arm: their own Holm family, not the table's) and from the best set."""
     asked = list(meta.get("claims") or [])
@@ -127,14 +151,23 @@ def claims(design: Design, c: Contrasts, meta: dict[str, Any], select: str, x: f
     return check_claims(asked, [c.effects, c.interactions, own], select, effect_text(x, select), best, cells)
 
 
-def seed_plan(fit: Fit | None, tabs: list[pd.DataFrame], factors: dict[str, list[str]], baseline: dict[str, str],
-              n_seeds: int, x: float, best: dict[str, Any] | None, select: str) -> dict[str, Any] | None:  # fmt: skip
+def seed_plan(
+    fit: Fit | None,
+    tabs: list[pd.DataFrame],
+    factors: dict[str, list[str]],
+    baseline: dict[str, str],
+    n_seeds: int,
+    x: float,
+    best: dict[str, Any] | None,
+    select: str,
+) -> dict[str, Any] | None:
     """fmlab.analysis.power's seed plan for the selection metric's family of effects; None when nothing fits."""
     rows = [t for t in tabs if len(t)]
     if fit is None or not rows:
         return None
     try:
-        return plan_seeds(fit, pd.concat(rows, ignore_index=True), factors, baseline, n_seeds, x, best,
-                          higher_is_better(select))  # fmt: skip
+        return plan_seeds(
+            fit, pd.concat(rows, ignore_index=True), factors, baseline, n_seeds, x, best, higher_is_better(select)
+        )
     except (ValueError, np.linalg.LinAlgError):  # a grid the planner cannot fit: the report just omits the plan
         return None

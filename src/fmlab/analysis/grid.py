@@ -28,8 +28,14 @@ def _cell_name(row: Any, factors: list[str], short: dict[str, str]) -> str:
     return ", ".join(f"{short[f]}={row[f]}" for f in factors)
 
 
-def model_effects(done: pd.DataFrame, metric: str, factors: dict[str, list[str]], baseline: dict[str, str],
-                  x: float, interactions: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, Fit | None]:  # fmt: skip
+def model_effects(
+    done: pd.DataFrame,
+    metric: str,
+    factors: dict[str, list[str]],
+    baseline: dict[str, str],
+    x: float,
+    interactions: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, Fit | None]:
     """Main effects and two-way interactions as contrasts of one OLS fit (fmlab.analysis.stats), Holm and
     verdicts over their family; empty tables when nothing fits."""
     # a factor the COMPLETE trials hold at one level (a study in progress) is left out of the fit: its
@@ -40,10 +46,27 @@ def model_effects(done: pd.DataFrame, metric: str, factors: dict[str, list[str]]
     if m is None:
         return pd.DataFrame(), pd.DataFrame(), None
     tab = effects_table(m, metric, x)
-    held = [{"kind": "main", "factor": f, "level": lv, "baseline": baseline[f], "metric": metric,
-             "term": f"{f}: {lv} vs {baseline[f]}", "estimate": math.nan, "se": math.nan, "lo": math.nan,
-             "hi": math.nan, "df": m.df_resid, "p": math.nan, "p_tost": math.nan}
-            for f, v in factors.items() if len(v) > 1 and not varies[f] for lv in v if lv != baseline[f]]  # fmt: skip
+    held = [
+        {
+            "kind": "main",
+            "factor": f,
+            "level": lv,
+            "baseline": baseline[f],
+            "metric": metric,
+            "term": f"{f}: {lv} vs {baseline[f]}",
+            "estimate": math.nan,
+            "se": math.nan,
+            "lo": math.nan,
+            "hi": math.nan,
+            "df": m.df_resid,
+            "p": math.nan,
+            "p_tost": math.nan,
+        }
+        for f, v in factors.items()
+        if len(v) > 1 and not varies[f]
+        for lv in v
+        if lv != baseline[f]
+    ]
     if held:
         tab = pd.concat([tab, pd.DataFrame(held)], ignore_index=True)
     n_seeds = int(done["seed"].nunique())
@@ -64,8 +87,10 @@ def finding_text(r: pd.Series, metric: str) -> str:
     """'model.pool: max vs avg: +0.42 pts [0.21, 0.63] in val_acc, Holm p = 0.001 (df 32): matters'."""
     _, u = unit(metric)
     ci = f"[{fmt_effect(r['lo'], metric, False)}, {fmt_effect(r['hi'], metric, False)}]"
-    return (f"{r['term']}: {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
-            f"Holm p {fmt_p(r['p_holm'])} (df {r['df']:.0f}): {r['verdict']}")  # fmt: skip
+    return (
+        f"{r['term']}: {fmt_effect(r['estimate'], metric)}{u} {ci} in {metric}, "
+        f"Holm p {fmt_p(r['p_holm'])} (df {r['df']:.0f}): {r['verdict']}"
+    )
 
 
 def grouped_findings(tabs: list[pd.DataFrame], metric: str, x: float, anova_tab: pd.DataFrame | None) -> list[str]:
@@ -79,16 +104,20 @@ def grouped_findings(tabs: list[pd.DataFrame], metric: str, x: float, anova_tab:
     m = rows[rows["verdict"] == VERDICTS[0]]
     for _, r in m.reindex(m["estimate"].abs().sort_values(ascending=False).index).iterrows():
         sh = share.get(r["factor"])
-        out.append(f"matters: {finding_text(r, metric).rsplit(': ', 1)[0]}"
-                   + (f"; {100 * sh:.0f}% of the variance" if sh is not None and np.isfinite(sh) else ""))  # fmt: skip
+        out.append(
+            f"matters: {finding_text(r, metric).rsplit(': ', 1)[0]}"
+            + (f"; {100 * sh:.0f}% of the variance" if sh is not None and np.isfinite(sh) else "")
+        )
     xs = effect_text(x, metric)
     for v in [*VERDICTS[1:], *sorted(set(rows["verdict"]) - set(VERDICTS))]:
         terms = rows.loc[rows["verdict"] == v, "term"].tolist()
         if terms:
             out.append(f"{v.replace('X', xs)} ({len(terms)}): " + "; ".join(terms))
     n = int(rows["m_tests"].iloc[0])
-    out.append(f"Holm over {n} tests (each effect's test of 0 and its TOST against +-{xs}); 95% CIs per effect "
-               f"from the fitted model's residual (df {rows['df'].iloc[0]:.0f}).")  # fmt: skip
+    out.append(
+        f"Holm over {n} tests (each effect's test of 0 and its TOST against +-{xs}); 95% CIs per effect "
+        f"from the fitted model's residual (df {rows['df'].iloc[0]:.0f})."
+    )
     return out
 
 
@@ -110,8 +139,9 @@ class GridDesign(Design):
     def check_columns(self, t: pd.DataFrame, select: str) -> None:
         missing_cols = [c for c in ["id", "state", "seed", *self.factors] if c not in t.columns]
         if missing_cols:
-            raise ValueError(f"trials table lacks columns {missing_cols}; see fmlab.analysis.driver.analyse for "
-                             "the contract")  # fmt: skip
+            raise ValueError(
+                f"trials table lacks columns {missing_cols}; see fmlab.analysis.driver.analyse for the contract"
+            )
         if select not in t.columns:
             raise ValueError(f"trials table has no {select!r} column (the selection metric)")
 
@@ -134,11 +164,13 @@ class GridDesign(Design):
         eff, inter, fit = model_effects(done, select, self.factors, self.baseline, x)
         test = pd.DataFrame()
         if "test_acc" in done and done["test_acc"].notna().sum() > 2:
-            te, ti, _ = model_effects(done.dropna(subset=["test_acc"]), "test_acc", self.factors, self.baseline,
-                                      min_effect["test_acc"])  # fmt: skip
+            te, ti, _ = model_effects(
+                done.dropna(subset=["test_acc"]), "test_acc", self.factors, self.baseline, min_effect["test_acc"]
+            )
             test = pd.concat([te, ti], ignore_index=True) if len(te) else pd.DataFrame()
         return Contrasts(eff, inter, test, fit)
 
-    def findings(self, c: Contrasts, done: pd.DataFrame, select: str, x: float,
-                 anova_tab: pd.DataFrame | None) -> list[str]:  # fmt: skip
+    def findings(
+        self, c: Contrasts, done: pd.DataFrame, select: str, x: float, anova_tab: pd.DataFrame | None
+    ) -> list[str]:
         return grouped_findings([c.effects, c.interactions], select, x, anova_tab)

@@ -29,16 +29,22 @@ def warnings_for(a: Analysis, budget: str) -> list[str]:
     """What a reader must know before the numbers: budget, missing or failed trials, one seed, unequal n."""
     c, w = a.counts, []
     if budget == "quick":
-        w.append("Quick budget (subset of the data, few epochs): indicative only; rerun with --budget full "
-                 "before drawing conclusions.")  # fmt: skip
+        w.append(
+            "Quick budget (subset of the data, few epochs): indicative only; rerun with --budget full "
+            "before drawing conclusions."
+        )
     if c["complete"] == 0:
         w.append("No complete trials: nothing to analyse.")
     elif c["seeds"] < 2 and a.design == "arms":  # arm + seed block on one seed: as many terms as trials
-        w.append("Only one seed per arm: the model arm + seed block has no residual (df 0), so no arm can be "
-                 "compared with the baseline yet; run at least 2 seeds.")  # fmt: skip
+        w.append(
+            "Only one seed per arm: the model arm + seed block has no residual (df 0), so no arm can be "
+            "compared with the baseline yet; run at least 2 seeds."
+        )
     elif c["seeds"] < 2:
-        w.append("Only one seed per cell: the model's residual is the higher-order interactions (no seed "
-                 "replication); run at least 2 seeds to measure noise directly.")  # fmt: skip
+        w.append(
+            "Only one seed per cell: the model's residual is the higher-order interactions (no seed "
+            "replication); run at least 2 seeds to measure noise directly."
+        )
     if c["failed"]:
         ids = ", ".join(f"{f['id']} ({f['cell']}, seed {f['seed']})" for f in a.failed if f["state"] == State.FAILED)
         w.append(f"{c['failed']} trial(s) FAILED and are left out: {ids}.")
@@ -50,6 +56,8 @@ def warnings_for(a: Analysis, budget: str) -> list[str]:
         names = "; ".join(a.missing_cells[:8]) + (" ..." if len(a.missing_cells) > 8 else "")
         w.append(f"{len(a.missing_cells)} of {c['cells_planned']} cells have no complete trial: {names}.")
     if len(a.cells) and a.cells["n"].nunique() > 1:
-        w.append(f"Unequal seeds per cell (n from {a.cells['n'].min()} to {a.cells['n'].max()}); the model "
-                 "fits the unbalanced data (marginal means weight every cell equally).")  # fmt: skip
+        w.append(
+            f"Unequal seeds per cell (n from {a.cells['n'].min()} to {a.cells['n'].max()}); the model "
+            "fits the unbalanced data (marginal means weight every cell equally)."
+        )
     return w

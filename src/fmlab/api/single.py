@@ -38,9 +38,16 @@ def default_train_dir(cfg: Config) -> Path:
     return Path("runs/train") / cfg.trial_id()
 
 
-def train_trial(config: Config | Mapping[str, Any] | None = None, *, out: str | Path | None = None, save: bool = True,
-          device: str = "auto", threads: int = 0, data_dir: str | None = None,
-          on_epoch: Callable[[dict[str, float]], None] | None = None) -> Trained:  # fmt: skip
+def train_trial(
+    config: Config | Mapping[str, Any] | None = None,
+    *,
+    out: str | Path | None = None,
+    save: bool = True,
+    device: str = "auto",
+    threads: int = 0,
+    data_dir: str | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> Trained:
     """Train one network (a Config, or overrides of the defaults like the CLI's --set); with save, write
     the checkpoint to out (default runs/train/<trial id>), as `fmlab train` does. (Not `fmlab.training.loop`:
     that name is the fmlab.training.loop module, which Python binds on the package once anything imports it.)"""
@@ -57,8 +64,9 @@ def train_trial(config: Config | Mapping[str, Any] | None = None, *, out: str | 
 # ---------------------------------------------------------------- inference
 
 
-def predict(ckpt: str | Path, images: Any, *, store: str | Path = DEFAULT_PATH,
-            names: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+def predict(
+    ckpt: str | Path, images: Any, *, store: str | Path = DEFAULT_PATH, names: list[str] | None = None
+) -> pd.DataFrame:
     """Class probabilities for images: a list of files/folders (PNG, JPEG, ...), or uint8 pixels
     [N, 28, 28] in Fashion-MNIST form. ckpt: a trial id, STUDY:best or a checkpoint directory.
     One row per image: image, class, index, prob (the top class), then one column per class."""
@@ -75,8 +83,16 @@ def predict(ckpt: str | Path, images: Any, *, store: str | Path = DEFAULT_PATH,
     rows = []
     for p in preds:
         probs = {t["class"]: t["prob"] for t in p["top"]}
-        rows.append({"image": p["file"], "class": p["top"][0]["class"], "index": p["top"][0]["index"],
-                     "prob": p["top"][0]["prob"], **{c: probs[c] for c in ld.classes}})  # fmt: skip
+        rows.append(
+            {
+                "image": p["file"],
+                "class": p["top"][0]["class"],
+                "index": p["top"][0]["index"],
+                "prob": p["top"][0]["prob"],
+                **{c: probs[c] for c in ld.classes},
+            }
+        )
     cols = ["image", "class", "index", "prob", *ld.classes]
-    return pd.DataFrame(rows, columns=cols).astype({"index": "int64", "prob": "float64",
-                                                     **{c: "float64" for c in ld.classes}})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols).astype(
+        {"index": "int64", "prob": "float64", **{c: "float64" for c in ld.classes}}
+    )

@@ -69,14 +69,22 @@ def iso(t: float | None) -> str | None:
 
 def hardware(envs: list[dict[str, Any]]) -> dict[str, Any]:
     """What the trials ran on (from their recorded provenance) plus this machine's CPU model."""
+
     def vals(k: str) -> list[Any]:
         return sorted({str(e[k]) for e in envs if e.get(k) is not None})
 
     from fmlab.training.env import cpu_model
 
-    return {"cpu_model": cpu_model(), "cpu_model_note": "of the machine that published",
-            "threads": vals("threads"), "torch": vals("torch"), "device": vals("device"),
-            "device_name": vals("device_name"), "cpu_bf16": vals("cpu_bf16"), "hosts": vals("host")}  # fmt: skip
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_model_note": "of the machine that published",
+        "threads": vals("threads"),
+        "torch": vals("torch"),
+        "device": vals("device"),
+        "device_name": vals("device_name"),
+        "cpu_bf16": vals("cpu_bf16"),
+        "hosts": vals("host"),
+    }
 
 
 def scrub_env(env: dict[str, Any]) -> dict[str, Any]:
@@ -88,8 +96,16 @@ def scrub_env(env: dict[str, Any]) -> dict[str, Any]:
     return e
 
 
-def run_json(st: Study, sf: Path, planned: list[str], recs: dict[str, TrialRecord], envs: dict[str, dict[str, Any]],
-             best_id: str | None, command: str, root: Path | None) -> dict[str, Any]:  # fmt: skip
+def run_json(
+    st: Study,
+    sf: Path,
+    planned: list[str],
+    recs: dict[str, TrialRecord],
+    envs: dict[str, dict[str, Any]],
+    best_id: str | None,
+    command: str,
+    root: Path | None,
+) -> dict[str, Any]:
     """run.json: the study file and its hash, seeds, commit, command, hardware, summed wall time, dates,
     counts and per-trial timings of the planned trials (in plan order)."""
     complete = [recs[i] for i in planned if i in recs and recs[i]["state"] == State.COMPLETE]
@@ -98,16 +114,37 @@ def run_json(st: Study, sf: Path, planned: list[str], recs: dict[str, TrialRecor
     starts = [r["started"] for r in complete if r["started"]]
     ends = [r["finished"] for r in complete if r["finished"]]
     dirty = bool(git(["status", "--porcelain", "--untracked-files=no"], root)) if root else None
-    return {"schema": RUN_SCHEMA, "study": st.name, "budget": st.budget, "label": st.label,
-            "study_file": rel_study_path(sf), "study_sha256": sha256_file(sf), "seeds": list(st.seeds),
-            "select": st.select, "commit": git(["rev-parse", "HEAD"], root) if root else None,
-            "dirty": dirty, "command": command, "published": iso(time.time()),
-            "hardware": hardware(list(envs.values())),
-            "wall_s": sum(float(r["timings"].get("total_s") or 0.0) for r in complete),
-            "first_trial_started": iso(min(starts)) if starts else None,
-            "last_trial_finished": iso(max(ends)) if ends else None,
-            "counts": {"planned": len(planned), "complete": len(complete), "failed": len(failed),
-                       "missing": len(planned) - len(complete) - len(failed)},
-            "best": best_id,
-            "trials": {r["id"]: {"timings": r["timings"], "started": r["started"], "finished": r["finished"],
-                                 "env": scrub_env(envs[r["id"]])} for r in complete}}  # fmt: skip
+    return {
+        "schema": RUN_SCHEMA,
+        "study": st.name,
+        "budget": st.budget,
+        "label": st.label,
+        "study_file": rel_study_path(sf),
+        "study_sha256": sha256_file(sf),
+        "seeds": list(st.seeds),
+        "select": st.select,
+        "commit": git(["rev-parse", "HEAD"], root) if root else None,
+        "dirty": dirty,
+        "command": command,
+        "published": iso(time.time()),
+        "hardware": hardware(list(envs.values())),
+        "wall_s": sum(float(r["timings"].get("total_s") or 0.0) for r in complete),
+        "first_trial_started": iso(min(starts)) if starts else None,
+        "last_trial_finished": iso(max(ends)) if ends else None,
+        "counts": {
+            "planned": len(planned),
+            "complete": len(complete),
+            "failed": len(failed),
+            "missing": len(planned) - len(complete) - len(failed),
+        },
+        "best": best_id,
+        "trials": {
+            r["id"]: {
+                "timings": r["timings"],
+                "started": r["started"],
+                "finished": r["finished"],
+                "env": scrub_env(envs[r["id"]]),
+            }
+            for r in complete
+        },
+    }

@@ -54,9 +54,15 @@ def default_out(study: str, budget: str) -> Path:
     return Path("results") / f"{study}-{budget}"
 
 
-def publish_results(study_file: str | Path, budget: str = "full", *, store: str | Path = DEFAULT_PATH,
-                    out: str | Path | None = None, seeds: tuple[int, ...] | None = None,
-                    command: str = "") -> dict[str, Any]:  # fmt: skip
+def publish_results(
+    study_file: str | Path,
+    budget: str = "full",
+    *,
+    store: str | Path = DEFAULT_PATH,
+    out: str | Path | None = None,
+    seeds: tuple[int, ...] | None = None,
+    command: str = "",
+) -> dict[str, Any]:
     """Write results/<study>-<budget>/ (or out) atomically from a store, as `fmlab publish` does:
     trials.csv, epochs.csv, the report's summary and figures, run.json, best/ (a temporary folder next to
     it, renamed over it). Returns run.json (+ out).
@@ -74,8 +80,10 @@ def publish_results(study_file: str | Path, budget: str = "full", *, store: str 
 def check_store(s: Store, st: Study) -> None:
     """The store knows the study and holds trials under its budget; else one clear error."""
     if st.budget not in s.study(st.name)["budgets"]:
-        raise StoreError(f"{s.path}: study '{st.name}' has no trials under budget '{st.budget}'; "
-                         f"run 'fmlab sweep {st.path} --budget {st.budget}' first")  # fmt: skip
+        raise StoreError(
+            f"{s.path}: study '{st.name}' has no trials under budget '{st.budget}'; "
+            f"run 'fmlab sweep {st.path} --budget {st.budget}' first"
+        )
 
 
 def record_study_row(st: Study, store: str | Path = DEFAULT_PATH) -> None:
@@ -89,8 +97,9 @@ def record_study_row(st: Study, store: str | Path = DEFAULT_PATH) -> None:
         s.record_study(st)
 
 
-def write_results(st: Study, *, store: str | Path = DEFAULT_PATH, out: str | Path | None = None,
-                  command: str = "") -> dict[str, Any]:  # fmt: skip
+def write_results(
+    st: Study, *, store: str | Path = DEFAULT_PATH, out: str | Path | None = None, command: str = ""
+) -> dict[str, Any]:
     """The results folder of a loaded study, as publish_results describes it, from a store it only reads
     (record_study_row first, for a report that follows the study file's analysis keys)."""
     from fmlab.api.handles import StoreHandle

@@ -28,10 +28,24 @@ from fmlab.cli.listings import print_report_summary as print_report_summary
 from fmlab.errors import FmlabError
 
 COMMANDS: list[type[Command]] = [
-    dataset.DataCheck, dataset.DataFetch, running.Train, timing.BenchTrain, timing.Speedrun, listings.Report,
-    running.Sweep, running.Watch, listings.Ls, listings.Show, listings.Results, listings.Publish, listings.Import,
-    products.Params, products.Bench, products.Export, products.Predict,
-]  # fmt: skip
+    dataset.DataCheck,
+    dataset.DataFetch,
+    running.Train,
+    timing.BenchTrain,
+    timing.Speedrun,
+    listings.Report,
+    running.Sweep,
+    running.Watch,
+    listings.Ls,
+    listings.Show,
+    listings.Results,
+    listings.Publish,
+    listings.Import,
+    products.Params,
+    products.Bench,
+    products.Export,
+    products.Predict,
+]
 GROUPS = {"data": "check or fetch the dataset"}  # a group's commands are its actions: `fmlab data check`
 
 
@@ -39,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     from fmlab.version import __version__
 
     shared = shared_parsers()
-    ap = argparse.ArgumentParser(prog="fmlab", description="Training experiments on Fashion-MNIST.",
-                                 epilog="--debug (anywhere on the line, or FMLAB_DEBUG=1): show the traceback "
-                                 "behind a one-line error")  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="fmlab",
+        description="Training experiments on Fashion-MNIST.",
+        epilog="--debug (anywhere on the line, or FMLAB_DEBUG=1): show the traceback behind a one-line error",
+    )
     ap.add_argument("--version", action="version", version=f"fmlab {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     groups: dict[str, Any] = {}  # group -> its subparsers
@@ -51,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         if group and group not in groups:
             g = sub.add_parser(group, help=GROUPS[group])
             groups[group] = g.add_subparsers(dest=f"{group}_cmd", required=True, metavar="ACTION")
-        p = (groups[group] if group else sub).add_parser(action, help=cmd.help,
-                                                         parents=[shared[k] for k in cmd.parents])  # fmt: skip
+        p = (groups[group] if group else sub).add_parser(
+            action, help=cmd.help, parents=[shared[k] for k in cmd.parents]
+        )
         cmd.add_arguments(p)
         p.set_defaults(func=cmd.run)
     return ap
@@ -95,4 +112,3 @@ def _stdout_gone() -> bool:
         return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
     except (AttributeError, OSError, ValueError):  # no poll (Windows) or no stdout fd: trust the error
         return True
-

@@ -69,8 +69,9 @@ def print_table(header: list[str], rows: list[list[str]], right: tuple[int, ...]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                         enumerate(zip(cells, widths, strict=True))).rstrip()  # fmt: skip
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     print(line(header))
     for r in rows:
@@ -79,8 +80,9 @@ def print_table(header: list[str], rows: list[list[str]], right: tuple[int, ...]
 
 def cell_text(cell: dict[str, Any]) -> str:
     """'pool=max batch_size=64', or for an arm shared with others 'arm=bn also=bn_bias'."""
-    return " ".join(f"{k.split('.')[-1]}={','.join(map(str, v)) if isinstance(v, list) else v}"
-                    for k, v in cell.items())  # fmt: skip
+    return " ".join(
+        f"{k.split('.')[-1]}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in cell.items()
+    )
 
 
 def metric_text(r: dict, k: str) -> str:

@@ -20,16 +20,29 @@ class DataCheck(Command):
             out_json(rep)
         else:
             files = rep["files"]
-            print_table(["check", "file", "items", "sha256", "path"],
-                        [["OK" if f["sha256_ok"] and f["count_ok"] else "MISMATCH", f["name"], str(f["count"]),
-                          f"{f['sha256'][:16]}…", str(f["path"])] for f in files], right=(2,))  # fmt: skip
+            print_table(
+                ["check", "file", "items", "sha256", "path"],
+                [
+                    [
+                        "OK" if f["sha256_ok"] and f["count_ok"] else "MISMATCH",
+                        f["name"],
+                        str(f["count"]),
+                        f"{f['sha256'][:16]}…",
+                        str(f["path"]),
+                    ]
+                    for f in files
+                ],
+                right=(2,),
+            )
             labels = [f for f in files if "per_class" in f]
             if labels:  # one column per label file: the counts per class side by side
                 classes = list(dict.fromkeys(c for f in labels for c in f["per_class"]))
                 print()
-                print_table(["class", *(f["name"] for f in labels)],
-                            [[c, *(str(f["per_class"].get(c, 0)) for f in labels)] for c in classes],
-                            right=tuple(range(1, len(labels) + 1)))  # fmt: skip
+                print_table(
+                    ["class", *(f["name"] for f in labels)],
+                    [[c, *(str(f["per_class"].get(c, 0)) for f in labels)] for c in classes],
+                    right=tuple(range(1, len(labels) + 1)),
+                )
         if not rep["ok"]:
             err(f"fmlab: error: some files do not match upstream (see above); {data.FIX}")
             return 1

@@ -29,13 +29,35 @@ class Ls(Command):
         if args.format == "json":
             out_json(recs)
             return 0
-        cols = ["id", "study", "budget", "state", "seed", "cell", "val_acc", "val_loss", "test_acc", "best_epoch",
-                "time"]
-        rows = [[r["id"], r["study"] or "", r["label"] or "", r["state"], str(r["seed"]),
-                 cell_text(r["cell"]),
-                 metric_text(r, "val_acc"), metric_text(r, "val_loss"), metric_text(r, "test_acc"),
-                 str(r["best_epoch"] or ""), fmt_secs(r["timings"]["total_s"]) if r["timings"] else ""]
-                for r in recs]  # fmt: skip
+        cols = [
+            "id",
+            "study",
+            "budget",
+            "state",
+            "seed",
+            "cell",
+            "val_acc",
+            "val_loss",
+            "test_acc",
+            "best_epoch",
+            "time",
+        ]
+        rows = [
+            [
+                r["id"],
+                r["study"] or "",
+                r["label"] or "",
+                r["state"],
+                str(r["seed"]),
+                cell_text(r["cell"]),
+                metric_text(r, "val_acc"),
+                metric_text(r, "val_loss"),
+                metric_text(r, "test_acc"),
+                str(r["best_epoch"] or ""),
+                fmt_secs(r["timings"]["total_s"]) if r["timings"] else "",
+            ]
+            for r in recs
+        ]
         print_table(cols, rows)
         err(f"{len(recs)} trial(s)")
         return 0
@@ -56,8 +78,12 @@ class Show(Command):
         if args.format == "json":
             out_json(rec)
             return 0
-        rows = [["trial", rec["id"]], ["state", rec["state"]], ["seed", str(rec["seed"])],
-                ["attempts", str(rec["attempts"])]]  # fmt: skip
+        rows = [
+            ["trial", rec["id"]],
+            ["state", rec["state"]],
+            ["seed", str(rec["seed"])],
+            ["attempts", str(rec["attempts"])],
+        ]
         rows += [["study", f"{s['study']} ({s['budget']})"] for s in rec["studies"]]
         if rec["cell"]:
             rows.append(["cell", " ".join(f"{k}={v}" for k, v in rec["cell"].items())])
@@ -74,8 +100,11 @@ class Show(Command):
         if rec["epochs"]:
             fmt = {"epoch": "{:d}", "lr": "{:.2e}", "epoch_s": "{:.1f}"}
             print()
-            print_table(list(EPOCH_ROW), [[fmt.get(c, "{:.4f}").format(e[c]) for c in EPOCH_ROW]
-                                          for e in rec["epochs"]], right=tuple(range(len(EPOCH_ROW))))  # fmt: skip
+            print_table(
+                list(EPOCH_ROW),
+                [[fmt.get(c, "{:.4f}").format(e[c]) for c in EPOCH_ROW] for e in rec["epochs"]],
+                right=tuple(range(len(EPOCH_ROW))),
+            )
         if rec["traceback"]:
             print(rec["traceback"].rstrip())
         if rec["log"]:
@@ -91,8 +120,12 @@ class Results(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("study")
         p.add_argument("--out", help="output folder (trials.csv, epochs.csv)")
-        p.add_argument("--tensorboard", metavar="DIR", help="also (or instead) write one TensorBoard run per trial to "
-                       "DIR from the store, replacing earlier runs of these trials (needs fmlab[tensorboard])")
+        p.add_argument(
+            "--tensorboard",
+            metavar="DIR",
+            help="also (or instead) write one TensorBoard run per trial to "
+            "DIR from the store, replacing earlier runs of these trials (needs fmlab[tensorboard])",
+        )
         p.add_argument("--as", dest="as_", choices=["csv", "jsonl"], default="csv")
         p.add_argument("--budget", help="which budget's trials (needed when the study has several)")
 
@@ -104,8 +137,10 @@ class Results(Command):
         h = api.open_store(store_path(args)).study(args.study, args.budget)
         if args.tensorboard:
             ids = h.tensorboard(args.tensorboard)
-            err(f"wrote {len(ids)} TensorBoard run(s) to {args.tensorboard}; "
-                f"view: tensorboard --logdir {args.tensorboard}")
+            err(
+                f"wrote {len(ids)} TensorBoard run(s) to {args.tensorboard}; "
+                f"view: tensorboard --logdir {args.tensorboard}"
+            )
         for p in h.export(args.out, args.as_) if args.out else []:
             err(f"wrote {p}")
         return 0
@@ -146,9 +181,11 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
     con = PipeConsole()
     con.soft_wrap = not con.is_terminal  # a log or a pipe gets whole lines (grep finds them); a terminal wraps
     c = rep["counts"]
-    con.print(f"[bold]{rep['label']}[/bold]: {c['complete']} of {c['planned']} planned trials complete, "
-              f"{c['failed']} failed, {c['waiting'] + c['running']} unfinished, {c['missing']} missing; "
-              f"{c['seeds']} seed(s)")  # fmt: skip
+    con.print(
+        f"[bold]{rep['label']}[/bold]: {c['complete']} of {c['planned']} planned trials complete, "
+        f"{c['failed']} failed, {c['waiting'] + c['running']} unfinished, {c['missing']} missing; "
+        f"{c['seeds']} seed(s)"
+    )
     if rep.get("answer"):  # the plain answer first (fmlab.report.answer), then the statistics
         from fmlab.report.answer import lines
 
@@ -206,8 +243,10 @@ class Publish(Command):
         publish.record_study_row(st, store_path(args))
         run = publish.write_results(st, store=store_path(args), out=args.out, command=shlex.join(argv))
         c = run["counts"]
-        err(f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
-            f"{c['missing']} missing; best {run['best'] or 'none yet'}")  # fmt: skip
+        err(
+            f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
+            f"{c['missing']} missing; best {run['best'] or 'none yet'}"
+        )
         return 0
 
 
@@ -224,7 +263,9 @@ class Import(Command):
 
         r = import_results(args.folder, store=store_path(args))
         failed = f", {r['failed']} FAILED" if r["failed"] else ""
-        err(f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s){failed}, {r['already']} "
+        err(
+            f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s){failed}, {r['already']} "
             f"already in {store_path(args)}; {r['planned']} planned; "
-            f"best checkpoint {r['best'] or 'none'}")  # fmt: skip
+            f"best checkpoint {r['best'] or 'none'}"
+        )
         return 0

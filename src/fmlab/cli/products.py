@@ -41,12 +41,20 @@ class Params(CkptCommand):
         if args.format == "json":
             out_json(rep)
             return 0
-        rows = [[r["layer"], r["type"], ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items()),
-                 f"{r['params']:,}"] for r in rep["layers"]]  # fmt: skip
-        print_table(["layer", "type", "shapes", "params"], [*rows, ["total", "", "", f"{rep['total']:,}"]],
-                    right=(3,))  # fmt: skip
-        print(f"size: {rep['fp32_mb']:.3f} MB as fp32, {rep['disk_mb']:.3f} MB on disk ({rep['disk_bytes']:,} bytes, "
-              f"{Path(rep['checkpoint']) / 'best.safetensors'}); MB = 10^6 bytes")
+        rows = [
+            [
+                r["layer"],
+                r["type"],
+                ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["shapes"].items()),
+                f"{r['params']:,}",
+            ]
+            for r in rep["layers"]
+        ]
+        print_table(["layer", "type", "shapes", "params"], [*rows, ["total", "", "", f"{rep['total']:,}"]], right=(3,))
+        print(
+            f"size: {rep['fp32_mb']:.3f} MB as fp32, {rep['disk_mb']:.3f} MB on disk ({rep['disk_bytes']:,} bytes, "
+            f"{Path(rep['checkpoint']) / 'best.safetensors'}); MB = 10^6 bytes"
+        )
         return 0
 
 
@@ -61,8 +69,11 @@ class Bench(CkptCommand):
         p.add_argument("--runs", type=int, default=1000, help="timed batch-1 calls after warm-up (default 1000)")
         p.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (default 10)")
         p.add_argument("--batches", default="256,1024", help="batch sizes for throughput (default 256,1024)")
-        p.add_argument("--runtimes", help="comma list of torch_eager, torch_script, torch_compile, ort_fp32, "
-                       "ort_int8 (default all but torch_compile: minutes to compile cold, no faster here)")
+        p.add_argument(
+            "--runtimes",
+            help="comma list of torch_eager, torch_script, torch_compile, ort_fp32, "
+            "ort_int8 (default all but torch_compile: minutes to compile cold, no faster here)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from fmlab.deploy import bench
@@ -72,17 +83,38 @@ class Bench(CkptCommand):
         bench.check_runtimes(runtimes)
         batches = positive_ints(args.batches, "--batches")
         err(f"benchmarking {ld.ckpt_dir} on {', '.join(runtimes)}: {args.runs} batch-1 runs, batches {batches} ...")
-        rep = bench.bench(ld, threads=args.threads, latency_threads=args.latency_threads, runs=args.runs,
-                          batches=batches, repeats=args.repeats, runtimes=runtimes, data_dir=args.data_dir)  # fmt: skip
+        rep = bench.bench(
+            ld,
+            threads=args.threads,
+            latency_threads=args.latency_threads,
+            runs=args.runs,
+            batches=batches,
+            repeats=args.repeats,
+            runtimes=runtimes,
+            data_dir=args.data_dir,
+        )
         bs = [str(b) for b in batches]
-        rows = [[r["runtime"], f"{r['latency']['p50_ms']:.3f}", f"{r['latency']['p99_ms']:.3f}",
-                 *(f"{r['images_per_s'][b]:,.0f}" for b in bs), f"{100 * r['test_acc']:.2f}%", f"{r['prep_s']:.1f}"]
-                for r in rep["results"]]  # fmt: skip
-        print_table(["runtime", "p50 ms", "p99 ms", *(f"img/s @{b}" for b in bs), "test acc", "prep s"], rows,
-                    right=tuple(range(1, len(bs) + 5)))  # fmt: skip
-        print(f"batch 1 on {rep['latency_threads']} thread(s), batches on {rep['threads']}; latency = one call "
-              f"(ORT: session.run incl. input binding), p50/p99 of {rep['runs']} after warm-up; img/s = batch / "
-              f"median of {rep['repeats']} calls; prep = trace/compile/session time, not in latency")  # fmt: skip
+        rows = [
+            [
+                r["runtime"],
+                f"{r['latency']['p50_ms']:.3f}",
+                f"{r['latency']['p99_ms']:.3f}",
+                *(f"{r['images_per_s'][b]:,.0f}" for b in bs),
+                f"{100 * r['test_acc']:.2f}%",
+                f"{r['prep_s']:.1f}",
+            ]
+            for r in rep["results"]
+        ]
+        print_table(
+            ["runtime", "p50 ms", "p99 ms", *(f"img/s @{b}" for b in bs), "test acc", "prep s"],
+            rows,
+            right=tuple(range(1, len(bs) + 5)),
+        )
+        print(
+            f"batch 1 on {rep['latency_threads']} thread(s), batches on {rep['threads']}; latency = one call "
+            f"(ORT: session.run incl. input binding), p50/p99 of {rep['runs']} after warm-up; img/s = batch / "
+            f"median of {rep['repeats']} calls; prep = trace/compile/session time, not in latency"
+        )
         out_json(rep)
         return 0
 
@@ -106,12 +138,16 @@ class Export(CkptCommand):
         for kind in ("fp32", "int8"):
             if kind in rep:
                 p = rep[kind]
-                err(f"{kind}: test acc {100 * p['test_acc']:.2f}% (torch {100 * rep['torch_test_acc']:.2f}%), "
+                err(
+                    f"{kind}: test acc {100 * p['test_acc']:.2f}% (torch {100 * rep['torch_test_acc']:.2f}%), "
                     f"argmax agreement with torch {100 * p['argmax_agreement']:.2f}%, "
-                    f"max |log-prob diff| {p['max_abs_diff']:.2e}, {p['size_mb']:.3f} MB")  # fmt: skip
+                    f"max |log-prob diff| {p['max_abs_diff']:.2e}, {p['size_mb']:.3f} MB"
+                )
         if args.int8:
-            err(f"int8 accuracy drop vs fp32: {rep['int8_acc_drop_pts']:+.2f} pts "
-                f"(calibrated on {rep['int8']['calibration_images']} training images)")  # fmt: skip
+            err(
+                f"int8 accuracy drop vs fp32: {rep['int8_acc_drop_pts']:+.2f} pts "
+                f"(calibrated on {rep['int8']['calibration_images']} training images)"
+            )
         err(f"wrote {rep['out']} (checked with onnx.checker; classes and normalisation in metadata_props)")
         out_json(rep)
         return 0

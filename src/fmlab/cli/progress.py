@@ -31,14 +31,17 @@ class SweepDisplay:
             from rich.console import Console
             from rich.live import Live
 
-            self.panel = Live(console=Console(stderr=True), refresh_per_second=2, transient=True,
-                              get_renderable=self.render)  # fmt: skip
+            self.panel = Live(
+                console=Console(stderr=True), refresh_per_second=2, transient=True, get_renderable=self.render
+            )
             self.panel.start()
 
     def line(self, p: Any) -> str:
         elsewhere = f" (+{p.elsewhere} in another sweep)" if p.elsewhere else ""
-        return (f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
-                f"elapsed {fmt_secs(time.time() - p.started)}, ETA {fmt_secs(p.eta_s())}")  # fmt: skip
+        return (
+            f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
+            f"elapsed {fmt_secs(time.time() - p.started)}, ETA {fmt_secs(p.eta_s())}"
+        )
 
     def render(self) -> Any:
         from rich.console import Group

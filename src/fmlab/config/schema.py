@@ -18,9 +18,24 @@ from typing import Any, Literal
 from fmlab.config.values import check_range, convert, parse_sets
 from fmlab.errors import ConfigError
 
-__all__ = ["SCHEMA", "SECTIONS", "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "allowed_keys",
-           "canonical_json", "check", "coerce", "from_dict", "hash_dict", "parse_sets", "trial_id",
-           "with_overrides"]  # fmt: skip  (ConfigError from errors.py, parse_sets from values.py: re-exported)
+__all__ = [
+    "SCHEMA",
+    "SECTIONS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "allowed_keys",
+    "canonical_json",
+    "check",
+    "coerce",
+    "from_dict",
+    "hash_dict",
+    "parse_sets",
+    "trial_id",
+    "with_overrides",
+]  # ConfigError from errors.py, parse_sets from values.py: re-exported
 
 SCHEMA = "fmlab.config/1"
 
@@ -107,8 +122,11 @@ class Config:
         }
         t = dataclasses.replace(t, **{k: _default(TrainConfig, k) for k, off in unused.items() if off})
         if d.erase_p == 0:
-            d = dataclasses.replace(d, erase_area_min=_default(DataConfig, "erase_area_min"),
-                                    erase_area_max=_default(DataConfig, "erase_area_max"))  # fmt: skip
+            d = dataclasses.replace(
+                d,
+                erase_area_min=_default(DataConfig, "erase_area_min"),
+                erase_area_max=_default(DataConfig, "erase_area_max"),
+            )
         return dataclasses.replace(self, model=m, data=d, train=t)
 
     def to_dict(self) -> dict[str, Any]:

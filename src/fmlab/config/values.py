@@ -42,9 +42,7 @@ def convert(key: str, typ: Any, value: Any) -> Any:
                 return cands[0]
         elif any(a == value and type(a) is type(value) for a in allowed):
             return value
-        raise ConfigError(
-            f"bad value {value!r} for '{key}'; allowed: {', '.join(repr(a) for a in allowed)}"
-        )
+        raise ConfigError(f"bad value {value!r} for '{key}'; allowed: {', '.join(repr(a) for a in allowed)}")
     if origin is tuple:
         items = value
         if isinstance(value, str):

@@ -47,8 +47,9 @@ def gaussian_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.T
     return x + std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
 
-def erase_boxes(n: int, h: int, w: int, area: tuple[float, float], gen: torch.Generator,
-                device: torch.device) -> torch.Tensor:  # fmt: skip
+def erase_boxes(
+    n: int, h: int, w: int, area: tuple[float, float], gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """[n, 4] integer boxes (top, left, height, width) whose area is in area (fractions of h*w),
     up to whole-pixel rounding where the range is narrower than one row of pixels."""
     lo, hi = area[0] * h * w, area[1] * h * w
@@ -63,8 +64,9 @@ def erase_boxes(n: int, h: int, w: int, area: tuple[float, float], gen: torch.Ge
     return torch.stack([top, left, bh, bw], 1).long()
 
 
-def random_erase(x: torch.Tensor, p: float, area: tuple[float, float], gen: torch.Generator,
-                 fill: float = 0.0) -> torch.Tensor:  # fmt: skip
+def random_erase(
+    x: torch.Tensor, p: float, area: tuple[float, float], gen: torch.Generator, fill: float = 0.0
+) -> torch.Tensor:
     """With probability p per image, set one random rectangle (area in `area`, a fraction of the
     image) to fill."""
     n, _, h, w = x.shape

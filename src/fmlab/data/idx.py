@@ -21,9 +21,17 @@ from fmlab.config.schema import DataConfig
 from fmlab.errors import FmlabError
 
 CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 # Upstream's decompressed content: SHA-256 and item count.
 FILES = {
@@ -31,7 +39,7 @@ FILES = {
     "train-labels-idx1-ubyte": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_000),
     "t10k-images-idx3-ubyte": ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 10_000),
     "t10k-labels-idx1-ubyte": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_000),
-}  # fmt: skip
+}
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 UPSTREAM_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FIX = (
@@ -123,8 +131,14 @@ def check(data_dir: str | Path | None = None) -> dict:
         buf = read_bytes(path)
         arr = parse_idx(buf, path)
         got = hashlib.sha256(buf).hexdigest()
-        entry = {"name": name, "path": str(path), "sha256": got, "sha256_ok": got == want_hash,
-                 "count": int(arr.shape[0]), "count_ok": arr.shape[0] == want_n}  # fmt: skip
+        entry = {
+            "name": name,
+            "path": str(path),
+            "sha256": got,
+            "sha256_ok": got == want_hash,
+            "count": int(arr.shape[0]),
+            "count_ok": arr.shape[0] == want_n,
+        }
         if "labels" in name:
             entry["per_class"] = {c: int(n) for c, n in zip(CLASSES, np.bincount(arr, minlength=10))}
         files.append(entry)
@@ -212,8 +226,7 @@ def load(cfg: DataConfig, data_dir: str | Path | None = None) -> Dataset:
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy(np.array(x)), torch.from_numpy(y.astype(np.int64)))
 
-    return Dataset(split(tx[tr_idx], ty[tr_idx]), split(tx[val_idx], ty[val_idx]), split(sx, sy),
-                   cfg.mean, cfg.std)  # fmt: skip
+    return Dataset(split(tx[tr_idx], ty[tr_idx]), split(tx[val_idx], ty[val_idx]), split(sx, sy), cfg.mean, cfg.std)
 
 
 def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:

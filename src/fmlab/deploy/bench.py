@@ -42,8 +42,12 @@ def latency(fn: Fn, x: Any, runs: int, warmup: int) -> dict[str, float]:
         t = clock()
         fn(x)
         ts.append(clock() - t)
-    return {"p50_ms": percentile_ms(ts, 50), "p99_ms": percentile_ms(ts, 99),
-            "mean_ms": float(np.mean(ts) / 1e6), "runs": runs}  # fmt: skip
+    return {
+        "p50_ms": percentile_ms(ts, 50),
+        "p99_ms": percentile_ms(ts, 99),
+        "mean_ms": float(np.mean(ts) / 1e6),
+        "runs": runs,
+    }
 
 
 def throughput(fn: Fn, x: Any, repeats: int) -> float:
@@ -110,9 +114,18 @@ def check_runtimes(runtimes: tuple[str, ...]) -> None:
         raise InferError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
 
 
-def bench(ld: Loaded, *, threads: int = 0, latency_threads: int = 1, runs: int = 1000,
-          batches: tuple[int, ...] = (256, 1024), repeats: int = 10, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES,
-          calib_n: int = 500, data_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def bench(
+    ld: Loaded,
+    *,
+    threads: int = 0,
+    latency_threads: int = 1,
+    runs: int = 1000,
+    batches: tuple[int, ...] = (256, 1024),
+    repeats: int = 10,
+    runtimes: tuple[str, ...] = DEFAULT_RUNTIMES,
+    calib_n: int = 500,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Per runtime: batch-1 latency, throughput per batch size, test accuracy; plus the setting."""
     check_runtimes(runtimes)
     if runs < 1 or repeats < 1:
@@ -121,10 +134,17 @@ def bench(ld: Loaded, *, threads: int = 0, latency_threads: int = 1, runs: int =
     old_threads = torch.get_num_threads()
     x, y = test_set(ld, data_dir)
     xn, yn = x.numpy(), y.numpy()
-    report: dict[str, Any] = {"checkpoint": str(ld.ckpt_dir), "trial_id": ld.trial_id, "threads": threads,
-                              "latency_threads": latency_threads, "runs": runs, "repeats": repeats,
-                              "batches": list(batches), "env": env.provenance(torch.device("cpu")),
-                              "results": []}  # fmt: skip
+    report: dict[str, Any] = {
+        "checkpoint": str(ld.ckpt_dir),
+        "trial_id": ld.trial_id,
+        "threads": threads,
+        "latency_threads": latency_threads,
+        "runs": runs,
+        "repeats": repeats,
+        "batches": list(batches),
+        "env": env.provenance(torch.device("cpu")),
+        "results": [],
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="fmlab-bench-") as tmp:
             onnx_paths: dict[str, Path] = {}
@@ -133,8 +153,9 @@ def bench(ld: Loaded, *, threads: int = 0, latency_threads: int = 1, runs: int =
                 onnx_paths = build_models(ld, Path(tmp), "ort_int8" in runtimes, calib_n, data_dir)
                 report["onnx_build_s"] = time.perf_counter() - t0
             for name in runtimes:
-                report["results"].append(_one(Runtime(name, ld, onnx_paths), xn, yn, threads, latency_threads,
-                                              runs, batches, repeats))  # fmt: skip
+                report["results"].append(
+                    _one(Runtime(name, ld, onnx_paths), xn, yn, threads, latency_threads, runs, batches, repeats)
+                )
     finally:
         torch.set_num_threads(old_threads)
     rs = report["results"]
@@ -143,8 +164,16 @@ def bench(ld: Loaded, *, threads: int = 0, latency_threads: int = 1, runs: int =
     return report
 
 
-def _one(rt: Runtime, xn: np.ndarray, yn: np.ndarray, threads: int, latency_threads: int, runs: int,
-         batches: tuple[int, ...], repeats: int) -> dict[str, Any]:  # fmt: skip
+def _one(
+    rt: Runtime,
+    xn: np.ndarray,
+    yn: np.ndarray,
+    threads: int,
+    latency_threads: int,
+    runs: int,
+    batches: tuple[int, ...],
+    repeats: int,
+) -> dict[str, Any]:
     one = rt.make(latency_threads, [xn[:1]])
     lat = latency(one, rt.convert(xn[:1]), runs, warmup=max(50, runs // 10))
     del one
@@ -153,5 +182,10 @@ def _one(rt: Runtime, xn: np.ndarray, yn: np.ndarray, threads: int, latency_thre
     big = rt.make(threads, [xn[:b] for b in batches] + [chunks[-1]])
     ips = {str(b): throughput(big, rt.convert(xn[:b]), repeats) for b in batches}
     logp = np.concatenate([rt.logp(big(rt.convert(c))) for c in chunks])
-    return {"runtime": rt.name, "latency": lat, "images_per_s": ips,
-            "test_acc": float((logp.argmax(1) == yn).mean()), "prep_s": rt.prep_s}  # fmt: skip
+    return {
+        "runtime": rt.name,
+        "latency": lat,
+        "images_per_s": ips,
+        "test_acc": float((logp.argmax(1) == yn).mean()),
+        "prep_s": rt.prep_s,
+    }

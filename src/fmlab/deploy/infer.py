@@ -85,8 +85,9 @@ def load(ref: str | Path, store: str | Path | None = None) -> Loaded:
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         why = " ".join(s.strip() for s in first[1:3]) if len(first) > 1 else first[0]
-        raise CheckpointError(f"{d / 'best.safetensors'}: weights do not fit the network in trial.json "
-                              f"({why})") from None  # fmt: skip
+        raise CheckpointError(
+            f"{d / 'best.safetensors'}: weights do not fit the network in trial.json ({why})"
+        ) from None
     net.eval()
     inp = meta.get("input") or {}
     try:
@@ -109,12 +110,25 @@ def param_table(ld: Loaded) -> dict[str, Any]:
         ps = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
         if not ps:
             continue
-        rows.append({"layer": name, "type": type(mod).__name__,
-                     "shapes": {n: list(p.shape) for n, p in ps}, "params": sum(p.numel() for _, p in ps)})  # fmt: skip
+        rows.append(
+            {
+                "layer": name,
+                "type": type(mod).__name__,
+                "shapes": {n: list(p.shape) for n, p in ps},
+                "params": sum(p.numel() for _, p in ps),
+            }
+        )
     total = count_params(ld.net)
     disk = ld.weights_path.stat().st_size
-    return {"checkpoint": str(ld.ckpt_dir), "trial_id": ld.trial_id, "layers": rows, "total": total,
-            "fp32_mb": total * 4 / 1e6, "disk_mb": disk / 1e6, "disk_bytes": disk}  # fmt: skip
+    return {
+        "checkpoint": str(ld.ckpt_dir),
+        "trial_id": ld.trial_id,
+        "layers": rows,
+        "total": total,
+        "fp32_mb": total * 4 / 1e6,
+        "disk_mb": disk / 1e6,
+        "disk_bytes": disk,
+    }
 
 
 def test_set(ld: Loaded, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +236,13 @@ def predict_pixels(ld: Loaded, pixels: np.ndarray, names: list[str], top: int = 
     out = []
     for f, pr in zip(names, probs, strict=True):
         p, i = pr.topk(min(top, len(ld.classes)))
-        out.append({"file": f, "top": [{"class": ld.classes[j], "index": int(j), "prob": float(q)}
-                                       for q, j in zip(p.tolist(), i.tolist(), strict=True)]})  # fmt: skip
+        out.append(
+            {
+                "file": f,
+                "top": [
+                    {"class": ld.classes[j], "index": int(j), "prob": float(q)}
+                    for q, j in zip(p.tolist(), i.tolist(), strict=True)
+                ],
+            }
+        )
     return out

@@ -84,8 +84,11 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, k, padding=k // 2, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         nn.init.zeros_(self.bn2.weight)
-        self.short = nn.Identity() if c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))  # fmt: skip
+        self.short = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        )
         self.act2 = activation(act, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,8 +104,11 @@ class ResNet(nn.Module):
         super().__init__()
         pool = nn.AvgPool2d if cfg.pool == "avg" else nn.MaxPool2d
         k, w0 = cfg.kernel_size, cfg.widths[0]
-        layers: list[nn.Module] = [nn.Conv2d(1, w0, k, padding=k // 2, bias=False), nn.BatchNorm2d(w0),
-                                   activation(cfg.activation, w0)]  # fmt: skip
+        layers: list[nn.Module] = [
+            nn.Conv2d(1, w0, k, padding=k // 2, bias=False),
+            nn.BatchNorm2d(w0),
+            activation(cfg.activation, w0),
+        ]
         c_in = w0
         for i, c_out in enumerate(cfg.widths):
             if i:

@@ -65,8 +65,17 @@ class PackedDropout(nn.Module):
 
 def _packed_leaf(m: nn.Module, k: int, rates: Sequence[float], gens: Sequence[torch.Generator]) -> nn.Module:
     if isinstance(m, nn.Conv2d):
-        return nn.Conv2d(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding,  # type: ignore[arg-type]
-                         m.dilation, k * m.groups, m.bias is not None, m.padding_mode)  # fmt: skip
+        return nn.Conv2d(
+            k * m.in_channels,
+            k * m.out_channels,
+            m.kernel_size,
+            m.stride,
+            m.padding,  # type: ignore[arg-type]
+            m.dilation,
+            k * m.groups,
+            m.bias is not None,
+            m.padding_mode,
+        )
     if isinstance(m, nn.BatchNorm2d):
         return nn.BatchNorm2d(k * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
     if isinstance(m, nn.PReLU) and m.num_parameters > 1:
@@ -76,8 +85,10 @@ def _packed_leaf(m: nn.Module, k: int, rates: Sequence[float], gens: Sequence[to
     if isinstance(m, nn.Dropout):
         return PackedDropout(rates, gens)
     if any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
-        raise ValueError(f"cannot pack a {type(m).__name__} layer (fmlab.training.packed knows Conv2d, BatchNorm2d, "
-                         "PReLU, Linear, Dropout and parameter-free layers); use --pack off")  # fmt: skip
+        raise ValueError(
+            f"cannot pack a {type(m).__name__} layer (fmlab.training.packed knows Conv2d, BatchNorm2d, "
+            "PReLU, Linear, Dropout and parameter-free layers); use --pack off"
+        )
     return copy.deepcopy(m)  # activations, pooling, flatten, identity: channel-wise already
 
 
@@ -99,8 +110,10 @@ class PackedNet(nn.Module):
 
     def __init__(self, template: nn.Module, k: int, rates: Sequence[float], gens: Sequence[torch.Generator]) -> None:
         super().__init__()
-        if not (isinstance(getattr(template, "features", None), nn.Module)
-                and isinstance(getattr(template, "fc", None), nn.Linear)):  # fmt: skip
+        if not (
+            isinstance(getattr(template, "features", None), nn.Module)
+            and isinstance(getattr(template, "fc", None), nn.Linear)
+        ):
             raise ValueError(f"cannot pack {type(template).__name__}: it is not features + fc; use --pack off")
         self.k = k
         self.features = pack_module(template.features, k, rates, gens)
@@ -114,9 +127,14 @@ class PackedNet(nn.Module):
 def stack(parts: Sequence[dict[str, torch.Tensor]], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """K single-network tensors per name -> the packed tensor of like's shape (a 0-d tensor, such as
     BatchNorm's batch count, is the same in every network and is taken from the first)."""
-    return {n: (parts[0][n].clone() if ref.ndim == 0 else
-                torch.stack([p[n].to(ref.device) for p in parts]).reshape(ref.shape))  # fmt: skip
-            for n, ref in like.items()}
+    return {
+        n: (
+            parts[0][n].clone()
+            if ref.ndim == 0
+            else torch.stack([p[n].to(ref.device) for p in parts]).reshape(ref.shape)
+        )
+        for n, ref in like.items()
+    }
 
 
 def member_slice(v: torch.Tensor, k: int, i: int, shape: torch.Size) -> torch.Tensor:

@@ -19,8 +19,12 @@ from typing import Any
 
 from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
 
-WORDS = {"val_loss": "validation loss", "val_acc": "validation accuracy", "test_acc": "test accuracy",
-         "test_loss": "test loss"}  # fmt: skip
+WORDS = {
+    "val_loss": "validation loss",
+    "val_acc": "validation accuracy",
+    "test_acc": "test accuracy",
+    "test_loss": "test loss",
+}
 LEVEL_WORDS = {("pool", "avg"): "average pooling", ("pool", "max"): "max pooling"}
 REAL = ("matters", "real but smaller than X")
 LIST_UNDECIDED = 6  # the undecided effects named one by one; the rest are counted
@@ -39,7 +43,7 @@ def compose(summ: dict[str, Any]) -> dict[str, Any]:
         t = test.get(e["term"]) if sel != "test_acc" else None
         ans["effects"].append(_effect_sentence(e, sel, t, summ) + caveats.get(e["term"], ""))
     ans["undecided"] = _undecided(summ, eff)
-    ans["claims"] = [f"Claim \"{c['text']}\": {c['verdict']} ({c['why']})." for c in summ.get("claims", [])]
+    ans["claims"] = [f'Claim "{c["text"]}": {c["verdict"]} ({c["why"]}).' for c in summ.get("claims", [])]
     return ans
 
 
@@ -76,8 +80,10 @@ def verdict_words(verdict: str, summ: dict[str, Any], metric: str) -> str:
 
 
 def _ci(e: dict[str, Any], metric: str) -> str:
-    return (f"{fmt_effect(e['estimate'], metric)} [{fmt_effect(e['lo'], metric, False)}, "
-            f"{fmt_effect(e['hi'], metric, False)}]{unit(metric)[1]}")  # fmt: skip
+    return (
+        f"{fmt_effect(e['estimate'], metric)} [{fmt_effect(e['lo'], metric, False)}, "
+        f"{fmt_effect(e['hi'], metric, False)}]{unit(metric)[1]}"
+    )
 
 
 def _effect_sentence(e: dict[str, Any], sel: str, t: dict[str, Any] | None, summ: dict[str, Any]) -> str:
@@ -100,9 +106,11 @@ def _caveats(summ: dict[str, Any]) -> dict[str, str]:
     for r in rows:
         if not r.get("agree", True) and r.get("model_differs"):
             k = r["n_seeds"]
-            out[r["term"]] = (f" Caveat: a seed-paired check over the {k} seeds does not confirm it (Holm p "
-                              f"{fmt_p(r['p_holm']).lstrip('= ')}, df {k - 1}); the verdict rests on the fitted "
-                              f"model's pooled residual (df {r['model_df']:.0f}).")  # fmt: skip
+            out[r["term"]] = (
+                f" Caveat: a seed-paired check over the {k} seeds does not confirm it (Holm p "
+                f"{fmt_p(r['p_holm']).lstrip('= ')}, df {k - 1}); the verdict rests on the fitted "
+                f"model's pooled residual (df {r['model_df']:.0f})."
+            )
     return out
 
 
@@ -156,8 +164,10 @@ def _use(summ: dict[str, Any], eff: list[dict[str, Any]]) -> str:
     if b is None:
         c = summ.get("counts") or {}
         if c.get("cells_complete", 0) == 1 and c.get("complete", 0):
-            return (f"{_prefix(summ)}One cell over {c.get('seeds', 0)} seed(s): no factor to compare, so no effects; "
-                    "its mean test accuracy [95% CI] is in the cells table.")  # fmt: skip
+            return (
+                f"{_prefix(summ)}One cell over {c.get('seeds', 0)} seed(s): no factor to compare, so no effects; "
+                "its mean test accuracy [95% CI] is in the cells table."
+            )
         return f"{_prefix(summ)}No fitted model yet: too few replicated trials to answer anything."
     tie = f"{len(b['set'])} cells tie for best" if len(b["set"]) > 1 else "no other cell ties with it"
     if any(e.get("kind") == "arm" for e in eff):
@@ -176,8 +186,9 @@ def _use(summ: dict[str, Any], eff: list[dict[str, Any]]) -> str:
     parts = [f"Use {_or(use, 'and')}"] if use else [f"No factor is shown to change the {WORDS.get(sel, sel)}"]
     if none:
         verb = "makes" if len(none) == 1 else "make"
-        parts.append(f"{_or(none, 'and')} {verb} no difference larger than {_x(summ, sel)} in the "
-                     f"{WORDS.get(sel, sel)}")  # fmt: skip
+        parts.append(
+            f"{_or(none, 'and')} {verb} no difference larger than {_x(summ, sel)} in the {WORDS.get(sel, sel)}"
+        )
     if undecided:
         parts.append(f"{_or(undecided, 'and')}: undecided")
     return "; ".join(parts) + f" (best cell: {b['best']}; {tie})."
@@ -189,13 +200,17 @@ def _use_arms(summ: dict[str, Any], eff: list[dict[str, Any]], b: dict[str, Any]
     better = [e["term"].split(" vs ")[0] for e in eff if e["verdict"] in REAL and (e["estimate"] > 0) == up]
     worse = [e["term"].split(" vs ")[0] for e in eff if e["verdict"] in REAL and (e["estimate"] > 0) != up]
     none = [e["term"].split(" vs ")[0] for e in eff if e["verdict"] == "no effect larger than X"]
-    parts = [f"Better than the baseline: {_or(better, 'and')}" if better else
-             f"No arm is shown better than the baseline in the {WORDS.get(sel, sel)}"]  # fmt: skip
+    parts = [
+        f"Better than the baseline: {_or(better, 'and')}"
+        if better
+        else f"No arm is shown better than the baseline in the {WORDS.get(sel, sel)}"
+    ]
     if worse:
         parts.append(f"avoid {_or(worse, 'and')}")
     if none:
-        parts.append(f"{_or(none, 'and')} make{'s' if len(none) == 1 else ''} no difference larger than "
-                     f"{_x(summ, sel)}")  # fmt: skip
+        parts.append(
+            f"{_or(none, 'and')} make{'s' if len(none) == 1 else ''} no difference larger than {_x(summ, sel)}"
+        )
     return "; ".join(parts) + f" (best arm: {b['best']}; {tie})."
 
 
@@ -215,5 +230,7 @@ def _undecided(summ: dict[str, Any], eff: list[dict[str, Any]]) -> str | None:
     order = sorted(und, key=lambda t: (need.get(t) is None, need.get(t) or 0))
     named = "; ".join(f"{t} ({seeds(t)})" for t in order[:LIST_UNDECIDED])
     more = f"; and {len(order) - LIST_UNDECIDED} more" if len(order) > LIST_UNDECIDED else ""
-    return (f"Undecided ({len(und)}), the data cannot tell yet; the seeds of every cell the seed plan says "
-            f"would resolve each: {named}{more} (the report's Seeds planned).")  # fmt: skip
+    return (
+        f"Undecided ({len(und)}), the data cannot tell yet; the seeds of every cell the seed plan says "
+        f"would resolve each: {named}{more} (the report's Seeds planned)."
+    )

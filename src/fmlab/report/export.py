@@ -33,12 +33,24 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
         cells = [{"arm": a} for a in [cell["arm"], *r["cell"].get("also", [])]] if arms else [cell]
         tm = r["timings"]
         for c in cells:
-            row = {"id": r["id"], "study": study, "budget": budget, "label": label, "state": r["state"],
-                   "seed": r["seed"], **c, **{m: r["metrics"].get(m) for m in METRICS},
-                   "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"], "n_params": r["n_params"],
-                   "train_s": tm.get("train_s"), "total_s": tm.get("total_s"),
-                   "train_images_per_s": tm.get("train_images_per_s"), "error": r["error"],
-                   "config": json.dumps(r["config"], sort_keys=True)}  # fmt: skip
+            row = {
+                "id": r["id"],
+                "study": study,
+                "budget": budget,
+                "label": label,
+                "state": r["state"],
+                "seed": r["seed"],
+                **c,
+                **{m: r["metrics"].get(m) for m in METRICS},
+                "best_epoch": r["best_epoch"],
+                "stop_reason": r["stop_reason"],
+                "n_params": r["n_params"],
+                "train_s": tm.get("train_s"),
+                "total_s": tm.get("total_s"),
+                "train_images_per_s": tm.get("train_images_per_s"),
+                "error": r["error"],
+                "config": json.dumps(r["config"], sort_keys=True),
+            }
             trials.append(row)
         by_id[r["id"]] = (r["seed"], {"arm": ",".join(c["arm"] for c in cells)} if arms else cell)
     # by seed, then id: the same tables from any store that holds these trials, whatever order it made them
@@ -62,15 +74,22 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     budget = store.pick_budget(study, budget)
     trials, epochs = tables(store, study, budget)
     spec = info["spec"]
-    meta = {"study": study, "budget": budget, "label": spec_label(spec, budget),
-            "select": info["select_metric"], "planned": max(len(trials), _spec_rows(spec, budget)),
-            "description": info["description"],
-            "design": spec.get("design", "grid"), "base": spec.get("base", {}),
-            # the spec is the last swept budget's: its finding/label apply only to that budget
-            "finding": bool(spec.get("finding")) and spec.get("budget") == budget,
-            "budget_note": spec.get("budget_note", "") if spec.get("budget") == budget else "",
-            "min_effect": spec.get("min_effect", {}), "claims": spec.get("claims", []),
-            "transform": spec.get("transform", "none")}  # fmt: skip
+    meta = {
+        "study": study,
+        "budget": budget,
+        "label": spec_label(spec, budget),
+        "select": info["select_metric"],
+        "planned": max(len(trials), _spec_rows(spec, budget)),
+        "description": info["description"],
+        "design": spec.get("design", "grid"),
+        "base": spec.get("base", {}),
+        # the spec is the last swept budget's: its finding/label apply only to that budget
+        "finding": bool(spec.get("finding")) and spec.get("budget") == budget,
+        "budget_note": spec.get("budget_note", "") if spec.get("budget") == budget else "",
+        "min_effect": spec.get("min_effect", {}),
+        "claims": spec.get("claims", []),
+        "transform": spec.get("transform", "none"),
+    }
     if meta["design"] == "arms":
         from fmlab.study.spec import BASELINE
 
@@ -89,8 +108,11 @@ def _spec_rows(spec: dict[str, Any], budget: str) -> int:
     spec is that budget's: a file that gained a cell since the sweep planned its rows counts it as missing."""
     if spec.get("budget") != budget:
         return 0
-    cells = 1 + len(spec.get("arms") or {}) if spec.get("design") == "arms" else math.prod(
-        len(v) for v in (spec.get("factors") or {}).values())  # fmt: skip
+    cells = (
+        1 + len(spec.get("arms") or {})
+        if spec.get("design") == "arms"
+        else math.prod(len(v) for v in (spec.get("factors") or {}).values())
+    )
     return cells * len(spec.get("seeds") or ())
 
 

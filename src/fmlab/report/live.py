@@ -28,8 +28,16 @@ from fmlab.store.db import State, Store
 REPORT_EXTS = (".html", ".md", ".png", ".csv", ".json")  # what build_report writes; other files are left alone
 
 
-def write(store: Store, study: str, budget: str, out_dir: str | Path, *, live: str | None = None,
-          reload_s: int = 10, test_pass: bool = False) -> dict[str, Any]:  # fmt: skip
+def write(
+    store: Store,
+    study: str,
+    budget: str,
+    out_dir: str | Path,
+    *,
+    live: str | None = None,
+    reload_s: int = 10,
+    test_pass: bool = False,
+) -> dict[str, Any]:
     """Build the report in a temporary folder beside out_dir and move its files into out_dir, index.html
     last; report files out_dir held that this build did not write are removed. test_pass: evaluate the
     best trial (on validation) on the test set, as `fmlab report` does. Returns build_report's dict (its
@@ -116,9 +124,11 @@ class LiveReport:
                 sig = self._signature(store)
                 if sig != last:
                     left = sum(s in (State.WAITING, State.RUNNING) for _, s in sig[0])
-                    note = (f"Live: rewritten every {self.every_s:g} s while the sweep runs (last at "
-                            f"{time.strftime('%H:%M:%S %Z')}, {left} trial(s) to go); this page reloads every "
-                            f"{self.reload_s} s. The best trial's test-set pass runs once, at the end.")  # fmt: skip
+                    note = (
+                        f"Live: rewritten every {self.every_s:g} s while the sweep runs (last at "
+                        f"{time.strftime('%H:%M:%S %Z')}, {left} trial(s) to go); this page reloads every "
+                        f"{self.reload_s} s. The best trial's test-set pass runs once, at the end."
+                    )
                     write(store, self.study, self.budget, self.out, live=note, reload_s=self.reload_s)
                     last = sig
                     self.rewrites += 1
@@ -144,6 +154,11 @@ class LiveReport:
 
     def stats(self) -> dict[str, Any]:
         """Rewrites so far: count and wall seconds, this thread's CPU seconds, the time since the start."""
-        return {"rewrites": self.rewrites, "rewrite_s": self.wall_s, "thread_cpu_s": self.cpu_s,
-                "since_start_s": time.time() - self.started, "errors": list(self.errors),
-                "out_dir": str(self.out)}  # fmt: skip
+        return {
+            "rewrites": self.rewrites,
+            "rewrite_s": self.wall_s,
+            "thread_cpu_s": self.cpu_s,
+            "since_start_s": time.time() - self.started,
+            "errors": list(self.errors),
+            "out_dir": str(self.out),
+        }

@@ -6,20 +6,14 @@ allowed.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmlab.config.schema import Config, ConfigError, allowed_keys, with_overrides
-from fmlab.errors import FmlabError
+from fmlab.config.schema import Config, ConfigError, with_overrides
+from fmlab.study.checks import StudyError, check_keys, check_seeds, check_values
 
 BASELINE = "baseline"  # the arm name of the unchanged [base] config in an arms study
-
-
-class StudyError(FmlabError):
-    """A bad study file; the message names the file, the key and what is allowed."""
-
 
 
 MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
@@ -46,8 +40,10 @@ def name_section(p: Path, doc: dict[str, Any]) -> tuple[str, str]:
     """The top-level name (usable in STUDY:best and folder names) and description."""
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip() or any(c in name for c in ":@/ "):
-        raise StudyError(f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
-                         "or spaces, e.g. name = \"seed\"")  # fmt: skip
+        raise StudyError(
+            f"{p}: key 'name': bad value {name!r}; expected a non-empty name without ':', '@', '/' "
+            'or spaces, e.g. name = "seed"'
+        )
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise StudyError(f"{p}: key 'description': bad value {desc!r}; expected a string")
@@ -59,8 +55,9 @@ def factors_section(p: Path, doc: dict[str, Any]) -> dict[str, list[Any]]:
     factors = check_keys(p, "factors", doc.get("factors", {}))
     for key, values in factors.items():
         if not isinstance(values, list):
-            raise StudyError(f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, "
-                             f"e.g. [{key!r} = [a, b]]")  # fmt: skip
+            raise StudyError(
+                f"{p}: [factors] '{key}': bad value {values!r}; expected a list of values, e.g. [{key!r} = [a, b]]"
+            )
         if not values:
             raise StudyError(f"{p}: [factors] '{key}' is an empty list, so the grid is empty; give at least one value")
         for v in values:
@@ -68,43 +65,53 @@ def factors_section(p: Path, doc: dict[str, Any]) -> dict[str, list[Any]]:
     return factors
 
 
-def arms_section(p: Path, doc: dict[str, Any], base: dict[str, Any],
-                 factors: dict[str, Any]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def arms_section(
+    p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """[arms.<name>] tables: each a non-empty set of config keys that differ from [base]."""
     if "arms" not in doc:
         return {}
     arms = doc["arms"]
     if "factors" in doc:
-        raise StudyError(f"{p}: a study has [factors] (a grid) or [arms] (variants of [base]), not both; "
-                         "split it into two study files")  # fmt: skip
+        raise StudyError(
+            f"{p}: a study has [factors] (a grid) or [arms] (variants of [base]), not both; "
+            "split it into two study files"
+        )
     if not isinstance(arms, dict) or not all(isinstance(t, dict) for t in arms.values()):
-        raise StudyError(f"{p}: [arms] must hold tables like [arms.cosine] with config keys, e.g. "
-                         '"train.schedule" = "cosine"')  # fmt: skip
+        raise StudyError(
+            f'{p}: [arms] must hold tables like [arms.cosine] with config keys, e.g. "train.schedule" = "cosine"'
+        )
     if not arms:
-        raise StudyError(f"{p}: [arms] is empty; add at least one arm, e.g. [arms.cosine] with "
-                         '"train.schedule" = "cosine"')  # fmt: skip
+        raise StudyError(
+            f'{p}: [arms] is empty; add at least one arm, e.g. [arms.cosine] with "train.schedule" = "cosine"'
+        )
     out = {}
     for name, table in arms.items():
         if name == BASELINE:
-            raise StudyError(f"{p}: [arms.{BASELINE}]: the name '{BASELINE}' is reserved for [base] itself; "
-                             "rename the arm")  # fmt: skip
+            raise StudyError(
+                f"{p}: [arms.{BASELINE}]: the name '{BASELINE}' is reserved for [base] itself; rename the arm"
+            )
         if not name.strip() or any(c in name for c in ",\n"):
             raise StudyError(f"{p}: arm name {name!r}: use a non-empty name without commas")
         for key, v in table.items():
             if isinstance(v, dict):  # [arms.adamw_wd0.05] is arm 'adamw_wd0' with a sub-table '05'
-                raise StudyError(f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
-                                 f'quoted, e.g. [arms."{name}.{key}"], or use another name')  # fmt: skip
+                raise StudyError(
+                    f"{p}: [arms.{name}.{key}] is a nested table: an arm name with a dot must be "
+                    f'quoted, e.g. [arms."{name}.{key}"], or use another name'
+                )
         changes = check_keys(p, f"arms.{name}", table)
         if not changes:
-            raise StudyError(f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one "
-                             "config key")  # fmt: skip
+            raise StudyError(
+                f"{p}: [arms.{name}] changes no key, so it is the baseline; give it at least one config key"
+            )
         check_values(p, f"arms.{name}", changes)
         out[name] = changes
     return out
 
 
-def budgets_section(p: Path, doc: dict[str, Any], budget: str, factors: dict[str, Any],
-                    arms: dict[str, dict[str, Any]]) -> Budget:  # fmt: skip
+def budgets_section(
+    p: Path, doc: dict[str, Any], budget: str, factors: dict[str, Any], arms: dict[str, dict[str, Any]]
+) -> Budget:
     """[budgets.<name>] tables, each checked (_budget_table), and the one chosen (full when the file has none
     by that name: full needs no table)."""
     budgets = doc.get("budgets", {})
@@ -129,12 +136,13 @@ def _budget_table(p: Path, bname: str, table: Any, factors: dict[str, Any], arms
         if key in BUDGET_META:
             continue
         if key in factors:
-            raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not "
-                             "override a factor")  # fmt: skip
+            raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also a factor; a budget may not override a factor")
         for arm, changes in arms.items():
             if key in changes:
-                raise StudyError(f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
-                                 "budget may not override what an arm tests")  # fmt: skip
+                raise StudyError(
+                    f"{p}: [budgets.{bname}] key '{key}' is also changed by [arms.{arm}]; a "
+                    "budget may not override what an arm tests"
+                )
     if "seeds" in b:
         check_seeds(p, f"[budgets.{bname}] key 'seeds'", b["seeds"])
     if not isinstance(b.get("finding", False), bool):
@@ -167,16 +175,21 @@ def analysis_section(p: Path, doc: dict[str, Any]) -> dict[str, float]:
             raise StudyError(f"{p}: [analysis] unknown key '{k}'; allowed: min_effect, transform")
     me = an.get("min_effect", {})
     if not isinstance(me, dict):
-        raise StudyError(f"{p}: [analysis] key 'min_effect': bad value {me!r}; expected a table like "
-                         "{ val_loss = 0.01, val_acc = 0.005 }")  # fmt: skip
+        raise StudyError(
+            f"{p}: [analysis] key 'min_effect': bad value {me!r}; expected a table like "
+            "{ val_loss = 0.01, val_acc = 0.005 }"
+        )
     out = {}
     for k, v in me.items():
         if k not in MIN_EFFECT_KEYS:
-            raise StudyError(f"{p}: [analysis] min_effect key '{k}': unknown metric; allowed: "
-                             f"{', '.join(MIN_EFFECT_KEYS)}")  # fmt: skip
+            raise StudyError(
+                f"{p}: [analysis] min_effect key '{k}': unknown metric; allowed: {', '.join(MIN_EFFECT_KEYS)}"
+            )
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise StudyError(f"{p}: [analysis] min_effect key '{k}': bad value {v!r}; expected a positive number "
-                             "in the metric's units (accuracy as a fraction, e.g. 0.005)")  # fmt: skip
+            raise StudyError(
+                f"{p}: [analysis] min_effect key '{k}': bad value {v!r}; expected a positive number "
+                "in the metric's units (accuracy as a fraction, e.g. 0.005)"
+            )
         out[k] = float(v)
     return out
 
@@ -188,8 +201,9 @@ def baseline_values(base: dict[str, Any], factors: dict[str, list[Any]]) -> dict
     return {k: flat[k] if flat.get(k) in lv else lv[0] for k, lv in factors.items()}
 
 
-def claims_section(p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]],
-            arms: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...]:  # fmt: skip
+def claims_section(
+    p: Path, doc: dict[str, Any], base: dict[str, Any], factors: dict[str, list[Any]], arms: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], ...]:
     """[[claims]]: each names an effect the study estimates (or a partial cell for kind = "best")."""
     from fmlab.analysis.claimparse import ClaimError, parse_claims
     from fmlab.analysis.formatting import level_label
@@ -215,66 +229,3 @@ def transform_section(p: Path, doc: dict[str, Any]) -> str:
     if t not in TRANSFORMS:
         raise StudyError(f"{p}: [analysis] key 'transform': bad value {t!r}; allowed: {', '.join(TRANSFORMS)}")
     return str(t)
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """--seeds N (the first N seeds: 0..N-1) or --seeds LIST ('0,3,7'; '5,' is the single seed 5)."""
-    t = text.strip()
-    try:
-        if "," not in t:
-            n = int(t)
-            if n < 1:
-                raise ValueError
-            return tuple(range(n))
-        seeds = tuple(int(x) for x in t.split(",") if x.strip())
-    except ValueError:
-        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise StudyError(f"bad --seeds '{text}'; expected a count N (seeds 0..N-1) or a list like 0,1,2")
-    return tuple(dict.fromkeys(seeds))
-
-
-def check_seeds(path: Path, where: str, value: Any) -> tuple[int, ...]:
-    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                    for s in value)  # fmt: skip
-    if not ok:
-        raise StudyError(f"{path}: {where}: bad value {value!r}; expected a non-empty list of integers >= 0, "
-                         "e.g. seeds = [0, 1, 2]")  # fmt: skip
-    return tuple(dict.fromkeys(value))
-
-
-def check_keys(path: Path, section: str, table: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise StudyError(f"{path}: [{section}] must be a table of config keys")
-    for key in table:
-        if key == "seed":
-            raise StudyError(f"{path}: [{section}] key 'seed': set seeds with the top-level 'seeds' list")
-        if key not in extra and key not in allowed_keys():
-            allowed = ", ".join([*extra, *(k for k in allowed_keys() if k != "seed")])
-            raise StudyError(f"{path}: [{section}] unknown key '{key}'; allowed keys: {allowed}")
-    return dict(table)
-
-
-def check_values(path: Path, section: str, overrides: dict[str, Any]) -> None:
-    for key, value in overrides.items():
-        try:
-            with_overrides(Config(), {key: value}, rules=False)  # the combination is checked in load()
-        except ConfigError as e:
-            raise StudyError(f"{path}: [{section}] {e}") from None
-
-
-def read_toml(p: Path, what: str, top_keys: tuple[str, ...]) -> dict[str, Any]:
-    """A TOML file's top-level table; a missing or unreadable file, bad TOML or an unknown top-level key
-    is a StudyError naming the file (and the key)."""
-    try:
-        doc = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{p}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise StudyError(f"{p}: cannot read the {what} ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise StudyError(f"{p}: not valid TOML ({e})") from None
-    for key in doc:
-        if key not in top_keys:
-            raise StudyError(f"{p}: unknown key '{key}'; allowed top-level keys: {', '.join(top_keys)}")
-    return doc

@@ -24,19 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.config.schema import Config, ConfigError, with_overrides
+from fmlab.study.checks import StudyError as StudyError
+from fmlab.study.checks import check_keys, check_values
+from fmlab.study.checks import check_seeds as check_seeds
+from fmlab.study.checks import parse_seeds as parse_seeds
+from fmlab.study.checks import read_toml as read_toml
 from fmlab.study.sections import BASELINE as BASELINE  # re-exported: the study's callers import them from here
 from fmlab.study.sections import BUDGET_META as BUDGET_META
 from fmlab.study.sections import FULL as FULL
 from fmlab.study.sections import MIN_EFFECT_KEYS as MIN_EFFECT_KEYS
 from fmlab.study.sections import SELECT as SELECT
 from fmlab.study.sections import TRANSFORMS as TRANSFORMS
-from fmlab.study.sections import StudyError as StudyError
 from fmlab.study.sections import (
     analysis_section,
     arms_section,
     budgets_section,
-    check_keys,
-    check_values,
     claims_section,
     factors_section,
     name_section,
@@ -44,9 +46,6 @@ from fmlab.study.sections import (
     transform_section,
 )
 from fmlab.study.sections import baseline_values as baseline_values
-from fmlab.study.sections import check_seeds as check_seeds
-from fmlab.study.sections import parse_seeds as parse_seeds
-from fmlab.study.sections import read_toml as read_toml
 
 TOP_KEYS = ("name", "description", "seeds", "select", "base", "factors", "arms", "budgets", "analysis", "claims")
 
@@ -123,11 +122,24 @@ class Study:
 
     def spec(self) -> dict[str, Any]:
         """What the store keeps about the study (JSON-able)."""
-        return {"name": self.name, "description": self.description, "path": self.path, "select": self.select,
-                "seeds": list(self.seeds), "base": self.base, "factors": self.factors, "design": self.design,
-                "arms": self.arms, "budget": self.budget, "overrides": self.overrides, "finding": self.finding,
-                "budget_note": self.budget_note, "min_effect": self.min_effect,
-                "claims": list(self.claims), "transform": self.transform}  # fmt: skip
+        return {
+            "name": self.name,
+            "description": self.description,
+            "path": self.path,
+            "select": self.select,
+            "seeds": list(self.seeds),
+            "base": self.base,
+            "factors": self.factors,
+            "design": self.design,
+            "arms": self.arms,
+            "budget": self.budget,
+            "overrides": self.overrides,
+            "finding": self.finding,
+            "budget_note": self.budget_note,
+            "min_effect": self.min_effect,
+            "claims": list(self.claims),
+            "transform": self.transform,
+        }
 
 
 def budget_label(budget: str, finding: bool = False, note: str = "") -> str:
@@ -158,11 +170,24 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
     b = budgets_section(p, doc, budget, factors, arms)
     if seeds is None:
         seeds = b.seeds or check_seeds(p, "key 'seeds'", doc.get("seeds", [0]))
-    study = Study(name=name, description=desc, path=str(p), budget=budget, seeds=tuple(seeds),
-                  select=select_section(p, doc, base, b), base=base, factors=factors, overrides=b.overrides,
-                  budgets=b.known, arms=arms, finding=b.finding, budget_note=b.note,
-                  min_effect=analysis_section(p, doc), claims=claims_section(p, doc, base, factors, arms),
-                  transform=transform_section(p, doc))  # fmt: skip
+    study = Study(
+        name=name,
+        description=desc,
+        path=str(p),
+        budget=budget,
+        seeds=tuple(seeds),
+        select=select_section(p, doc, base, b),
+        base=base,
+        factors=factors,
+        overrides=b.overrides,
+        budgets=b.known,
+        arms=arms,
+        finding=b.finding,
+        budget_note=b.note,
+        min_effect=analysis_section(p, doc),
+        claims=claims_section(p, doc, base, factors, arms),
+        transform=transform_section(p, doc),
+    )
     _check_combinations(p, study)
     return study
 

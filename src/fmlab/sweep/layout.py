@@ -48,10 +48,18 @@ class SweepLayout:
     pack: int | None = None  # None: every trial alone; 0: each pack as one model; K: packs of at most K
 
 
-def layout_for(executor: str, workers: int | None, threads: int, address: str | None, cpus_per_trial: float,
-               ray: Any = None, pack: str | int = "off", device: str = "auto",
-               gpus_per_trial: float | None = None) -> SweepLayout:  # fmt: skip
-    """ray: a connected rayexec.RayExecutor (its slots and GPUs); None: the layout before Ray is asked.
+def layout_for(
+    executor: str,
+    workers: int | None,
+    threads: int,
+    address: str | None,
+    cpus_per_trial: float,
+    ray: Any = None,
+    pack: str | int = "off",
+    device: str = "auto",
+    gpus_per_trial: float | None = None,
+) -> SweepLayout:
+    """ray: a connected fmlab.sweep.ray.RayExecutor (its slots and GPUs); None: the layout before Ray is asked.
     pack: --pack, resolved for the device the trials get (fmlab.training.packs.resolve)."""
     from fmlab.errors import FmlabError
     from fmlab.training import packs
@@ -68,8 +76,9 @@ def layout_for(executor: str, workers: int | None, threads: int, address: str | 
     where = f"Ray ({address or 'local instance'}), {cpus_per_trial:g} CPU(s) per trial"
     if ray is not None:
         where += f", {ray.gpus:g} GPU(s) per trial; {ray.slots} at once"
-    return SweepLayout("ray", ray.slots if ray is not None else 1, threads or max(1, int(cpus_per_trial)),
-                       where + _pack_words(k), k)  # fmt: skip
+    return SweepLayout(
+        "ray", ray.slots if ray is not None else 1, threads or max(1, int(cpus_per_trial)), where + _pack_words(k), k
+    )
 
 
 def _pack_words(k: int | None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from fmlab.store.db import HEARTBEAT_S, Plan, State, Store
 from fmlab.study.spec import Study, Trial
 from fmlab.sweep import local as executors
+from fmlab.sweep import work
 from fmlab.sweep.progress import Progress
 from fmlab.training import packs
 from fmlab.training.env import RunOptions
@@ -64,7 +65,7 @@ class Recorder:
         self.mine[tid] = time.time()
         self.prog.running[tid] = {"started": self.mine[tid], "epoch": 0, "max_epochs": max_epochs}
 
-    def handle(self, ev: executors.Event) -> None:
+    def handle(self, ev: work.Event) -> None:
         """The executor's callback: the event's own method, then the board and on_update."""
         record = {"epoch": self.epoch, "done": self.completed, "failed": self.failed, "lost": self.lost}.get(ev.kind)
         if record is not None:
@@ -76,16 +77,18 @@ class Recorder:
             self.prog.events += 1
         self.on_update(self.prog)
 
-    def epoch(self, ev: executors.Event) -> None:
+    def epoch(self, ev: work.Event) -> None:
         tid, r, prog = ev.trial_id, ev.row, self.prog
         self.store.add_epoch(tid, r)
         prog.running[tid]["epoch"] = int(r["epoch"])
         prog.epochs += 1
         took = f" ({r['epoch_s']:.0f}s)" if r.get("epoch_s") else ""
-        prog.last = (f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: val loss "
-                     f"{r['val_loss']:.4f} acc {r['val_acc']:.4f}{took}")  # fmt: skip
+        prog.last = (
+            f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: val loss "
+            f"{r['val_loss']:.4f} acc {r['val_acc']:.4f}{took}"
+        )
 
-    def completed(self, ev: executors.Event) -> None:
+    def completed(self, ev: work.Event) -> None:
         from fmlab.training.checkpoint import save_trial  # files first (the sweep's), then the row (the store's)
 
         tid, prog = ev.trial_id, self.prog
@@ -94,17 +97,18 @@ class Recorder:
         prog.ran += 1
         prog.trial_s.append(time.time() - self.mine.pop(tid))
         m = ev.result.metrics
-        prog.last = (f"{tid} {State.COMPLETE}: val acc {m['val_acc']:.4f} loss {m['val_loss']:.4f} "
-                     f"({ev.result.stop_reason})")  # fmt: skip
+        prog.last = (
+            f"{tid} {State.COMPLETE}: val acc {m['val_acc']:.4f} loss {m['val_loss']:.4f} ({ev.result.stop_reason})"
+        )
 
-    def failed(self, ev: executors.Event) -> None:
+    def failed(self, ev: work.Event) -> None:
         tid = ev.trial_id
         self.store.fail(tid, ev.error or "failed", ev.traceback or "", ev.log)
         self._count_failure()
         self.mine.pop(tid, None)
         self.prog.last = f"{tid} {State.FAILED}: {ev.error}"
 
-    def lost(self, ev: executors.Event) -> None:
+    def lost(self, ev: work.Event) -> None:
         """A worker died under the trial: retried from its last saved epoch, FAILED after MAX_ATTEMPTS."""
         tid = ev.trial_id
         attempts = self.store.records(ids=[tid])[0]["attempts"]
@@ -130,8 +134,16 @@ class _SweepLoop:
     """One sweep's loop over the plan's trials: claim, submit, poll the executor; wait while another sweep
     runs what is left."""
 
-    def __init__(self, store: Store, trials: dict[str, Trial], ids: list[str], groups: list[list[str]] | None,
-                 ex: executors.Executor, opts: RunOptions, rec: Recorder) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        trials: dict[str, Trial],
+        ids: list[str],
+        groups: list[list[str]] | None,
+        ex: work.Executor,
+        opts: RunOptions,
+        rec: Recorder,
+    ) -> None:
         self.store, self.trials, self.ids, self.groups = store, trials, ids, groups
         self.ex, self.opts, self.rec = ex, opts, rec
 
@@ -153,8 +165,8 @@ class _SweepLoop:
         for tid in got:
             t = self.trials[tid]
             self.rec.started(tid, t.config.train.max_epochs)
-            tasks.append(executors.Task(tid, t.config.to_dict(), str(self.store.state_dir(tid)), self.opts))
-        self.ex.submit(tasks[0] if len(tasks) == 1 else executors.Pack(pack_id(got), tuple(tasks)))
+            tasks.append(work.Task(tid, t.config.to_dict(), str(self.store.state_dir(tid)), self.opts))
+        self.ex.submit(tasks[0] if len(tasks) == 1 else work.Pack(pack_id(got), tuple(tasks)))
         self.rec.on_update(self.rec.prog)
 
     def wait(self) -> bool:
@@ -185,10 +197,19 @@ class _SweepLoop:
                 return
 
 
-def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOptions,
-        on_update: Callable[[Progress], None] = lambda p: None, estimate: float = 0.0,
-        executor: executors.Executor | None = None, board: Any = None,
-        pack: int | None = None) -> Progress:  # fmt: skip
+def run(
+    store: Store,
+    study: Study,
+    plan: Plan,
+    *,
+    workers: int,
+    opts: RunOptions,
+    on_update: Callable[[Progress], None] = lambda p: None,
+    estimate: float = 0.0,
+    executor: work.Executor | None = None,
+    board: Any = None,
+    pack: int | None = None,
+) -> Progress:
     """Run the plan's WAITING trials (and any that become WAITING) on executor (default: `workers`
     local processes, 0 = inline); returns the final progress. The executor is shut down at the end.
     board (a tboard.Board, optional) is handed each recorded epoch and result, after the store.
@@ -198,8 +219,9 @@ def run(store: Store, study: Study, plan: Plan, *, workers: int, opts: RunOption
     ids = plan.ids
     groups = None if pack is None else [[t.id for t in g] for g in packs.group([trials[i] for i in ids], pack)]
     ex = executor or executors.make(workers)
-    prog = Progress(total=len(ids), done=len(plan.done), failed=len(plan.failed), estimate_s=estimate,
-                    slots=max(ex.slots, 1))  # fmt: skip
+    prog = Progress(
+        total=len(ids), done=len(plan.done), failed=len(plan.failed), estimate_s=estimate, slots=max(ex.slots, 1)
+    )
     rec = Recorder(store, prog, board, on_update)
     hb = _Heartbeat(store.path)
     hb.start()

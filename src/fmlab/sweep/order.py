@@ -39,9 +39,13 @@ def model_row(cell: Mapping[str, Any], factors: Mapping[str, Sequence[Any]]) -> 
     return np.asarray(row)
 
 
-def run_order(trials: Sequence[Any], factors: Mapping[str, Sequence[Any]], seeds: Sequence[int] = (),
-              done: set[str] | frozenset[str] = frozenset(),
-              started: set[str] | frozenset[str] = frozenset()) -> list[Any]:  # fmt: skip
+def run_order(
+    trials: Sequence[Any],
+    factors: Mapping[str, Sequence[Any]],
+    seeds: Sequence[int] = (),
+    done: set[str] | frozenset[str] = frozenset(),
+    started: set[str] | frozenset[str] = frozenset(),
+) -> list[Any]:
     """trials (each with .id, .cell and .seed) in the order to run them: seed by seed (in `seeds` order,
     then any other), and within a seed by greedy information gain for a grid (factors given; arms and
     factor-less studies keep the file's order). done: ids that count as already run; they come first.

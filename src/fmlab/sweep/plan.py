@@ -91,8 +91,9 @@ class SweepOutcome:
         return [r for r in self.records if r["state"] == state]
 
 
-def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry_failed: bool,
-          record: bool, device: str) -> SweepPlan:  # fmt: skip
+def _plan(
+    st: Study, store: Store | None, path: Path, layout: SweepLayout, retry_failed: bool, record: bool, device: str
+) -> SweepPlan:
     from fmlab.sweep.estimate import plan_estimate
     from fmlab.sweep.order import run_order
     from fmlab.training import packs
@@ -114,8 +115,9 @@ def _plan(st: Study, store: Store | None, path: Path, layout: SweepLayout, retry
     todo = [t for t in ordered if runnable is None or t.id in runnable]
     est = plan_estimate(store, todo, layout, device)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
-    return SweepPlan(st, trials, todo, plan, est.seconds, layout, path, groups, [est.note] if est.note else [],
-                     est.speed_from)  # fmt: skip
+    return SweepPlan(
+        st, trials, todo, plan, est.seconds, layout, path, groups, [est.note] if est.note else [], est.speed_from
+    )
 
 
 class Sweep:
@@ -142,9 +144,18 @@ class Sweep:
         assert p.plan is not None, "open_sweep records the plan"
         ex, self._ex = self._ex, None  # sweep.run shuts the executor down, whatever happens
         try:
-            prog = sweep.run(self._store, st, p.plan, workers=p.layout.workers, opts=self._opts,
-                             on_update=on_update or (lambda _: None), estimate=p.estimate_s, executor=ex, board=board,
-                             pack=p.layout.pack)  # fmt: skip
+            prog = sweep.run(
+                self._store,
+                st,
+                p.plan,
+                workers=p.layout.workers,
+                opts=self._opts,
+                on_update=on_update or (lambda _: None),
+                estimate=p.estimate_s,
+                executor=ex,
+                board=board,
+                pack=p.layout.pack,
+            )
         finally:
             self._board = None
             if board is not None:
@@ -165,12 +176,24 @@ class Sweep:
         self._store.close()
 
 
-def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
-               workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
-               device: str = "auto", data_dir: str | None = None, retry_failed: bool = False,
-               executor: str = "local", address: str | None = None, cpus_per_trial: float = 1.0,
-               gpus_per_trial: float | None = None, tensorboard: str | Path | None = None,
-               pack: str | int = "auto") -> Sweep:  # fmt: skip
+def open_sweep(
+    path: str | Path,
+    budget: str = "full",
+    *,
+    seeds: tuple[int, ...] | None = None,
+    workers: int | None = None,
+    threads: int = 0,
+    store: str | Path = DEFAULT_PATH,
+    device: str = "auto",
+    data_dir: str | None = None,
+    retry_failed: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float | None = None,
+    tensorboard: str | Path | None = None,
+    pack: str | int = "auto",
+) -> Sweep:
     """A sweep ready to run, with every check done before the store is touched: the study file, the
     tensorboard package, the Ray connection (executor "ray"), then (local executor) the device, once, and
     the dataset; Ray workers read the dataset on their own machines, where data_dir is a path, and the
@@ -209,12 +232,24 @@ def open_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
         raise
 
 
-def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...] | None = None,
-               workers: int | None = None, threads: int = 0, store: str | Path = DEFAULT_PATH,
-               retry_failed: bool = False, executor: str = "local", address: str | None = None,
-               cpus_per_trial: float = 1.0, record: bool = False, device: str = "auto",
-               data_dir: str | None = None, gpus_per_trial: float | None = None,
-               pack: str | int = "auto") -> SweepPlan:  # fmt: skip
+def plan_sweep(
+    path: str | Path,
+    budget: str = "full",
+    *,
+    seeds: tuple[int, ...] | None = None,
+    workers: int | None = None,
+    threads: int = 0,
+    store: str | Path = DEFAULT_PATH,
+    retry_failed: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    record: bool = False,
+    device: str = "auto",
+    data_dir: str | None = None,
+    gpus_per_trial: float | None = None,
+    pack: str | int = "auto",
+) -> SweepPlan:
     """A sweep's plan without running a trial: its trials, those it would run, the store's split by state,
     the estimate and the layout (what `fmlab sweep --dry-run` prints). By default read-only: a missing
     store is not created and Ray is not contacted (the layout then counts one trial at once).
@@ -224,14 +259,24 @@ def plan_sweep(path: str | Path, budget: str = "full", *, seeds: tuple[int, ...]
     from fmlab.store.db import Store
     from fmlab.study import spec as fstudy
 
-    args = dict(seeds=seeds, workers=workers, threads=threads, store=store, retry_failed=retry_failed,
-                executor=executor, address=address, cpus_per_trial=cpus_per_trial, pack=pack)  # fmt: skip
+    args = dict(
+        seeds=seeds,
+        workers=workers,
+        threads=threads,
+        store=store,
+        retry_failed=retry_failed,
+        executor=executor,
+        address=address,
+        cpus_per_trial=cpus_per_trial,
+        pack=pack,
+    )
     if record:
         with open_sweep(path, budget, **args, device=device, data_dir=data_dir, gpus_per_trial=gpus_per_trial) as sw:
             return sw.plan
     st = fstudy.load(path, budget, seeds)
-    layout = layout_for(executor, workers, threads, address, cpus_per_trial, pack=pack, device=device,
-                        gpus_per_trial=gpus_per_trial)  # fmt: skip
+    layout = layout_for(
+        executor, workers, threads, address, cpus_per_trial, pack=pack, device=device, gpus_per_trial=gpus_per_trial
+    )
     s = Store(Path(store)) if Path(store).exists() else None
     try:
         return _plan(st, s, Path(store), layout, retry_failed, record=False, device=device)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.errors import FmlabError
-from fmlab.sweep.local import FAULT_ENV, Event, Handler, Pack, Task, Work, members, run_work
+from fmlab.sweep.work import FAULT_ENV, Event, Handler, Pack, Task, Work, members, run_work
 from fmlab.training.checkpoint import ResumeState
 
 EXTRA = "ray"
@@ -42,8 +42,11 @@ def ray_trial(work: Work, states: dict[str, dict[str, bytes]]) -> Iterator[Event
     for tid, state in states.items():
         if state:
             ResumeState.replace_files(dirs[tid], state)
-    local: Work = (replace(work, tasks=tuple(replace(t, state_dir=str(dirs[t.trial_id])) for t in work.tasks))
-                   if isinstance(work, Pack) else replace(work, state_dir=str(dirs[work.trial_id])))  # fmt: skip
+    local: Work = (
+        replace(work, tasks=tuple(replace(t, state_dir=str(dirs[t.trial_id])) for t in work.tasks))
+        if isinstance(work, Pack)
+        else replace(work, state_dir=str(dirs[work.trial_id]))
+    )
     events: queue.Queue[Event] = queue.Queue()
 
     def emit(ev: Event) -> None:
@@ -95,8 +98,13 @@ def import_ray() -> Any:
 class RayExecutor:
     """Submits trials to a Ray cluster; at most as many at once as the cluster has room for."""
 
-    def __init__(self, address: str | None = None, cpus_per_trial: float = 1.0, gpus_per_trial: float | None = None,
-                 device: str = "auto") -> None:  # fmt: skip
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_trial: float = 1.0,
+        gpus_per_trial: float | None = None,
+        device: str = "auto",
+    ) -> None:
         ray = self.ray = import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
@@ -104,24 +112,34 @@ class RayExecutor:
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:  # Ray exits on a GCS it never reached
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            hint = " (a cluster with token auth also needs RAY_AUTH_MODE=token and its token here)" \
-                if isinstance(e, ConnectionError | SystemExit) or "auth" in msg.lower() else ""  # fmt: skip
-            raise FmlabError(f"--executor ray: cannot connect to Ray at {address or 'a new local instance'}: "
-                             f"{msg}{hint}") from None
+            hint = (
+                " (a cluster with token auth also needs RAY_AUTH_MODE=token and its token here)"
+                if isinstance(e, ConnectionError | SystemExit) or "auth" in msg.lower()
+                else ""
+            )
+            raise FmlabError(
+                f"--executor ray: cannot connect to Ray at {address or 'a new local instance'}: {msg}{hint}"
+            ) from None
         res = ray.cluster_resources()
         if gpus_per_trial is None:  # auto: one GPU per trial when the cluster has any and the device allows cuda
             gpus_per_trial = 1.0 if res.get("GPU", 0) > 0 and device in ("auto", "cuda") else 0.0
         if device.startswith("cuda") and (gpus_per_trial <= 0 or res.get("GPU", 0) <= 0):
-            raise FmlabError(f"--device {device} on Ray needs GPUs: the cluster has {res.get('GPU', 0):g}; "
-                             f"pass --gpus-per-trial F (F > 0) on a cluster with GPUs, or --device auto|cpu")
+            raise FmlabError(
+                f"--device {device} on Ray needs GPUs: the cluster has {res.get('GPU', 0):g}; "
+                f"pass --gpus-per-trial F (F > 0) on a cluster with GPUs, or --device auto|cpu"
+            )
         if cpus_per_trial <= 0 or gpus_per_trial < 0:
             raise FmlabError(f"bad --cpus-per-trial {cpus_per_trial:g} / --gpus-per-trial {gpus_per_trial:g}")
         self.cpus, self.gpus = cpus_per_trial, gpus_per_trial
         env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else None  # test-only faults
         self.remote = ray.remote(ray_trial).options(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, retry_exceptions=False,
+            num_cpus=cpus_per_trial,
+            num_gpus=gpus_per_trial,
+            max_retries=0,
+            retry_exceptions=False,
             num_returns="streaming",
-            **({"runtime_env": {"env_vars": env}} if env else {}))  # fmt: skip
+            **({"runtime_env": {"env_vars": env}} if env else {}),
+        )
         self.running: dict[Any, tuple[dict[str, Task], set[str]]] = {}  # event stream -> (its trials, open ones)
         self._slots, self._slots_at = self._count_slots(res), time.monotonic()
 
@@ -164,12 +182,16 @@ class RayExecutor:
                 evs = [Event("lost", tid, error="Ray task ended without a result") for tid in sorted(open_)]
             except ray.exceptions.RayTaskError as e:  # raised outside run_task: e.g. fmlab missing on the worker
                 cause = e.cause if getattr(e, "cause", None) is not None else e
-                evs = [Event("failed", tid, error=f"Ray task failed: {type(cause).__name__}: {cause}",
-                             traceback=str(e)) for tid in sorted(open_)]  # fmt: skip
+                evs = [
+                    Event("failed", tid, error=f"Ray task failed: {type(cause).__name__}: {cause}", traceback=str(e))
+                    for tid in sorted(open_)
+                ]
             except ray.exceptions.RayError as e:  # the worker or its node died, the object was lost, ...
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                evs = [Event("lost", tid, error=f"Ray worker lost ({type(e).__name__}: {first[:200]})")
-                       for tid in sorted(open_)]  # fmt: skip
+                evs = [
+                    Event("lost", tid, error=f"Ray worker lost ({type(e).__name__}: {first[:200]})")
+                    for tid in sorted(open_)
+                ]
             for ev in evs:
                 state = ev.extra.pop("state", None)
                 sd = tasks[ev.trial_id].state_dir

@@ -41,9 +41,23 @@ from fmlab.model.nets import build
 # Config keys this loop follows; anything else set away from its default is refused, since the
 # two sides would then not train the same thing. train.precision is accepted but not followed:
 # the baseline is the fp32 loop a user writes first.
-FOLLOWED = {"model.", "data.val_size", "data.split_seed", "data.train_subset", "data.mean", "data.std",
-            "train.lr", "train.batch_size", "train.max_epochs", "train.monitor", "train.patience",
-            "train.min_delta", "train.precision", "train.optimizer", "seed"}  # fmt: skip
+FOLLOWED = {
+    "model.",
+    "data.val_size",
+    "data.split_seed",
+    "data.train_subset",
+    "data.mean",
+    "data.std",
+    "train.lr",
+    "train.batch_size",
+    "train.max_epochs",
+    "train.monitor",
+    "train.patience",
+    "train.min_delta",
+    "train.precision",
+    "train.optimizer",
+    "seed",
+}
 
 
 class FashionImages(Dataset):
@@ -78,18 +92,21 @@ def check_followed(cfg: fconfig.Config) -> None:
     default = fconfig.Config().resolved().flat()
     for k, v in cfg.resolved().flat().items():
         if v != default[k] and not any(k == f or (f.endswith(".") and k.startswith(f)) for f in FOLLOWED):
-            raise SystemExit(f"conventional_train.py: {k}={v} is not supported by the conventional loop "
-                             "(it follows model.*, the split, lr, batch size, epochs, early stopping, seed)")
+            raise SystemExit(
+                f"baseline_loop.py: {k}={v} is not supported by the conventional loop "
+                "(it follows model.*, the split, lr, batch size, epochs, early stopping, seed)"
+            )
     if cfg.train.optimizer != "adam":
-        raise SystemExit("conventional_train.py: only train.optimizer=adam is supported")
+        raise SystemExit("baseline_loop.py: only train.optimizer=adam is supported")
 
 
 def images(split: fdata.Split, data: fconfig.DataConfig) -> FashionImages:
     return FashionImages(split.x.numpy(), split.y.numpy(), data.mean, data.std)
 
 
-def train_one_epoch(net: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
-                    device: torch.device) -> dict[str, float]:  # fmt: skip
+def train_one_epoch(
+    net: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, device: torch.device
+) -> dict[str, float]:
     """One pass over the training set, as the tutorials write it: forward, NLL, backward, step."""
     net.train()
     loss_sum, correct, n = 0.0, 0, 0
@@ -115,8 +132,14 @@ def improved(score: float, best: float | None, tc: fconfig.TrainConfig) -> bool:
     return score < best - tc.min_delta if tc.monitor == "val_loss" else score > best + tc.min_delta
 
 
-def fit(net: torch.nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader,
-        device: torch.device, tc: fconfig.TrainConfig) -> tuple[list[dict[str, float]], int, float, float]:  # fmt: skip
+def fit(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    device: torch.device,
+    tc: fconfig.TrainConfig,
+) -> tuple[list[dict[str, float]], int, float, float]:
     """Train epoch by epoch, validating after each, until max_epochs or `patience` epochs without improvement;
     the best epoch's weights are loaded back at the end. Returns (per-epoch rows, best epoch, train_s, eval_s)."""
     train_s = eval_s = 0.0
@@ -174,14 +197,30 @@ def main(argv: list[str] | None = None) -> int:
     test = evaluate(net, DataLoader(images(ds.test, cfg.data), batch_size=args.eval_batch_size, **kw), device)
     test_eval_s = time.perf_counter() - t3
     images_seen = sum(len(ds.train) for _ in epochs)
-    print(json.dumps({
-        "pid": os.getpid(), "side": "conventional", "epochs": len(epochs), "best_epoch": best_epoch,
-        "val_loss": epochs[best_epoch - 1]["val_loss"], "val_acc": epochs[best_epoch - 1]["val_acc"],
-        "test_loss": test["loss"], "test_acc": test["acc"], "train_s": train_s, "eval_s": eval_s,
-        "test_eval_s": test_eval_s, "total_s": time.perf_counter() - t_start,
-        "train_images_per_s": images_seen / train_s, "num_workers": args.workers,
-        "threads": torch.get_num_threads(), "train_images": len(ds.train), "per_epoch": epochs,
-    }), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "side": "conventional",
+                "epochs": len(epochs),
+                "best_epoch": best_epoch,
+                "val_loss": epochs[best_epoch - 1]["val_loss"],
+                "val_acc": epochs[best_epoch - 1]["val_acc"],
+                "test_loss": test["loss"],
+                "test_acc": test["acc"],
+                "train_s": train_s,
+                "eval_s": eval_s,
+                "test_eval_s": test_eval_s,
+                "total_s": time.perf_counter() - t_start,
+                "train_images_per_s": images_seen / train_s,
+                "num_workers": args.workers,
+                "threads": torch.get_num_threads(),
+                "train_images": len(ds.train),
+                "per_epoch": epochs,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

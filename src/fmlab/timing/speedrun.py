@@ -101,16 +101,32 @@ def summarise(recipe: Recipe, runs: list[dict[str, Any]]) -> dict[str, Any]:
     ci = t_ci(accs)
     med = statistics.median(walls)
     lo, hi = (None, None) if len(runs) < 2 else (ci["lo"], ci["hi"])  # no interval from one run
-    return {"recipe": recipe.name, "n": len(runs), "test_acc_mean": ci["mean"], "test_acc_lo": lo,
-            "test_acc_hi": hi, "wall_s_median": med, "wall_s_max": max(walls),
-            "epochs": runs[0]["epochs"], "n_params": runs[0]["n_params"],
-            "target_acc": recipe.target_acc, "target_s": recipe.target_s,
-            "met": bool(ci["mean"] >= recipe.target_acc and med <= recipe.target_s)}  # fmt: skip
+    return {
+        "recipe": recipe.name,
+        "n": len(runs),
+        "test_acc_mean": ci["mean"],
+        "test_acc_lo": lo,
+        "test_acc_hi": hi,
+        "wall_s_median": med,
+        "wall_s_max": max(walls),
+        "epochs": runs[0]["epochs"],
+        "n_params": runs[0]["n_params"],
+        "target_acc": recipe.target_acc,
+        "target_s": recipe.target_s,
+        "met": bool(ci["mean"] >= recipe.target_acc and med <= recipe.target_s),
+    }
 
 
-def run(spec: Speedrun, names: list[str], seeds: tuple[int, ...], log: Path, threads: int = 0,
-        data_dir: str | None = None, on_run: Callable[[dict[str, Any]], None] | None = None,
-        timeout_s: float = 3600) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    spec: Speedrun,
+    names: list[str],
+    seeds: tuple[int, ...],
+    log: Path,
+    threads: int = 0,
+    data_dir: str | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+    timeout_s: float = 3600,
+) -> list[dict[str, Any]]:
     """Train each named recipe once per seed, one process at a time; append each run to log (JSONL)."""
     from fmlab.timing.benchtrain import run_process
 
@@ -125,10 +141,21 @@ def run(spec: Speedrun, names: list[str], seeds: tuple[int, ...], log: Path, thr
                 cmd += ["--threads", str(threads)] if threads else []
                 cmd += ["--data-dir", data_dir] if data_dir else []
                 res = run_process(cmd, timeout_s)
-            row = {"speedrun": spec.name, "recipe": name, "seed": seed, "wall_s": res["wall_s"],
-                   "test_acc": res["test_acc"], "val_acc": res["val_acc"], "epochs": res["epochs"],
-                   "best_epoch": res["best_epoch"], "train_s": res["train_s"], "eval_s": res["eval_s"],
-                   "total_s": res["total_s"], "n_params": res["n_params"], "trial_id": res["trial_id"]}  # fmt: skip
+            row = {
+                "speedrun": spec.name,
+                "recipe": name,
+                "seed": seed,
+                "wall_s": res["wall_s"],
+                "test_acc": res["test_acc"],
+                "val_acc": res["val_acc"],
+                "epochs": res["epochs"],
+                "best_epoch": res["best_epoch"],
+                "train_s": res["train_s"],
+                "eval_s": res["eval_s"],
+                "total_s": res["total_s"],
+                "n_params": res["n_params"],
+                "trial_id": res["trial_id"],
+            }
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             runs.append(row)

@@ -53,8 +53,13 @@ def trial_json(result: Any) -> dict[str, Any]:
     d = {k: v for k, v in asdict(result).items() if k != "weights"}
     cfg = result.config["data"]
     d["classes"] = list(CLASSES)
-    d["input"] = {"shape": [1, 28, 28], "scale": 1 / 255, "mean": cfg["mean"], "std": cfg["std"],
-                  "note": "x = (pixels / 255 - mean) / std; light object on a dark background"}  # fmt: skip
+    d["input"] = {
+        "shape": [1, 28, 28],
+        "scale": 1 / 255,
+        "mean": cfg["mean"],
+        "std": cfg["std"],
+        "note": "x = (pixels / 255 - mean) / std; light object on a dark background",
+    }
     d["output"] = "log-probabilities over classes"
     return d
 
@@ -155,8 +160,13 @@ class ResumeState:
         for pid, extra in meta["opt_scalars"].items():
             state.setdefault(int(pid), {}).update(extra)
         part = {p: {k[len(p) + 1 :]: v for k, v in t.items() if k.startswith(p + ".")} for p in ("net", "best", "rng")}
-        return cls(meta["train"], part["net"], {"state": state, "param_groups": meta["param_groups"]}, part["best"],
-                   part["rng"])  # fmt: skip
+        return cls(
+            meta["train"],
+            part["net"],
+            {"state": state, "param_groups": meta["param_groups"]},
+            part["best"],
+            part["rng"],
+        )
 
     # The Ray executor carries a state between machines as its files' bytes.
 

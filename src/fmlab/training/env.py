@@ -54,18 +54,27 @@ def check_device(name: str = "auto") -> torch.device:
         raise FmlabError(f"bad --device {name!r}; expected {DEVICES}")
     if kind == "cuda":
         if torch.version.cuda is None and torch.version.hip is None:
-            raise FmlabError(f"--device {name}: this torch ({torch.__version__}) is built without CUDA; install a "
-                             f"CUDA build of torch, or {_FALLBACK}")  # fmt: skip
+            raise FmlabError(
+                f"--device {name}: this torch ({torch.__version__}) is built without CUDA; install a "
+                f"CUDA build of torch, or {_FALLBACK}"
+            )
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise FmlabError(f"--device {name}: no CUDA GPU is visible (check the driver with nvidia-smi, and "
-                             f"CUDA_VISIBLE_DEVICES); {_FALLBACK}")  # fmt: skip
+            raise FmlabError(
+                f"--device {name}: no CUDA GPU is visible (check the driver with nvidia-smi, and "
+                f"CUDA_VISIBLE_DEVICES); {_FALLBACK}"
+            )
         if index and int(index) >= n:
-            raise FmlabError(f"--device {name}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}; "
-                             f"use one of those, or {_FALLBACK}")  # fmt: skip
+            raise FmlabError(
+                f"--device {name}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}; "
+                f"use one of those, or {_FALLBACK}"
+            )
     if kind == "mps" and not torch.backends.mps.is_available():
-        why = "is not available here (it needs macOS 12.3+ on Apple silicon)" if torch.backends.mps.is_built() \
+        why = (
+            "is not available here (it needs macOS 12.3+ on Apple silicon)"
+            if torch.backends.mps.is_built()
             else f"is not in this torch build ({torch.__version__}; MPS builds are macOS only)"
+        )
         raise FmlabError(f"--device {name}: Apple's MPS GPU backend {why}; {_FALLBACK}")
     return torch.device(name)
 
@@ -109,8 +118,9 @@ def seed_everything(seed: int) -> None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -148,10 +158,15 @@ def precision_note(device_type: str, precisions: set[str], ratio: float | None =
     includes."""
     if device_type != "cpu" or "bf16" not in precisions or cpu_bf16() is not False:
         return None
-    how = (f"a training step measured {ratio:.1f}x the fp32 step here, and the estimate includes it" if ratio
-           else "so it runs slower than fp32 here")
-    return (f"note: bf16 on this CPU ({cpu_model()}) is emulated (no {' or '.join(BF16_FLAGS)}): {how}; "
-            "`scripts/bench_train_levers.py --only steps` measures it in full")
+    how = (
+        f"a training step measured {ratio:.1f}x the fp32 step here, and the estimate includes it"
+        if ratio
+        else "so it runs slower than fp32 here"
+    )
+    return (
+        f"note: bf16 on this CPU ({cpu_model()}) is emulated (no {' or '.join(BF16_FLAGS)}): {how}; "
+        "`scripts/bench_train_levers.py --only steps` measures it in full"
+    )
 
 
 def device_name(device: torch.device) -> str:

@@ -23,8 +23,21 @@ from fmlab.training.progress import Diverged, LoopState, improved, track
 from fmlab.training.step import evaluate, prepare
 
 # Defined in progress, optim and step, and imported from here by callers since before those modules existed.
-__all__ = ["RESULT_SCHEMA", "Diverged", "LoopState", "TrialResult", "evaluate", "finish", "improved", "lr_at",
-           "make_optimizer", "prepare", "smoothed_nll", "track", "train"]  # fmt: skip
+__all__ = [
+    "RESULT_SCHEMA",
+    "Diverged",
+    "LoopState",
+    "TrialResult",
+    "evaluate",
+    "finish",
+    "improved",
+    "lr_at",
+    "make_optimizer",
+    "prepare",
+    "smoothed_nll",
+    "track",
+    "train",
+]
 
 RESULT_SCHEMA = "fmlab.trial/1"
 
@@ -77,9 +90,20 @@ def train(
     return finish(cfg, net, lane.best, lane.st, ds, opts, device=device, fmt=fmt, autocast=autocast, t_start=t_start)
 
 
-def finish(cfg: Config, net: nn.Module, best_weights: dict[str, torch.Tensor], st: LoopState,
-           ds: fdata.Dataset, opts: env.RunOptions, *, device: torch.device, fmt: torch.memory_format,
-           autocast: Any, t_start: float, env_extra: dict[str, Any] | None = None) -> TrialResult:  # fmt: skip
+def finish(
+    cfg: Config,
+    net: nn.Module,
+    best_weights: dict[str, torch.Tensor],
+    st: LoopState,
+    ds: fdata.Dataset,
+    opts: env.RunOptions,
+    *,
+    device: torch.device,
+    fmt: torch.memory_format,
+    autocast: Any,
+    t_start: float,
+    env_extra: dict[str, Any] | None = None,
+) -> TrialResult:
     """The best epoch's weights restored into net (a single network), evaluated once on the test
     set, and the TrialResult of the loop state st (train() and the packed loop both end here)."""
     tc = cfg.train
@@ -95,11 +119,19 @@ def finish(cfg: Config, net: nn.Module, best_weights: dict[str, torch.Tensor], s
         epochs=st.history,
         best_epoch=st.best_epoch,
         stop_reason="early_stopping" if st.bad_epochs >= tc.patience else "max_epochs",
-        metrics={"val_loss": best_row["val_loss"], "val_acc": best_row["val_acc"],
-                 "test_loss": test["loss"], "test_acc": test["acc"]},  # fmt: skip
-        timings={"total_s": st.prior_s + time.perf_counter() - t_start, "train_s": st.train_s, "eval_s": st.eval_s,
-                 "test_eval_s": time.perf_counter() - t3,
-                 "train_images_per_s": images / st.train_s if st.train_s else 0.0},  # fmt: skip
+        metrics={
+            "val_loss": best_row["val_loss"],
+            "val_acc": best_row["val_acc"],
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+        },
+        timings={
+            "total_s": st.prior_s + time.perf_counter() - t_start,
+            "train_s": st.train_s,
+            "eval_s": st.eval_s,
+            "test_eval_s": time.perf_counter() - t3,
+            "train_images_per_s": images / st.train_s if st.train_s else 0.0,
+        },
         env={**env.provenance(device), "run_options": opts.to_dict(), **(env_extra or {})},
         n_params=count_params(net),
         weights={k: v.detach().cpu().contiguous().numpy() for k, v in best_weights.items()},

@@ -75,8 +75,9 @@ class Packed:
         yk = y.unsqueeze(1).expand(-1, self.k)
         return -out.gather(2, yk.unsqueeze(2)).squeeze(2).sum(0).double(), (out.argmax(2) == yk).sum(0)
 
-    def validate(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any,
-                 tta: bool) -> list[dict[str, float]]:  # fmt: skip
+    def validate(
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool
+    ) -> list[dict[str, float]]:
         return step.evaluate_nets(net, self, x, y, batch_size, autocast, tta)
 
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
@@ -84,10 +85,18 @@ class Packed:
         sd, osd = net.state_dict(), opt.state_dict()
         out = []
         for i in range(self.k):
-            state = {pid: {n: member_slice(v, self.k, i, self.pshapes[pid]) if torch.is_tensor(v) else v
-                           for n, v in ps.items()} for pid, ps in osd["state"].items()}  # fmt: skip
-            out.append((unstack(sd, self.k, i, self.shapes),
-                        {"state": state, "param_groups": copy.deepcopy(osd["param_groups"])}))  # fmt: skip
+            state = {
+                pid: {
+                    n: member_slice(v, self.k, i, self.pshapes[pid]) if torch.is_tensor(v) else v for n, v in ps.items()
+                }
+                for pid, ps in osd["state"].items()
+            }
+            out.append(
+                (
+                    unstack(sd, self.k, i, self.shapes),
+                    {"state": state, "param_groups": copy.deepcopy(osd["param_groups"])},
+                )
+            )
         return out
 
 
@@ -121,14 +130,16 @@ def train_pack(
     return pack.out
 
 
-def _stacked(ms: list[Lane], device: torch.device, fmt: torch.memory_format
-             ) -> tuple[PackedNet, torch.optim.Optimizer, Packed]:  # fmt: skip
+def _stacked(
+    ms: list[Lane], device: torch.device, fmt: torch.memory_format
+) -> tuple[PackedNet, torch.optim.Optimizer, Packed]:
     """The members' networks and optimizer states stacked into one model and one optimizer."""
     cfg = ms[0].cfg
     rates = [m.cfg.model.dropout for m in ms]
     template = build(replace(cfg.model, dropout=max(rates)))  # the layout with its dropout layer
-    layout = Packed(len(ms), fmt, {n: v.shape for n, v in template.state_dict().items()},
-                    [p.shape for p in template.parameters()])  # fmt: skip
+    layout = Packed(
+        len(ms), fmt, {n: v.shape for n, v in template.state_dict().items()}, [p.shape for p in template.parameters()]
+    )
     net = PackedNet(template, len(ms), rates, [m.drop_gen for m in ms]).to(device, memory_format=fmt)  # type: ignore[misc]
     net.load_state_dict(stack([m.net_sd for m in ms], net.state_dict()))
     opt = make_optimizer(net.parameters(), cfg.train)
@@ -137,8 +148,10 @@ def _stacked(ms: list[Lane], device: torch.device, fmt: torch.memory_format
         for i, p in enumerate(net.parameters()):
             first = ms[0].opt_sd["state"][i]
             like = {n: (p if v.ndim else v) for n, v in first.items() if torch.is_tensor(v)}
-            state[i] = {**{n: v for n, v in first.items() if not torch.is_tensor(v)},
-                        **stack([m.opt_sd["state"][i] for m in ms], like)}  # type: ignore[index]  # fmt: skip
+            state[i] = {
+                **{n: v for n, v in first.items() if not torch.is_tensor(v)},
+                **stack([m.opt_sd["state"][i] for m in ms], like),
+            }  # type: ignore[index]
         opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     return net, opt, layout
 
@@ -167,9 +180,22 @@ class _Pack:
             fmt = step.memory_format(self.opts)
             single = build(m.cfg.model).to(self.device, memory_format=fmt)
             best = {k: v.to(self.device) for k, v in m.best.items()}
-            self.end(m, finish(m.cfg, single, best, m.st, self.ds, self.opts, device=self.device, fmt=fmt,
-                               autocast=step.autocast_for(m.cfg.train, self.device), t_start=self.t_start,
-                               env_extra={"pack": {**self.info, "k_trained": self.k_trained}}))  # fmt: skip
+            self.end(
+                m,
+                finish(
+                    m.cfg,
+                    single,
+                    best,
+                    m.st,
+                    self.ds,
+                    self.opts,
+                    device=self.device,
+                    fmt=fmt,
+                    autocast=step.autocast_for(m.cfg.train, self.device),
+                    t_start=self.t_start,
+                    env_extra={"pack": {**self.info, "k_trained": self.k_trained}},
+                ),
+            )
         except Exception as e:  # noqa: BLE001 - one trial's failure is its own
             self.end(m, e)
 
@@ -189,8 +215,15 @@ class _Pack:
             try:
                 if run is None:
                     net, opt, layout = _stacked(active, self.device, fmt)
-                    run = step.Run(net, opt, layout, cfg, data, step.autocast_for(cfg.train, self.device),
-                                   self.opts.eval_batch_size)  # fmt: skip
+                    run = step.Run(
+                        net,
+                        opt,
+                        layout,
+                        cfg,
+                        data,
+                        step.autocast_for(cfg.train, self.device),
+                        self.opts.eval_batch_size,
+                    )
                     self.k_trained = len(active)
                 rows, train_s, eval_s = step.epoch_rows(run, active)
             except Exception as e:  # noqa: BLE001 - the pack itself failed (e.g. out of memory): all of its trials

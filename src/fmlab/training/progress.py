@@ -91,8 +91,14 @@ class Lane:
         return self.st.epoch >= tc.max_epochs or self.st.bad_epochs >= tc.patience
 
     @classmethod
-    def new(cls, cfg: Config, net_sd: dict[str, torch.Tensor], device: torch.device, state_dir: Path | None,
-            own_dropout: bool) -> Lane:  # fmt: skip
+    def new(
+        cls,
+        cfg: Config,
+        net_sd: dict[str, torch.Tensor],
+        device: torch.device,
+        state_dir: Path | None,
+        own_dropout: bool,
+    ) -> Lane:
         """A network just initialised (net_sd, drawn from the seeded global stream), its streams seeded as
         the single run seeds them; resumed from state_dir's resume state when there is one. With
         own_dropout its dropout stream is a generator of its own that starts where the single run's does."""
@@ -104,13 +110,23 @@ class Lane:
             else:
                 drop.manual_seed(cfg.seed)
         sd = {k: v.detach().clone() for k, v in net_sd.items()}
-        lane = cls(cfg, state_dir, torch.Generator().manual_seed(cfg.seed),
-                   torch.Generator(device).manual_seed(cfg.seed + 7919), drop, sd,
-                   {k: v.clone() for k, v in sd.items()})  # fmt: skip
+        lane = cls(
+            cfg,
+            state_dir,
+            torch.Generator().manual_seed(cfg.seed),
+            torch.Generator(device).manual_seed(cfg.seed + 7919),
+            drop,
+            sd,
+            {k: v.clone() for k, v in sd.items()},
+        )
         if ResumeState.exists(state_dir):
             saved = ResumeState.read(state_dir)  # type: ignore[arg-type]
-            lane.st, lane.net_sd, lane.opt_sd, lane.best = (LoopState.from_dict(saved.train), saved.net, saved.opt,
-                                                            saved.best)  # fmt: skip
+            lane.st, lane.net_sd, lane.opt_sd, lane.best = (
+                LoopState.from_dict(saved.train),
+                saved.net,
+                saved.opt,
+                saved.best,
+            )
             lane.restore(saved.rng)
         return lane
 
@@ -119,8 +135,11 @@ class Lane:
         the dropout stream is the global CPU stream, or the CUDA one on a GPU)."""
         g = self.drop_gen
         on_cpu = g is not None and g.device.type == "cpu"
-        rng = {"torch": g.get_state() if on_cpu else torch.get_rng_state(),  # type: ignore[union-attr]
-               "gen": self.gen.get_state(), "aug": self.aug_gen.get_state()}  # fmt: skip
+        rng = {
+            "torch": g.get_state() if on_cpu else torch.get_rng_state(),  # type: ignore[union-attr]
+            "gen": self.gen.get_state(),
+            "aug": self.aug_gen.get_state(),
+        }
         if g is None and torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         elif g is not None and not on_cpu:

@@ -35,8 +35,9 @@ from fmlab.training.progress import Diverged, Lane
 Report = Callable[[Lane, dict[str, float]], None]  # a lane's epoch row to its caller; raising fails that lane
 
 
-def start_lane(cfg: Config, device: torch.device, state_dir: str | Path | None,
-               own_dropout: bool = False) -> tuple[Lane, nn.Module]:  # fmt: skip
+def start_lane(
+    cfg: Config, device: torch.device, state_dir: str | Path | None, own_dropout: bool = False
+) -> tuple[Lane, nn.Module]:
     """A network initialised from its seed (on the CPU) and its Lane, resumed when state_dir holds a state."""
     env.seed_everything(cfg.seed)
     net = build(cfg.model)
@@ -85,8 +86,9 @@ class Layout(Protocol):
     def hits(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...  # each network's correct count
     def eval_input(self, xb: torch.Tensor) -> torch.Tensor: ...  # one batch every network sees
     def eval_sums(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def validate(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any,
-                 tta: bool) -> list[dict[str, float]]: ...  # fmt: skip
+    def validate(
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool
+    ) -> list[dict[str, float]]: ...
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]: ...  # per network
 
 
@@ -116,8 +118,9 @@ class Single:
     def eval_sums(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return F.nll_loss(out, y, reduction="sum"), (out.argmax(1) == y).sum()
 
-    def validate(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any,
-                 tta: bool) -> list[dict[str, float]]:  # fmt: skip
+    def validate(
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool
+    ) -> list[dict[str, float]]:
         return [evaluate(net, x, y, batch_size, autocast, tta)]
 
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
@@ -144,8 +147,9 @@ class Run:
 # ---------------------------------------------------------------- the step, the epoch
 
 
-def train_step(run: Run, lanes: Sequence[Lane], idx: list[torch.Tensor], lr: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def train_step(
+    run: Run, lanes: Sequence[Lane], idx: list[torch.Tensor], lr: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step of every lane's network on its batch (rows idx of the training set): each
     network's mean loss (detached) and correct count, on the device."""
     tc, d, opt = run.cfg.train, run.data, run.opt
@@ -181,8 +185,15 @@ def train_epoch(run: Run, lanes: Sequence[Lane], epoch: int) -> tuple[list[float
 
 
 @torch.no_grad()
-def evaluate_nets(net: nn.Module, layout: Layout, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-                  autocast: Any = nullcontext, tta: bool = False) -> list[dict[str, float]]:  # fmt: skip
+def evaluate_nets(
+    net: nn.Module,
+    layout: Layout,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    autocast: Any = nullcontext,
+    tta: bool = False,
+) -> list[dict[str, float]]:
     """Each network's mean NLL and accuracy over (x, y), in eval mode. With tta, the output is the mean
     of the log-probs of the image and its mirror, renormalised (a geometric mean)."""
     was_training = net.training
@@ -204,8 +215,14 @@ def evaluate_nets(net: nn.Module, layout: Layout, x: torch.Tensor, y: torch.Tens
     return [{"loss": s / n, "acc": c / n} for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
 
 
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-             autocast: Any = nullcontext, tta: bool = False) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    autocast: Any = nullcontext,
+    tta: bool = False,
+) -> dict[str, float]:
     """Mean NLL and accuracy of one network's log-probability outputs over (x, y) (evaluate_nets)."""
     return evaluate_nets(net, Single(), x, y, batch_size, autocast, tta)[0]
 
@@ -224,13 +241,30 @@ def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]],
     for lane, (sd, osd) in zip(lanes, run.layout.states(run.net, run.opt), strict=True):
         lane.net_sd, lane.opt_sd = sd, osd
     n, lr = len(d.ytr), run.opt.param_groups[0]["lr"]
-    rows = [{"epoch": epoch, "lr": lr, "train_loss": s / n, "train_acc": c / n, "val_loss": v["loss"],
-             "val_acc": v["acc"], "epoch_s": t2 - t0} for s, c, v in zip(sums, hits, vals, strict=True)]  # fmt: skip
+    rows = [
+        {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": s / n,
+            "train_acc": c / n,
+            "val_loss": v["loss"],
+            "val_acc": v["acc"],
+            "epoch_s": t2 - t0,
+        }
+        for s, c, v in zip(sums, hits, vals, strict=True)
+    ]
     return rows, t1 - t0, t2 - t1
 
 
-def close_epoch(lanes: Sequence[Lane], rows: list[dict[str, float]], train_s: float, eval_s: float, fresh: bool,
-                t_start: float, report: Report | None) -> list[Exception | None]:  # fmt: skip
+def close_epoch(
+    lanes: Sequence[Lane],
+    rows: list[dict[str, float]],
+    train_s: float,
+    eval_s: float,
+    fresh: bool,
+    t_start: float,
+    report: Report | None,
+) -> list[Exception | None]:
     """Each lane's epoch recorded (early stopping, best weights) and its resume state saved, every lane's
     before any is reported; then each row reported. Returns each lane's failure: Diverged, or what its
     report raised (None: it goes on)."""
