@@ -3,8 +3,9 @@
 load_folder reads and checks the folder against this code and the study file (ids are config hashes, so
 a folder from another commit whose configs hash differently is refused, naming that commit);
 import_results plans the trials it lists and loads its COMPLETE and FAILED trials under the same ids,
-with the best checkpoint where the store keeps it, so that `fmlab report` regenerates without training
-and `fmlab sweep` of the same file and budget runs only what the folder lacks.
+with the best checkpoint where the store keeps it, and the resume states of its trials cut off part-way
+(fmlab.archive.resume), so that `fmlab report` regenerates without training and `fmlab sweep` of the same
+file and budget runs only what the folder lacks, each cut-off trial from its last published epoch.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import math
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fmlab.archive import resume
 from fmlab.archive.provenance import repo_root
 from fmlab.archive.publish import BEST_FILES, PublishError, read_csv
 from fmlab.config.metrics import EPOCH_COLS
 from fmlab.config.states import State
 from fmlab.errors import FmlabError
 from fmlab.store.db import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    from fmlab.store.db import Store
 
 
 def _read_json(p: Path) -> dict[str, Any]:
@@ -91,8 +96,13 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
     rows = read_csv(d / "trials.csv")
     epochs = read_csv(d / "epochs.csv")
     listed, complete = _check_trials(d, run, rows, planned)
-    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, complete)
+    waiting = {r["id"] for r in rows if r.get("state") == State.WAITING}
+    by_trial = _epochs_by_trial(d / "epochs.csv", epochs, {**complete, **dict.fromkeys(waiting)})
     _check_best(d, run, complete)
+    try:
+        states = resume.check_folder(d, rows, by_trial, {tid: t.config for tid, t in planned.items()})
+    except resume.ResumeError as e:
+        raise PublishError(str(e)) from None
     return {
         "dir": d,
         "run": run,
@@ -101,6 +111,7 @@ def load_folder(folder: str | Path) -> dict[str, Any]:
         "listed": list(dict.fromkeys(listed)),
         "complete": complete,
         "epochs": by_trial,
+        "resume": states,
     }
 
 
@@ -179,9 +190,10 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
     """Load a results folder into a store (created if missing), as `fmlab import` does: the trials it
     lists (unfinished ones WAITING), its COMPLETE trials with metrics, timings and epochs under the same
     ids, FAILED ones with their error (`fmlab sweep --retry-failed` reruns them), the best checkpoint where
-    the store keeps it.
+    the store keeps it, the resume state of each trial cut off part-way (with its epoch rows so far) where
+    the store's trial is WAITING and not as far along.
     Idempotent: a trial already COMPLETE or FAILED in the store is left as it is.
-    Returns {study, budget, imported, failed, already, planned, best}."""
+    Returns {study, budget, imported, failed, already, planned, best, resumable (the states placed)}."""
     from fmlab.store.db import Store
 
     f = load_folder(folder)
@@ -214,14 +226,11 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
                 state=State(r["state"]),
                 error=r.get("error") or None,
             )
-        best = run.get("best")
-        if best:
-            dest = s.trial_dir(best)
-            if not all((dest / n).is_file() for n in BEST_FILES):
-                dest.mkdir(parents=True, exist_ok=True)
-                for n in BEST_FILES:
-                    shutil.copy2(f["dir"] / "best" / n, dest / n)
-                s.add_artifacts(best, {"weights": dest / "best.safetensors", "trial_json": dest / "trial.json"})
+        if run.get("best"):
+            _import_best(s, f["dir"] / "best", run["best"])
+        placed = [
+            tid for tid, saved in f["resume"].items() if resume.place(s, tid, saved.files, f["epochs"].get(tid, []))
+        ]
     finally:
         s.close()
     new = sum(f["complete"][t]["state"] == State.COMPLETE for t in todo)
@@ -233,4 +242,15 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
         "already": n_complete - new,
         "planned": len(f["planned"]),
         "best": run.get("best"),
+        "resumable": len(placed),
     }
+
+
+def _import_best(s: Store, src: Path, best: str) -> None:
+    """The best trial's checkpoint (best/) into the store's folder, unless the store has it already."""
+    dest = s.trial_dir(best)
+    if not all((dest / n).is_file() for n in BEST_FILES):
+        dest.mkdir(parents=True, exist_ok=True)
+        for n in BEST_FILES:
+            shutil.copy2(src / n, dest / n)
+        s.add_artifacts(best, {"weights": dest / "best.safetensors", "trial_json": dest / "trial.json"})

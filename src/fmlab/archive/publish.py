@@ -7,11 +7,14 @@
       run.json                   study file (path relative to the repository) and its sha256, seeds,
                                  commit, command, hardware, summed wall time, dates, counts, per-trial timings
       best/                      the best COMPLETE trial on the validation metric: best.safetensors + trial.json
+      resume/<trial id>/         while the study is in progress: an unfinished trial's resume state,
+                                 state.safetensors + state.json (fmlab.archive.resume; run.json's "resume")
 
 No other checkpoints, no SQLite files, no absolute paths. A folder may hold a study in progress: import
-loads its COMPLETE trials into a store (same ids: ids are config hashes, checked with this code) so that
-`fmlab report` regenerates without training and `fmlab sweep` of the same file and budget runs only
-the trials the folder lacks.
+loads its COMPLETE trials into a store (same ids: ids are config hashes, checked with this code), and the
+resume states of trials cut off part-way, so that `fmlab report` regenerates without training and
+`fmlab sweep` of the same file and budget runs only what the folder lacks, each cut-off trial from its
+last published epoch.
 
 Publishing writes one thing to the store, as its own step: the study's row from the file
 (record_study_row), so that the report follows the file's analysis keys; the folder itself comes from
@@ -30,12 +33,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fmlab.archive import provenance
+from fmlab.archive import provenance, resume
 from fmlab.errors import FmlabError
 from fmlab.store.db import DEFAULT_PATH, State, StoreError
 
 if TYPE_CHECKING:
     from fmlab.api.handles import StudyHandle
+    from fmlab.archive.resume import Saved
     from fmlab.store.db import Store
     from fmlab.study.spec import Study
 
@@ -112,16 +116,20 @@ def write_results(
         check_store(s, st)
         recs = {r["id"]: r for r in s.records(st.name, st.budget)}
         envs = s.envs([State.COMPLETE])
+        states = resume.unfinished_states(s, {tid: State(r["state"]) for tid, r in recs.items()})
     h = StoreHandle(store).study(st.name, st.budget)
     best, best_dir = h.best(), h.checkpoint()
     root = provenance.repo_root(sf.resolve().parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        _copy_tables(h, tmp)
+        states = _copy_tables(h, tmp, states)
         _copy_report(h, tmp)
         best_id = _copy_best(best, best_dir, tmp / "best")
+        resume.write_states(tmp, states)
         run = provenance.run_json(st, sf, [t.id for t in st.trials()], recs, envs, best_id, command, root)
+        if states:  # only a study in progress has the key: a complete folder's run.json is as it was
+            run["resume"] = {tid: saved.epochs for tid, saved in states.items()}
         write_json(tmp / "run.json", run)
         _scrub_paths(tmp, [store.resolve().parent, Path.cwd().resolve(), tmp.resolve(), *([root] if root else [])])
         _readable(tmp)
@@ -132,10 +140,11 @@ def write_results(
     return {**run, "out": str(out)}
 
 
-def _copy_tables(h: StudyHandle, folder: Path) -> None:
-    """trials.csv and epochs.csv as `fmlab results` exports them, less what an import would not bring."""
+def _copy_tables(h: StudyHandle, folder: Path, states: dict[str, Saved]) -> dict[str, Saved]:
+    """trials.csv and epochs.csv as `fmlab results` exports them, less what an import would not bring;
+    the resume states (of states) whose epoch rows the tables hold, which the folder carries."""
     h.export(folder)
-    _finished_only(folder)
+    return _finished_only(folder, states)
 
 
 def _copy_report(h: StudyHandle, folder: Path) -> None:
@@ -184,18 +193,28 @@ def _replace(out: Path, tmp: Path) -> None:
         os.replace(tmp, out)
 
 
-def _finished_only(folder: Path) -> None:
+def _finished_only(folder: Path, states: dict[str, Saved]) -> dict[str, Saved]:
     """The tables as a fresh store holds them after import: a trial not yet finished (RUNNING, or WAITING
-    with an 'interrupted' note) is WAITING with no epochs; a FAILED trial keeps its error, not its epochs."""
-    rows = read_csv(folder / "trials.csv")
+    with an 'interrupted' note) is WAITING with no epochs, or with its resume state's n epochs (rows 1..n)
+    when the store holds them all; a FAILED trial keeps its error, not its epochs. Returns the states kept."""
+    rows, epochs = read_csv(folder / "trials.csv"), read_csv(folder / "epochs.csv")
     done = {r["id"] for r in rows if r["state"] == State.COMPLETE}
+    n = {tid: saved.epochs for tid, saved in states.items()}
+
+    def wanted(e: dict[str, str]) -> bool:
+        return e["trial_id"] in done or int(e["epoch"]) <= n.get(e["trial_id"], 0)
+
+    epochs = [e for e in epochs if wanted(e)]
+    had = {tid: sorted(int(e["epoch"]) for e in epochs if e["trial_id"] == tid) for tid in n}
+    kept = {tid: saved for tid, saved in states.items() if had[tid] == list(range(1, n[tid] + 1))}
     for r in rows:
         if r["state"] != State.COMPLETE:
-            r["epochs"] = "0"
+            r["epochs"] = str(n[r["id"]]) if r["id"] in kept else "0"
             if r["state"] != State.FAILED:
                 r.update(state=State.WAITING.value, error="")
     _write_csv(folder / "trials.csv", rows)
-    _write_csv(folder / "epochs.csv", [e for e in read_csv(folder / "epochs.csv") if e["trial_id"] in done])
+    _write_csv(folder / "epochs.csv", [e for e in epochs if e["trial_id"] in done or e["trial_id"] in kept])
+    return kept
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:

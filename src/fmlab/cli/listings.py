@@ -217,7 +217,9 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
 
 class Publish(Command):
     name = "publish"
-    help = "a study's results as a folder for the repository: tables, summary, figures, run.json, best/ (atomic)"
+    help = (
+        "a study's results as a folder for the repository: tables, summary, figures, run.json, best/, resume/ (atomic)"
+    )
     parents = ("store",)
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
@@ -243,16 +245,17 @@ class Publish(Command):
         publish.record_study_row(st, store_path(args))
         run = publish.write_results(st, store=store_path(args), out=args.out, command=shlex.join(argv))
         c = run["counts"]
+        cut = f" ({len(run['resume'])} with a resume state in resume/)" if run.get("resume") else ""
         err(
             f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
-            f"{c['missing']} missing; best {run['best'] or 'none yet'}"
+            f"{c['missing']} missing{cut}; best {run['best'] or 'none yet'}"
         )
         return 0
 
 
 class Import(Command):
     name = "import"
-    help = "load a results folder into a store: its COMPLETE trials and best checkpoint"
+    help = "load a results folder into a store: its COMPLETE trials, best checkpoint, cut-off trials' resume states"
     parents = ("store",)
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
@@ -263,9 +266,10 @@ class Import(Command):
 
         r = import_results(args.folder, store=store_path(args))
         failed = f", {r['failed']} FAILED" if r["failed"] else ""
+        cut = f"; {r['resumable']} to resume mid-trial" if r["resumable"] else ""
         err(
             f"{r['study']} ({r['budget']}): imported {r['imported']} COMPLETE trial(s){failed}, {r['already']} "
-            f"already in {store_path(args)}; {r['planned']} planned; "
+            f"already in {store_path(args)}; {r['planned']} planned{cut}; "
             f"best checkpoint {r['best'] or 'none'}"
         )
         return 0

@@ -87,7 +87,9 @@ class Lifecycle:
             args += [self.host, self.pid]
         return db.execute(f"UPDATE trials SET {sets} WHERE {where}", args).rowcount == 1
 
-    def _stale_ids(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
+    def stale_ids(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
+        """Read-only: the RUNNING trials (of ids) whose owner is gone (heartbeat expired, or its pid dead on
+        this host); with mine_too, also those that name this process (a previous process with our pid)."""
         now = time.time()
         rows = self.db.execute(
             "SELECT id, owner_host, owner_pid, heartbeat FROM trials WHERE state = ?", (State.RUNNING.value,)
@@ -108,7 +110,7 @@ class Lifecycle:
 
     def recover_stale(self, ids: Iterable[str] | None = None, *, mine_too: bool = False) -> list[str]:
         """Put RUNNING rows whose owner is gone back to WAITING; their resume state is kept."""
-        stale = self._stale_ids(ids, mine_too=mine_too)
+        stale = self.stale_ids(ids, mine_too=mine_too)
         if stale:
             with self.tx() as db:
                 for tid in stale:

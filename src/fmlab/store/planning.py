@@ -157,6 +157,16 @@ class Planning:
             insert_epochs(db, tid, epochs, replace_all=True)
         shutil.rmtree(self.state_dir(tid), ignore_errors=True)
 
+    def import_epochs(self, tid: str, epochs: list[dict[str, Any]]) -> bool:
+        """A WAITING trial's epoch rows so far from elsewhere (`fmlab import` of a trial to resume mid-way,
+        its resume state placed beside): they replace any. False (nothing written) unless it is WAITING."""
+        with self.tx() as db:
+            row = db.execute("SELECT state FROM trials WHERE id = ?", (tid,)).fetchone()
+            if row is None or row["state"] != W.value:
+                return False
+            insert_epochs(db, tid, epochs, replace_all=True)
+        return True
+
     def add_artifacts(self, tid: str, paths: dict[str, Path]) -> None:
         with self.tx() as db:
             for kind, p in paths.items():
