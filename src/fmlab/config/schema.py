@@ -32,6 +32,7 @@ __all__ = [
     "coerce",
     "from_dict",
     "hash_dict",
+    "shown_config",
     "parse_sets",
     "trial_id",
     "with_overrides",
@@ -42,13 +43,18 @@ SCHEMA = "fmlab.config/1"
 
 def _neutral(default: Any, **kw: Any) -> Any:
     """A field added after v1: left out of the trial hash while it holds this neutral value,
-    so trial ids made before the field existed stay valid."""
+    so trial ids made before the field existed stay valid. quiet=True (a field added after results/ was
+    published): also left out of an exported config (shown_config) at that value."""
     return field(default=default, metadata={"neutral": default, **kw})
+
+
+def _quiet(default: Any) -> Any:
+    return _neutral(default, quiet=True)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["seed", "resnet"] = "seed"  # network family; seed = conv blocks + 1 FC; resnet: model.py
+    arch: Literal["seed", "resnet", "airbench"] = "seed"  # network family; seed = conv blocks + 1 FC; see model/nets.py
     widths: tuple[int, ...] = (64, 128, 256)  # output channels of each conv block
     kernel_size: Literal[3, 5] = 3  # conv kernel side, pixels ("same" padding)
     batch_norm: bool = False  # BatchNorm after each conv
@@ -56,7 +62,12 @@ class ModelConfig:
     dropout: float = 0.2  # drop probability after the last conv block, 0 = off
     pool: Literal["avg", "max"] = "avg"  # 2x2 pooling after each conv block
     activation: Literal["relu", "leaky_relu", "prelu", "gelu"] = "relu"
-    depth: int = _neutral(1)  # resnet: basic blocks per stage (one stage per width); seed: must be 1
+    depth: int = _neutral(1)  # resnet: basic blocks per stage; airbench: convs after each group's first; seed: 1
+    # Initialisation levers (fmlab.model.inits, applied in training.step.start_lane); off at their defaults.
+    whiten: Literal["off", "frozen", "trained"] = _quiet("off")  # first conv = training patches' whitening
+    whiten_epochs: int = _quiet(0)  # whiten=frozen: epochs it stays frozen, then trained; 0 = the whole run
+    dirac_init: bool = _quiet(False)  # convs with out >= in channels start as the identity on their first inputs
+    bn_weight_frozen: bool = _quiet(False)  # BatchNorm scales fixed at 1 (only the biases train)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class TrainConfig:
     step_gamma: float = _neutral(0.1)  # step: factor applied at each decay
     label_smoothing: float = _neutral(0.0)  # training loss = (1-eps) NLL + eps mean(-log p); 0 = off
     tta: bool = _neutral(False)  # val and test: average the log-probs of each image and its mirror
+    bn_bias_lr_mult: float = _quiet(1.0)  # BatchNorm biases' lr (and 1/x their weight decay) x this
 
 
 @dataclass(frozen=True)
@@ -177,6 +189,17 @@ def hash_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def shown_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A config's to_dict() as exports show it (trials.csv): quiet fields at their neutral value left out, so
+    the tables of results published before those fields existed regenerate unchanged."""
+    out = dict(d)
+    for name, cls in SECTIONS.items():
+        quiet = {f.name: f.metadata["neutral"] for f in dataclasses.fields(cls) if f.metadata.get("quiet")}
+        if isinstance(out.get(name), dict):
+            out[name] = {k: v for k, v in out[name].items() if k not in quiet or v != _asdict(quiet[k])}
+    return out
+
+
 def canonical_json(obj: Any) -> str:
     # repr-exact floats (json uses float.__repr__), sorted keys, no whitespace.
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -232,12 +255,15 @@ def with_overrides(cfg: Config, overrides: dict[str, Any], rules: bool = True) -
 def check(cfg: Config) -> Config:
     """Rules that tie two fields together; returns cfg unchanged or raises ConfigError."""
     m, d, t = cfg.model, cfg.data, cfg.train
-    if m.arch == "resnet" and not m.batch_norm:
-        raise ConfigError("model.arch=resnet needs model.batch_norm=true (its blocks are conv-BN pairs)")
-    if m.arch == "resnet" and m.conv_bias is True:
-        raise ConfigError("model.conv_bias=true: resnet's convs all feed a BN and have no bias; leave it at auto")
+    if m.arch != "seed" and not m.batch_norm:
+        raise ConfigError(f"model.arch={m.arch} needs model.batch_norm=true (its blocks are conv-BN pairs)")
+    if m.arch != "seed" and m.conv_bias is True:
+        raise ConfigError(f"model.conv_bias=true: {m.arch}'s convs all feed a BN and have no bias; leave it at auto")
     if m.arch == "seed" and m.depth != 1:
-        raise ConfigError(f"model.depth={m.depth} applies to model.arch=resnet only; leave it at 1 for the seed net")
+        raise ConfigError(
+            f"model.depth={m.depth} applies to model.arch=resnet or airbench only; leave it at 1 for the seed net"
+        )
+    _check_levers(m, t)
     if d.erase_area_min > d.erase_area_max:
         raise ConfigError(f"data.erase_area_min ({d.erase_area_min}) exceeds data.erase_area_max ({d.erase_area_max})")
     if t.lr_min > t.lr and t.schedule not in ("constant", "step"):
@@ -245,6 +271,22 @@ def check(cfg: Config) -> Config:
     if t.nesterov and t.optimizer == "sgd" and t.momentum == 0:
         raise ConfigError("train.nesterov=true needs train.momentum > 0")
     return cfg
+
+
+def _check_levers(m: ModelConfig, t: TrainConfig) -> None:
+    """The initialisation and BatchNorm levers' rules (fmlab.model.inits)."""
+    k = m.kernel_size
+    if m.whiten != "off" and m.arch != "airbench" and m.widths[0] != 2 * k * k:
+        raise ConfigError(
+            f"model.whiten={m.whiten} needs a first conv of 2 x kernel_size^2 = {2 * k * k} channels "
+            f"(+ and - of each whitened patch direction); set model.widths' first entry to {2 * k * k} "
+            "or use model.arch=airbench (its own whitening conv)"
+        )
+    if m.whiten_epochs and m.whiten != "frozen":
+        raise ConfigError("model.whiten_epochs applies to model.whiten=frozen only; leave it at 0")
+    if (m.bn_weight_frozen or t.bn_bias_lr_mult != 1) and not m.batch_norm:
+        key = "model.bn_weight_frozen" if m.bn_weight_frozen else "train.bn_bias_lr_mult"
+        raise ConfigError(f"{key} needs model.batch_norm=true (it acts on BatchNorm layers)")
 
 
 def from_dict(d: dict[str, Any]) -> Config:

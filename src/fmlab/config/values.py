@@ -72,6 +72,7 @@ def convert(key: str, typ: Any, value: Any) -> Any:
 RANGES: dict[str, tuple[float, float]] = {
     "model.dropout": (0.0, 0.99),
     "model.depth": (1, 64),
+    "model.whiten_epochs": (0, 10_000),
     "data.val_size": (1, 59_000),
     "data.train_subset": (0, 60_000),
     "data.std": (1e-6, 10),
@@ -87,6 +88,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.step_every": (1, 10_000),
     "train.step_gamma": (1e-6, 1),
     "train.label_smoothing": (0, 0.99),
+    "train.bn_bias_lr_mult": (1e-3, 1e4),
     "data.flip": (0, 1),
     "data.translate_px": (0, 14),
     "data.erase_p": (0, 1),

@@ -104,10 +104,11 @@ def load(ref: str | Path, store: str | Path | None = None) -> Loaded:
 
 
 def param_table(ld: Loaded) -> dict[str, Any]:
-    """Trainable parameters per layer, the total, and the size in MB (10^6 bytes) fp32 and on disk."""
+    """Parameters per layer (every one the network uses, frozen ones included), the total, and the size in
+    MB (10^6 bytes) fp32 and on disk."""
     rows = []
     for name, mod in ld.net.named_modules():
-        ps = [(n, p) for n, p in mod.named_parameters(recurse=False) if p.requires_grad]
+        ps = list(mod.named_parameters(recurse=False))
         if not ps:
             continue
         rows.append(

@@ -19,6 +19,17 @@ recipe: widths 16, 32, 64 and depth 3 give 0.27M parameters):
            shortcut is a 1x1 conv + BN where the width changes), at 14x14, 7x7, ...
     global average pool, dropout, linear -> 10, log-softmax
 
+``arch = "airbench"`` is KellerJordan/airbench94's shape for 28x28 grey images (widths 64, 128, 256
+and depth 1 give 1,151,784 parameters; the 1M cap needs narrower widths):
+
+    whiten conv2x2 1->8 + bias, no padding (model.whiten fills it)    -> 8x27x27
+    act; per width w: conv3x3 -> w, 2x2 pool, BN, act, then depth x (conv3x3 w->w, BN, act)
+                                                                      -> 13x13, 6x6, 3x3
+    global pool (model.pool), dropout, linear -> 10 without bias, logits x 1/9, log-softmax
+
+airbench's own settings are model.pool=max, model.activation=gelu; the logit scale sits before the
+bias-free linear (the same product), so the net is features + fc and packs as the others do.
+
 Pooling before a stage, rather than a strided conv, keeps every output pixel's information (the
 block's convs see the whole pooled map) and costs the same FLOPs. Batch norm is part of the block,
 so resnet needs model.batch_norm=true (config.check says so).
@@ -126,7 +137,48 @@ class ResNet(nn.Module):
         return torch.log_softmax(self.fc(self.features(x)).float(), dim=1)
 
 
-NETS: dict[str, Callable[[ModelConfig], nn.Module]] = {"seed": SeedNet, "resnet": ResNet}
+WHITEN_KERNEL = 2  # airbench's whitening conv: 2x2 patches, 2 x 4 channels on a grey image
+
+
+class Scale(nn.Module):
+    """x * factor (no parameters)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class AirbenchNet(nn.Module):
+    """airbench94's net on 1x28x28: a 2x2 whitening conv, one conv group per width (conv, pool, BN, act,
+    then depth x conv-BN-act), global pool, dropout, logits / 9; returns log-probabilities."""
+
+    def __init__(self, cfg: ModelConfig, classes: int = 10) -> None:
+        super().__init__()
+        k, c_in = cfg.kernel_size, 2 * WHITEN_KERNEL**2
+        pool = nn.AvgPool2d if cfg.pool == "avg" else nn.MaxPool2d
+        layers: list[nn.Module] = [nn.Conv2d(1, c_in, WHITEN_KERNEL, bias=True), activation(cfg.activation, c_in)]
+        for c_out in cfg.widths:
+            layers += [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), pool(2)]
+            layers += [nn.BatchNorm2d(c_out), activation(cfg.activation, c_out)]
+            for _ in range(cfg.depth):
+                layers += [nn.Conv2d(c_out, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out)]
+                layers.append(activation(cfg.activation, c_out))
+            c_in = c_out
+        global_pool = nn.AdaptiveAvgPool2d if cfg.pool == "avg" else nn.AdaptiveMaxPool2d
+        layers += [global_pool(1), nn.Flatten(), Scale(1 / 9)]
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.fc(self.features(x)).float(), dim=1)
+
+
+NETS: dict[str, Callable[[ModelConfig], nn.Module]] = {"seed": SeedNet, "resnet": ResNet, "airbench": AirbenchNet}
 
 
 def build(cfg: ModelConfig) -> nn.Module:
@@ -134,7 +186,8 @@ def build(cfg: ModelConfig) -> nn.Module:
 
 
 def count_params(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    """Every parameter the network uses at inference, frozen ones (requires_grad off) included."""
+    return sum(p.numel() for p in net.parameters())
 
 
 def forward_flops(net: Any, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> dict[str, int]:

@@ -73,11 +73,11 @@ def train(
     device = env.setup(opts)
     ds = ds or fdata.load(cfg.data, opts.data_dir)
     fmt = step.memory_format(opts)
-    lane, net = step.start_lane(cfg, device, state_dir)
+    lane, net = step.start_lane(cfg, device, state_dir, ds=ds)
     net = net.to(device, memory_format=fmt)
     net.load_state_dict(lane.net_sd)  # the resumed weights (or the initial ones again)
     lane.best = {k: v.to(device) for k, v in lane.best.items()}
-    opt = make_optimizer(net.parameters(), cfg.train)
+    opt = make_optimizer(net, cfg.train)
     if lane.opt_sd is not None:
         opt.load_state_dict(lane.opt_sd)
     autocast = step.autocast_for(cfg.train, device)

@@ -38,7 +38,7 @@ from fmlab.model.nets import build
 from fmlab.model.packed import PackedNet, member_losses, member_slice, stack, unstack
 from fmlab.training import env, step
 from fmlab.training.loop import TrialResult, finish
-from fmlab.training.optim import make_optimizer
+from fmlab.training.optim import group_names, make_optimizer
 from fmlab.training.packs import pack_key
 from fmlab.training.progress import Lane
 
@@ -122,7 +122,7 @@ def train_pack(
     device = env.setup(opts)
     ds = ds or fdata.load(cfgs[0].data, opts.data_dir)
     dirs = state_dirs or [None] * len(cfgs)
-    lanes = [step.start_lane(c, device, d, own_dropout=True)[0] for c, d in zip(cfgs, dirs, strict=True)]
+    lanes = [step.start_lane(c, device, d, own_dropout=True, ds=ds)[0] for c, d in zip(cfgs, dirs, strict=True)]
     info = {"id": pack_id, "k": len(lanes), "trials": [m.tid for m in lanes]}
     pack = _Pack(ds, opts, device, info, t_start, on_end, {})
     for epoch in sorted({m.st.epoch for m in lanes}):  # members resumed at one epoch train together
@@ -137,16 +137,19 @@ def _stacked(
     cfg = ms[0].cfg
     rates = [m.cfg.model.dropout for m in ms]
     template = build(replace(cfg.model, dropout=max(rates)))  # the layout with its dropout layer
-    layout = Packed(
-        len(ms), fmt, {n: v.shape for n, v in template.state_dict().items()}, [p.shape for p in template.parameters()]
-    )
+    shapes = {n: v.shape for n, v in template.state_dict().items()}
+    order = [n for names, _ in group_names(template, cfg.train) for n in names]  # the optimizer's ids
+    layout = Packed(len(ms), fmt, shapes, [shapes[n] for n in order])
     net = PackedNet(template, len(ms), rates, [m.drop_gen for m in ms]).to(device, memory_format=fmt)  # type: ignore[misc]
     net.load_state_dict(stack([m.net_sd for m in ms], net.state_dict()))
-    opt = make_optimizer(net.parameters(), cfg.train)
+    opt = make_optimizer(net, cfg.train)
     if ms[0].opt_sd is not None and ms[0].opt_sd["state"]:
         state = {}
-        for i, p in enumerate(net.parameters()):
-            first = ms[0].opt_sd["state"][i]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            first = ms[0].opt_sd["state"].get(i)
+            if first is None:  # never stepped: frozen so far
+                continue
             like = {n: (p if v.ndim else v) for n, v in first.items() if torch.is_tensor(v)}
             state[i] = {
                 **{n: v for n, v in first.items() if not torch.is_tensor(v)},

@@ -27,20 +27,27 @@ from torch import nn
 from fmlab.config.schema import Config, TrainConfig
 from fmlab.data import augment as faug
 from fmlab.data import idx as fdata
+from fmlab.model import inits
 from fmlab.model.nets import build
 from fmlab.training import env
-from fmlab.training.optim import lr_at, smoothed_nll
+from fmlab.training.optim import lr_at, set_trainable, smoothed_nll
 from fmlab.training.progress import Diverged, Lane
 
 Report = Callable[[Lane, dict[str, float]], None]  # a lane's epoch row to its caller; raising fails that lane
 
 
 def start_lane(
-    cfg: Config, device: torch.device, state_dir: str | Path | None, own_dropout: bool = False
+    cfg: Config,
+    device: torch.device,
+    state_dir: str | Path | None,
+    own_dropout: bool = False,
+    ds: fdata.Dataset | None = None,
 ) -> tuple[Lane, nn.Module]:
-    """A network initialised from its seed (on the CPU) and its Lane, resumed when state_dir holds a state."""
+    """A network initialised from its seed (on the CPU; the init levers, fmlab.model.inits, from ds's
+    training images) and its Lane, resumed when state_dir holds a state."""
     env.seed_everything(cfg.seed)
     net = build(cfg.model)
+    inits.apply(net, cfg.model, cfg.seed, ds)
     return Lane.new(cfg, net.state_dict(), device, Path(state_dir) if state_dir else None, own_dropout), net
 
 
@@ -154,7 +161,7 @@ def train_step(
     network's mean loss (detached) and correct count, on the device."""
     tc, d, opt = run.cfg.train, run.data, run.opt
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_mult", 1.0)  # a group's multiplier (fmlab.training.optim.make_optimizer)
     xs = [d.xtr[j] for j in idx]
     if run.aug:  # each network's images from its own stream
         xs = [faug.augment(x, lane.cfg.data, lane.aug_gen) for x, lane in zip(xs, lanes, strict=True)]
@@ -233,6 +240,7 @@ def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]],
     epoch = lanes[0].st.epoch + 1
     t0 = time.perf_counter()
     run.net.train()
+    set_trainable(run.net, run.cfg.model, epoch)
     sums, hits = train_epoch(run, lanes, epoch)
     t1 = time.perf_counter()
     d = run.data
