@@ -74,6 +74,9 @@ class DataConfig:
     erase_area_min: float = _neutral(0.02)  # erased rectangle's area, fraction of the image, lower
     erase_area_max: float = _neutral(0.33)  # ... and upper bound (aspect ratio log-uniform 0.3..3.3)
     noise_std: float = _neutral(0.0)  # std of added Gaussian noise, pixel units (not clipped)
+    flip_mode: Literal["random", "alternate"] = _neutral("random")  # alternate: each image mirrored every other epoch
+    mixup: float = _neutral(0.0)  # mixup's Beta(alpha, alpha) alpha: pairs of images blended, targets too; 0 = off
+    cutmix: float = _neutral(0.0)  # cutmix's alpha: a box of another image pasted, targets by area; 0 = off
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class TrainConfig:
     step_gamma: float = _neutral(0.1)  # step: factor applied at each decay
     label_smoothing: float = _neutral(0.0)  # training loss = (1-eps) NLL + eps mean(-log p); 0 = off
     tta: bool = _neutral(False)  # val and test: average the log-probs of each image and its mirror
+    tta_shifts: int = _neutral(0)  # val and test: each view also shifted by (-n, -n) and (n, n) pixels; 0 = off
+    ema: float = _neutral(0.0)  # decay of an average of the weights, which validates, tests and is saved; 0 = off
+    ema_every: int = _neutral(1)  # steps between updates of the average (train.ema > 0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class Config:
             "lr_min": t.schedule in ("constant", "step"),
             "step_every": t.schedule != "step",
             "step_gamma": t.schedule != "step",
+            "ema_every": t.ema == 0,
         }
         t = dataclasses.replace(t, **{k: _default(TrainConfig, k) for k, off in unused.items() if off})
         if d.erase_p == 0:
@@ -244,6 +251,12 @@ def check(cfg: Config) -> Config:
         raise ConfigError(f"train.lr_min ({t.lr_min}) exceeds train.lr ({t.lr}); the floor must be below the peak")
     if t.nesterov and t.optimizer == "sgd" and t.momentum == 0:
         raise ConfigError("train.nesterov=true needs train.momentum > 0")
+    if d.flip_mode == "alternate" and d.flip != 0.5:
+        raise ConfigError(
+            f"data.flip_mode=alternate mirrors each image in half the epochs; set data.flip=0.5, not {d.flip}"
+        )
+    if d.mixup and d.cutmix:
+        raise ConfigError("data.mixup and data.cutmix are both on; choose one (set the other to 0)")
     return cfg
 
 
