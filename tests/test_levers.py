@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import OPTS, tiny_config
 
-from fmlab.config.schema import Config, ConfigError, trial_id, with_overrides
+from fmlab.config.schema import Config, ConfigError, from_dict, trial_id, with_overrides
 from fmlab.data import augment as faug
 from fmlab.model.nets import build
 from fmlab.model.packed import member_losses
@@ -40,6 +40,17 @@ def test_every_lever_is_off_by_default_and_leaves_trial_ids_alone():
     assert trial_id(with_overrides(c, {"train.ema_every": 5})) == trial_id(c)  # unused without train.ema
     for overrides in LEVERS.values():
         assert trial_id(with_overrides(c, overrides)) != trial_id(c)
+
+
+def test_a_record_leaves_the_levers_out_at_their_neutral_values_and_reads_back():
+    """The store, trial.json and trials.csv keep Config.to_record: the committed results' configs stay
+    byte-identical while the levers are off; a lever that is on is recorded."""
+    c = Config()
+    rec = c.to_record()
+    assert "ema" not in rec["train"] and "mixup" not in rec["data"] and "tta" in rec["train"]
+    assert from_dict(rec) == c and from_dict(c.to_dict()) == c
+    on = with_overrides(c, LEVERS["mixup"])
+    assert on.to_record()["data"]["mixup"] == 0.4 and from_dict(on.to_record()) == on
 
 
 @pytest.mark.parametrize(

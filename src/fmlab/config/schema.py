@@ -46,6 +46,13 @@ def _neutral(default: Any, **kw: Any) -> Any:
     return field(default=default, metadata={"neutral": default, **kw})
 
 
+def _late(default: Any) -> Any:
+    """A field added after results/ was published (issue 33's levers): neutral, and also left out of a
+    record's config at its neutral value (Config.to_record), so the store, trial.json and trials.csv of a
+    trial that leaves it alone read as they did before it existed (results/ regenerates byte for byte)."""
+    return _neutral(default, late=True)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: Literal["seed", "resnet"] = "seed"  # network family; seed = conv blocks + 1 FC; resnet: model.py
@@ -74,9 +81,9 @@ class DataConfig:
     erase_area_min: float = _neutral(0.02)  # erased rectangle's area, fraction of the image, lower
     erase_area_max: float = _neutral(0.33)  # ... and upper bound (aspect ratio log-uniform 0.3..3.3)
     noise_std: float = _neutral(0.0)  # std of added Gaussian noise, pixel units (not clipped)
-    flip_mode: Literal["random", "alternate"] = _neutral("random")  # alternate: each image mirrored every other epoch
-    mixup: float = _neutral(0.0)  # mixup's Beta(alpha, alpha) alpha: pairs of images blended, targets too; 0 = off
-    cutmix: float = _neutral(0.0)  # cutmix's alpha: a box of another image pasted, targets by area; 0 = off
+    flip_mode: Literal["random", "alternate"] = _late("random")  # alternate: each image mirrored every other epoch
+    mixup: float = _late(0.0)  # mixup's Beta(alpha, alpha) alpha: pairs of images blended, targets too; 0 = off
+    cutmix: float = _late(0.0)  # cutmix's alpha: a box of another image pasted, targets by area; 0 = off
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,9 @@ class TrainConfig:
     step_gamma: float = _neutral(0.1)  # step: factor applied at each decay
     label_smoothing: float = _neutral(0.0)  # training loss = (1-eps) NLL + eps mean(-log p); 0 = off
     tta: bool = _neutral(False)  # val and test: average the log-probs of each image and its mirror
-    tta_shifts: int = _neutral(0)  # val and test: each view also shifted by (-n, -n) and (n, n) pixels; 0 = off
-    ema: float = _neutral(0.0)  # decay of an average of the weights, which validates, tests and is saved; 0 = off
-    ema_every: int = _neutral(1)  # steps between updates of the average (train.ema > 0)
+    tta_shifts: int = _late(0)  # val and test: each view also shifted by (-n, -n) and (n, n) pixels; 0 = off
+    ema: float = _late(0.0)  # decay of an average of the weights, which validates, tests and is saved; 0 = off
+    ema_every: int = _late(1)  # steps between updates of the average (train.ema > 0)
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,16 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _asdict(self)
+
+    def to_record(self) -> dict[str, Any]:
+        """to_dict less the late fields (_late) at their neutral value: the config as the store, trial.json
+        and trials.csv keep it (from_dict reads it back)."""
+        out = self.to_dict()
+        for name, cls in SECTIONS.items():
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("late") and out[name][f.name] == _asdict(f.metadata["neutral"]):
+                    del out[name][f.name]
+        return out
 
     def flat(self) -> dict[str, Any]:
         """{'model.batch_norm': False, ..., 'seed': 0}."""

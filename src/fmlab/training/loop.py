@@ -119,7 +119,7 @@ def finish(
     images = len(st.history) * len(ds.train.y)
     return TrialResult(
         trial_id=cfg.trial_id(),
-        config=cfg.to_dict(),
+        config=cfg.to_record(),
         epochs=st.history,
         best_epoch=st.best_epoch,
         stop_reason="early_stopping" if st.bad_epochs >= tc.patience else "max_epochs",
