@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import OPTS, TINY
 from torch import nn
 
-from fmlab.config.schema import Config, ConfigError, TrainConfig, from_dict, hash_dict, shown_config, with_overrides
+from fmlab.config.schema import Config, ConfigError, TrainConfig, from_dict, hash_dict, with_overrides
 from fmlab.data import idx as data
 from fmlab.model import inits
 from fmlab.model.nets import build, count_params
@@ -227,8 +227,8 @@ def test_every_lever_on_trains_and_resumes_in_both_loops(tiny_ds, tmp_path):
 
 def test_exported_configs_leave_out_the_new_keys_at_their_defaults():
     """trials.csv's config column: the published results' tables regenerate unchanged; a lever that is on shows."""
-    shown = shown_config(Config().to_dict())
+    shown = Config().to_record()
     assert "whiten" not in shown["model"] and "bn_bias_lr_mult" not in shown["train"] and "depth" in shown["model"]
-    on = shown_config(with_overrides(Config(), {"model.dirac_init": True}).to_dict())
+    on = with_overrides(Config(), {"model.dirac_init": True}).to_record()
     assert on["model"]["dirac_init"] is True
     assert from_dict(shown).trial_id() == Config().trial_id()

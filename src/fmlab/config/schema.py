@@ -32,7 +32,6 @@ __all__ = [
     "coerce",
     "from_dict",
     "hash_dict",
-    "shown_config",
     "parse_sets",
     "trial_id",
     "with_overrides",
@@ -43,13 +42,15 @@ SCHEMA = "fmlab.config/1"
 
 def _neutral(default: Any, **kw: Any) -> Any:
     """A field added after v1: left out of the trial hash while it holds this neutral value,
-    so trial ids made before the field existed stay valid. quiet=True (a field added after results/ was
-    published): also left out of an exported config (shown_config) at that value."""
+    so trial ids made before the field existed stay valid."""
     return field(default=default, metadata={"neutral": default, **kw})
 
 
-def _quiet(default: Any) -> Any:
-    return _neutral(default, quiet=True)
+def _late(default: Any) -> Any:
+    """A field added after results/ was published (issue 33's levers): neutral, and also left out of a
+    record's config at its neutral value (Config.to_record), so the store, trial.json and trials.csv of a
+    trial that leaves it alone read as they did before it existed (results/ regenerates byte for byte)."""
+    return _neutral(default, late=True)
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,10 @@ class ModelConfig:
     activation: Literal["relu", "leaky_relu", "prelu", "gelu"] = "relu"
     depth: int = _neutral(1)  # resnet: basic blocks per stage; airbench: convs after each group's first; seed: 1
     # Initialisation levers (fmlab.model.inits, applied in training.step.start_lane); off at their defaults.
-    whiten: Literal["off", "frozen", "trained"] = _quiet("off")  # first conv = training patches' whitening
-    whiten_epochs: int = _quiet(0)  # whiten=frozen: epochs it stays frozen, then trained; 0 = the whole run
-    dirac_init: bool = _quiet(False)  # convs with out >= in channels start as the identity on their first inputs
-    bn_weight_frozen: bool = _quiet(False)  # BatchNorm scales fixed at 1 (only the biases train)
+    whiten: Literal["off", "frozen", "trained"] = _late("off")  # first conv = training patches' whitening
+    whiten_epochs: int = _late(0)  # whiten=frozen: epochs it stays frozen, then trained; 0 = the whole run
+    dirac_init: bool = _late(False)  # convs with out >= in channels start as the identity on their first inputs
+    bn_weight_frozen: bool = _late(False)  # BatchNorm scales fixed at 1 (only the biases train)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class DataConfig:
     erase_area_min: float = _neutral(0.02)  # erased rectangle's area, fraction of the image, lower
     erase_area_max: float = _neutral(0.33)  # ... and upper bound (aspect ratio log-uniform 0.3..3.3)
     noise_std: float = _neutral(0.0)  # std of added Gaussian noise, pixel units (not clipped)
+    flip_mode: Literal["random", "alternate"] = _late("random")  # alternate: each image mirrored every other epoch
+    mixup: float = _late(0.0)  # mixup's Beta(alpha, alpha) alpha: pairs of images blended, targets too; 0 = off
+    cutmix: float = _late(0.0)  # cutmix's alpha: a box of another image pasted, targets by area; 0 = off
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,10 @@ class TrainConfig:
     step_gamma: float = _neutral(0.1)  # step: factor applied at each decay
     label_smoothing: float = _neutral(0.0)  # training loss = (1-eps) NLL + eps mean(-log p); 0 = off
     tta: bool = _neutral(False)  # val and test: average the log-probs of each image and its mirror
-    bn_bias_lr_mult: float = _quiet(1.0)  # BatchNorm biases' lr (and 1/x their weight decay) x this
+    bn_bias_lr_mult: float = _late(1.0)  # BatchNorm biases' lr (and 1/x their weight decay) x this
+    tta_shifts: int = _late(0)  # val and test: each view also shifted by (-n, -n) and (n, n) pixels; 0 = off
+    ema: float = _late(0.0)  # decay of an average of the weights, which validates, tests and is saved; 0 = off
+    ema_every: int = _late(1)  # steps between updates of the average (train.ema > 0)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class Config:
             "lr_min": t.schedule in ("constant", "step"),
             "step_every": t.schedule != "step",
             "step_gamma": t.schedule != "step",
+            "ema_every": t.ema == 0,
         }
         t = dataclasses.replace(t, **{k: _default(TrainConfig, k) for k, off in unused.items() if off})
         if d.erase_p == 0:
@@ -143,6 +151,16 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _asdict(self)
+
+    def to_record(self) -> dict[str, Any]:
+        """to_dict less the late fields (_late) at their neutral value: the config as the store, trial.json
+        and trials.csv keep it (from_dict reads it back)."""
+        out = self.to_dict()
+        for name, cls in SECTIONS.items():
+            for f in dataclasses.fields(cls):
+                if f.metadata.get("late") and out[name][f.name] == _asdict(f.metadata["neutral"]):
+                    del out[name][f.name]
+        return out
 
     def flat(self) -> dict[str, Any]:
         """{'model.batch_norm': False, ..., 'seed': 0}."""
@@ -186,17 +204,6 @@ def hash_dict(cfg: Config) -> dict[str, Any]:
                 continue
             d[f.name] = v
         out[name] = d
-    return out
-
-
-def shown_config(d: dict[str, Any]) -> dict[str, Any]:
-    """A config's to_dict() as exports show it (trials.csv): quiet fields at their neutral value left out, so
-    the tables of results published before those fields existed regenerate unchanged."""
-    out = dict(d)
-    for name, cls in SECTIONS.items():
-        quiet = {f.name: f.metadata["neutral"] for f in dataclasses.fields(cls) if f.metadata.get("quiet")}
-        if isinstance(out.get(name), dict):
-            out[name] = {k: v for k, v in out[name].items() if k not in quiet or v != _asdict(quiet[k])}
     return out
 
 
@@ -270,6 +277,12 @@ def check(cfg: Config) -> Config:
         raise ConfigError(f"train.lr_min ({t.lr_min}) exceeds train.lr ({t.lr}); the floor must be below the peak")
     if t.nesterov and t.optimizer == "sgd" and t.momentum == 0:
         raise ConfigError("train.nesterov=true needs train.momentum > 0")
+    if d.flip_mode == "alternate" and d.flip != 0.5:
+        raise ConfigError(
+            f"data.flip_mode=alternate mirrors each image in half the epochs; set data.flip=0.5, not {d.flip}"
+        )
+    if d.mixup and d.cutmix:
+        raise ConfigError("data.mixup and data.cutmix are both on; choose one (set the other to 0)")
     return cfg
 
 

@@ -95,6 +95,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "data.erase_area_min": (1e-4, 1),
     "data.erase_area_max": (1e-4, 1),
     "data.noise_std": (0, 10),
+    "data.mixup": (0, 100),
+    "data.cutmix": (0, 100),
+    "train.tta_shifts": (0, 7),
+    "train.ema": (0, 0.999999),
+    "train.ema_every": (1, 10_000),
     "seed": (0, 2**31 - 1),
 }
 

@@ -42,6 +42,31 @@ def translate(x: torch.Tensor, max_px: int, gen: torch.Generator, fill: float = 
     return out.permute(0, 3, 1, 2)
 
 
+def shift(x: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.Tensor:
+    """Every image's content moved dy pixels down and dx right (negative: up, left); uncovered pixels get fill."""
+    h, w = x.shape[-2:]
+    m = max(abs(dy), abs(dx))
+    padded = torch.nn.functional.pad(x, (m, m, m, m), value=fill)
+    return padded[..., m - dy : m - dy + h, m - dx : m - dx + w]
+
+
+ALTERNATE_SEED = 104_729  # added to the trial's seed: the stream of alternate flip's first-epoch draw
+
+
+def alternate_bits(n: int, seed: int, device: torch.device) -> torch.Tensor:
+    """flip_mode = alternate: whether each of the n training images is mirrored in epoch 1 (a fair coin per
+    image, from the trial's seed alone, so a resumed run draws the same)."""
+    gen = torch.Generator().manual_seed(seed + ALTERNATE_SEED)
+    return (torch.rand(n, generator=gen) < 0.5).to(device)
+
+
+def alternate_flips(bits: torch.Tensor, rows: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Which images (rows of the training set) are mirrored in epoch (1-based): the first-epoch draw in odd
+    epochs, its complement in even ones, so each image is mirrored in exactly every other epoch."""
+    picked = bits[rows]
+    return picked if epoch % 2 else ~picked
+
+
 def gaussian_noise(x: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
     """Add N(0, std^2) noise, std in the batch's units."""
     return x + std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
@@ -84,11 +109,15 @@ def enabled(cfg: DataConfig) -> bool:
     return bool(cfg.flip or cfg.translate_px or cfg.erase_p or cfg.noise_std)
 
 
-def augment(x: torch.Tensor, cfg: DataConfig, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: DataConfig, gen: torch.Generator, flips: torch.Tensor | None = None) -> torch.Tensor:
     """cfg's augmentations on a normalised batch ((pixels - mean) / std), in the order flip,
-    translate, erase, noise; ops at strength 0 are skipped and draw nothing."""
+    translate, erase, noise; ops at strength 0 are skipped and draw nothing. With flip_mode = alternate,
+    flips says which images are mirrored (alternate_flips) and the flip draws nothing."""
     fill = (0.0 - cfg.mean) / cfg.std  # a black pixel
-    if cfg.flip:
+    if cfg.flip and cfg.flip_mode == "alternate":
+        assert flips is not None, "flip_mode = alternate: the caller says which images are mirrored"
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
+    elif cfg.flip:
         x = hflip(x, cfg.flip, gen)
     if cfg.translate_px:
         x = translate(x, cfg.translate_px, gen, fill)

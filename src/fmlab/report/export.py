@@ -10,7 +10,6 @@ from typing import Any
 
 from fmlab.config.metrics import EPOCH_ROW
 from fmlab.config.metrics import METRICS as METRICS
-from fmlab.config.schema import shown_config
 from fmlab.store.db import Store
 from fmlab.study.spec import spec_label as spec_label  # re-exported (watch.py imports it from here)
 from fmlab.training.checkpoint import atomic_write
@@ -50,7 +49,7 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
                 "total_s": tm.get("total_s"),
                 "train_images_per_s": tm.get("train_images_per_s"),
                 "error": r["error"],
-                "config": json.dumps(shown_config(r["config"]), sort_keys=True),
+                "config": json.dumps(r["config"], sort_keys=True),
             }
             trials.append(row)
         by_id[r["id"]] = (r["seed"], {"arm": ",".join(c["arm"] for c in cells)} if arms else cell)

@@ -74,7 +74,7 @@ class Planning:
             for t in trials:
                 db.execute(
                     "INSERT OR IGNORE INTO trials (id, config, seed, state, created) VALUES (?,?,?,?,?)",
-                    (t.id, json_col(t.config.to_dict()), t.seed, State.WAITING.value, now),
+                    (t.id, json_col(t.config.to_record()), t.seed, State.WAITING.value, now),
                 )
                 # the cell follows the study file: an arm added later may share an existing trial
                 db.execute(

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,14 +101,16 @@ def load_trial(ckpt_dir: str | Path) -> tuple[Config, dict[str, torch.Tensor], d
 @dataclass
 class ResumeState:
     """A trial's per-epoch resume state, and the one owner of its folder's files: state.safetensors (every
-    tensor: net.*, best.*, opt.<param>.<name>, rng.<stream>) and state.json (the loop state, the optimizer's
-    scalars and param groups), json written last. A packed network writes what a single run writes."""
+    tensor: net.*, best.*, opt.<param>.<name>, rng.<stream>, and ema.* with train.ema) and state.json (the loop
+    state, the optimizer's scalars and param groups), json written last. A packed network writes what a single
+    run writes."""
 
     train: dict[str, Any]  # the loop state (fmlab.training.progress.LoopState.to_dict)
     net: dict[str, torch.Tensor]  # the network's state_dict
     opt: dict[str, Any]  # the optimizer's state_dict
     best: dict[str, torch.Tensor]  # the best epoch's weights
-    rng: dict[str, torch.Tensor]  # the random streams by name: torch, gen, aug, cuda
+    rng: dict[str, torch.Tensor]  # the random streams by name: torch, gen, aug, cuda, mix
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)  # train.ema: the averaged weights ({}: off)
 
     FILES: ClassVar[tuple[str, str]] = ("state.safetensors", "state.json")  # in the order they are written
     TENSORS, META = FILES
@@ -128,6 +130,7 @@ class ResumeState:
         tensors: dict[str, torch.Tensor] = {}
         tensors.update({f"net.{k}": v for k, v in self.net.items()})
         tensors.update({f"best.{k}": v for k, v in self.best.items()})
+        tensors.update({f"ema.{k}": v for k, v in self.ema.items()})
         scalars: dict[str, dict[str, Any]] = {}
         for pid, pstate in self.opt["state"].items():
             for k, v in pstate.items():
@@ -159,13 +162,15 @@ class ResumeState:
                 state.setdefault(int(pid), {})[name] = v
         for pid, extra in meta["opt_scalars"].items():
             state.setdefault(int(pid), {}).update(extra)
-        part = {p: {k[len(p) + 1 :]: v for k, v in t.items() if k.startswith(p + ".")} for p in ("net", "best", "rng")}
+        parts = ("net", "best", "rng", "ema")
+        part = {p: {k[len(p) + 1 :]: v for k, v in t.items() if k.startswith(p + ".")} for p in parts}
         return cls(
             meta["train"],
             part["net"],
             {"state": state, "param_groups": meta["param_groups"]},
             part["best"],
             part["rng"],
+            part["ema"],
         )
 
     # The Ray executor carries a state between machines as its files' bytes.

@@ -18,6 +18,8 @@ from fmlab.config.schema import Config
 from fmlab.data import idx as fdata
 from fmlab.model.nets import count_params
 from fmlab.training import env, step
+from fmlab.training.ema import Average
+from fmlab.training.evaluation import Views
 from fmlab.training.optim import lr_at, make_optimizer, smoothed_nll
 from fmlab.training.progress import Diverged, LoopState, improved, track
 from fmlab.training.step import evaluate, prepare
@@ -81,7 +83,9 @@ def train(
     if lane.opt_sd is not None:
         opt.load_state_dict(lane.opt_sd)
     autocast = step.autocast_for(cfg.train, device)
-    run = step.Run(net, opt, step.Single(fmt), cfg, step.Data.of(ds, device, fmt), autocast, opts.eval_batch_size)
+    ema = Average(net, lane.ema_sd, cfg.train.ema, cfg.train.ema_every) if lane.ema_sd is not None else None
+    data = step.Data.of(ds, device, fmt)
+    run = step.Run(net, opt, step.Single(fmt), cfg, data, autocast, opts.eval_batch_size, ema)
     report = (lambda _, row: on_epoch(row)) if on_epoch else None
     while not lane.done():
         failed = step.run_epoch(run, [lane], t_start, report)[0]
@@ -110,12 +114,12 @@ def finish(
     net.load_state_dict(best_weights)
     t3 = time.perf_counter()
     xte, yte = prepare(ds.test, ds, device, fmt)
-    test = evaluate(net, xte, yte, opts.eval_batch_size, autocast, tc.tta)
+    test = evaluate(net, xte, yte, opts.eval_batch_size, autocast, Views.of(cfg))
     best_row = st.history[st.best_epoch - 1]
     images = len(st.history) * len(ds.train.y)
     return TrialResult(
         trial_id=cfg.trial_id(),
-        config=cfg.to_dict(),
+        config=cfg.to_record(),
         epochs=st.history,
         best_epoch=st.best_epoch,
         stop_reason="early_stopping" if st.bad_epochs >= tc.patience else "max_epochs",

@@ -37,6 +37,7 @@ from fmlab.data import idx as fdata
 from fmlab.model.nets import build
 from fmlab.model.packed import PackedNet, member_losses, member_slice, stack, unstack
 from fmlab.training import env, step
+from fmlab.training.ema import Average
 from fmlab.training.loop import TrialResult, finish
 from fmlab.training.optim import group_names, make_optimizer
 from fmlab.training.packs import pack_key
@@ -82,22 +83,22 @@ class Packed:
 
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
         """Each network's slice of the packed weights and optimizer state (copies)."""
-        sd, osd = net.state_dict(), opt.state_dict()
+        osd = opt.state_dict()
         out = []
-        for i in range(self.k):
+        for i, sd in enumerate(self.weights(net)):
             state = {
                 pid: {
                     n: member_slice(v, self.k, i, self.pshapes[pid]) if torch.is_tensor(v) else v for n, v in ps.items()
                 }
                 for pid, ps in osd["state"].items()
             }
-            out.append(
-                (
-                    unstack(sd, self.k, i, self.shapes),
-                    {"state": state, "param_groups": copy.deepcopy(osd["param_groups"])},
-                )
-            )
+            out.append((sd, {"state": state, "param_groups": copy.deepcopy(osd["param_groups"])}))
         return out
+
+    def weights(self, net: nn.Module) -> list[dict]:
+        """Each network's slice of the packed weights (copies)."""
+        sd = net.state_dict()
+        return [unstack(sd, self.k, i, self.shapes) for i in range(self.k)]
 
 
 def train_pack(
@@ -157,6 +158,14 @@ def _stacked(
             }  # type: ignore[index]
         opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     return net, opt, layout
+
+
+def _average(net: PackedNet, ms: list[Lane]) -> Average | None:
+    """train.ema: the members' averaged weights stacked beside the packed model (None: off)."""
+    tc = ms[0].cfg.train
+    if not tc.ema:
+        return None
+    return Average(net, stack([m.ema_sd for m in ms], net.state_dict()), tc.ema, tc.ema_every)  # type: ignore[misc]
 
 
 @dataclass
@@ -226,6 +235,7 @@ class _Pack:
                         data,
                         step.autocast_for(cfg.train, self.device),
                         self.opts.eval_batch_size,
+                        _average(net, active),
                     )
                     self.k_trained = len(active)
                 rows, train_s, eval_s = step.epoch_rows(run, active)

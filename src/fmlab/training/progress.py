@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from fmlab.config.schema import Config, TrainConfig
+from fmlab.data import augment as faug
 from fmlab.training.checkpoint import ResumeState
+from fmlab.training.mix import MIX_SEED, mixing
 
 
 class Diverged(RuntimeError):
@@ -81,6 +83,9 @@ class Lane:
     best: dict[str, torch.Tensor]
     opt_sd: dict[str, Any] | None = None
     st: LoopState = field(default_factory=LoopState)
+    mix_gen: torch.Generator | None = None  # mixup, cutmix: lambda and the box (CPU); None: not mixing
+    ema_sd: dict[str, torch.Tensor] | None = None  # train.ema: the averaged weights; None: off
+    flip_bits: torch.Tensor | None = None  # flip_mode = alternate: the epoch-1 flips (derived from the seed)
 
     @property
     def tid(self) -> str:
@@ -118,6 +123,8 @@ class Lane:
             drop,
             sd,
             {k: v.clone() for k, v in sd.items()},
+            mix_gen=torch.Generator().manual_seed(cfg.seed + MIX_SEED) if mixing(cfg.data) else None,
+            ema_sd={k: v.clone() for k, v in sd.items()} if cfg.train.ema else None,
         )
         if ResumeState.exists(state_dir):
             saved = ResumeState.read(state_dir)  # type: ignore[arg-type]
@@ -127,8 +134,18 @@ class Lane:
                 saved.opt,
                 saved.best,
             )
+            if cfg.train.ema:
+                lane.ema_sd = saved.ema
             lane.restore(saved.rng)
         return lane
+
+    def flips(self, rows: torch.Tensor, n: int) -> torch.Tensor | None:
+        """flip_mode = alternate: which training images (rows of the n) are mirrored in the epoch in progress."""
+        if self.cfg.data.flip_mode != "alternate":
+            return None
+        if self.flip_bits is None:
+            self.flip_bits = faug.alternate_bits(n, self.cfg.seed, rows.device)
+        return faug.alternate_flips(self.flip_bits, rows, self.st.epoch + 1)
 
     def streams(self) -> dict[str, torch.Tensor]:
         """The random streams by the names the resume state gives them (as a single run saves its own:
@@ -144,11 +161,15 @@ class Lane:
             rng["cuda"] = torch.cuda.get_rng_state()
         elif g is not None and not on_cpu:
             rng["cuda"] = g.get_state()
+        if self.mix_gen is not None:
+            rng["mix"] = self.mix_gen.get_state()
         return rng
 
     def restore(self, rng: dict[str, torch.Tensor]) -> None:
         self.gen.set_state(rng["gen"])
         _set(self.aug_gen, rng.get("aug"))
+        if self.mix_gen is not None:
+            _set(self.mix_gen, rng.get("mix"))
         g = self.drop_gen
         if g is None:
             torch.set_rng_state(rng["torch"])
@@ -158,19 +179,22 @@ class Lane:
             _set(g, rng.get("torch") if g.device.type == "cpu" else rng.get("cuda"))
 
     def record(self, row: dict[str, float], train_s: float, eval_s: float, fresh: bool) -> None:
-        """The epoch's row into the loop state; net_sd becomes the best weights when the monitored value
-        improved (copied unless fresh: a copy already)."""
+        """The epoch's row into the loop state; the weights that validated (ema_sd with train.ema, else net_sd)
+        become the best weights when the monitored value improved (copied unless fresh: a copy already)."""
         st, tc = self.st, self.cfg.train
         st.history.append(row)
         st.train_s += train_s
         st.eval_s += eval_s
         st.epoch = int(row["epoch"])
         if track(st, st.epoch, row[tc.monitor], tc):
-            self.best = dict(self.net_sd) if fresh else {k: v.detach().clone() for k, v in self.net_sd.items()}
+            sd = self.net_sd if self.ema_sd is None else self.ema_sd
+            self.best = dict(sd) if fresh else {k: v.detach().clone() for k, v in sd.items()}
 
     def save(self, t_start: float) -> None:
         """The resume state after the last recorded epoch, when the lane has a folder for it."""
         if self.state_dir:
             assert self.opt_sd is not None
-            saved = ResumeState(self.st.saved(t_start), self.net_sd, self.opt_sd, self.best, self.streams())
+            saved = ResumeState(
+                self.st.saved(t_start), self.net_sd, self.opt_sd, self.best, self.streams(), self.ema_sd or {}
+            )
             saved.write(self.state_dir)

@@ -30,6 +30,9 @@ from fmlab.data import idx as fdata
 from fmlab.model import inits
 from fmlab.model.nets import build
 from fmlab.training import env
+from fmlab.training import mix as fmix
+from fmlab.training.ema import Average
+from fmlab.training.evaluation import Views, evaluate_nets
 from fmlab.training.optim import lr_at, set_trainable, smoothed_nll
 from fmlab.training.progress import Diverged, Lane
 
@@ -94,9 +97,10 @@ class Layout(Protocol):
     def eval_input(self, xb: torch.Tensor) -> torch.Tensor: ...  # one batch every network sees
     def eval_sums(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
     def validate(
-        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool | Views
     ) -> list[dict[str, float]]: ...
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]: ...  # per network
+    def weights(self, net: nn.Module) -> list[dict]: ...  # each network's weights (copies when fresh)
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,15 @@ class Single:
         return F.nll_loss(out, y, reduction="sum"), (out.argmax(1) == y).sum()
 
     def validate(
-        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool | Views
     ) -> list[dict[str, float]]:
         return [evaluate(net, x, y, batch_size, autocast, tta)]
 
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
         return [(net.state_dict(), opt.state_dict())]
+
+    def weights(self, net: nn.Module) -> list[dict]:
+        return [net.state_dict()]
 
 
 @dataclass
@@ -145,10 +152,14 @@ class Run:
     data: Data
     autocast: Callable[[], Any]
     eval_batch_size: int
+    ema: Average | None = None  # train.ema: the average of the weights, which validates (fmlab.training.ema)
     aug: bool = field(init=False)  # whether the batches are augmented
+    mix: bool = field(init=False)  # whether they are blended (mixup, cutmix)
+    views: Views = field(init=False)  # the validation's test-time views
 
     def __post_init__(self) -> None:
-        self.aug = faug.enabled(self.cfg.data)
+        self.aug, self.mix = faug.enabled(self.cfg.data), fmix.mixing(self.cfg.data)
+        self.views = Views.of(self.cfg)
 
 
 # ---------------------------------------------------------------- the step, the epoch
@@ -162,13 +173,23 @@ def train_step(
     tc, d, opt = run.cfg.train, run.data, run.opt
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_mult", 1.0)  # a group's multiplier (fmlab.training.optim.make_optimizer)
-    xs = [d.xtr[j] for j in idx]
+    xs, ys = [d.xtr[j] for j in idx], [d.ytr[j] for j in idx]
     if run.aug:  # each network's images from its own stream
-        xs = [faug.augment(x, lane.cfg.data, lane.aug_gen) for x, lane in zip(xs, lanes, strict=True)]
-    xb, yb = run.layout.inputs(xs), run.layout.targets([d.ytr[j] for j in idx])
+        n = len(d.ytr)
+        xs = [faug.augment(x, ln.cfg.data, ln.aug_gen, ln.flips(j, n)) for x, j, ln in zip(xs, idx, lanes, strict=True)]
+    mixed = None
+    if run.mix:  # each network's batch blended from its own streams
+        mixed = [
+            fmix.mix_batch(x, y, ln.cfg.data, ln.mix_gen, ln.aug_gen) for x, y, ln in zip(xs, ys, lanes, strict=True)
+        ]
+        xs = [m.x for m in mixed]
+    xb, yb = run.layout.inputs(xs), run.layout.targets(ys)
     with run.autocast():
         out = run.net(xb)
-    losses = run.layout.losses(out.float(), yb, tc.label_smoothing)
+    if mixed is None:
+        losses = run.layout.losses(out.float(), yb, tc.label_smoothing)
+    else:
+        losses = fmix.mixed_losses(run.layout, out.float(), yb, mixed, tc.label_smoothing)
     opt.zero_grad(set_to_none=True)
     (losses.sum() if losses.ndim else losses).backward()
     opt.step()
@@ -185,41 +206,13 @@ def train_epoch(run: Run, lanes: Sequence[Lane], epoch: int) -> tuple[list[float
     correct = torch.zeros(len(lanes), dtype=torch.long, device=d.ytr.device)
     for i in range(steps):
         idx = [p[i * bs : (i + 1) * bs] for p in perms]
-        losses, hits = train_step(run, lanes, idx, lr_at((epoch - 1) * steps + i, run.cfg.train, steps))
+        g = (epoch - 1) * steps + i
+        losses, hits = train_step(run, lanes, idx, lr_at(g, run.cfg.train, steps))
+        if run.ema is not None:
+            run.ema.after_step(g)
         loss_sum += losses * len(idx[0])
         correct += hits
     return loss_sum.tolist(), correct.tolist()  # the epoch's one read of the sums
-
-
-@torch.no_grad()
-def evaluate_nets(
-    net: nn.Module,
-    layout: Layout,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 1024,
-    autocast: Any = nullcontext,
-    tta: bool = False,
-) -> list[dict[str, float]]:
-    """Each network's mean NLL and accuracy over (x, y), in eval mode. With tta, the output is the mean
-    of the log-probs of the image and its mirror, renormalised (a geometric mean)."""
-    was_training = net.training
-    net.eval()
-    # Sums stay on the device (float64, as Python floats were) and are read once: no host sync per batch.
-    loss_sum = torch.zeros(layout.k, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(layout.k, dtype=torch.long, device=x.device)
-    for i in range(0, len(y), batch_size):
-        xb = layout.eval_input(x[i : i + batch_size])
-        with autocast():
-            out = net(xb).float()
-            if tta:
-                out = torch.log_softmax((out + net(xb.flip(3)).float()) / 2, dim=-1)
-        losses, hits = layout.eval_sums(out, y[i : i + batch_size])
-        loss_sum += losses
-        correct += hits
-    net.train(was_training)
-    n = len(y)
-    return [{"loss": s / n, "acc": c / n} for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
 
 
 def evaluate(
@@ -228,7 +221,7 @@ def evaluate(
     y: torch.Tensor,
     batch_size: int = 1024,
     autocast: Any = nullcontext,
-    tta: bool = False,
+    tta: bool | Views = False,
 ) -> dict[str, float]:
     """Mean NLL and accuracy of one network's log-probability outputs over (x, y) (evaluate_nets)."""
     return evaluate_nets(net, Single(), x, y, batch_size, autocast, tta)[0]
@@ -244,10 +237,14 @@ def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]],
     sums, hits = train_epoch(run, lanes, epoch)
     t1 = time.perf_counter()
     d = run.data
-    vals = run.layout.validate(run.net, d.xva, d.yva, run.eval_batch_size, run.autocast, run.cfg.train.tta)
+    judged = run.ema.net if run.ema is not None else run.net  # what validates (and is kept as the best)
+    vals = run.layout.validate(judged, d.xva, d.yva, run.eval_batch_size, run.autocast, run.views)
     t2 = time.perf_counter()
     for lane, (sd, osd) in zip(lanes, run.layout.states(run.net, run.opt), strict=True):
         lane.net_sd, lane.opt_sd = sd, osd
+    if run.ema is not None:
+        for lane, sd in zip(lanes, run.layout.weights(run.ema.net), strict=True):
+            lane.ema_sd = sd
     n, lr = len(d.ytr), run.opt.param_groups[0]["lr"]
     rows = [
         {
