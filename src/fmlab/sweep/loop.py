@@ -73,6 +73,7 @@ class Recorder:
     def handle(self, ev: work.Event) -> None:
         """The executor's callback: the event's own method, then the board and on_update."""
         record = {"epoch": self.epoch, "done": self.completed, "failed": self.failed, "lost": self.lost}.get(ev.kind)
+        before = self.prog.last
         if record is not None:
             record(ev)
         if self.board is not None:
@@ -80,6 +81,7 @@ class Recorder:
         if ev.kind != "epoch":
             self.prog.running.pop(ev.trial_id, None)
             self.ended.append(self.prog.last)
+            self.prog.last = before  # until flush() shows it: snapshots in between (the refill's) say the last shown
         else:
             self.on_update(self.prog)
 
@@ -181,7 +183,8 @@ class _SweepLoop:
             self.rec.started(tid, t.config.train.max_epochs)
             tasks.append(work.Task(tid, t.config.to_dict(), str(self.store.state_dir(tid)), self.opts))
         self.ex.submit(tasks[0] if len(tasks) == 1 else work.Pack(pack_id(got), tuple(tasks)))
-        self.rec.on_update(self.rec.prog)
+        if not self.rec.ended:  # else flush() shows the refill with the ends
+            self.rec.on_update(self.rec.prog)
 
     def wait(self) -> bool:
         """Nothing of this sweep's is running: count the plan's trials by state; while another sweep runs some,
