@@ -66,6 +66,33 @@ def test_gemm_probe_returns_both_dtypes_peaks_over_the_packed_linear():
     assert torch.get_num_threads() > 0  # the probe gives the thread count back
 
 
+def test_a_slow_kernel_stops_at_the_probes_time_budget():
+    """Issue 34: emulated bf16 at n = 2048 took minutes a call; the probe now starts no call past its budget
+    (warm-up included), and times at least one."""
+    import time
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.05)
+
+    got = peak._timed(slow, 64, warmup=3, repeats=40, budget_s=0.12)
+    assert 1 <= len(got) and len(calls) <= 5  # 0.12 s of 0.05 s calls: 3 started at most, plus the one timed
+    assert len(peak._timed(lambda: None, 64, warmup=0, repeats=7, budget_s=10)) == 7  # fast: all the repeats
+
+
+def test_bench_train_probes_only_the_precisions_it_compares(monkeypatch):
+    from fmlab.config.schema import with_overrides
+    from fmlab.training import env
+
+    assert benchtrain.compared(Config()) == ("fp32",)
+    assert benchtrain.compared(with_overrides(Config(), {"train.precision": "bf16"})) == ("fp32", "bf16")
+    monkeypatch.setattr(env, "pick_precision", lambda asked, dev: ("fp32", "no native bf16"))
+    assert benchtrain.compared(with_overrides(Config(), {"train.precision": "auto"})) == ("fp32",)
+    assert list(peak.gemm_peaks(1, sizes=(64,), repeats=1, dtypes=("fp32",))) == ["fp32"]
+
+
 def test_two_probes_keep_the_higher_peak_per_dtype_and_each_kernels_best():
     def probe(dtype: str, n: int, mm: float, packed: float) -> dict:
         kernels = {"torch.mm": mm, "packed_linear": packed}
@@ -154,15 +181,15 @@ def test_bench_train_end_to_end_alternates_separate_processes():
         "loadavg_start",
         "loadavg_end",
         "peak_gflops_fp32",
-        "peak_gflops_bf16",
         "peak_dtype",
         "speedup_bound",
     ):
         assert k in rep, k
-    assert set(rep["peaks"]) == {"fp32", "bf16"} and rep["peak_dtype"] == "fp32"  # the default precision
+    assert set(rep["peaks"]) == {"fp32"} and rep["peak_dtype"] == "fp32"  # the default precision: fp32 alone
+    assert rep["peaks_skipped"] == ["bf16"] and "not probed: bf16" in p.stdout
     assert rep["peak_gflops"] == rep["peak_gflops_fp32"] == rep["peaks"]["fp32"]["gflops"] > 0
     assert rep["fmlab_peak_fraction"] == pytest.approx(rep["fmlab_gflops"] / rep["peak_gflops_fp32"])
-    assert rep["peaks"]["bf16"]["gflops"] > 0 and rep["peaks"]["fp32"]["sizes"] == [128, 256]
+    assert rep["peaks"]["fp32"]["sizes"] == [128, 256]
     assert rep["speedup"] == pytest.approx(rep["fmlab_images_per_s"] / rep["conventional_images_per_s"])
     assert rep["peak_gflops"] > 0 and rep["fmlab_gflops"] > 0
     assert rep["forward_flops_per_image"] == hand_flops((8, 16, 16))

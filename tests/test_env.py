@@ -3,6 +3,7 @@ CPU that emulates bf16 (BENCHMARKS.md: 2.9x slower than fp32 per step on such a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,21 +48,81 @@ def test_the_note_only_for_bf16_on_a_cpu_that_emulates_it(cpu):
 
 
 def test_a_bf16_sweep_plan_carries_the_note_and_provenance_the_cpu(cpu, tmp_path, monkeypatch):
+    from conftest import tiny_study_file
+
     from fmlab.sweep import estimate as sweep
 
     cpu("avx2")
-    seed = ROOT / "studies" / "seed.toml"
+    tiny = tiny_study_file(tmp_path, extra='\n"train.precision" = "bf16"')  # bf16 asked for by name
     store = tmp_path / "none" / "fm.db"
     monkeypatch.setattr(sweep, "bf16_step_ratio", lambda threads: 12.5)  # what this probe measures is tested below
-    bf16 = api.plan_sweep(seed, "cpu", store=store, device="cpu")  # the cpu budget trains in bf16
+    bf16 = api.plan_sweep(tiny, "t", store=store, device="cpu")
     assert len(bf16.notes) == 1 and "emulated" in bf16.notes[0] and "12.5x the fp32 step" in bf16.notes[0]
     lo = bf16.layout  # no store, so the speed is assumed (1.0) and only the probe scales the estimate
     assert bf16.estimate_s == pytest.approx(12.5 * sweep.estimate_s(bf16.todo, lo.workers, lo.threads))
     assert bf16.speed_from == "assumed" and not bf16.calibrated
-    assert api.plan_sweep(seed, "quick", store=store, device="cpu").notes == []  # fp32
+    assert api.plan_sweep(ROOT / "studies" / "seed.toml", "quick", store=store, device="cpu").notes == []  # fp32
     assert not store.parent.exists()  # planning read-only created nothing
     prov = env.provenance(torch.device("cpu"))
     assert prov["cpu_bf16"] is False and prov["device_name"] == "Test CPU @ 1.00GHz"
+
+
+def test_auto_picks_bf16_only_where_it_is_native_and_onednn_may_use_it(cpu, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    dev = torch.device("cpu")
+    cpu("avx512_bf16 amx_bf16")
+    assert env.pick_precision("auto", dev) == ("bf16", "this CPU has avx512_bf16 and amx_bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")  # oneDNN held below its bf16 ISAs
+    prec, why = env.pick_precision("auto", dev)
+    assert prec == "fp32" and "ONEDNN_MAX_CPU_ISA=AVX512_CORE" in why
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap above bf16 takes nothing away
+    assert env.pick_precision("auto", dev)[0] == "bf16"
+    cpu("avx2")
+    prec, why = env.pick_precision("auto", dev)
+    assert prec == "fp32" and "emulated" in why
+    assert env.pick_precision("bf16", dev) == ("bf16", "as the config asks")  # asked by name: as asked
+    cpu(None)
+    assert env.pick_precision("auto", dev)[0] == "fp32"
+
+
+def test_the_cpu_budget_without_native_bf16_plans_fp32_and_the_published_trials_count(cpu, tmp_path, monkeypatch):
+    """Issue 34's acceptance: on an AVX2 CPU the cpu budget (train.precision auto) is an fp32 plan with a
+    readable estimate at fp32's speed (no bf16 probe), and once results/seed-cpu is imported it plans none of
+    the 72 published trials: auto shares bf16's trial ids."""
+    from fmlab.archive.load import import_results
+    from fmlab.sweep import estimate as sweep
+
+    cpu("avx2 fma")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(sweep, "bf16_step_ratio", lambda threads: pytest.fail("no bf16 trial: nothing to probe"))
+    seed, store = ROOT / "studies" / "seed.toml", tmp_path / "fm.db"
+    p = api.plan_sweep(seed, "cpu", store=store, device="cpu")
+    assert len(p.todo) == 72 and p.notes == [
+        f"precision: auto -> fp32 here ({env.pick_precision('auto', torch.device('cpu'))[1]})"
+    ]
+    lo = p.layout
+    assert p.estimate_s == pytest.approx(sweep.estimate_s(p.todo, lo.workers, lo.threads))  # fp32's speed
+    import_results(ROOT / "results" / "seed-cpu", store=store)
+    again = api.plan_sweep(seed, "cpu", store=store, device="cpu")
+    assert again.todo == [] and len(again.plan.done) == 72
+    recs = {r["precision"] for r in api.open_store(store).study("seed", "cpu").trials().to_dict("records")}
+    assert recs == {"bf16"}  # what the published trials trained in
+
+
+def test_the_dry_run_says_what_auto_picks_and_why(tmp_path):
+    """On this machine, held to AVX2 by ONEDNN_MAX_CPU_ISA as the issue's acceptance stands in for an AVX2 CPU:
+    the cpu budget's dry-run says fp32 and why, with its estimate in days and hours."""
+    from conftest import run_cli
+
+    env_ = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    args = ("sweep", "studies/seed.toml", "--budget", "cpu", "--dry-run", "--store", str(tmp_path / "none.db"))
+    out = run_cli(*args, cwd=ROOT, env=env_, check=True).stdout
+    assert "to run: 72" in out
+    assert "precision: auto -> fp32 here (ONEDNN_MAX_CPU_ISA=AVX2 caps oneDNN below native bf16)" in out or (
+        "precision: auto -> fp32 here (this CPU has no" in out
+    )
+    est = next(line for line in out.splitlines() if line.startswith("estimated time: <= "))
+    assert re.match(r"estimated time: <= \d+ (d|h)( \d+ (h|min))? on ", est), est
 
 
 def test_the_bf16_probe_times_real_steps():
@@ -115,3 +176,43 @@ def test_the_estimate_calibrates_on_trials_from_a_machine_like_this_one(tmp_path
     assert sweep.like_machine({"device_name": "H200", "device": "cuda:0", "cpu_bf16": False}, ("H200", True))
     s.close()
     assert sweep.calibration(Store(tmp_path / "empty.db"), 1, ("EPYC", True)) == (1.0, "assumed")
+
+
+def test_a_resumed_trial_keeps_the_precision_it_started_in(cpu):
+    from types import SimpleNamespace
+
+    from conftest import tiny_config
+
+    from fmlab.training.progress import LoopState
+    from fmlab.training.step import pin_precision
+
+    cpu("avx2")  # auto picks fp32 here now
+    auto = tiny_config(**{"train.precision": "auto"})
+    fresh = SimpleNamespace(cfg=auto, st=LoopState())
+    assert pin_precision(fresh, torch.device("cpu")) == "fp32" and fresh.st.to_dict()["precision"] == "fp32"
+    started = SimpleNamespace(cfg=auto, st=LoopState.from_dict({"epoch": 2, "precision": "bf16"}))  # as saved
+    assert pin_precision(started, torch.device("cpu")) == "bf16"
+
+
+def test_a_study_in_auto_records_each_trials_precision_and_the_report_says_when_they_mix(cpu, tmp_path):
+    """Seed 0 on a CPU without native bf16, seed 1 on one with it: each trial records what it trained in
+    (fmlab ls shows it, trials.csv holds it), and the report's limits say the precisions mix and how the fit
+    takes them (each seed in one precision: its seed block)."""
+    from conftest import run_cli, tiny_study_file
+
+    study = tiny_study_file(tmp_path, extra='\n"train.precision" = "auto"')
+    store = tmp_path / "fm.db"
+    for seed, flags in ((0, "avx2"), (1, "avx512_bf16")):
+        cpu(flags)
+        api.run_study(study, "t", seeds=(seed,), workers=0, threads=1, store=store, device="cpu")
+    h = api.open_store(store).study("tiny", "t")
+    t = h.trials()
+    assert dict(zip(t["seed"], t["precision"])) == {0: "fp32", 1: "bf16"} and len(t) == 4
+    assert set(t.groupby("seed")["precision"].nunique()) == {1}
+    rep = tmp_path / "rep"
+    h.report(rep)
+    md = (rep / "summary.md").read_text()
+    assert "Mixed precision: trials trained in " in md and "the fit's seed block takes precision" in md
+    assert "precision trained in" in md
+    ls = run_cli("ls", "--store", str(store), check=True).stdout
+    assert ls.splitlines()[0].split()[-2:] == ["precision", "time"] and " fp32 " in ls and " bf16 " in ls

@@ -55,8 +55,10 @@ def test_recorder_writes_epochs_and_failures_then_the_snapshot(planned):
     )
     assert [e["val_loss"] for e in s.epochs([tid])] == [1.25]
     assert rec.prog.running[tid]["epoch"] == 1 and rec.prog.epochs == 1 and rec.prog.events == 0
-    assert seen[-1] == (0, f"{tid} epoch 1/3: val loss 1.2500 acc 0.6250 (2s)")
+    assert seen[-1] == (0, f"{tid} epoch 1/3: val loss 1.2500 acc 0.6250 (2.0 s)")
     rec.handle(work.Event("failed", tid, error="Diverged: nan", traceback="tb", log="log"))
+    assert s.states([tid])[tid] == State.FAILED and len(seen) == 1  # shown once the loop has refilled the slot
+    rec.flush()
     assert s.states([tid])[tid] == State.FAILED and s.records(ids=[tid])[0]["error"] == "Diverged: nan"
     p = rec.prog
     assert (p.failed, p.failed_here, p.events, p.running, rec.mine) == (1, 1, 1, {}, {})
@@ -71,6 +73,7 @@ def test_a_lost_trial_is_retried_then_failed_after_max_attempts(planned):
         assert s.claim([tid]) == tid
         rec.started(tid, 1)
         rec.handle(work.Event("lost", tid, error="worker process died (exit code -9)"))
+        rec.flush()
         r = s.records(ids=[tid])[0]
         if attempt < MAX_ATTEMPTS:  # back to WAITING, to resume from its last saved epoch
             assert r["state"] == State.WAITING and "retrying" in r["error"] and rec.prog.failed == 0
@@ -114,3 +117,38 @@ def test_publishing_writes_the_study_row_as_its_own_step(planned, tmp_path):
     with pytest.raises(StoreError, match="has no trials under budget 'full'"):
         publish.record_study_row(fstudy.load(f, "full"), s.path)
     assert json.loads(sqlite3.connect(s.path).execute("SELECT spec FROM studies").fetchone()[0])["budget"] == "t"
+
+
+class _TwoSlots:
+    """An executor of 2 slots whose every poll ends the oldest trial it holds (FAILED: no training needed)."""
+
+    slots = 2
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def free(self) -> int:
+        return self.slots - len(self.held)
+
+    def submit(self, task) -> None:
+        self.held.append(task.trial_id)
+
+    def poll(self, timeout_s, handle) -> None:
+        handle(work.Event("failed", self.held.pop(0), error="x"))
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_each_ended_trial_is_shown_with_the_trials_running_after_the_refill(planned):
+    """Issue 34: a sweep of 2 workers logged "1 running" throughout: the line was printed between a trial's end
+    and the next trial's start. Now each end is shown once the slot is refilled: 2 running while trials wait."""
+    st, s, plan = planned
+    shown: list[tuple[int, int]] = []
+    prog = Progress(total=len(plan.ids))
+    rec = Recorder(s, prog, None, lambda p: shown.append((p.events, len(p.running))))
+    _SweepLoop(s, {t.id: t for t in st.trials()}, plan.ids, None, _TwoSlots(), None, rec).run()
+    per_event: dict[int, int] = {}
+    for n, running in shown:
+        per_event.setdefault(n, running)  # the snapshot each end was first shown with (the plain log's line)
+    assert [per_event[n] for n in range(1, 5)] == [2, 2, 1, 0]

@@ -191,7 +191,7 @@ def test_a_plain_sweep_log_shows_trials_and_now_and_then_an_epoch(tmp_path, caps
     now = [0.0]
     disp = progress.SweepDisplay("tiny", live=False, clock=lambda: now[0])
     for i, (events, epochs, last) in enumerate(snaps):
-        now[0] = i * progress.EPOCH_LINE_S / 3  # a third of the interval between snapshots
+        now[0] = i * progress.EPOCH_LINE_S / 2  # half the interval between snapshots (3 a trial: 2 epochs, its end)
         disp.update(Snap(events, epochs, last))
     lines = capsys.readouterr().err.splitlines()
     assert sum(" COMPLETE: " in x for x in lines) == 4  # every finished trial

@@ -28,6 +28,7 @@ TRIAL_TAIL = (
     "train_s",
     "total_s",
     "train_images_per_s",
+    "precision",
     "error",
     "config",
 )  # the trials table's columns after id, study, budget, label, state, seed and the factors

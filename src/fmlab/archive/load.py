@@ -51,6 +51,15 @@ def _num(v: str | None, kind: type = float) -> Any:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+def _precision(row: dict[str, str]) -> str | None:
+    """What a trials.csv row trained in: its precision column, else (a folder from before the column) its
+    config's train.precision, which was then always fp32 or bf16."""
+    if row.get("precision"):
+        return row["precision"]
+    asked = json.loads(row["config"]).get("train", {}).get("precision", "fp32")
+    return None if asked == "auto" else asked
+
+
 def _find_study_file(folder: Path, rel: str) -> Path:
     """run.json's study file: relative to the folder's repository, else the working directory."""
     cands = [r / rel for r in (repo_root(folder.resolve()), Path.cwd()) if r is not None]
@@ -212,6 +221,7 @@ def import_results(folder: str | Path, *, store: str | Path = DEFAULT_PATH) -> d
             timings = extra.get("timings") or {
                 k: _num(r.get(k)) for k in ("train_s", "total_s", "train_images_per_s") if _num(r.get(k)) is not None
             }
+            timings = {**timings, "precision": _precision(r)}
             s.import_complete(
                 tid,
                 metrics={k: v for k, v in metrics.items() if v is not None},

@@ -40,6 +40,7 @@ class Ls(Command):
             "val_loss",
             "test_acc",
             "best_epoch",
+            "precision",
             "time",
         ]
         rows = [
@@ -54,13 +55,23 @@ class Ls(Command):
                 metric_text(r, "val_loss"),
                 metric_text(r, "test_acc"),
                 str(r["best_epoch"] or ""),
-                fmt_secs(r["timings"]["total_s"]) if r["timings"] else "",
+                r["precision"] or r["config"]["train"]["precision"],
+                fmt_secs(r["timings"]["total_s"]) if r["timings"].get("total_s") is not None else "",
             ]
             for r in recs
         ]
         print_table(cols, rows)
         err(f"{len(recs)} trial(s)")
         return 0
+
+
+def precision_text(rec: dict) -> str:
+    """What a trial trained in, and what its config asked when that differs (auto: the machine's pick)."""
+    asked = rec["config"]["train"]["precision"]
+    done = rec.get("precision")
+    if done is None:
+        return f"{asked} (not trained yet)" if asked == "auto" else asked
+    return done if done == asked else f"{done} (train.precision = {asked})"
 
 
 class Show(Command):
@@ -83,6 +94,7 @@ class Show(Command):
             ["state", rec["state"]],
             ["seed", str(rec["seed"])],
             ["attempts", str(rec["attempts"])],
+            ["precision", precision_text(rec)],
         ]
         rows += [["study", f"{s['study']} ({s['budget']})"] for s in rec["studies"]]
         if rec["cell"]:

@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fmlab.durations import duration
+
 EPOCH_LINE_S = 60.0  # plain display: an epoch's line only after this long without a line
 
 
 def fmt_secs(s: float) -> str:
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
+    """A duration as the sweep's lines print it (fmlab.durations.duration: `3 h 10 min`)."""
+    return duration(s)
 
 
 class SweepDisplay:

@@ -108,7 +108,7 @@ def print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
         share = 100 * s["thread_cpu_s"] / max(o.wall_s * cores(), 1e-9)
         err(
             f"live report: {s['rewrites']} rewrite(s), {s['rewrite_s']:.1f}s wall, {s['thread_cpu_s']:.1f}s CPU in "
-            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {o.wall_s:.0f}s); final report "
+            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {fmt_secs(o.wall_s)}); final report "
             f"with the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
             + (f"; {len(s['errors'])} rewrite(s) failed, last: {s['errors'][-1]}" if s["errors"] else "")
         )

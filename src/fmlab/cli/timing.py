@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab.cli.common import Command, err, out_json, positive_ints, print_table
+from fmlab.durations import duration
 from fmlab.errors import FmlabError
+from fmlab.timing.peak import BUDGET_S, REPEATS, SIZES
 
 if TYPE_CHECKING:
     from fmlab.timing.benchtrain import BenchTrainOptions
@@ -52,13 +54,16 @@ class BenchTrain(Command):
             "--script", help="a conventional loop script file (default: python -m fmlab.timing.baseline_loop)"
         )
         p.add_argument(
-            "--peak-sizes", default="1024,2048", help="n of the GEMM peak probe's n x n products (default 1024,2048)"
+            "--peak-sizes",
+            default=",".join(map(str, SIZES)),
+            help=f"n of the GEMM peak probe's n x n products (default {','.join(map(str, SIZES))})",
         )
         p.add_argument(
             "--peak-repeats",
             type=int,
-            default=20,
-            help="timed calls per kernel and size in the peak probe, after warm-up (default 20)",
+            default=REPEATS,
+            help=f"timed calls per kernel and size in the peak probe, after warm-up, within {BUDGET_S:g} s "
+            f"(default {REPEATS})",
         )
 
     def run(self, args: argparse.Namespace) -> int:
@@ -143,6 +148,11 @@ def _print_bench_notes(rep: dict[str, Any]) -> None:
         f"thread(s), fmlab precision {rep['precision']} (conventional fp32); forward "
         f"{rep['forward_flops_per_image'] / 1e6:.2f} MFLOP/image, training counted as 3x; GEMM peaks "
         f"(best n x n product, packed oneDNN Linear or torch.mm, this run): {peaks}"
+        + (
+            f"; not probed: {', '.join(rep['peaks_skipped'])} (neither side trains in it)"
+            if rep.get("peaks_skipped")
+            else ""
+        )
     )
     print(
         f"at 100% of the {rep['peak_dtype']} peak fmlab would train "
@@ -205,7 +215,7 @@ class Speedrun(Command):
                     f"{100 * s['target_acc']:.1f}%",
                     f"{s['wall_s_median']:.1f}",
                     f"{s['wall_s_max']:.1f}",
-                    f"{s['target_s']:.0f}s",
+                    duration(s["target_s"]),
                     "yes" if s["met"] else "no",
                 ]
             )

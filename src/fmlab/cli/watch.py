@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.cli.watch_view import Ranker, View, look
+from fmlab.durations import duration
 from fmlab.store.db import Store
 
 PLAIN_EVERY_S = 30.0  # a plain line at least this often, changed or not
@@ -23,9 +24,7 @@ MAX_RUNNING, MAX_FAILED = 6, 3  # rows shown; the ranking gets what is left of t
 
 
 def _secs(s: float | None) -> str:
-    if s is None:
-        return "?"
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}min" if s < 7200 else f"{s / 3600:.1f}h"
+    return duration(s)
 
 
 def _metric(v: Any, select: str) -> str:

@@ -60,7 +60,7 @@ def build_report(
     write_hiplot(hiplot_experiment(trials, meta), out / "hiplot.html", a.label)
     tables = ftables.write_tables(a, out)
     rep = summary_json.report_dict(a, out, figs, best, tables)
-    limits = other_limits(a.warnings, fanswer.caveated_terms(rep))
+    limits = mixed_precision(a.complete) + other_limits(a.warnings, fanswer.caveated_terms(rep))
     summary_json.write_summary(rep, out)
     setup = ftables.setup_rows(a)  # parses every trial's config: once, for both pages
     (out / "summary.md").write_text(markdown(a, figs, best, setup, rep["answer"], limits))
@@ -122,6 +122,26 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
 
 
 # ---------------------------------------------------------------- the limits the pages list
+
+
+def mixed_precision(complete: pd.DataFrame) -> list[str]:
+    """One limit when the complete trials trained in more than one precision (train.precision = "auto" picks
+    per machine), saying how the fit takes it: as part of the seed block when every seed trained in one
+    precision (sweeps run seed by seed), else not at all (precision is not a factor of the design)."""
+    if "precision" not in complete or complete["precision"].dropna().nunique() < 2:
+        return []
+    col = complete["precision"].fillna("unknown")
+    counts = ", ".join(f"{p} {n}" for p, n in col.value_counts().items())
+    per_seed = complete.assign(p=col).groupby("seed")["p"].nunique()
+    mixed = [str(s) for s, n in per_seed.items() if n > 1]
+    how = (
+        "each seed trained in one precision, so the fit's seed block takes precision's shift as a block"
+        if not mixed
+        else f"seed(s) {', '.join(mixed)} mix precisions, so the fit does not take precision as a block (it is "
+        "not a factor of the design; bf16 autocast matched fp32's accuracy over seeds, studies/best.toml) and "
+        "any shift between them lands in the residuals"
+    )
+    return [f"Mixed precision: trials trained in {counts} (train.precision auto picks per machine); {how}."]
 
 
 def other_limits(warnings: list[str], caveated: list[str]) -> list[str]:

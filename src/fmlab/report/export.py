@@ -48,6 +48,7 @@ def tables(store: Store, study: str, budget: str | None = None) -> tuple[list[di
                 "train_s": tm.get("train_s"),
                 "total_s": tm.get("total_s"),
                 "train_images_per_s": tm.get("train_images_per_s"),
+                "precision": r["precision"],
                 "error": r["error"],
                 "config": json.dumps(r["config"], sort_keys=True),
             }

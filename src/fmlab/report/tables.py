@@ -9,6 +9,7 @@ fmlab.report.summary_json, HiPlot's table of every trial in fmlab.report.hiplot_
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from fmlab.analysis import power as fpower
 from fmlab.analysis.claims import claim_term
 from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
 from fmlab.analysis.record import Analysis
+from fmlab.durations import duration
 
 # ---------------------------------------------------------------- CSV tables
 
@@ -167,19 +169,28 @@ def setup_rows(a: Analysis) -> list[list[str]]:
     )
     rows = [["config shared by every trial (keys set away from the defaults)", changed or "(defaults)"]]
 
-    def span(col: str, fmt: str) -> str:
+    def span(col: str, fmt: str | Callable[[float], str]) -> str:
         x = pd.to_numeric(c[col], errors="coerce").dropna() if col in c else pd.Series(dtype=float)
         if x.empty:
             return "n/a"
-        return f"{x.median():{fmt}}" + (f" (range {x.min():{fmt}} to {x.max():{fmt}})" if x.min() != x.max() else "")
+        f = fmt if callable(fmt) else lambda v: f"{v:{fmt}}"
+        return f(x.median()) + (f" (range {f(x.min())} to {f(x.max())})" if x.min() != x.max() else "")
 
     rows += [
         ["parameters", span("n_params", ",.0f")],
         ["epochs per trial", span("epochs", ".0f")],
-        ["training time per trial, s (whole trial: data, epochs, validation, test)", span("total_s", ".0f")],
+        ["training time per trial (whole trial: data, epochs, validation, test)", span("total_s", duration)],
         ["training images/s", span("train_images_per_s", ",.0f")],
     ]
+    if "precision" in c:
+        rows.append(["precision trained in (train.precision auto: the machine's pick)", precision_text(c["precision"])])
     return rows
+
+
+def precision_text(col: pd.Series) -> str:
+    """The precisions trials trained in, with their counts when more than one: "bf16", "fp32 12, bf16 60"."""
+    n = col.fillna("unknown").value_counts()
+    return str(n.index[0]) if len(n) == 1 else ", ".join(f"{p} {k}" for p, k in n.items())
 
 
 # ---------------------------------------------------------------- diagnostics (fmlab.analysis.diagnostics)

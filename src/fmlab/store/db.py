@@ -157,12 +157,14 @@ class Store(Lifecycle, Planning):
                 "stop_reason": d["stop_reason"],
                 "n_params": d["n_params"],
                 "timings": json.loads(d["timings"] or "{}"),
+                "precision": None,
                 "attempts": d["attempts"],
                 "error": d["error"],
                 "owner": f"{d['owner_host']}:{d['owner_pid']}" if d["owner_pid"] else None,
                 "started": d["started"],
                 "finished": d["finished"],
             }
+            rec["precision"] = trained_precision(rec["config"], rec["timings"])
             out.append(rec)
         return out
 
@@ -260,3 +262,10 @@ def resolve_checkpoint(ref: str, store_path: str | Path = DEFAULT_PATH) -> Path:
         return d
     finally:
         s.close()
+
+
+def trained_precision(config: dict[str, Any], timings: dict[str, Any]) -> str | None:
+    """The precision a trial trained in: recorded in its timings since train.precision may be "auto" (chosen
+    by the machine); before that, its config's (fp32 or bf16). None: auto and not trained yet."""
+    asked = config.get("train", {}).get("precision", "fp32")
+    return timings.get("precision") or (None if asked == "auto" else asked)

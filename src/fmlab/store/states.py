@@ -51,6 +51,7 @@ class TrialRecord(TypedDict):
     stop_reason: str | None
     n_params: int | None
     timings: dict[str, Any]
+    precision: str | None  # what it trained in (timings' record, else its config's fp32/bf16); None: not known yet
     attempts: int
     error: str | None
     owner: str | None  # "host:pid" while RUNNING

@@ -31,6 +31,7 @@ class Estimate:
     seconds: float
     speed_from: str  # "this machine", "other machines" (their trials) or "assumed"
     note: str | None
+    precision: str | None = None  # what train.precision = "auto" picks here and why; None: no trial asks auto
 
 
 @functools.lru_cache(maxsize=256)
@@ -47,9 +48,12 @@ def _reference_ips(m: ModelConfig, threads: int) -> float:
     return REF_IMAGES_PER_S * _flops(REF_MODEL) / _flops(m) * threads**0.75
 
 
-def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0, bf16_slow: float = 1.0) -> float:
+def estimate_s(
+    trials: list[Any], workers: int, threads: int, calib: float = 1.0, bf16_slow: float = 1.0, auto: str = "fp32"
+) -> float:
     """Upper bound (every trial runs to max_epochs) of a sweep's wall time; calib = measured / assumed speed,
-    bf16_slow = how many times slower a bf16 trial trains here (bf16_step_ratio where bf16 is emulated)."""
+    bf16_slow = how many times slower a bf16 trial trains here (bf16_step_ratio where bf16 is emulated),
+    auto = the precision train.precision = "auto" trains in here."""
     ref = _flops(REF_MODEL)
     total = 0.0
     for t in trials:
@@ -57,8 +61,12 @@ def estimate_s(trials: list[Any], workers: int, threads: int, calib: float = 1.0
         ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model) * threads**0.75
         n = c.data.train_subset or 60_000 - c.data.val_size
         trial_s = c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
-        total += trial_s * (bf16_slow if c.train.precision == "bf16" else 1.0)
+        total += trial_s * (bf16_slow if _picked(c.train.precision, auto) == "bf16" else 1.0)
     return total / max(workers, 1)
+
+
+def _picked(asked: str, auto: str) -> str:
+    return auto if asked == "auto" else asked
 
 
 def like_machine(env: dict[str, Any], machine: Machine) -> bool:
@@ -71,12 +79,15 @@ def like_machine(env: dict[str, Any], machine: Machine) -> bool:
     return str(env.get("device", "")).startswith("cuda") or env.get("cpu_bf16") == bf16
 
 
-def calibration(store: Store, threads: int, machine: Machine | None = None) -> tuple[float, str]:
-    """Measured / assumed training speed of COMPLETE trials in the store, and where it comes from:
-    "this machine" (trials from a machine like this one, like_machine: only theirs count, since
-    a store imported from another box says little about this one's speed), "other machines" (none like it)
-    or "assumed" (1.0: no COMPLETE trial with a speed)."""
+def calibration(
+    store: Store, threads: int, machine: Machine | None = None, precision: str | None = None
+) -> tuple[float, str]:
+    """Measured / assumed training speed of COMPLETE trials in the store (those that trained in `precision`,
+    when given), and where it comes from: "this machine" (trials from a machine like this one, like_machine:
+    only theirs count, since a store imported from another box says little about this one's speed), "other
+    machines" (none like it) or "assumed" (1.0: no COMPLETE trial with a speed)."""
     recs = store.records(states=[State.COMPLETE])
+    recs = [r for r in recs if precision is None or r["precision"] == precision]
     ran_on = store.envs([State.COMPLETE])
     same = [r for r in recs if machine and like_machine(ran_on.get(r["id"], {}), machine)]
     ratios = []
@@ -133,18 +144,26 @@ def this_machine(device: str) -> Machine:
 
 def plan_estimate(store: Store | None, todo: list[Trial], layout: SweepLayout, device: str) -> Estimate:
     """The estimate of running todo with this layout: a local sweep calibrates on the store's trials from a
-    machine like this one (a Ray cluster's CPUs are not known from here); with bf16 emulated here and no such
-    trial to say how fast, a short probe scales the bf16 trials."""
-    from fmlab.training.env import precision_note
+    machine like this one that trained in the precision todo trains in here (a Ray cluster's CPUs are not known
+    from here, and there auto is taken as fp32); with bf16 emulated here and no such trial to say how fast, a
+    short probe scales the bf16 trials."""
+    import torch
+
+    from fmlab.training.env import pick_precision, precision_note
 
     local = layout.executor == "local"
     machine = this_machine(device) if local else None
-    calib, speed_from = calibration(store, layout.threads, machine) if store else (1.0, "assumed")
     dev = check_device(device).split(":")[0] if local else "ray"
-    precisions = {t.config.train.precision for t in todo}
+    asks_auto = any(t.config.train.precision == "auto" for t in todo)
+    auto, why = pick_precision("auto", torch.device(dev)) if local else ("fp32", "each Ray worker picks its own")
+    precisions = {_picked(t.config.train.precision, auto) for t in todo}
+    one = next(iter(precisions)) if len(precisions) == 1 else None
+    calib, speed_from = calibration(store, layout.threads, machine, one) if store else (1.0, "assumed")
     note = precision_note(dev, precisions)
     slow = 1.0
     if note and speed_from != "this machine":
         slow = bf16_step_ratio(layout.threads)
         note = precision_note(dev, precisions, slow)
-    return Estimate(estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow), speed_from, note)
+    seconds = estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow, auto=auto)
+    line = f"precision: auto -> {auto} here ({why})" if asks_auto else None
+    return Estimate(seconds, speed_from, note, line)

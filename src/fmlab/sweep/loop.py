@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fmlab.durations import duration
 from fmlab.store.db import HEARTBEAT_S, Plan, State, Store
 from fmlab.study.spec import Study, Trial
 from fmlab.sweep import local as executors
@@ -54,11 +55,15 @@ def pack_id(ids: list[str]) -> str:
 class Recorder:
     """What the sweep writes as its executor's events arrive, one method per event: the store first (the
     sweep's parent is its only writer), then the progress snapshot; handle() then gives the event to the
-    TensorBoard board (optional) and the snapshot to on_update."""
+    TensorBoard board (optional) and the snapshot to on_update. A trial's end is shown (on_update) only by
+    flush(), once the loop has handed its slot to the next trial, so the line counts the trials running then
+    (shown at once, every line of a busy pool said "1 running" while 2 trained: the finished one had left, the
+    next not yet come)."""
 
     def __init__(self, store: Store, prog: Progress, board: Any, on_update: Callable[[Progress], None]) -> None:
         self.store, self.prog, self.board, self.on_update = store, prog, board, on_update
         self.mine: dict[str, float] = {}  # the trials this sweep runs: id -> claimed at
+        self.ended: list[str] = []  # lines of trials ended since the last flush()
 
     def started(self, tid: str, max_epochs: int) -> None:
         """A trial claimed by this sweep, about to go to the executor."""
@@ -68,21 +73,32 @@ class Recorder:
     def handle(self, ev: work.Event) -> None:
         """The executor's callback: the event's own method, then the board and on_update."""
         record = {"epoch": self.epoch, "done": self.completed, "failed": self.failed, "lost": self.lost}.get(ev.kind)
+        before = self.prog.last
         if record is not None:
             record(ev)
         if self.board is not None:
             self.board.record(ev)
         if ev.kind != "epoch":
             self.prog.running.pop(ev.trial_id, None)
+            self.ended.append(self.prog.last)
+            self.prog.last = before  # until flush() shows it: snapshots in between (the refill's) say the last shown
+        else:
+            self.on_update(self.prog)
+
+    def flush(self) -> None:
+        """Each trial ended since the last flush to on_update, one event each (after the slots are refilled)."""
+        for line in self.ended:
+            self.prog.last = line
             self.prog.events += 1
-        self.on_update(self.prog)
+            self.on_update(self.prog)
+        self.ended.clear()
 
     def epoch(self, ev: work.Event) -> None:
         tid, r, prog = ev.trial_id, ev.row, self.prog
         self.store.add_epoch(tid, r)
         prog.running[tid]["epoch"] = int(r["epoch"])
         prog.epochs += 1
-        took = f" ({r['epoch_s']:.0f}s)" if r.get("epoch_s") else ""
+        took = f" ({duration(r['epoch_s'])})" if r.get("epoch_s") else ""
         prog.last = (
             f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: val loss "
             f"{r['val_loss']:.4f} acc {r['val_acc']:.4f}{took}"
@@ -167,7 +183,8 @@ class _SweepLoop:
             self.rec.started(tid, t.config.train.max_epochs)
             tasks.append(work.Task(tid, t.config.to_dict(), str(self.store.state_dir(tid)), self.opts))
         self.ex.submit(tasks[0] if len(tasks) == 1 else work.Pack(pack_id(got), tuple(tasks)))
-        self.rec.on_update(self.rec.prog)
+        if not self.rec.ended:  # else flush() shows the refill with the ends
+            self.rec.on_update(self.rec.prog)
 
     def wait(self) -> bool:
         """Nothing of this sweep's is running: count the plan's trials by state; while another sweep runs some,
@@ -191,6 +208,7 @@ class _SweepLoop:
                 if not got:
                     break
                 self.submit(got)
+            self.rec.flush()
             if self.rec.mine:
                 self.ex.poll(1.0, self.rec.handle)
             elif not self.wait():
@@ -229,6 +247,7 @@ def run(
         _SweepLoop(store, trials, ids, groups, ex, opts, rec).run()
     except BaseException:
         ex.shutdown()
+        rec.flush()
         rec.interrupted()
         raise
     finally:

@@ -40,7 +40,7 @@ class SweepPlan:
     layout: SweepLayout
     store: Path
     packs: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # lines worth saying before it runs (bf16 emulated here)
+    notes: list[str] = field(default_factory=list)  # lines worth saying before it runs (auto's pick, bf16 emulated)
     speed_from: str = "assumed"  # the estimate's speed: "this machine", "other machines" (their trials) or assumed
 
     @property
@@ -116,7 +116,16 @@ def _plan(
     est = plan_estimate(store, todo, layout, device)
     groups = [] if layout.pack is None else [[t.id for t in g] for g in packs.group(todo, layout.pack)]
     return SweepPlan(
-        st, trials, todo, plan, est.seconds, layout, path, groups, [est.note] if est.note else [], est.speed_from
+        st,
+        trials,
+        todo,
+        plan,
+        est.seconds,
+        layout,
+        path,
+        groups,
+        [n for n in (est.precision, est.note) if n],
+        est.speed_from,
     )
 
 

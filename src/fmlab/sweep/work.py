@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fmlab.durations import duration
 from fmlab.training.env import RunOptions
 
 FAULT_ENV = "FMLAB_FAULT"  # test-only fault injection, outside the config so trial ids do not change
@@ -107,7 +108,7 @@ class _Trial:
 
         self.log.append(
             f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['epoch_s']:.1f}s"
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {duration(row['epoch_s'])}"
         )
         self.emit(Event("epoch", self.tid, row=dict(row)))
         for f in self.faults:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.errors import FmlabError
-from fmlab.timing.peak import better_of, gemm_peaks
+from fmlab.timing.peak import PEAK_DTYPES, REPEATS, SIZES, better_of, gemm_peaks
 
 CONVENTIONAL_SCRIPT = Path(__file__).resolve().with_name("baseline_loop.py")  # shipped in the package
 CONVENTIONAL_MODULE = "fmlab.timing.baseline_loop"  # what bench-train runs by default
@@ -49,8 +49,8 @@ class BenchTrainOptions:
     data_dir: str | None = None
     script: str | None = None  # a conventional script file (default: python -m fmlab.timing.baseline_loop)
     timeout_s: float = 7200  # per run
-    peak_sizes: tuple[int, ...] = (1024, 2048)  # n of the GEMM peak probe's n x n products
-    peak_repeats: int = 20  # timed calls per kernel and size in the probe (the fastest counts)
+    peak_sizes: tuple[int, ...] = SIZES  # n of the GEMM peak probe's n x n products
+    peak_repeats: int = REPEATS  # timed calls per kernel and size in the probe (the fastest counts; seconds at most)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +151,20 @@ def _side(mine: list[dict[str, Any]], seeds: tuple[int, ...], train_flops: int, 
     }
 
 
+def fmlab_precision(cfg: Any) -> str:
+    """What the fmlab side trains in on this CPU (train.precision auto: the machine's pick)."""
+    import torch
+
+    from fmlab.training.env import pick_precision
+
+    return pick_precision(cfg.train.precision, torch.device("cpu"))[0]
+
+
+def compared(cfg: Any) -> tuple[str, ...]:
+    """The precisions a bench compares, so the only ones probed: fp32 (the conventional loop's) and fmlab's."""
+    return tuple(d for d in PEAK_DTYPES if d in ("fp32", fmlab_precision(cfg)))
+
+
 def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Alternate conventional and fmlab runs; the report: per run, per side, speedup, FLOPs, peak."""
     from fmlab.config import schema as config
@@ -169,7 +183,8 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
     flops = model_flops(tuple(config_sets(o, o.seeds[0])))
     if not o.peak_sizes or min(o.peak_sizes) < 1 or o.peak_repeats < 1:
         raise FmlabError("--peak-sizes and --peak-repeats must be positive")
-    peaks = gemm_peaks(threads, o.peak_sizes, o.peak_repeats)
+    dtypes = compared(cfg)
+    peaks = gemm_peaks(threads, o.peak_sizes, o.peak_repeats, dtypes)
 
     runs: list[dict[str, Any]] = []
     load_start = os.getloadavg()
@@ -200,8 +215,9 @@ def bench_train(o: BenchTrainOptions, on_run: Callable[[dict[str, Any]], None] |
                 if on_run:
                     on_run(row)
     # a second probe after the runs: on a shared machine the better of the two is nearer the peak
-    peaks = better_of(peaks, gemm_peaks(threads, o.peak_sizes, o.peak_repeats))
+    peaks = better_of(peaks, gemm_peaks(threads, o.peak_sizes, o.peak_repeats, dtypes))
     rep = summarise(o, cfg, runs, flops, peaks, threads, time.perf_counter() - t0)
+    rep["peaks_skipped"] = [d for d in PEAK_DTYPES if d not in dtypes]  # precisions neither side trains in
     # other jobs on the machine skew every figure: the 1-minute load average says whether there were any
     return {**rep, "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "cores": cores()}
 
@@ -228,7 +244,7 @@ def summarise(
 ) -> dict[str, Any]:
     """peaks: {"fp32": probe, "bf16": probe} (gemm_peaks); fmlab is held to the one of its precision."""
     train_flops = 3 * flops["total"]
-    ref = peaks["bf16" if cfg.train.precision == "bf16" else "fp32"]
+    ref = peaks[fmlab_precision(cfg)]
     rep: dict[str, Any] = {"runs": runs, "order": [r["side"] for r in runs]}
     for side in SIDES:
         own = ref if side == "fmlab" else peaks["fp32"]  # the conventional loop always runs fp32

@@ -152,6 +152,46 @@ def cpu_bf16() -> bool | None:
     return None
 
 
+# oneDNN ISAs (ONEDNN_MAX_CPU_ISA) below the first one that computes bf16 natively (AVX512_CORE_BF16)
+_ISA_NO_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+PRECISIONS_AUTO = "auto = bf16 where this machine computes it natively, else fp32"
+
+
+def isa_cap() -> str | None:
+    """ONEDNN_MAX_CPU_ISA when it caps oneDNN below native bf16 (the user asked for less than the CPU has)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return isa if isa in _ISA_NO_BF16 else None
+
+
+def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """The precision a trial trains in and why: fp32 and bf16 as asked; auto (train.precision = "auto") bf16
+    where the device computes it natively (a CUDA GPU that supports it; a CPU with avx512_bf16 or AMX, unless
+    ONEDNN_MAX_CPU_ISA caps oneDNN below them), else fp32 (emulated bf16 is slower than fp32: BENCHMARKS.md)."""
+    if requested != "auto":
+        return requested, "as the config asks"
+    if device.type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ("bf16", "this GPU computes bf16") if ok else ("fp32", "this GPU has no bf16")
+    if device.type != "cpu":
+        return "fp32", f"bf16 is not used on {device.type}"
+    native, cap = cpu_bf16(), isa_cap()
+    if native and cap:
+        return "fp32", f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below native bf16"
+    if native:
+        flags = [f for f in BF16_FLAGS if f in _flags()]
+        return "bf16", f"this CPU has {' and '.join(flags)}"
+    if native is None:
+        return "fp32", "this CPU does not say whether it has native bf16"
+    return "fp32", f"this CPU has no {' or '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"
+
+
+def _flags() -> list[str]:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return line.split()
+    return []
+
+
 def precision_note(device_type: str, precisions: set[str], ratio: float | None = None) -> str | None:
     """One line when bf16 trials are to run on a CPU that emulates bf16 (none: nothing to say); ratio: the bf16
     over fp32 step time measured here (fmlab.sweep.estimate.bf16_step_ratio), which the sweep's estimate then

@@ -54,7 +54,7 @@ class TrialResult:
     best_epoch: int
     stop_reason: str  # "early_stopping" | "max_epochs"
     metrics: dict[str, float]  # best epoch's val_* plus test_loss, test_acc
-    timings: dict[str, float]  # total_s, train_s, eval_s, train_images_per_s
+    timings: dict[str, Any]  # total_s, train_s, eval_s, train_images_per_s; precision (what it trained in)
     env: dict[str, Any]
     n_params: int
     weights: dict[str, np.ndarray] = field(repr=False)  # the best epoch's state_dict
@@ -82,7 +82,7 @@ def train(
     opt = make_optimizer(net, cfg.train)
     if lane.opt_sd is not None:
         opt.load_state_dict(lane.opt_sd)
-    autocast = step.autocast_for(cfg.train, device)
+    autocast = step.autocast_for(step.pin_precision(lane, device), device)
     ema = Average(net, lane.ema_sd, cfg.train.ema, cfg.train.ema_every) if lane.ema_sd is not None else None
     data = step.Data.of(ds, device, fmt)
     run = step.Run(net, opt, step.Single(fmt), cfg, data, autocast, opts.eval_batch_size, ema)
@@ -135,6 +135,7 @@ def finish(
             "eval_s": st.eval_s,
             "test_eval_s": time.perf_counter() - t3,
             "train_images_per_s": images / st.train_s if st.train_s else 0.0,
+            "precision": st.precision or tc.precision,
         },
         env={**env.provenance(device), "run_options": opts.to_dict(), **(env_extra or {})},
         n_params=count_params(net),

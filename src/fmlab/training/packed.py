@@ -203,7 +203,7 @@ class _Pack:
                     self.opts,
                     device=self.device,
                     fmt=fmt,
-                    autocast=step.autocast_for(m.cfg.train, self.device),
+                    autocast=step.autocast_for(step.pin_precision(m, self.device), self.device),
                     t_start=self.t_start,
                     env_extra={"pack": {**self.info, "k_trained": self.k_trained}},
                 ),
@@ -233,7 +233,7 @@ class _Pack:
                         layout,
                         cfg,
                         data,
-                        step.autocast_for(cfg.train, self.device),
+                        step.autocast_for(_pack_precision(active, self.device), self.device),
                         self.opts.eval_batch_size,
                         _average(net, active),
                     )
@@ -253,3 +253,12 @@ class _Pack:
             if len(rest) != len(active):
                 run = None  # re-stacked without the networks that left, next epoch
             active = rest
+
+
+def _pack_precision(ms: list[Lane], device: torch.device) -> str:
+    """The one precision a pack trains in: its members' (pinned on one machine, they agree; a member resumed
+    from a state started elsewhere in another precision is retrained with the pack's, and records it)."""
+    first = step.pin_precision(ms[0], device)
+    for m in ms[1:]:
+        m.st.precision = first
+    return first

@@ -40,6 +40,7 @@ class LoopState:
     train_s: float = 0.0  # seconds in training steps, summed over epochs
     eval_s: float = 0.0  # seconds in validation passes
     prior_s: float = 0.0  # wall seconds of earlier attempts, through their last saved epoch (total_s spans them)
+    precision: str = ""  # what it trains in (fp32, bf16), chosen at its start; a resumed trial keeps it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

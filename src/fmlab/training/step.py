@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmlab.config.schema import Config, TrainConfig
+from fmlab.config.schema import Config
 from fmlab.data import augment as faug
 from fmlab.data import idx as fdata
 from fmlab.model import inits
@@ -80,8 +80,17 @@ def memory_format(opts: env.RunOptions) -> torch.memory_format:
     return torch.channels_last if opts.channels_last else torch.contiguous_format
 
 
-def autocast_for(tc: TrainConfig, device: torch.device) -> Callable[[], Any]:
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tc.precision == "bf16" else nullcontext
+def autocast_for(precision: str, device: torch.device) -> Callable[[], Any]:
+    """The context a step runs in for a trained precision (fp32 or bf16; auto is chosen first: pin_precision)."""
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+
+
+def pin_precision(lane: Lane, device: torch.device) -> str:
+    """The precision lane trains in: the one its resume state started in, else the one its config picks on this
+    device (env.pick_precision), recorded in its loop state (saved with it, and in the result's timings)."""
+    if not lane.st.precision:
+        lane.st.precision = env.pick_precision(lane.cfg.train.precision, device)[0]
+    return lane.st.precision
 
 
 class Layout(Protocol):
