@@ -18,6 +18,7 @@ from fmlab.model import inits
 from fmlab.model.nets import build, count_params
 from fmlab.model.packed import PackedNet, stack
 from fmlab.training import packed, step
+from fmlab.training.layout import Single
 from fmlab.training.loop import train
 from fmlab.training.optim import bn_names, frozen_names, lr_at, make_optimizer, set_trainable
 
@@ -126,7 +127,7 @@ def test_bn_bias_groups_follow_the_schedule_with_their_multiplier(tiny_ds):
     assert len(rest["params"]) + len(biases["params"]) == len(list(net.parameters()))
     assert biases["weight_decay"] * 64 == rest["weight_decay"] == 0.01  # the same decay per step
     run = step.Run(
-        net, opt, step.Single(), cfg, step.Data.of(tiny_ds, torch.device("cpu"), torch.contiguous_format), nullctx, 256
+        net, opt, Single(), cfg, step.Data.of(tiny_ds, torch.device("cpu"), torch.contiguous_format), nullctx, 256
     )
     lane = step.start_lane(cfg, torch.device("cpu"), None, ds=tiny_ds)[0]
     for s in (0, 7, 20):

@@ -19,6 +19,7 @@ from fmlab.model.packed import member_losses
 from fmlab.training import mix, packed, step
 from fmlab.training.ema import Average, decay_at
 from fmlab.training.evaluation import Views, view_logp
+from fmlab.training.layout import Single
 from fmlab.training.loop import train
 
 LEVERS = {
@@ -251,7 +252,7 @@ def test_the_mixed_loss_is_the_cross_entropy_against_blended_smoothed_targets():
     y, other, lam, eps = torch.arange(8), (torch.arange(8) + 3) % 10, 0.3, 0.1
     target = lam * F.one_hot(y, 10) + (1 - lam) * F.one_hot(other, 10)
     want = -(((1 - eps) * target + eps / 10) * logp).sum(1).mean()
-    got = mix.mixed_losses(step.Single(), logp, y, [mix.Mixed(torch.empty(0), other, lam)], eps)
+    got = mix.mixed_losses(Single(), logp, y, [mix.Mixed(torch.empty(0), other, lam)], eps)
     assert got.ndim == 0 and got.item() == pytest.approx(want.item(), abs=1e-6)
 
     class Two:  # the packed layout's losses: networks side by side, each its own lambda

@@ -64,7 +64,7 @@ def evaluate_nets(
     autocast: Any = nullcontext,
     tta: bool | Views = False,
 ) -> list[dict[str, float]]:
-    """Each network's mean NLL and accuracy over (x, y), in eval mode (layout: fmlab.training.step's Layout,
+    """Each network's mean NLL and accuracy over (x, y), in eval mode (layout: fmlab.training.layout.Layout,
     how the model holds its networks). tta: the test-time views (True: the mirror alone)."""
     views = tta if isinstance(tta, Views) else Views(flip=tta)
     was_training = net.training

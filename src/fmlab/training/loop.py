@@ -20,6 +20,7 @@ from fmlab.model.nets import count_params
 from fmlab.training import env, step
 from fmlab.training.ema import Average
 from fmlab.training.evaluation import Views
+from fmlab.training.layout import Single
 from fmlab.training.optim import lr_at, make_optimizer, smoothed_nll
 from fmlab.training.progress import Diverged, LoopState, improved, track
 from fmlab.training.step import evaluate, prepare
@@ -85,7 +86,7 @@ def train(
     autocast = step.autocast_for(step.pin_precision(lane, device), device)
     ema = Average(net, lane.ema_sd, cfg.train.ema, cfg.train.ema_every) if lane.ema_sd is not None else None
     data = step.Data.of(ds, device, fmt)
-    run = step.Run(net, opt, step.Single(fmt), cfg, data, autocast, opts.eval_batch_size, ema)
+    run = step.Run(net, opt, Single(fmt), cfg, data, autocast, opts.eval_batch_size, ema)
     report = (lambda _, row: on_epoch(row)) if on_epoch else None
     while not lane.done():
         failed = step.run_epoch(run, [lane], t_start, report)[0]
