@@ -15,7 +15,7 @@ from fmlab.config.schema import Config, ConfigError, DataConfig, TrainConfig, wi
 from fmlab.data import augment as aug
 from fmlab.data.idx import normalize
 from fmlab.model.nets import build
-from fmlab.training import step as ftrain  # train() validates through step.evaluate
+from fmlab.training import layout as ftrain  # train() validates through layout.evaluate (Single.validate)
 from fmlab.training.loop import LoopState, evaluate, lr_at, make_optimizer, smoothed_nll, track, train
 
 BASELINE_ID = "a9528b317040"  # Config().trial_id() before issue 6's fields existed

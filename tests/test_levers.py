@@ -19,7 +19,7 @@ from fmlab.model.packed import member_losses
 from fmlab.training import mix, packed, step
 from fmlab.training.ema import Average, decay_at
 from fmlab.training.evaluation import Views, view_logp
-from fmlab.training.layout import Single
+from fmlab.training.layout import Single, evaluate
 from fmlab.training.loop import train
 
 LEVERS = {
@@ -118,7 +118,7 @@ def test_with_ema_the_checkpoint_holds_the_average_and_validates_with_it(tiny_ds
     net = build(cfg.resolved().model)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in r.weights.items()})
     x, y = step.prepare(tiny_ds.val, tiny_ds, torch.device("cpu"), torch.contiguous_format)
-    assert step.evaluate(net, x, y)["loss"] == pytest.approx(r.metrics["val_loss"], abs=1e-6)
+    assert evaluate(net, x, y)["loss"] == pytest.approx(r.metrics["val_loss"], abs=1e-6)
 
 
 # ---------------------------------------------------------------- alternating flip
@@ -198,7 +198,7 @@ def test_the_tta_views_are_the_image_its_mirror_and_their_diagonal_shifts():
     mean_logp = torch.log_softmax(sum(net(b) for b in want) / 6, dim=-1)
     assert torch.allclose(view_logp(net, x, v), mean_logp, atol=1e-5)
     y = torch.arange(5)
-    r = step.evaluate(net, x, y, 2, tta=v)
+    r = evaluate(net, x, y, 2, tta=v)
     assert r["loss"] == pytest.approx(F.nll_loss(mean_logp, y).item(), abs=1e-5)
     no_flip = torch.log_softmax(sum(net(b) for b in want[:3]) / 3, dim=-1)
     assert torch.allclose(view_logp(net, x, Views(shift=2, fill=-0.8)), no_flip, atol=1e-5)
@@ -211,7 +211,7 @@ def test_the_default_views_are_the_flip_tta_as_before():
     assert torch.equal(view_logp(net, x, Views()), net(x))
     old = torch.log_softmax((net(x) + net(x.flip(3))) / 2, dim=-1)  # the one TTA there was
     assert torch.equal(view_logp(net, x, Views(flip=True)), old)
-    assert step.evaluate(net, x, torch.arange(4), tta=True) == step.evaluate(net, x, torch.arange(4), tta=Views(True))
+    assert evaluate(net, x, torch.arange(4), tta=True) == evaluate(net, x, torch.arange(4), tta=Views(True))
 
 
 # ---------------------------------------------------------------- mixup, cutmix

@@ -3,6 +3,7 @@ it is). The packed loop's layout (K networks side by side) is fmlab.training.pac
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,10 +63,22 @@ class Single:
     def validate(
         self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool | Views
     ) -> list[dict[str, float]]:
-        return evaluate_nets(net, self, x, y, batch_size, autocast, tta)
+        return [evaluate(net, x, y, batch_size, autocast, tta)]
 
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
         return [(net.state_dict(), opt.state_dict())]
 
     def weights(self, net: nn.Module) -> list[dict]:
         return [net.state_dict()]
+
+
+def evaluate(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    autocast: Any = nullcontext,
+    tta: bool | Views = False,
+) -> dict[str, float]:
+    """Mean NLL and accuracy of one network's log-probability outputs over (x, y) (evaluate_nets)."""
+    return evaluate_nets(net, Single(), x, y, batch_size, autocast, tta)[0]

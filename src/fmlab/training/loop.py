@@ -20,10 +20,10 @@ from fmlab.model.nets import count_params
 from fmlab.training import env, step
 from fmlab.training.ema import Average
 from fmlab.training.evaluation import Views
-from fmlab.training.layout import Single
+from fmlab.training.layout import Single, evaluate
 from fmlab.training.optim import lr_at, make_optimizer, smoothed_nll
 from fmlab.training.progress import Diverged, LoopState, improved, track
-from fmlab.training.step import evaluate, prepare
+from fmlab.training.step import prepare
 
 # Defined in progress, optim and step, and imported from here by callers since before those modules existed.
 __all__ = [

@@ -38,6 +38,7 @@ from fmlab.model.nets import build
 from fmlab.model.packed import PackedNet, member_losses, member_slice, stack, unstack
 from fmlab.training import env, step
 from fmlab.training.ema import Average
+from fmlab.training.evaluation import evaluate_nets
 from fmlab.training.loop import TrialResult, finish
 from fmlab.training.optim import group_names, make_optimizer
 from fmlab.training.packs import pack_key
@@ -79,7 +80,7 @@ class Packed:
     def validate(
         self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Any, tta: bool
     ) -> list[dict[str, float]]:
-        return step.evaluate_nets(net, self, x, y, batch_size, autocast, tta)
+        return evaluate_nets(net, self, x, y, batch_size, autocast, tta)
 
     def states(self, net: nn.Module, opt: torch.optim.Optimizer) -> list[tuple[dict, dict]]:
         """Each network's slice of the packed weights and optimizer state (copies)."""

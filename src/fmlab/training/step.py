@@ -31,8 +31,8 @@ from fmlab.model.nets import build
 from fmlab.training import env
 from fmlab.training import mix as fmix
 from fmlab.training.ema import Average
-from fmlab.training.evaluation import Views, evaluate_nets
-from fmlab.training.layout import Layout, Single
+from fmlab.training.evaluation import Views
+from fmlab.training.layout import Layout
 from fmlab.training.optim import lr_at, set_trainable
 from fmlab.training.progress import Diverged, Lane
 
@@ -165,18 +165,6 @@ def train_epoch(run: Run, lanes: Sequence[Lane], epoch: int) -> tuple[list[float
         loss_sum += losses * len(idx[0])
         correct += hits
     return loss_sum.tolist(), correct.tolist()  # the epoch's one read of the sums
-
-
-def evaluate(
-    net: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 1024,
-    autocast: Any = nullcontext,
-    tta: bool | Views = False,
-) -> dict[str, float]:
-    """Mean NLL and accuracy of one network's log-probability outputs over (x, y) (evaluate_nets)."""
-    return evaluate_nets(net, Single(), x, y, batch_size, autocast, tta)[0]
 
 
 def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]], float, float]:
