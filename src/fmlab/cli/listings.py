@@ -6,9 +6,9 @@ import argparse
 from typing import Any
 
 from fmlab.cli.common import Command, cell_text, err, metric_text, out_json, print_table, store_path
-from fmlab.cli.progress import fmt_secs
 from fmlab.config.metrics import EPOCH_ROW
 from fmlab.config.states import State
+from fmlab.durations import duration
 from fmlab.errors import FmlabError
 
 
@@ -56,7 +56,7 @@ class Ls(Command):
                 metric_text(r, "test_acc"),
                 str(r["best_epoch"] or ""),
                 r["precision"] or r["config"]["train"]["precision"],
-                fmt_secs(r["timings"]["total_s"]) if r["timings"].get("total_s") is not None else "",
+                duration(r["timings"]["total_s"]) if r["timings"].get("total_s") is not None else "",
             ]
             for r in recs
         ]

@@ -18,11 +18,6 @@ from fmlab.durations import duration
 EPOCH_LINE_S = 60.0  # plain display: an epoch's line only after this long without a line
 
 
-def fmt_secs(s: float) -> str:
-    """A duration as the sweep's lines print it (fmlab.durations.duration: `3 h 10 min`)."""
-    return duration(s)
-
-
 class SweepDisplay:
     """Live progress on stderr: a rich panel on a terminal, lines otherwise (the module says which)."""
 
@@ -43,7 +38,7 @@ class SweepDisplay:
         elsewhere = f" (+{p.elsewhere} in another sweep)" if p.elsewhere else ""
         return (
             f"{p.done}/{p.total} done, {len(p.running)} running{elsewhere}, {p.failed} failed, "
-            f"elapsed {fmt_secs(time.time() - p.started)}, ETA {fmt_secs(p.eta_s())}"
+            f"elapsed {duration(time.time() - p.started)}, ETA {duration(p.eta_s())}"
         )
 
     def render(self) -> Any:
@@ -59,7 +54,7 @@ class SweepDisplay:
             t.add_column(c)
         now = time.time()
         for tid, r in sorted(dict(p.running).items()):  # a copy: the sweep loop changes it meanwhile
-            t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", fmt_secs(now - r["started"]))
+            t.add_row(tid, f"{r['epoch']}/{r['max_epochs']}", duration(now - r["started"]))
         return Group(Text(f"{self.title}: {self.line(p)}", style="bold"), t, Text(p.last, style="dim"))
 
     def update(self, p: Any) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.cli.common import Command, err, out_json, store_path
-from fmlab.cli.progress import fmt_secs
 from fmlab.cli.sweep_lines import print_dry_run, print_interrupted, print_outcome, print_start
 from fmlab.config.states import State
+from fmlab.durations import duration
 from fmlab.errors import FmlabError
 
 
@@ -51,7 +51,7 @@ class Train(Command):
             err(
                 f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
                 f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  {row['epoch_s']:.1f}s  "
-                f"elapsed {fmt_secs(elapsed)}  ETA <= {fmt_secs(eta)}"
+                f"elapsed {duration(elapsed)}  ETA <= {duration(eta)}"
             )
 
         res = api.train_trial(

@@ -9,8 +9,8 @@ import argparse
 from typing import Any
 
 from fmlab.cli.common import cell_text, err
-from fmlab.cli.progress import fmt_secs
 from fmlab.config.states import State
+from fmlab.durations import duration
 
 
 def sweep_head(p: Any, study_file: str) -> str:
@@ -43,7 +43,7 @@ def print_dry_run(p: Any, args: argparse.Namespace) -> None:
         + (f", RUNNING in another sweep: {n_run}" if n_run else "")
     )
     print(
-        f"estimated time: <= {fmt_secs(p.estimate_s)} on {lo.where}, {lo.threads} thread(s) each "
+        f"estimated time: <= {duration(p.estimate_s)} on {lo.where}, {lo.threads} thread(s) each "
         f"(upper bound, every trial to max_epochs; speed {SPEED_FROM[p.speed_from]})"
     )
     power_line = p.power_line()
@@ -75,7 +75,7 @@ def print_start(p: Any, args: argparse.Namespace) -> None:
         f"FAILED: {len(pl.failed)}"
         + (" (skipped; --retry-failed reruns them)" if pl.failed else "")
         + (f"; recovered from a dead sweep: {len(pl.recovered)}" if pl.recovered else "")
-        + f"; estimate <= {fmt_secs(p.estimate_s)} (speed {SPEED_FROM[p.speed_from]})"
+        + f"; estimate <= {duration(p.estimate_s)} (speed {SPEED_FROM[p.speed_from]})"
     )
     for note in p.notes:
         err(note)
@@ -108,14 +108,14 @@ def print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
         share = 100 * s["thread_cpu_s"] / max(o.wall_s * cores(), 1e-9)
         err(
             f"live report: {s['rewrites']} rewrite(s), {s['rewrite_s']:.1f}s wall, {s['thread_cpu_s']:.1f}s CPU in "
-            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {fmt_secs(o.wall_s)}); final report "
+            f"the sweep's parent ({share:.1f}% of {cores()} core(s) x the sweep's {duration(o.wall_s)}); final report "
             f"with the test-set pass {rep['final_s']:.1f}s: {rep['index']}"
             + (f"; {len(s['errors'])} rewrite(s) failed, last: {s['errors'][-1]}" if s["errors"] else "")
         )
     done, failed = o.in_state(State.COMPLETE), o.in_state(State.FAILED)
     err(
         f"{st.name} ({st.budget}{label}): {len(done)}/{len(o.records)} COMPLETE ({o.progress.ran} run now), "
-        f"{len(failed)} FAILED, wall {fmt_secs(o.wall_s)}"
+        f"{len(failed)} FAILED, wall {duration(o.wall_s)}"
     )
     if o.best is not None:
         m = o.best["metrics"]
