@@ -90,6 +90,11 @@ def test_split_is_stratified_disjoint_and_fixed():
     assert np.array_equal(a.val.x.numpy(), b.val.x.numpy())
     sub = data.load(DataConfig(train_subset=1000))
     assert len(sub.train) == 1000 and set(np.bincount(sub.train.y.numpy())) == {100}
+    few = data.load(DataConfig(test_subset=2000))  # a stratified slice of the test set, the same every time
+    assert len(few.test) == 2000 and set(np.bincount(few.test.y.numpy())) == {200}
+    assert np.array_equal(few.test.x.numpy(), data.load(DataConfig(test_subset=2000)).test.x.numpy())
+    rows = {x.tobytes() for x in a.test.x.numpy()}
+    assert all(x.tobytes() in rows for x in few.test.x.numpy())  # test images, nothing else
     # no validation image is also a training image
     tr = {x.tobytes() for x in a.train.x.numpy()[:20000]}
     assert not any(x.tobytes() in tr for x in a.val.x.numpy())

@@ -38,6 +38,21 @@ def test_native_bf16_is_read_from_the_cpu_flags(cpu):
     assert env.cpu_bf16() is None and env.precision_note("cpu", {"bf16"}) is None
 
 
+def probed(monkeypatch, ips: float) -> list[tuple[str, int]]:
+    """The sweep's speed probe (fmlab.sweep.probe.train_ips) replaced by a fixed speed; the list records each
+    call's (precision, threads)."""
+    from fmlab.sweep import probe
+
+    asked: list[tuple[str, int]] = []
+
+    def fake(m, threads, precision, batch=64):
+        asked.append((precision, threads))
+        return ips
+
+    monkeypatch.setattr(probe, "train_ips", fake)
+    return asked
+
+
 def test_the_note_only_for_bf16_on_a_cpu_that_emulates_it(cpu):
     cpu("avx512_vnni")
     note = env.precision_note("cpu", {"fp32", "bf16"})
@@ -56,12 +71,15 @@ def test_a_bf16_sweep_plan_carries_the_note_and_provenance_the_cpu(cpu, tmp_path
     tiny = tiny_study_file(tmp_path, extra='\n"train.precision" = "bf16"')  # bf16 asked for by name
     store = tmp_path / "none" / "fm.db"
     monkeypatch.setattr(sweep, "bf16_step_ratio", lambda threads: 12.5)  # what this probe measures is tested below
+    asked = probed(monkeypatch, 50.0)
     bf16 = api.plan_sweep(tiny, "t", store=store, device="cpu")
     assert len(bf16.notes) == 1 and "emulated" in bf16.notes[0] and "12.5x the fp32 step" in bf16.notes[0]
-    lo = bf16.layout  # no store, so the speed is assumed (1.0) and only the probe scales the estimate
-    assert bf16.estimate_s == pytest.approx(12.5 * sweep.estimate_s(bf16.todo, lo.workers, lo.threads))
-    assert bf16.speed_from == "assumed" and not bf16.calibrated
-    assert api.plan_sweep(ROOT / "studies" / "seed.toml", "quick", store=store, device="cpu").notes == []  # fp32
+    lo = bf16.layout  # no store: the speed is probed here, in the (emulated) bf16 the trials train in
+    assert asked == [("bf16", lo.threads)] and bf16.speed_from == "probed here" and bf16.calibrated
+    calib = 50.0 / sweep._reference_ips(bf16.todo[0].config.model, lo.threads)
+    assert bf16.estimate_s == pytest.approx(sweep.estimate_s(bf16.todo, lo.workers, lo.threads, calib))  # no 12.5x
+    quick = api.plan_sweep(ROOT / "studies" / "seed.toml", "quick", store=store, device="cpu")  # auto: fp32 here
+    assert [n for n in quick.notes if n.startswith("note:")] == [] and asked[-1] == ("fp32", lo.threads)
     assert not store.parent.exists()  # planning read-only created nothing
     prov = env.provenance(torch.device("cpu"))
     assert prov["cpu_bf16"] is False and prov["device_name"] == "Test CPU @ 1.00GHz"
@@ -95,13 +113,16 @@ def test_the_cpu_budget_without_native_bf16_plans_fp32_and_the_published_trials_
     cpu("avx2 fma")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(sweep, "bf16_step_ratio", lambda threads: pytest.fail("no bf16 trial: nothing to probe"))
+    asked = probed(monkeypatch, 300.0)
     seed, store = ROOT / "studies" / "seed.toml", tmp_path / "fm.db"
     p = api.plan_sweep(seed, "cpu", store=store, device="cpu")
     assert len(p.todo) == 72 and p.notes == [
         f"precision: auto -> fp32 here ({env.pick_precision('auto', torch.device('cpu'))[1]})"
     ]
     lo = p.layout
-    assert p.estimate_s == pytest.approx(sweep.estimate_s(p.todo, lo.workers, lo.threads))  # fp32's speed
+    assert asked == [("fp32", lo.threads)]  # fp32's speed, probed
+    calib = 300.0 / sweep._reference_ips(p.todo[0].config.model, lo.threads)
+    assert p.estimate_s == pytest.approx(sweep.estimate_s(p.todo, lo.workers, lo.threads, calib))
     import_results(ROOT / "results" / "seed-cpu", store=store)
     again = api.plan_sweep(seed, "cpu", store=store, device="cpu")
     assert again.todo == [] and len(again.plan.done) == 72

@@ -28,6 +28,7 @@ def sweep_head(p: Any, study_file: str) -> str:
 
 SPEED_FROM = {
     "this machine": "from this store's trials on a machine like this one",
+    "probed here": "probed here: a few training steps of its most common network",
     "other machines": "from this store's trials on other machines",
     "assumed": "assumed",
 }

@@ -45,6 +45,7 @@ class DataConfig:
     val_size: int = 5000  # images held out of train for validation (stratified)
     split_seed: int = 0  # seed of the train/val split (fixed across trials)
     train_subset: int = 0  # 0 = all remaining training images, else a stratified subset
+    test_subset: int = _late(0)  # 0 = all 10,000 test images are evaluated, else a stratified subset (quick looks)
     mean: float = 0.2860  # input normalisation, pixel units in [0, 1]
     std: float = 0.3530
     # Training-batch augmentation (augment.py), applied in this order; 0 = off. Pixel units are the

@@ -75,6 +75,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "model.whiten_epochs": (0, 10_000),
     "data.val_size": (1, 59_000),
     "data.train_subset": (0, 60_000),
+    "data.test_subset": (0, 10_000),
     "data.std": (1e-6, 10),
     "train.lr": (1e-9, 10),
     "train.batch_size": (1, 60_000),

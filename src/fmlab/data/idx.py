@@ -214,7 +214,7 @@ def load_raw(data_dir: str | Path | None = None) -> tuple[np.ndarray, ...]:
 
 
 def load(cfg: DataConfig, data_dir: str | Path | None = None) -> Dataset:
-    """Train/val split (stratified, seeded by cfg.split_seed) and the optional train subset."""
+    """Train/val split (stratified, seeded by cfg.split_seed) and the optional train and test subsets."""
     tx, ty, sx, sy = load_raw(data_dir)
     val_idx = stratified_pick(ty, cfg.val_size, cfg.split_seed)
     mask = np.ones(len(ty), bool)
@@ -222,11 +222,16 @@ def load(cfg: DataConfig, data_dir: str | Path | None = None) -> Dataset:
     tr_idx = np.flatnonzero(mask)
     if cfg.train_subset and cfg.train_subset < len(tr_idx):
         tr_idx = tr_idx[stratified_pick(ty[tr_idx], cfg.train_subset, cfg.split_seed + 1)]
+    te_idx = np.arange(len(sy))
+    if cfg.test_subset and cfg.test_subset < len(sy):
+        te_idx = stratified_pick(sy, cfg.test_subset, cfg.split_seed + 2)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy(np.array(x)), torch.from_numpy(y.astype(np.int64)))
 
-    return Dataset(split(tx[tr_idx], ty[tr_idx]), split(tx[val_idx], ty[val_idx]), split(sx, sy), cfg.mean, cfg.std)
+    return Dataset(
+        split(tx[tr_idx], ty[tr_idx]), split(tx[val_idx], ty[val_idx]), split(sx[te_idx], sy[te_idx]), cfg.mean, cfg.std
+    )
 
 
 def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ class Estimate:
     nothing to say; else bf16 is emulated here and what that costs)."""
 
     seconds: float
-    speed_from: str  # "this machine", "other machines" (their trials) or "assumed"
+    speed_from: str  # "this machine" (its trials), "probed here" (fmlab.sweep.probe), "other machines" or "assumed"
     note: str | None
     precision: str | None = None  # what train.precision = "auto" picks here and why; None: no trial asks auto
 
@@ -60,7 +60,7 @@ def estimate_s(
         c = t.config
         ips = REF_IMAGES_PER_S * calib * ref / _flops(c.model) * threads**0.75
         n = c.data.train_subset or 60_000 - c.data.val_size
-        trial_s = c.train.max_epochs * (n + c.data.val_size / 3) / ips + 10_000 / 3 / ips + 3.0
+        trial_s = c.train.max_epochs * (n + c.data.val_size / 3) / ips + (c.data.test_subset or 10_000) / 3 / ips + 3.0
         total += trial_s * (bf16_slow if _picked(c.train.precision, auto) == "bf16" else 1.0)
     return total / max(workers, 1)
 
@@ -98,6 +98,18 @@ def calibration(
     if not ratios:
         return 1.0, "assumed"
     return sorted(ratios)[len(ratios) // 2], "this machine" if same else "other machines"
+
+
+def probed_calibration(todo: list[Trial], threads: int, precision: str) -> float:
+    """Measured / assumed training speed of the plan's most common network at its most common batch size,
+    probed here in a few steps (fmlab.sweep.probe); the estimate scales the other networks by FLOPs."""
+    from collections import Counter
+
+    from fmlab.sweep.probe import train_ips
+
+    model = Counter(t.config.model for t in todo).most_common(1)[0][0]
+    batch = Counter(t.config.train.batch_size for t in todo).most_common(1)[0][0]
+    return train_ips(model, threads, precision, batch) / _reference_ips(model, threads)
 
 
 @functools.cache
@@ -159,11 +171,15 @@ def plan_estimate(store: Store | None, todo: list[Trial], layout: SweepLayout, d
     precisions = {_picked(t.config.train.precision, auto) for t in todo}
     one = next(iter(precisions)) if len(precisions) == 1 else None
     calib, speed_from = calibration(store, layout.threads, machine, one) if store else (1.0, "assumed")
+    if dev == "cpu" and speed_from != "this machine" and todo:  # no trial says how fast this CPU is: measure
+        calib, speed_from = probed_calibration(todo, layout.threads, one or "fp32"), "probed here"
     note = precision_note(dev, precisions)
     slow = 1.0
     if note and speed_from != "this machine":
         slow = bf16_step_ratio(layout.threads)
         note = precision_note(dev, precisions, slow)
+        if one == "bf16" and speed_from == "probed here":
+            slow = 1.0  # the probe trained in this CPU's (emulated) bf16 already
     seconds = estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow, auto=auto)
     line = f"precision: auto -> {auto} here ({why})" if asks_auto else None
     return Estimate(seconds, speed_from, note, line)
