@@ -39,9 +39,9 @@ def test_native_bf16_is_read_from_the_cpu_flags(cpu):
 
 
 def probed(monkeypatch, ips: float) -> list[tuple[str, int]]:
-    """The sweep's speed probe (fmlab.sweep.probe.train_ips) replaced by a fixed speed; the list records each
-    call's (precision, threads)."""
-    from fmlab.sweep import probe
+    """The sweep's speed probe (fmlab.training.probe.train_ips, as the estimate calls it) replaced by a fixed
+    speed; the list records each call's (precision, threads)."""
+    from fmlab.sweep import estimate as probe
 
     asked: list[tuple[str, int]] = []
 
@@ -51,6 +51,16 @@ def probed(monkeypatch, ips: float) -> list[tuple[str, int]]:
 
     monkeypatch.setattr(probe, "train_ips", fake)
     return asked
+
+
+def bf16_ratio(monkeypatch, r: float) -> list[int]:
+    """The bf16-over-fp32 step probe (fmlab.training.probe.bf16_step_ratio) replaced by a fixed ratio; the list
+    records the threads of each call."""
+    from fmlab.training import probe
+
+    threads: list[int] = []
+    monkeypatch.setattr(probe, "bf16_step_ratio", lambda t: threads.append(t) or r)
+    return threads
 
 
 def test_the_note_only_for_bf16_on_a_cpu_that_emulates_it(cpu):
@@ -89,7 +99,14 @@ def test_auto_picks_bf16_only_where_it_is_native_and_onednn_may_use_it(cpu, monk
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     dev = torch.device("cpu")
     cpu("avx512_bf16 amx_bf16")
-    assert env.pick_precision("auto", dev) == ("bf16", "this CPU has avx512_bf16 and amx_bf16")
+    ratios = bf16_ratio(monkeypatch, 0.6)  # the probe of a bf16 step against fp32's, tested below
+    has = "this CPU has avx512_bf16 and amx_bf16"
+    assert env.pick_precision("auto", dev) == ("bf16", f"{has}; a bf16 training step measured 0.60x fp32's")
+    assert env.pick_precision("auto", dev, threads=3) and ratios[-1] == 3  # measured at the trials' threads
+    ratios = bf16_ratio(monkeypatch, 1.35)  # native, but slower here (avx512_bf16 without AMX: BENCHMARKS.md)
+    assert env.pick_precision("auto", dev) == ("fp32", f"{has}, but a bf16 training step measured 1.35x fp32's here")
+    assert env.pick_precision("auto", dev, decided="bf16") == ("bf16", "as the sweep decided for every trial")
+    bf16_ratio(monkeypatch, 0.6)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")  # oneDNN held below its bf16 ISAs
     prec, why = env.pick_precision("auto", dev)
     assert prec == "fp32" and "ONEDNN_MAX_CPU_ISA=AVX512_CORE" in why
@@ -215,7 +232,7 @@ def test_a_resumed_trial_keeps_the_precision_it_started_in(cpu):
     assert pin_precision(started, torch.device("cpu")) == "bf16"
 
 
-def test_a_study_in_auto_records_each_trials_precision_and_the_report_says_when_they_mix(cpu, tmp_path):
+def test_a_study_in_auto_records_each_trials_precision_and_the_report_says_when_they_mix(cpu, tmp_path, monkeypatch):
     """Seed 0 on a CPU without native bf16, seed 1 on one with it: each trial records what it trained in
     (fmlab ls shows it, trials.csv holds it), and the report's limits say the precisions mix and how the fit
     takes them (each seed in one precision: its seed block)."""
@@ -223,6 +240,7 @@ def test_a_study_in_auto_records_each_trials_precision_and_the_report_says_when_
 
     study = tiny_study_file(tmp_path, extra='\n"train.precision" = "auto"')
     store = tmp_path / "fm.db"
+    bf16_ratio(monkeypatch, 0.6)  # where bf16 is native, it measures faster
     for seed, flags in ((0, "avx2"), (1, "avx512_bf16")):
         cpu(flags)
         api.run_study(study, "t", seeds=(seed,), workers=0, threads=1, store=store, device="cpu")
@@ -237,3 +255,26 @@ def test_a_study_in_auto_records_each_trials_precision_and_the_report_says_when_
     assert "precision trained in" in md
     ls = run_cli("ls", "--store", str(store), check=True).stdout
     assert ls.splitlines()[0].split()[-2:] == ["precision", "time"] and " fp32 " in ls and " bf16 " in ls
+
+
+def test_a_sweep_decides_auto_once_and_its_trials_train_in_that(cpu, tmp_path, monkeypatch):
+    """On a CPU with native bf16 where a bf16 step measures slower, the plan says fp32 and why; a trial handed the
+    sweep's decision trains in it without probing again (workers could otherwise disagree on a close call)."""
+    from conftest import tiny_config, tiny_study_file
+
+    from fmlab.training.loop import train
+
+    cpu("avx512_bf16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    asked = bf16_ratio(monkeypatch, 1.4)
+    study = tiny_study_file(tmp_path, extra='\n"train.precision" = "auto"')
+    p = api.plan_sweep(study, "t", store=tmp_path / "none.db", device="cpu", threads=1)
+    assert p.auto_precision == "fp32" and asked == [1]
+    why = "this CPU has avx512_bf16, but a bf16 training step measured 1.40x fp32's here"
+    assert p.notes[0] == f"precision: auto -> fp32 here ({why})"
+    bf16_ratio(monkeypatch, 0.5)  # a worker's own probe would now say bf16; the sweep's decision holds
+    res = train(tiny_config(**{"train.precision": "auto"}), opts=env.RunOptions(threads=1, auto_precision="fp32"))
+    assert res.timings["precision"] == "fp32"
+    assert (
+        train(tiny_config(**{"train.precision": "auto"}), opts=env.RunOptions(threads=1)).timings["precision"] == "bf16"
+    )

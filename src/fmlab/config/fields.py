@@ -70,7 +70,8 @@ class TrainConfig:
     monitor: Literal["val_loss", "val_acc"] = "val_loss"  # early stopping and model choice
     patience: int = 4  # epochs without improvement before stopping
     min_delta: float = 0.0  # improvement smaller than this does not count
-    # bf16 = autocast on CPU/GPU matmuls and convs; auto = bf16 where the machine computes it natively, else fp32
+    # bf16 = autocast on CPU/GPU matmuls and convs; auto = bf16 where the machine computes it natively and (on a
+    # CPU) a step measures faster, else fp32
     # (training.env.pick_precision; the precision a trial trained in is recorded: timings["precision"])
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     weight_decay: float = _neutral(0.0)  # adamw: decoupled decay per step x lr; adam, sgd: L2 in grad

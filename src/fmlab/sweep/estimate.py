@@ -5,13 +5,13 @@ bf16 is emulated here, a short probe of what a bf16 step costs (BENCHMARKS.md, "
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fmlab.config.schema import ModelConfig, from_dict
 from fmlab.store.db import State
 from fmlab.sweep.layout import SweepLayout, check_device
+from fmlab.training.probe import bf16_step_ratio, train_ips
 
 if TYPE_CHECKING:
     from fmlab.store.db import Store
@@ -29,9 +29,10 @@ class Estimate:
     nothing to say; else bf16 is emulated here and what that costs)."""
 
     seconds: float
-    speed_from: str  # "this machine" (its trials), "probed here" (fmlab.sweep.probe), "other machines" or "assumed"
+    speed_from: str  # "this machine" (its trials), "probed here" (fmlab.training.probe), "other machines" or "assumed"
     note: str | None
     precision: str | None = None  # what train.precision = "auto" picks here and why; None: no trial asks auto
+    auto: str = ""  # that pick, which the local workers then train auto's trials in ("": none, or Ray's own)
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,47 +103,12 @@ def calibration(
 
 def probed_calibration(todo: list[Trial], threads: int, precision: str) -> float:
     """Measured / assumed training speed of the plan's most common network at its most common batch size,
-    probed here in a few steps (fmlab.sweep.probe); the estimate scales the other networks by FLOPs."""
+    probed here in a few steps (fmlab.training.probe); the estimate scales the other networks by FLOPs."""
     from collections import Counter
-
-    from fmlab.sweep.probe import train_ips
 
     model = Counter(t.config.model for t in todo).most_common(1)[0][0]
     batch = Counter(t.config.train.batch_size for t in todo).most_common(1)[0][0]
     return train_ips(model, threads, precision, batch) / _reference_ips(model, threads)
-
-
-@functools.cache
-def bf16_step_ratio(threads: int, batch: int = 64, rounds: int = 3) -> float:
-    """The wall time of one training step of the seed net in bf16 autocast over fp32's on this CPU (channels_last,
-    as train() runs it), alternating the two for `rounds` rounds after one warm-up each: the median ratio. A
-    probe of a few seconds that the sweep's estimate uses when bf16 is emulated here (BENCHMARKS.md)."""
-    import torch
-
-    from fmlab.model.nets import build
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        net = build(REF_MODEL).to(memory_format=torch.channels_last)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (batch,), generator=g)
-
-        def step(bf16: bool) -> float:
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = torch.nn.functional.nll_loss(net(x).float(), y)
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            return time.perf_counter() - t0
-
-        for warm in (False, True):
-            step(warm)
-        ratios = sorted(step(True) / step(False) for _ in range(rounds))
-        return ratios[len(ratios) // 2]
-    finally:
-        torch.set_num_threads(old)
 
 
 def this_machine(device: str) -> Machine:
@@ -167,7 +133,9 @@ def plan_estimate(store: Store | None, todo: list[Trial], layout: SweepLayout, d
     machine = this_machine(device) if local else None
     dev = check_device(device).split(":")[0] if local else "ray"
     asks_auto = any(t.config.train.precision == "auto" for t in todo)
-    auto, why = pick_precision("auto", torch.device(dev)) if local else ("fp32", "each Ray worker picks its own")
+    auto, why = ("fp32", "no trial asks for auto") if not asks_auto else ("fp32", "each Ray worker picks its own")
+    if asks_auto and local:  # decided once, here, for every trial (a probe of seconds where bf16 is native)
+        auto, why = pick_precision("auto", torch.device(dev), threads=layout.threads)
     precisions = {_picked(t.config.train.precision, auto) for t in todo}
     one = next(iter(precisions)) if len(precisions) == 1 else None
     calib, speed_from = calibration(store, layout.threads, machine, one) if store else (1.0, "assumed")
@@ -182,4 +150,4 @@ def plan_estimate(store: Store | None, todo: list[Trial], layout: SweepLayout, d
             slow = 1.0  # the probe trained in this CPU's (emulated) bf16 already
     seconds = estimate_s(todo, layout.workers, layout.threads, calib, bf16_slow=slow, auto=auto)
     line = f"precision: auto -> {auto} here ({why})" if asks_auto else None
-    return Estimate(seconds, speed_from, note, line)
+    return Estimate(seconds, speed_from, note, line, auto if asks_auto and local else "")

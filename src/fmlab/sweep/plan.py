@@ -41,7 +41,8 @@ class SweepPlan:
     store: Path
     packs: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # lines worth saying before it runs (auto's pick, bf16 emulated)
-    speed_from: str = "assumed"  # the estimate's speed: "this machine", "other machines" (their trials) or assumed
+    speed_from: str = "assumed"  # the estimate's speed: "this machine", "probed here", "other machines" or assumed
+    auto_precision: str = ""  # what train.precision = "auto" trains in, decided once for the local workers
 
     @property
     def calibrated(self) -> bool:
@@ -126,6 +127,7 @@ def _plan(
         groups,
         [n for n in (est.precision, est.note) if n],
         est.speed_from,
+        est.auto,
     )
 
 
@@ -232,7 +234,8 @@ def open_sweep(
         s = Store(Path(store))
         p = _plan(st, s, Path(store), layout, retry_failed, record=True, device=device)
         board = tboard.for_sweep(tensorboard, st, s, p.plan) if tensorboard is not None else None
-        return Sweep(p, s, ray, board, RunOptions(device=device, threads=layout.threads, data_dir=data_dir))
+        opts = RunOptions(device=device, threads=layout.threads, data_dir=data_dir, auto_precision=p.auto_precision)
+        return Sweep(p, s, ray, board, opts)
     except BaseException:
         if ray is not None:
             ray.shutdown()

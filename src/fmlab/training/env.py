@@ -27,6 +27,7 @@ class RunOptions:
     threads: int = 0  # intra-op threads; 0 = all cores of this process's affinity
     channels_last: bool = True  # NHWC convolutions: faster with oneDNN and cuDNN
     eval_batch_size: int = 1024  # images per evaluation forward pass
+    auto_precision: str = ""  # what train.precision = "auto" trains in, decided once by a sweep; "" = here
     data_dir: str | None = None  # where the IDX files are; None = the usual search path
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +155,8 @@ def cpu_bf16() -> bool | None:
 
 # oneDNN ISAs (ONEDNN_MAX_CPU_ISA) below the first one that computes bf16 natively (AVX512_CORE_BF16)
 _ISA_NO_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
-PRECISIONS_AUTO = "auto = bf16 where this machine computes it natively, else fp32"
+PRECISIONS_AUTO = "auto = bf16 where this machine computes it natively and a bf16 step measures faster, else fp32"
+BF16_PAYS_BELOW = 0.95  # auto takes bf16 on a CPU only when its step measures under this fraction of fp32's
 
 
 def isa_cap() -> str | None:
@@ -163,12 +165,16 @@ def isa_cap() -> str | None:
     return isa if isa in _ISA_NO_BF16 else None
 
 
-def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """The precision a trial trains in and why: fp32 and bf16 as asked; auto (train.precision = "auto") bf16
-    where the device computes it natively (a CUDA GPU that supports it; a CPU with avx512_bf16 or AMX, unless
-    ONEDNN_MAX_CPU_ISA caps oneDNN below them), else fp32 (emulated bf16 is slower than fp32: BENCHMARKS.md)."""
+def pick_precision(requested: str, device: torch.device, decided: str = "", threads: int = 0) -> tuple[str, str]:
+    """The precision a trial trains in and why: fp32 and bf16 as asked; auto (train.precision = "auto") as
+    `decided` by the sweep for all its trials when given, else bf16 where the device computes it natively (a
+    CUDA GPU that supports it; a CPU with avx512_bf16 or AMX, unless ONEDNN_MAX_CPU_ISA caps oneDNN below them)
+    and, on a CPU, a training step measures faster in it (fmlab.training.probe.bf16_step_ratio at `threads`, 0 =
+    the current count: seconds, once per process), else fp32 (emulated bf16 is slower than fp32: BENCHMARKS.md)."""
     if requested != "auto":
         return requested, "as the config asks"
+    if decided:
+        return decided, "as the sweep decided for every trial"
     if device.type == "cuda":
         ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return ("bf16", "this GPU computes bf16") if ok else ("fp32", "this GPU has no bf16")
@@ -178,8 +184,13 @@ def pick_precision(requested: str, device: torch.device) -> tuple[str, str]:
     if native and cap:
         return "fp32", f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below native bf16"
     if native:
-        flags = [f for f in BF16_FLAGS if f in _flags()]
-        return "bf16", f"this CPU has {' and '.join(flags)}"
+        from fmlab.training.probe import bf16_step_ratio
+
+        has = f"this CPU has {' and '.join(f for f in BF16_FLAGS if f in _flags())}"
+        r = bf16_step_ratio(threads or torch.get_num_threads())
+        if r < BF16_PAYS_BELOW:
+            return "bf16", f"{has}; a bf16 training step measured {r:.2f}x fp32's"
+        return "fp32", f"{has}, but a bf16 training step measured {r:.2f}x fp32's here"
     if native is None:
         return "fp32", "this CPU does not say whether it has native bf16"
     return "fp32", f"this CPU has no {' or '.join(BF16_FLAGS)}: bf16 would be emulated, slower than fp32"

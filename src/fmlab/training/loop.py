@@ -83,7 +83,7 @@ def train(
     opt = make_optimizer(net, cfg.train)
     if lane.opt_sd is not None:
         opt.load_state_dict(lane.opt_sd)
-    autocast = step.autocast_for(step.pin_precision(lane, device), device)
+    autocast = step.autocast_for(step.pin_precision(lane, device, opts.auto_precision), device)
     ema = Average(net, lane.ema_sd, cfg.train.ema, cfg.train.ema_every) if lane.ema_sd is not None else None
     data = step.Data.of(ds, device, fmt)
     run = step.Run(net, opt, Single(fmt), cfg, data, autocast, opts.eval_batch_size, ema)

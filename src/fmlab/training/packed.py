@@ -204,7 +204,9 @@ class _Pack:
                     self.opts,
                     device=self.device,
                     fmt=fmt,
-                    autocast=step.autocast_for(step.pin_precision(m, self.device), self.device),
+                    autocast=step.autocast_for(
+                        step.pin_precision(m, self.device, self.opts.auto_precision), self.device
+                    ),
                     t_start=self.t_start,
                     env_extra={"pack": {**self.info, "k_trained": self.k_trained}},
                 ),
@@ -234,7 +236,7 @@ class _Pack:
                         layout,
                         cfg,
                         data,
-                        step.autocast_for(_pack_precision(active, self.device), self.device),
+                        step.autocast_for(_pack_precision(active, self.device, self.opts.auto_precision), self.device),
                         self.opts.eval_batch_size,
                         _average(net, active),
                     )
@@ -256,10 +258,10 @@ class _Pack:
             active = rest
 
 
-def _pack_precision(ms: list[Lane], device: torch.device) -> str:
+def _pack_precision(ms: list[Lane], device: torch.device, decided: str = "") -> str:
     """The one precision a pack trains in: its members' (pinned on one machine, they agree; a member resumed
     from a state started elsewhere in another precision is retrained with the pack's, and records it)."""
-    first = step.pin_precision(ms[0], device)
+    first = step.pin_precision(ms[0], device, decided)
     for m in ms[1:]:
         m.st.precision = first
     return first

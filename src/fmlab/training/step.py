@@ -85,11 +85,12 @@ def autocast_for(precision: str, device: torch.device) -> Callable[[], Any]:
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
 
 
-def pin_precision(lane: Lane, device: torch.device) -> str:
+def pin_precision(lane: Lane, device: torch.device, decided: str = "") -> str:
     """The precision lane trains in: the one its resume state started in, else the one its config picks on this
-    device (env.pick_precision), recorded in its loop state (saved with it, and in the result's timings)."""
+    device (env.pick_precision; decided: a sweep's pick for auto), recorded in its loop state (saved with it, and
+    in the result's timings)."""
     if not lane.st.precision:
-        lane.st.precision = env.pick_precision(lane.cfg.train.precision, device)[0]
+        lane.st.precision = env.pick_precision(lane.cfg.train.precision, device, decided)[0]
     return lane.st.precision
 
 

@@ -1,8 +1,9 @@
 """How fast a network trains on this CPU, measured in seconds: a few training steps of it (forward, loss,
-backward, SGD step; channels_last and the precision's autocast, as train() runs them) at the sweep's threads
-and the trial's batch size. The sweep's estimate scales each trial by it when no trial of this store ran on a
-machine like this one (fmlab.sweep.estimate), so a first sweep on a new CPU is not estimated at another CPU's
-speed (BENCHMARKS.md, "Studies")."""
+backward, SGD step; channels_last and the precision's autocast, as train() runs them). The sweep's estimate
+scales each trial by train_ips when no trial of its store ran on a machine like this one
+(fmlab.sweep.estimate), so a first sweep on a new CPU is not estimated at another CPU's speed; bf16_step_ratio
+says whether bf16 pays here, which train.precision = "auto" asks (fmlab.training.env.pick_precision): on a
+CPU with avx512_bf16 but no AMX a bf16 step can be slower than fp32's (BENCHMARKS.md, "Any CPU")."""
 
 from __future__ import annotations
 
@@ -49,5 +50,38 @@ def train_ips(m: ModelConfig, threads: int, precision: str, batch: int = 64) -> 
         while len(times) < STEPS and time.perf_counter() < t_end:
             times.append(step())
         return batch / min(times)
+    finally:
+        torch.set_num_threads(old)
+
+
+@functools.cache
+def bf16_step_ratio(threads: int, batch: int = 64, rounds: int = 3) -> float:
+    """The wall time of one training step of the seed net in bf16 autocast over fp32's on this CPU (channels_last,
+    as train() runs it), alternating the two for `rounds` rounds after one warm-up each: the median ratio."""
+    import torch
+
+    from fmlab.model.nets import build
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        net = build(ModelConfig()).to(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), generator=g)
+
+        def step(bf16: bool) -> float:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = torch.nn.functional.nll_loss(net(x).float(), y)
+            net.zero_grad(set_to_none=True)
+            loss.backward()
+            return time.perf_counter() - t0
+
+        for warm in (False, True):
+            step(warm)
+        ratios = sorted(step(True) / step(False) for _ in range(rounds))
+        return ratios[len(ratios) // 2]
     finally:
         torch.set_num_threads(old)
