@@ -1,6 +1,6 @@
 """A sweep's time estimate: an upper bound of its wall time from each trial's size (forward FLOPs, images,
-epochs), a reference speed calibrated on the store's COMPLETE trials from a machine like this one, and, where
-bf16 is emulated here, a short probe of what a bf16 step costs (BENCHMARKS.md, "Studies")."""
+epochs), a reference speed calibrated on the store's COMPLETE trials from a machine like this one or, with none,
+on a probe of a few training steps here (fmlab.training.probe; BENCHMARKS.md, "Studies" and "Any CPU")."""
 
 from __future__ import annotations
 
@@ -122,9 +122,9 @@ def this_machine(device: str) -> Machine:
 
 def plan_estimate(store: Store | None, todo: list[Trial], layout: SweepLayout, device: str) -> Estimate:
     """The estimate of running todo with this layout: a local sweep calibrates on the store's trials from a
-    machine like this one that trained in the precision todo trains in here (a Ray cluster's CPUs are not known
-    from here, and there auto is taken as fp32); with bf16 emulated here and no such trial to say how fast, a
-    short probe scales the bf16 trials."""
+    machine like this one that trained in the precision todo trains in here, else, on a CPU, on a probe of a few
+    training steps here (fmlab.training.probe); a Ray cluster's CPUs are not known from here, and there auto is
+    taken as fp32. A local sweep's auto is decided here, once (env.pick_precision), for all its trials."""
     import torch
 
     from fmlab.training.env import pick_precision, precision_note
