@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BN_EFFECT, BS128_EFFECT
+from conftest import BN_EFFECT, BS128_EFFECT, OPTS, tiny_config
 from conftest import synth_grid as synth
 from scipy import stats
 
@@ -21,6 +21,8 @@ from fmlab.analysis.ranking import best_trial
 from fmlab.analysis.stats import VERDICTS
 from fmlab.config.states import State
 from fmlab.report import build as report
+from fmlab.training import checkpoint
+from fmlab.training.loop import train
 
 _spec = importlib.util.spec_from_file_location(
     "report_files", Path(__file__).resolve().parents[1] / "scripts" / "report_files.py"
@@ -293,6 +295,21 @@ def test_confusion_matches_training_evaluation(tiny_ckpt):
     meta = json.loads((tiny_ckpt / "trial.json").read_text())
     assert best["n_test"] == 10_000 and np.asarray(best["confusion"]).sum() == 10_000
     assert best["test_acc"] == pytest.approx(meta["metrics"]["test_acc"], abs=1e-4)
+
+
+def test_confusion_tests_through_the_trials_views(tiny_ds, tmp_path):
+    """A trial tested with the mirror and shifted views: the report's best-trial accuracy is the trial's own
+    test accuracy, not the bare network's (which differs on this net, so the check can fail)."""
+    res = train(tiny_config(**{"train.tta": True, "train.tta_shifts": 1}), tiny_ds, OPTS)
+    ckpt = checkpoint.save_trial(res, tmp_path / res.trial_id)
+    best = report.test_confusion(ckpt)
+    assert best["test_acc"] == pytest.approx(res.metrics["test_acc"], abs=1e-4)
+    bare = tiny_config(**{"train.tta": False})
+    plain = checkpoint.save_trial(res, tmp_path / "plain")
+    tj = json.loads((plain / "trial.json").read_text())
+    tj["config"] = bare.to_record()
+    (plain / "trial.json").write_text(json.dumps(tj))
+    assert abs(report.test_confusion(plain)["test_acc"] - best["test_acc"]) > 1e-4
 
 
 # ---------------------------------------------------------------- in a real browser

@@ -92,12 +92,14 @@ def draw_figures(a: Analysis, out: Path) -> dict[str, str]:
 
 
 def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Confusion matrix and per-class accuracy of a checkpoint on the test set (evaluated only)."""
+    """Confusion matrix and per-class accuracy of a checkpoint on the test set (evaluated only), through the
+    test-time views its trial was tested with (train.tta, train.tta_shifts), so its accuracy is the trial's."""
     import torch
 
     from fmlab.data import idx as data
     from fmlab.model.nets import build
     from fmlab.training import checkpoint
+    from fmlab.training.evaluation import Views, view_logp
 
     cfg, weights, tj = checkpoint.load_trial(ckpt_dir)
     net = build(cfg.model)
@@ -105,8 +107,9 @@ def test_confusion(ckpt_dir: str | Path, data_dir: str | Path | None = None) -> 
     net.eval()
     ds = data.load(cfg.data, data_dir)
     x, y = data.normalize(ds.test.x, ds.mean, ds.std), ds.test.y
+    views = Views.of(cfg)
     with torch.no_grad():
-        pred = torch.cat([net(x[i : i + 1000]).argmax(1) for i in range(0, len(y), 1000)])
+        pred = torch.cat([view_logp(net, x[i : i + 1000], views).argmax(1) for i in range(0, len(y), 1000)])
     cm = np.zeros((len(data.CLASSES),) * 2, dtype=int)
     np.add.at(cm, (y.numpy(), pred.numpy()), 1)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
