@@ -76,6 +76,22 @@ def test_params_match_the_saved_file(tiny_ckpt):
     assert f"{trainable:,}" in table and "MB" in table
 
 
+@pytest.mark.parametrize("which", ["tiny", "best-cpu"])
+def test_params_reports_the_forward_flops_torch_counts(which, tiny_ckpt):
+    """fmlab params' FLOPs per image equal torch.utils.flop_counter's count of one forward pass, on the tiny
+    seed net and on the committed ResNet (results/best-cpu/best: shortcuts, pooling, a 62 MFLOP net)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ckpt = tiny_ckpt if which == "tiny" else Path(__file__).resolve().parents[1] / "results" / which / "best"
+    rep = json.loads(run_cli("params", str(ckpt), "--format", "json", check=True).stdout)
+    cfg, _, _ = checkpoint.load_trial(ckpt)
+    net = build(cfg.model).eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, 1, 28, 28))
+    assert rep["forward_flops_per_image"] == fc.get_total_flops() > 0
+    assert f"{rep['forward_flops_per_image'] / 1e6:.1f} MFLOP per image" in run_cli("params", str(ckpt)).stdout
+
+
 def test_seed_net_has_the_documented_parameter_count():
     assert count_params(build(Config().model)) == 392_714
 

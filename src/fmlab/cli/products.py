@@ -31,7 +31,7 @@ class CkptCommand(Command):
 
 class Params(CkptCommand):
     name = "params"
-    help = "trainable parameters per layer, total, size"
+    help = "parameters per layer (frozen ones included), total, size, forward FLOPs"
     parents = ("store", "format")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -54,6 +54,11 @@ class Params(CkptCommand):
         print(
             f"size: {rep['fp32_mb']:.3f} MB as fp32, {rep['disk_mb']:.3f} MB on disk ({rep['disk_bytes']:,} bytes, "
             f"{Path(rep['checkpoint']) / 'best.safetensors'}); MB = 10^6 bytes"
+        )
+        fl = rep["forward_flops_per_image"]
+        print(
+            f"compute: {fl / 1e6:.1f} MFLOP per image forward (conv and linear layers, a multiply-add = 2); "
+            f"a training step is about 3x: {3 * fl / 1e6:.1f} MFLOP per image"
         )
         return 0
 

@@ -15,7 +15,7 @@ import torch
 
 from fmlab.config.schema import Config
 from fmlab.errors import FmlabError
-from fmlab.model.nets import build, count_params
+from fmlab.model.nets import build, count_params, forward_flops
 from fmlab.training.checkpoint import CheckpointError, load_trial
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -104,8 +104,8 @@ def load(ref: str | Path, store: str | Path | None = None) -> Loaded:
 
 
 def param_table(ld: Loaded) -> dict[str, Any]:
-    """Parameters per layer (every one the network uses, frozen ones included), the total, and the size in
-    MB (10^6 bytes) fp32 and on disk."""
+    """Parameters per layer (every one the network uses, frozen ones included), the total, the size in
+    MB (10^6 bytes) fp32 and on disk, and the forward FLOPs per image (fmlab.model.nets.forward_flops)."""
     rows = []
     for name, mod in ld.net.named_modules():
         ps = list(mod.named_parameters(recurse=False))
@@ -129,6 +129,7 @@ def param_table(ld: Loaded) -> dict[str, Any]:
         "fp32_mb": total * 4 / 1e6,
         "disk_mb": disk / 1e6,
         "disk_bytes": disk,
+        "forward_flops_per_image": forward_flops(ld.net)["total"],
     }
 
 
