@@ -100,6 +100,31 @@ BAD = {  # case: (study body, budget, what the one-line error must name)
         "quick",
         ["[budgets.quick]", "train.max_epochs", "[arms.long]"],
     ),
+    "budget_arm_unknown": (
+        '[arms.a]\n"train.lr" = 3e-3\n[budgets.r1]\narms = ["b"]\n',
+        "full",
+        ["[budgets.r1]", "[arms.b]", "allowed: a"],
+    ),
+    "budget_arm_baseline": (
+        '[arms.a]\n"train.lr" = 3e-3\n[budgets.r1]\narms = ["baseline"]\n',
+        "full",
+        ["[budgets.r1] key 'arms'", "the baseline always runs"],
+    ),
+    "budget_arm_twice": (
+        '[arms.a]\n"train.lr" = 3e-3\n[budgets.r1]\narms = ["a", "a"]\n',
+        "r1",
+        ["[budgets.r1]", "twice"],
+    ),
+    "budget_arms_empty": (
+        '[arms.a]\n"train.lr" = 3e-3\n[budgets.r1]\narms = []\n',
+        "r1",
+        ["[budgets.r1]", "non-empty list"],
+    ),
+    "budget_arms_in_a_grid": (
+        '[factors]\n"train.lr" = [1e-3]\n[budgets.r1]\narms = ["a"]\n',
+        "r1",
+        ["no [arms.*] tables"],
+    ),
     "clash_with_base": (
         '[arms.cos]\n"train.schedule" = "cosine"\n"train.lr_min" = 0.5\n',
         "full",
@@ -134,6 +159,45 @@ def test_bad_arm_via_cli_exits_2_and_leaves_the_store_untouched(tmp_path):
     assert db.read_bytes() == before
     p = run_cli("sweep", str(bad), "--store", str(tmp_path / "new" / "fm.db"))
     assert p.returncode == 2 and not (tmp_path / "new").exists()
+
+
+ROUNDS = """
+[arms.ema]
+"train.momentum" = 0.5
+[arms.flip]
+"train.lr" = 3e-3
+[arms.combined]
+"train.momentum" = 0.5
+"train.lr" = 3e-3
+[budgets.r1]
+arms = ["ema", "flip"]
+"data.val_size" = 200
+[budgets.r2]
+arms = ["flip", "combined"]
+"data.train_subset" = 700
+"""
+
+
+def test_a_budget_runs_the_arms_it_names_so_each_round_is_a_budget(tmp_path):
+    """[budgets.r2] arms = [...]: that round's arms beside the baseline, in the order given; the key leaves every
+    trial id alone (round 1's ids are those of the file before round 2's arms were written into it), and each
+    round's report reads its own arms whichever round the store last planned."""
+    f = write(tmp_path, ROUNDS)
+    r1, r2, full = (fstudy.load(f, b) for b in ("r1", "r2", "full"))
+    assert [c["arm"] for c in r1.cells()] == ["baseline", "ema", "flip"]
+    assert [c["arm"] for c in r2.cells()] == ["baseline", "flip", "combined"]
+    assert list(full.arms) == ["ema", "flip", "combined"] and list(r2.arm_tables) == list(full.arms)
+    before = write(tmp_path, ROUNDS.split("[arms.combined]")[0] + '[budgets.r1]\n"data.val_size" = 200\n', "before")
+    assert [t.id for t in r1.trials()] == [t.id for t in fstudy.load(before, "r1").trials()]
+    assert not {t.id for t in r1.trials()} & {t.id for t in r2.trials()}
+    store = Store(tmp_path / "fm.db")
+    for st in (r1, r2):  # r2 planned last: the stored spec is r2's
+        store.plan(st, st.trials())
+    for budget, arms in (("r1", ["ema", "flip"]), ("r2", ["flip", "combined"])):
+        tr, ep, meta = results.report_frames(store, "arms", budget)
+        assert list(meta["arms"]) == arms and meta["factors"] == {"arm": ["baseline", *arms]}
+        assert sorted(set(tr.arm)) == sorted(["baseline", *arms]) and len(tr) == 3 * 2
+    store.close()
 
 
 def test_an_arm_added_to_the_file_after_the_sweep_planned_counts_as_missing(tmp_path):

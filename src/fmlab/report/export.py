@@ -94,7 +94,7 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     if meta["design"] == "arms":
         from fmlab.study.spec import BASELINE
 
-        arms = spec.get("arms", {})
+        arms = _budget_arms(spec, budget, trials)
         meta.update(factors={"arm": [BASELINE, *arms]}, baseline={"arm": BASELINE}, arms=arms)
         return trials, epochs, meta
     from fmlab.study.spec import baseline_values
@@ -102,6 +102,15 @@ def report_inputs(store: Store, study: str, budget: str | None = None) -> Rows3:
     levels = {k: list(v) for k, v in spec.get("factors", {}).items()}
     meta.update(factors=levels, baseline=baseline_values(spec.get("base", {}), levels))
     return trials, epochs, meta
+
+
+def _budget_arms(spec: dict[str, Any], budget: str, trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The arms of one budget: the stored spec's when it is that budget's; else those of the file's tables
+    (arm_tables, which a store made before budgets chose arms lacks) that the budget's trial rows name."""
+    if spec.get("budget") == budget:
+        return dict(spec.get("arms", {}))
+    named = {t["arm"] for t in trials}
+    return {a: c for a, c in (spec.get("arm_tables") or spec.get("arms", {})).items() if a in named}
 
 
 def _spec_rows(spec: dict[str, Any], budget: str) -> int:

@@ -41,7 +41,7 @@ def board_from_store(logdir: str | Path, store: Any, study: str, budget: str) ->
     spec = info["spec"]
     columns = list(info["factors"])
     if spec.get("design") == "arms":
-        domains: dict[str, list[Any]] = {"arm": [BASELINE, *spec.get("arms", {})]}
+        domains: dict[str, list[Any]] = {"arm": [BASELINE, *(spec.get("arm_tables") or spec.get("arms", {}))]}
     else:
         domains = {k: list(v) for k, v in spec.get("factors", {}).items()}
     recs = store.records(study, budget)

@@ -20,13 +20,14 @@ MIN_EFFECT_KEYS = ("val_loss", "val_acc", "test_acc", "test_loss")
 TRANSFORMS = ("none", "log")  # as fmlab.analysis.diagnostics.TRANSFORMS (kept here so study files load light)
 SELECT = ("val_loss", "val_acc")  # selection is on validation only; the test set is never used to choose
 FULL = "full"
-BUDGET_META = ("seeds", "finding", "label")  # budget keys that are not config overrides (no effect on trial ids)
+BUDGET_META = ("seeds", "finding", "label", "arms")  # budget keys that are not config overrides (no effect on ids)
 
 
 @dataclass(frozen=True)
 class Budget:
     """The chosen budget of a study file: its name, every budget the file names (full first), the chosen one's
-    config overrides, its seeds (None: the file's), whether it is a finding, and its label."""
+    config overrides, its seeds (None: the file's), whether it is a finding, its label, and the arms it runs
+    beside the baseline (None: every [arms.*] table; a round of a search runs its own few)."""
 
     name: str
     known: tuple[str, ...]
@@ -34,6 +35,7 @@ class Budget:
     seeds: tuple[int, ...] | None
     finding: bool
     note: str
+    arms: tuple[str, ...] | None = None
 
 
 def name_section(p: Path, doc: dict[str, Any]) -> tuple[str, str]:
@@ -126,7 +128,8 @@ def budgets_section(
     seeds = check_seeds(p, f"[budgets.{budget}] key 'seeds'", chosen.pop("seeds")) if "seeds" in chosen else None
     finding = bool(chosen.pop("finding", budget == FULL))
     note = str(chosen.pop("label", ""))
-    return Budget(budget, known, chosen, seeds, finding, note)
+    runs = tuple(chosen.pop("arms")) if "arms" in chosen else None
+    return Budget(budget, known, chosen, seeds, finding, note, runs)
 
 
 def _budget_table(p: Path, bname: str, table: Any, factors: dict[str, Any], arms: dict[str, dict[str, Any]]) -> None:
@@ -149,7 +152,26 @@ def _budget_table(p: Path, bname: str, table: Any, factors: dict[str, Any], arms
         raise StudyError(f"{p}: [budgets.{bname}] key 'finding': bad value {b['finding']!r}; expected true or false")
     if not isinstance(b.get("label", ""), str):
         raise StudyError(f"{p}: [budgets.{bname}] key 'label': bad value {b['label']!r}; expected a string")
+    if "arms" in b:
+        _budget_arms(p, bname, b["arms"], arms)
     check_values(p, f"budgets.{bname}", {k: v for k, v in b.items() if k not in BUDGET_META})
+
+
+def _budget_arms(p: Path, bname: str, names: Any, arms: dict[str, dict[str, Any]]) -> None:
+    """A budget's arms = [...]: the [arms.*] tables it runs beside the baseline, each named once."""
+    where = f"{p}: [budgets.{bname}] key 'arms'"
+    if not arms:
+        raise StudyError(f"{where}: the file has no [arms.*] tables to choose from; remove the key")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise StudyError(
+            f'{where}: bad value {names!r}; expected a non-empty list of arm names, e.g. ["{next(iter(arms))}"]'
+        )
+    unknown = [n for n in names if n not in arms]
+    if unknown:
+        why = " (the baseline always runs; list only arms)" if BASELINE in unknown else ""
+        raise StudyError(f"{where}: no [arms.{unknown[0]}] table{why}; allowed: {', '.join(arms)}")
+    if len(set(names)) < len(names):
+        raise StudyError(f"{where}: an arm is named twice in {names!r}; name each once")
 
 
 def select_section(p: Path, doc: dict[str, Any], base: dict[str, Any], b: Budget) -> str:

@@ -5,7 +5,9 @@
     [factors]                              config key -> list of values; the grid is their product
     [arms.<name>]                          or: one-factor-at-a-time variants of [base], each a table of
                                            config keys; trials = (baseline + each arm) x seeds
-    [budgets.<name>]                       overrides applied by --budget <name> (may set seeds)
+    [budgets.<name>]                       overrides applied by --budget <name> (may set seeds, and arms:
+                                           the [arms.*] tables that budget runs beside the baseline, so
+                                           each round of a search is a budget of one file)
 
 A study is a grid ([factors]) or a set of arms ([arms]), never both: an arm compared with a grid cell
 has no single baseline to be paired with. Two arms (or an arm and the baseline) whose configs resolve
@@ -76,7 +78,8 @@ class Study:
     factors: dict[str, list[Any]]
     overrides: dict[str, Any]  # the chosen budget's config overrides
     budgets: tuple[str, ...] = field(default=())
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm name -> config keys it changes
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)  # the budget's arms -> config keys each changes
+    arm_tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # every [arms.*] of the file, any budget's
     finding: bool = True  # the budget changes how trials compute, not what they learn from (full is one)
     budget_note: str = ""  # what the budget is, e.g. "full data, bf16 on CPU"
 
@@ -132,6 +135,7 @@ class Study:
             "factors": self.factors,
             "design": self.design,
             "arms": self.arms,
+            "arm_tables": self.arm_tables,
             "budget": self.budget,
             "overrides": self.overrides,
             "finding": self.finding,
@@ -166,8 +170,9 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
     base = check_keys(p, "base", doc.get("base", {}))
     check_values(p, "base", base)
     factors = factors_section(p, doc)
-    arms = arms_section(p, doc, base, factors)
-    b = budgets_section(p, doc, budget, factors, arms)
+    tables = arms_section(p, doc, base, factors)
+    b = budgets_section(p, doc, budget, factors, tables)
+    arms = tables if b.arms is None else {a: tables[a] for a in b.arms}
     if seeds is None:
         seeds = b.seeds or check_seeds(p, "key 'seeds'", doc.get("seeds", [0]))
     study = Study(
@@ -182,6 +187,7 @@ def load(path: str | Path, budget: str = FULL, seeds: tuple[int, ...] | None = N
         overrides=b.overrides,
         budgets=b.known,
         arms=arms,
+        arm_tables=tables,
         finding=b.finding,
         budget_note=b.note,
         min_effect=analysis_section(p, doc),
