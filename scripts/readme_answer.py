@@ -157,22 +157,40 @@ def best_rows(folders: list[Path]) -> list[str]:
             or "?"
         )
         when = f"{statistics.median(secs) / 60:.1f} min per trial (median)" if secs else "?"
+        epochs = "/".join(sorted({r["epochs"] for r in mine if r.get("epochs")}, key=int)) or "?"
         rel = d.relative_to(ROOT).as_posix()
         rows.append(
             f"| {run['study']} `{run['budget']}`: {pick} | {'/'.join(f'{p:,}' for p in params)} "
-            f"| {acc} | {top['n']} | {when}, {hw} | `fmlab predict {rel}/best IMG` |"
+            f"| {acc} | {top['n']} | {epochs} | {when}, {hw} | {int8_latency(d)} | `fmlab predict {rel}/best IMG` |"
         )
     if not rows:
         return []
     return [
         "Each published study's best cell (chosen on validation; test accuracy evaluated only, mean [95% CI] "
-        "over its seeds):",
+        "over its seeds; int8 latency: `fmlab bench FOLDER/best --save results/bench/FOLDER.json`):",
         "",
-        "| study, budget: best cell | params | test acc | n | training time, hardware | use it |",
-        "|---|---|---|---|---|---|",
+        "| study, budget: best cell | params | test acc | n | epochs run | training time, hardware | int8 latency "
+        "| use it |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
+
+
+def int8_latency(d: Path) -> str:
+    """The folder's best network's batch-1 latency in ONNX Runtime int8 (p50), from the record `fmlab bench
+    --save` wrote to results/bench/<folder>.json; a record of another checkpoint (the folder re-published
+    since) is stale and not shown."""
+    f = d.parent / "bench" / f"{d.name}.json"
+    if not f.is_file():
+        return "not measured"
+    rec = json.loads(f.read_text())
+    best = json.loads((d / "best" / "trial.json").read_text())["trial_id"]
+    int8 = [r for r in rec["results"] if r["runtime"] == "ort_int8"]
+    if rec.get("trial_id") != best or not int8:
+        return "not measured"
+    cpu = rec["env"].get("device_name", "?")
+    return f"{int8[0]['latency']['p50_ms']:.2f} ms p50, {rec['latency_threads']} thread, {cpu}"
 
 
 def best_network(folders: list[Path]) -> list[str]:

@@ -181,11 +181,12 @@ def test_predict_handles_greyscale_png_transparency_and_light_background(tiny_ck
 # ---------------------------------------------------------------- bench
 
 
-def test_bench_reports_every_runtime(tiny_ckpt):
-    p = run_cli(
-        "bench", str(tiny_ckpt), "--runs", "30", "--repeats", "2", "--batches", "16,64", "--threads", "1", check=True
-    )
+def test_bench_reports_every_runtime(tiny_ckpt, tmp_path):
+    args = ("bench", str(tiny_ckpt), "--runs", "30", "--repeats", "2", "--batches", "16,64", "--threads", "1")
+    p = run_cli(*args, "--save", str(tmp_path / "bench" / "rec.json"), check=True)
     rep = last_json(p.stdout)
+    saved = json.loads((tmp_path / "bench" / "rec.json").read_text())  # --save: the same record, with its command
+    assert saved.pop("command").startswith("fmlab bench ") and saved == rep
     names = [r["runtime"] for r in rep["results"]]
     assert names == ["torch_eager", "torch_script", "ort_fp32", "ort_int8"]
     for r in rep["results"]:

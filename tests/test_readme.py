@@ -97,6 +97,34 @@ def test_readme_best_rows_are_each_folders_best_cell_from_its_trials():
         assert ("not a finding" in line) == (int(top["n"]) < 2 and tried > 1), line
 
 
+def test_readme_int8_latency_is_the_bench_record_of_the_folders_own_best(tmp_path):
+    """The int8 column reads results/bench/<folder>.json (`fmlab bench --save`) only while its checkpoint is the
+    folder's best: a folder re-published since has another best, and its old record is not shown."""
+    import importlib.util
+    import json
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("readme_answer", ROOT / "scripts" / "readme_answer.py")
+    ra = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ra)
+    text = (ROOT / "README.md").read_text()
+    records = sorted((ROOT / "results" / "bench").glob("*.json"))
+    assert records, "no bench record committed"
+    for f in records:
+        rec = json.loads(f.read_text())
+        int8 = next(r for r in rec["results"] if r["runtime"] == "ort_int8")
+        want = f"| {int8['latency']['p50_ms']:.2f} ms p50, {rec['latency_threads']} thread,"
+        row = next(x for x in text.splitlines() if f"`fmlab predict results/{f.stem}/best IMG`" in x)
+        assert want in row and rec["command"].startswith(f"fmlab bench results/{f.stem}/best"), row
+        d = tmp_path / "results" / f.stem
+        shutil.copytree(ROOT / "results" / f.stem / "best", d / "best", ignore=shutil.ignore_patterns("*.safetensors"))
+        shutil.copytree(ROOT / "results" / "bench", tmp_path / "results" / "bench", dirs_exist_ok=True)
+        assert ra.int8_latency(d).startswith(want[2:])
+        trial = json.loads((d / "best" / "trial.json").read_text())
+        (d / "best" / "trial.json").write_text(json.dumps({**trial, "trial_id": "0" * 12}))
+        assert ra.int8_latency(d) == "not measured"
+
+
 def test_readme_answer_is_the_seed_fit_and_the_best_network_is_chosen_on_validation():
     """The seed study's answer lines carry summary.json's effects (estimate and CI as written), and the best
     network is the folder whose best cell has the highest mean validation accuracy, recomputed from trials.csv."""

@@ -6,6 +6,9 @@ Each takes CKPT: a trial id (or a unique prefix), STUDY:best (STUDY@BUDGET:best)
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
 from pathlib import Path
 
 from fmlab.cli.common import Command, err, out_json, positive_ints, print_table, store_path
@@ -79,6 +82,13 @@ class Bench(CkptCommand):
             help="comma list of torch_eager, torch_script, torch_compile, ort_fp32, "
             "ort_int8 (default all but torch_compile: minutes to compile cold, no faster here)",
         )
+        p.add_argument(
+            "--save",
+            type=Path,
+            metavar="FILE.json",
+            help="also write the JSON record (with this command) to FILE, atomically; results/bench/<folder>.json "
+            "is what the README's table of best networks reads",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from fmlab.deploy import bench
@@ -121,7 +131,15 @@ class Bench(CkptCommand):
             f"median of {rep['repeats']} calls; prep = trace/compile/session time, not in latency"
         )
         out_json(rep)
+        if args.save:
+            save_record(args.save, {**rep, "command": shlex.join(["fmlab", *sys.argv[1:]])})
         return 0
+
+
+def save_record(path: Path, rec: dict) -> None:
+    from fmlab.training.checkpoint import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n"))
 
 
 class Export(CkptCommand):
