@@ -189,7 +189,7 @@ def int8_latency(d: Path) -> str:
     int8 = [r for r in rec["results"] if r["runtime"] == "ort_int8"]
     if rec.get("trial_id") != best or not int8:
         return "not measured"
-    cpu = rec["env"].get("device_name", "?")
+    cpu = rec["env"].get("device_name", "?") + (" (native bf16)" if rec["env"].get("cpu_bf16") else "")
     return f"{int8[0]['latency']['p50_ms']:.2f} ms p50, {rec['latency_threads']} thread, {cpu}"
 
 
