@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import shutil
@@ -71,6 +72,11 @@ def test_publish_writes_the_folder_and_nothing_else(published):
         "missing": 2,
     }
     assert run["best"] == json.loads((d / "best" / "trial.json").read_text())["trial_id"]
+    copy = (d / "study.toml").read_bytes()  # the study file as published travels with it
+    assert (
+        copy == (root / "studies" / "tiny.toml").read_bytes()
+        and hashlib.sha256(copy).hexdigest() == run["study_sha256"]
+    )
     assert run["wall_s"] > 0 and run["hardware"]["torch"] and run["first_trial_started"] <= run["last_trial_finished"]
     for p in d.rglob("*"):  # no absolute path of this machine anywhere in the folder
         if p.is_file():

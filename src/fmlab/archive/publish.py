@@ -6,6 +6,8 @@
       *.png, *.svg, cells.csv …  the report's figures and tables
       run.json                   study file (path relative to the repository) and its sha256, seeds,
                                  commit, command, hardware, summed wall time, dates, counts, per-trial timings
+      study.toml                 the study file as published (that sha256): its plan and any rule it states,
+                                 e.g. a search's rule for the next round, travel with the results
       best/                      the best COMPLETE trial on the validation metric: best.safetensors + trial.json
       resume/<trial id>/         while the study is in progress: an unfinished trial's resume state,
                                  state.safetensors + state.json (fmlab.archive.resume; run.json's "resume")
@@ -47,6 +49,7 @@ REPORT_FILES = ("summary.md", "summary.json")  # copied when present
 REPORT_EXTS = (".png", ".svg", ".csv")  # figures and the report's tables (cells.csv, effects.csv, ...)
 TABLES = ("trials.csv", "epochs.csv")
 BEST_FILES = ("best.safetensors", "trial.json")
+STUDY_COPY = "study.toml"  # the study file as published
 MAX_REPORT_FILE = 5_000_000  # bytes: a larger figure is left out (the site itself is never copied)
 
 
@@ -131,6 +134,7 @@ def write_results(
         if states:  # only a study in progress has the key: a complete folder's run.json is as it was
             run["resume"] = {tid: saved.epochs for tid, saved in states.items()}
         write_json(tmp / "run.json", run)
+        shutil.copyfile(sf, tmp / STUDY_COPY)
         _scrub_paths(tmp, [store.resolve().parent, Path.cwd().resolve(), tmp.resolve(), *([root] if root else [])])
         _readable(tmp)
         _replace(out, tmp)
