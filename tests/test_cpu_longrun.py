@@ -1,0 +1,93 @@
+"""scripts/cpu_longrun.sh: a long study run from its own worktree at a fixed commit, its store outside the
+repository, published into the repository's results/ as it goes. On a clone of this repository with a tiny
+study committed in it, this test's own venv (LONGRUN_VENV), a real sweep and a real publish."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import STUDY_BASE, write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def clone(tmp_path) -> tuple[Path, str, dict]:
+    """A clone of this repository's HEAD with a tiny study committed (2 cells, 1 epoch), and the script's env."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    write_study(repo / "studies", "lr", {"model.pool": ["avg", "max"]}, base={**STUDY_BASE, "train.max_epochs": 1})
+    git(repo, "add", "studies/lr.toml")
+    git(repo, "commit", "-q", "-m", "a tiny study")
+    env = {
+        **os.environ,
+        "LONGRUN_DIR": str(tmp_path / "longrun"),
+        "LONGRUN_VENV": str(Path(sys.executable).parent.parent),
+        "LONGRUN_POLL_S": "1",
+        "LONGRUN_SWEEP_ARGS": "--workers 1 --threads 1",
+    }
+    return repo, git(repo, "rev-parse", "HEAD"), env
+
+
+def script(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(repo / "scripts" / "cpu_longrun.sh"), *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_long_run_goes_from_its_worktree_and_publishes_into_the_repository(clone):
+    repo, head, env = clone
+    p = script(repo, env, "start", "studies/lr.toml", "full")
+    assert p.returncode == 0, p.stderr
+    assert head[:12] in p.stdout and "results/lr-full/" in p.stdout
+    wt = Path(env["LONGRUN_DIR"]) / "wt"
+    assert git(wt, "rev-parse", "HEAD") == head
+    deadline = time.time() + 240
+    while "sweep stopped, publisher stopped" not in (s := script(repo, env, "status").stdout):
+        assert time.time() < deadline, s
+        time.sleep(1)
+    run = json.loads((repo / "results" / "lr-full" / "run.json").read_text())
+    assert run["counts"]["complete"] == run["counts"]["planned"] == 2
+    assert run["commit"] == head and run["study_file"] == "studies/lr.toml"  # published by the run's own code
+    assert "the sweep ended; published: 2 " in (Path(env["LONGRUN_DIR"]) / "publish.log").read_text()
+    assert not (Path(env["LONGRUN_DIR"]) / "wt" / "results" / "lr-full").exists()  # into the repository only
+    again = script(repo, env, "start", "studies/lr.toml", "full")  # a new session: imports, runs nothing more
+    assert again.returncode == 0, again.stderr
+    assert "2 already in" in again.stdout + again.stderr
+    while "sweep stopped, publisher stopped" not in (s := script(repo, env, "status").stdout):
+        assert time.time() < deadline, s
+        time.sleep(1)
+    assert "to run: 0" in (Path(env["LONGRUN_DIR"]) / "sweep.log").read_text().split("study lr")[-1]
+
+
+def test_bad_input_is_one_line_and_starts_nothing(clone):
+    repo, _, env = clone
+    for args, needle in (
+        (("status",), "run.env: no run started here"),
+        (("start", "studies/nope.toml", "full"), "studies/nope.toml: no such study file"),
+        (("start", "studies/lr.toml", "full", "not-a-commit"), "not-a-commit: not a commit"),
+        (("pause",), "no sweep runs from"),
+    ):
+        p = script(repo, env, *args)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr, (args, p.stderr)
+    assert not (Path(env["LONGRUN_DIR"]) / "wt").exists()
