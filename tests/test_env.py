@@ -252,7 +252,7 @@ def test_a_study_in_auto_records_each_trials_precision_and_the_report_says_when_
     h.report(rep)
     md = (rep / "summary.md").read_text()
     assert "Mixed precision: trials trained in " in md and "the fit's seed block takes precision" in md
-    assert "precision trained in" in md
+    assert "precision trained in (train.precision auto: the machine's pick)" in md
     ls = run_cli("ls", "--store", str(store), check=True).stdout
     assert ls.splitlines()[0].split()[-2:] == ["precision", "time"] and " fp32 " in ls and " bf16 " in ls
 

@@ -183,7 +183,9 @@ def setup_rows(a: Analysis) -> list[list[str]]:
         ["training images/s", span("train_images_per_s", ",.0f")],
     ]
     if "precision" in c:
-        rows.append(["precision trained in (train.precision auto: the machine's pick)", precision_text(c["precision"])])
+        auto = any(f.get("train.precision") == "auto" for f in flats)
+        what = "precision trained in" + (" (train.precision auto: the machine's pick)" if auto else "")
+        rows.append([what, precision_text(c["precision"])])
     return rows
 
 
