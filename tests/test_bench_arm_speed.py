@@ -1,0 +1,34 @@
+"""scripts/bench_arm_speed.py: each arm's network timed once per round (arms that train one network share its
+figure), the baseline at extra widths, ratios to the baseline; a tiny arms study, real training steps."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_arm_speed", ROOT / "scripts" / "bench_arm_speed.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+STUDY = """name = "speed"
+[base]
+"model.widths" = [8, 16]
+"train.batch_size" = 16
+[arms.ema]
+"train.ema" = 0.999
+[arms.wider]
+"model.widths" = [16, 16]
+"""
+
+
+def test_every_arm_gets_its_networks_figure_and_the_baseline_is_one(tmp_path, capsys):
+    f = tmp_path / "speed.toml"
+    f.write_text(STUDY)
+    assert bench.main([str(f), "--threads", "1", "--rounds", "1", "--widths", "4,16"]) == 0
+    rows = [r.split("|")[1:-1] for r in capsys.readouterr().out.splitlines()[2:]]
+    by = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
+    assert list(by) == ["baseline", "ema", "wider", "widths=4,16"]
+    assert by["baseline"][3] == "1.00x" and by["ema"][2:] == by["baseline"][2:]  # one network, one figure
+    assert int(by["wider"][0].replace(",", "")) > int(by["baseline"][0].replace(",", ""))  # its own net
+    assert float(by["widths=4,16"][1]) < float(by["baseline"][1])  # MFLOP of the narrower stem
