@@ -6,7 +6,6 @@ Each takes CKPT: a trial id (or a unique prefix), STUDY:best (STUDY@BUDGET:best)
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -132,14 +131,10 @@ class Bench(CkptCommand):
         )
         out_json(rep)
         if args.save:
-            save_record(args.save, {**rep, "command": shlex.join(["fmlab", *sys.argv[1:]])})
+            from fmlab.training.checkpoint import write_json
+
+            write_json(args.save, {**rep, "command": shlex.join(["fmlab", *sys.argv[1:]])})
         return 0
-
-
-def save_record(path: Path, rec: dict) -> None:
-    from fmlab.training.checkpoint import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n"))
 
 
 class Export(CkptCommand):
