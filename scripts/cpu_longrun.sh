@@ -81,10 +81,13 @@ start() {
   if [ -f "$REPO/results/$name-$budget/run.json" ]; then
     fm import "$REPO/results/$name-$budget" --store "$DIR/fmlab.db"
   fi
+  # One process from fork to exec (setsid makes it its own group), so sweep.pid is the sweep's pid and group,
+  # and nothing keeps the caller's stdout open: start returns at once.
   # shellcheck disable=SC2086  # the sweep's arguments split on purpose
-  (cd "$DIR/wt" && PYTHONPATH="$DIR/wt/src" setsid nohup "$VENV/bin/python" -m fmlab sweep "$study" \
-    --budget "$budget" ${LONGRUN_SWEEP_ARGS:---workers 1 --threads $(nproc)} --store "$DIR/fmlab.db" \
-    >> "$DIR/sweep.log" 2>&1 < /dev/null & echo $! > "$DIR/sweep.pid")
+  (cd "$DIR/wt" && PYTHONPATH="$DIR/wt/src" exec setsid nohup "$VENV/bin/python" -m fmlab sweep "$study" \
+    --budget "$budget" ${LONGRUN_SWEEP_ARGS:---workers 1 --threads $(nproc)} --store "$DIR/fmlab.db") \
+    >> "$DIR/sweep.log" 2>&1 < /dev/null &
+  echo $! > "$DIR/sweep.pid"
   sleep 1
   setsid nohup "$0" _publisher >> "$DIR/publish.log" 2>&1 < /dev/null & echo $! > "$DIR/publisher.pid"
   echo "cpu_longrun: $study --budget $budget at ${commit:0:12} runs from $DIR (pid $(cat "$DIR/sweep.pid")); " \

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STUDY_BASE, write_study
+from conftest import STUDY_BASE, q, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +91,50 @@ def test_bad_input_is_one_line_and_starts_nothing(clone):
         p = script(repo, env, *args)
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr, (args, p.stderr)
     assert not (Path(env["LONGRUN_DIR"]) / "wt").exists()
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_for(what, deadline: float, why: str):
+    while not (got := what()):
+        assert time.time() < deadline, why
+        time.sleep(0.5)
+    return got
+
+
+def test_start_returns_at_once_and_pause_stop_and_a_second_start_reach_the_sweep_itself(clone):
+    """The pid file names the sweep's own process group: pause stops its worker, stop gives the running trial
+    back at its last epoch, and the next start resumes it there."""
+    repo, _, env = clone
+    base = {"train.max_epochs": 20, "train.patience": 20, "data.train_subset": 3000}
+    write_study(repo / "studies", "long", {"model.pool": ["avg"]}, base=base)
+    git(repo, "add", "studies/long.toml")
+    git(repo, "commit", "-q", "-m", "a longer tiny study")
+    d, deadline = Path(env["LONGRUN_DIR"]), time.time() + 240
+    db = d / "fmlab.db"
+    p = script(repo, env, "start", "studies/long.toml", "full")
+    assert p.returncode == 0, p.stderr
+    assert "sweep running" in script(repo, env, "status").stdout  # start came back while its sweep runs on
+    pid = int((d / "sweep.pid").read_text())
+    assert os.getpgid(pid) == pid and "fmlab sweep" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    wait_for(lambda: q(db, "select count(*) from epochs") >= [(2,)], deadline, "no second epoch")
+    assert script(repo, env, "pause").returncode == 0
+    assert wait_for(lambda: proc_state(pid) == "T", deadline, "the sweep was not stopped")
+    assert script(repo, env, "resume").returncode == 0
+    wait_for(lambda: proc_state(pid) != "T", deadline, "the sweep was not continued")
+    assert script(repo, env, "stop").returncode == 0
+    wait_for(lambda: "sweep stopped, publisher stopped" in script(repo, env, "status").stdout, deadline, "no stop")
+    assert q(db, "select state from trials") == [("WAITING",)]  # given back, its epochs kept
+    kept = q(db, "select count(*) from epochs")[0][0]
+    assert 2 <= kept < 20
+    run = json.loads((repo / "results" / "long-full" / "run.json").read_text())
+    assert run["counts"]["complete"] == 0  # published when it stopped
+    assert script(repo, env, "start", "studies/long.toml", "full").returncode == 0
+    wait_for(lambda: "sweep stopped, publisher stopped" in script(repo, env, "status").stdout, deadline, "no end")
+    assert q(db, "select state from trials") == [("COMPLETE",)]
+    assert f"resuming after epoch {kept}" in q(db, "select log from trials")[0][0]  # not started again
+    assert q(db, "select count(*), count(distinct epoch) from epochs") == [(20, 20)]
+    run = json.loads((repo / "results" / "long-full" / "run.json").read_text())
+    assert run["counts"]["complete"] == 1
