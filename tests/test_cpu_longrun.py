@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STUDY_BASE, q, write_study
+from conftest import q, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,11 +28,13 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def clone(tmp_path) -> tuple[Path, str, dict]:
-    """A clone of this repository's HEAD with a tiny study committed (2 cells, 1 epoch), and the script's env."""
+    """A clone of this repository's HEAD with a tiny study committed (1 trial, 20 short epochs), and the
+    script's env."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-    write_study(repo / "studies", "lr", {"model.pool": ["avg", "max"]}, base={**STUDY_BASE, "train.max_epochs": 1})
-    git(repo, "add", "studies/lr.toml")
+    base = {"train.max_epochs": 20, "train.patience": 20, "data.train_subset": 3000}
+    write_study(repo / "studies", "long", {"model.pool": ["avg"]}, base=base)
+    git(repo, "add", "studies/long.toml")
     git(repo, "commit", "-q", "-m", "a tiny study")
     env = {
         **os.environ,
@@ -55,37 +57,12 @@ def script(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_long_run_goes_from_its_worktree_and_publishes_into_the_repository(clone):
-    repo, head, env = clone
-    p = script(repo, env, "start", "studies/lr.toml", "full")
-    assert p.returncode == 0, p.stderr
-    assert head[:12] in p.stdout and "results/lr-full/" in p.stdout
-    wt = Path(env["LONGRUN_DIR"]) / "wt"
-    assert git(wt, "rev-parse", "HEAD") == head
-    deadline = time.time() + 240
-    while "sweep stopped, publisher stopped" not in (s := script(repo, env, "status").stdout):
-        assert time.time() < deadline, s
-        time.sleep(1)
-    run = json.loads((repo / "results" / "lr-full" / "run.json").read_text())
-    assert run["counts"]["complete"] == run["counts"]["planned"] == 2
-    assert run["commit"] == head and run["study_file"] == "studies/lr.toml"  # published by the run's own code
-    assert "the sweep ended; published: 2 " in (Path(env["LONGRUN_DIR"]) / "publish.log").read_text()
-    assert not (Path(env["LONGRUN_DIR"]) / "wt" / "results" / "lr-full").exists()  # into the repository only
-    again = script(repo, env, "start", "studies/lr.toml", "full")  # a new session: imports, runs nothing more
-    assert again.returncode == 0, again.stderr
-    assert "2 already in" in again.stdout + again.stderr
-    while "sweep stopped, publisher stopped" not in (s := script(repo, env, "status").stdout):
-        assert time.time() < deadline, s
-        time.sleep(1)
-    assert "to run: 0" in (Path(env["LONGRUN_DIR"]) / "sweep.log").read_text().split("study lr")[-1]
-
-
 def test_bad_input_is_one_line_and_starts_nothing(clone):
     repo, _, env = clone
     for args, needle in (
         (("status",), "run.env: no run started here"),
         (("start", "studies/nope.toml", "full"), "studies/nope.toml: no such study file"),
-        (("start", "studies/lr.toml", "full", "not-a-commit"), "not-a-commit: not a commit"),
+        (("start", "studies/long.toml", "full", "not-a-commit"), "not-a-commit: not a commit"),
         (("pause",), "no sweep runs from"),
     ):
         p = script(repo, env, *args)
@@ -107,11 +84,7 @@ def wait_for(what, deadline: float, why: str):
 def test_start_returns_at_once_and_pause_stop_and_a_second_start_reach_the_sweep_itself(clone):
     """The pid file names the sweep's own process group: pause stops its worker, stop gives the running trial
     back at its last epoch, and the next start resumes it there."""
-    repo, _, env = clone
-    base = {"train.max_epochs": 20, "train.patience": 20, "data.train_subset": 3000}
-    write_study(repo / "studies", "long", {"model.pool": ["avg"]}, base=base)
-    git(repo, "add", "studies/long.toml")
-    git(repo, "commit", "-q", "-m", "a longer tiny study")
+    repo, head, env = clone
     d, deadline = Path(env["LONGRUN_DIR"]), time.time() + 240
     db = d / "fmlab.db"
     p = script(repo, env, "start", "studies/long.toml", "full")
@@ -137,4 +110,12 @@ def test_start_returns_at_once_and_pause_stop_and_a_second_start_reach_the_sweep
     assert f"resuming after epoch {kept}" in q(db, "select log from trials")[0][0]  # not started again
     assert q(db, "select count(*), count(distinct epoch) from epochs") == [(20, 20)]
     run = json.loads((repo / "results" / "long-full" / "run.json").read_text())
-    assert run["counts"]["complete"] == 1
+    assert run["counts"]["complete"] == run["counts"]["planned"] == 1
+    assert run["commit"] == head and run["study_file"] == "studies/long.toml"  # published by the run's own code
+    assert git(d / "wt", "rev-parse", "HEAD") == head
+    assert "the sweep ended; published: 1 " in (d / "publish.log").read_text()
+    assert not (d / "wt" / "results" / "long-full").exists()  # into the repository only
+    again = script(repo, env, "start", "studies/long.toml", "full")  # a new session: imports, runs nothing more
+    assert again.returncode == 0 and "1 already in" in again.stdout + again.stderr, again.stderr
+    wait_for(lambda: "sweep stopped, publisher stopped" in script(repo, env, "status").stdout, deadline, "no end")
+    assert "to run: 0" in (d / "sweep.log").read_text().split("study long")[-1]
