@@ -13,7 +13,8 @@ trials.csv (FAILED trials, parameters) and run.json (counts); never test_effects
   2. of the rest, the (up to) 3 with the highest estimates above 0 go on; none above 0: the baseline alone.
 --write then writes round 2 into the study file as the rule says (round2_arms): the kept arms alone, all of
 them together ("combined"), and the combination plus each regulariser; [budgets.r2] runs those arms at
-R2_EPOCHS, and [budgets.r1] gains arms = [its arms], which leaves its trial ids alone (checked before writing).
+R2_EPOCHS in precision "auto", and [budgets.r1] gains arms = [its arms], which leaves its trial ids alone
+(checked before writing).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ REGULARISERS = {  # round 2's regularisers on top of the combination (the rules'
     "no_erase": {"data.erase_p": 0.0},
 }
 WIDE = 1.5  # widths x1.5 where the cap allows; a whitening first conv keeps its 2 x 3^2 channels
+# the rules' precision from round 2 on: each box's fastest (bf16 where native and faster, else fp32); trial ids
+# as bf16's. On the avx512_bf16 Xeon without AMX a bf16 step of the ResNet is 0.78x fp32's (BENCHMARKS.md).
+R2_PRECISION = "auto"
 
 
 def decide(effects: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -150,9 +154,9 @@ def round2_text(study_file: Path, kept: list[str], folder: Path) -> tuple[str, l
     ]
     for name, keys in new.items():
         lines += toml_table(f"[arms.{name}]", keys)
-    label = f"round 2: {R2_EPOCHS} epochs, full data, bf16 on CPU"
+    label = f"round 2: {R2_EPOCHS} epochs, full data, each CPU's fastest precision"
     lines += ["[budgets.r2]", "finding = true", f"label = {json.dumps(label)}", f"arms = {json.dumps([*kept, *new])}"]
-    lines += [f'"train.max_epochs" = {R2_EPOCHS}', ""]
+    lines += [f'"train.max_epochs" = {R2_EPOCHS}', f'"train.precision" = "{R2_PRECISION}"', ""]
     text = text.rstrip("\n") + "\n" + "\n".join(lines)
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / study_file.name

@@ -29,6 +29,19 @@ def test_every_arm_gets_its_networks_figure_and_the_baseline_is_one(tmp_path, ca
     rows = [r.split("|")[1:-1] for r in capsys.readouterr().out.splitlines()[2:]]
     by = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows}
     assert list(by) == ["baseline", "ema", "wider", "widths=4,16"]
-    assert by["baseline"][3] == "1.00x" and by["ema"][2:] == by["baseline"][2:]  # one network, one figure
+    assert by["baseline"][2] == "fp32" and by["baseline"][4] == "1.00x"
+    assert by["ema"][2:] == by["baseline"][2:]  # one network, one figure
     assert int(by["wider"][0].replace(",", "")) > int(by["baseline"][0].replace(",", ""))  # its own net
     assert float(by["widths=4,16"][1]) < float(by["baseline"][1])  # MFLOP of the narrower stem
+
+
+def test_precisions_give_each_network_a_row_in_each_against_the_baseline_in_the_first(tmp_path, capsys):
+    f = tmp_path / "speed.toml"
+    f.write_text(STUDY)
+    assert bench.main([str(f), "--threads", "1", "--rounds", "1", "--precisions", "bf16", "fp32"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("| vs baseline in bf16 |")
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in out[2:]]
+    assert [(r[0], r[3]) for r in rows] == [(a, p) for a in ("baseline", "ema", "wider") for p in ("bf16", "fp32")]
+    ips = [float(r[4].replace(",", "")) for r in rows]
+    assert rows[0][5] == "1.00x" and abs(float(rows[1][5][:-1]) - ips[1] / ips[0]) < 0.01  # fp32 against bf16's

@@ -116,6 +116,7 @@ def test_round_2_is_written_as_the_rule_says_and_round_1_keeps_its_ids(tmp_path,
     assert [c["arm"] for c in r2.cells()] == ["baseline", "ema", "alt_flip", "tta_shifts", *new]
     by = {t.cell["arm"]: t.config for t in r2.trials() if t.seed == 0}
     assert all(c.train.max_epochs == search_next.R2_EPOCHS for c in by.values()) and r2.label.startswith("r2: round 2")
+    assert {c.train.precision for c in by.values()} == {"auto"}  # each box's fastest, trial ids as bf16's
     both = by["combined"]
     assert (both.train.ema, both.data.flip_mode, both.train.tta_shifts) == (0.999, "alternate", 2)
     assert by["combined_cutmix"].data.cutmix == 1.0 and by["combined_no_erase"].data.erase_p == 0.0
