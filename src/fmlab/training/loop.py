@@ -4,7 +4,6 @@ evaluated once on the test set."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from torch import nn
 from fmlab.config.schema import Config
 from fmlab.data import idx as fdata
 from fmlab.model.nets import count_params
-from fmlab.training import env, step
+from fmlab.training import clock, env, step
 from fmlab.training.ema import Average
 from fmlab.training.evaluation import Views
 from fmlab.training.layout import Single, evaluate
@@ -71,7 +70,7 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrialResult:
     """Train cfg's network; with state_dir, save state each epoch and resume from it if present."""
-    t_start = time.perf_counter()
+    t_start = clock.now()
     cfg = cfg.resolved()
     device = env.setup(opts)
     ds = ds or fdata.load(cfg.data, opts.data_dir)
@@ -113,7 +112,7 @@ def finish(
     set, and the TrialResult of the loop state st (train() and the packed loop both end here)."""
     tc = cfg.train
     net.load_state_dict(best_weights)
-    t3 = time.perf_counter()
+    t3 = clock.now()
     xte, yte = prepare(ds.test, ds, device, fmt)
     test = evaluate(net, xte, yte, opts.eval_batch_size, autocast, Views.of(cfg))
     best_row = st.history[st.best_epoch - 1]
@@ -131,10 +130,10 @@ def finish(
             "test_acc": test["acc"],
         },
         timings={
-            "total_s": st.prior_s + time.perf_counter() - t_start,
+            "total_s": st.prior_s + clock.now() - t_start,
             "train_s": st.train_s,
             "eval_s": st.eval_s,
-            "test_eval_s": time.perf_counter() - t3,
+            "test_eval_s": clock.now() - t3,
             "train_images_per_s": images / st.train_s if st.train_s else 0.0,
             "precision": st.precision or tc.precision,
         },

@@ -23,7 +23,6 @@ agreement.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ from fmlab.config.schema import Config
 from fmlab.data import idx as fdata
 from fmlab.model.nets import build
 from fmlab.model.packed import PackedNet, member_losses, member_slice, stack, unstack
-from fmlab.training import env, step
+from fmlab.training import clock, env, step
 from fmlab.training.ema import Average
 from fmlab.training.evaluation import evaluate_nets
 from fmlab.training.loop import TrialResult, finish
@@ -115,7 +114,7 @@ def train_pack(
     """Train the trials cfgs (one pack: equal but for seed and dropout) as one model; with state_dirs
     (one per trial), save each trial's resume state every epoch and resume from it. on_end is called
     as each trial finishes (its TrialResult) or fails (the exception); returns the same, by trial id."""
-    t_start = time.perf_counter()
+    t_start = clock.now()
     cfgs = [c.resolved() for c in cfgs]
     if len({pack_key(c) for c in cfgs}) != 1:
         raise ValueError("train_pack: the configs differ in more than seed and dropout; they are not one pack")

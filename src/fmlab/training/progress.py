@@ -4,7 +4,6 @@ stopping tracks), its random streams, its weights between epochs, its best weigh
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 
 from fmlab.config.schema import Config, TrainConfig
 from fmlab.data import augment as faug
+from fmlab.training import clock
 from fmlab.training.checkpoint import ResumeState
 from fmlab.training.mix import MIX_SEED, mixing
 
@@ -39,15 +39,15 @@ class LoopState:
     bad_epochs: int = 0  # epochs since the best; training stops at patience
     train_s: float = 0.0  # seconds in training steps, summed over epochs
     eval_s: float = 0.0  # seconds in validation passes
-    prior_s: float = 0.0  # wall seconds of earlier attempts, through their last saved epoch (total_s spans them)
+    prior_s: float = 0.0  # running seconds of earlier attempts, through their last saved epoch (total_s spans them)
     precision: str = ""  # what it trains in (fp32, bf16), chosen at its start; a resumed trial keeps it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def saved(self, t_start: float) -> dict[str, Any]:
-        """What the resume state records: this attempt's wall time since t_start added to prior_s."""
-        return {**self.to_dict(), "prior_s": self.prior_s + time.perf_counter() - t_start}
+        """What the resume state records: this attempt's running time since t_start added to prior_s."""
+        return {**self.to_dict(), "prior_s": self.prior_s + clock.now() - t_start}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:

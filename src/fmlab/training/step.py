@@ -13,7 +13,6 @@ The step is the hot path: sums stay on the device and are read once per epoch (n
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from fmlab.data import augment as faug
 from fmlab.data import idx as fdata
 from fmlab.model import inits
 from fmlab.model.nets import build
-from fmlab.training import env
+from fmlab.training import clock, env
 from fmlab.training import mix as fmix
 from fmlab.training.ema import Average
 from fmlab.training.evaluation import Views
@@ -172,15 +171,15 @@ def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]],
     """Every lane's network trained for one epoch and validated; each lane's weights and optimizer state
     read back into it. Returns each lane's epoch row, the training seconds and the validation seconds."""
     epoch = lanes[0].st.epoch + 1
-    t0 = time.perf_counter()
+    t0 = clock.now()
     run.net.train()
     set_trainable(run.net, run.cfg.model, epoch)
     sums, hits = train_epoch(run, lanes, epoch)
-    t1 = time.perf_counter()
+    t1 = clock.now()
     d = run.data
     judged = run.ema.net if run.ema is not None else run.net  # what validates (and is kept as the best)
     vals = run.layout.validate(judged, d.xva, d.yva, run.eval_batch_size, run.autocast, run.views)
-    t2 = time.perf_counter()
+    t2 = clock.now()
     for lane, (sd, osd) in zip(lanes, run.layout.states(run.net, run.opt), strict=True):
         lane.net_sd, lane.opt_sd = sd, osd
     if run.ema is not None:
