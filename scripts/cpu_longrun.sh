@@ -12,12 +12,12 @@
 #                                                             # then the publisher's last publish
 #   scripts/cpu_longrun.sh publish                            # publish now
 #
-# LONGRUN_DIR (default: longrun/ beside the repository) holds wt/ (the worktree), venv/, fmlab.db, the logs and
-# run.env (what start was given). LONGRUN_VENV reuses an existing venv. The code that runs and publishes is
-# the worktree's (PYTHONPATH=wt/src), so run.json names the run's commit. LONGRUN_SWEEP_ARGS: the sweep's
-# workers and threads (default: one worker on every core).
+# LONGRUN_DIR (default: longrun/ beside the repository) holds wt/ (the worktree), venv/, fmlab.db, the logs,
+# run.env (what start was given) and the copy of this script the publisher runs from. LONGRUN_VENV reuses an
+# existing venv. The code that runs and publishes is the worktree's (PYTHONPATH=wt/src), so run.json names the
+# run's commit. LONGRUN_SWEEP_ARGS: the sweep's workers and threads (default: one worker on every core).
 set -euo pipefail
-REPO=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+REPO=${LONGRUN_REPO:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel)}
 DIR=${LONGRUN_DIR:-$(dirname "$REPO")/longrun}
 EVERY_S=${LONGRUN_PUBLISH_EVERY_S:-2400}
 die() { echo "cpu_longrun: $*" >&2; exit 2; }
@@ -89,7 +89,11 @@ start() {
     >> "$DIR/sweep.log" 2>&1 < /dev/null &
   echo $! > "$DIR/sweep.pid"
   sleep 1
-  setsid nohup "$0" _publisher >> "$DIR/publish.log" 2>&1 < /dev/null & echo $! > "$DIR/publisher.pid"
+  # the publisher runs from a copy of this script: bash reads a script as it goes, so editing the repository's
+  # copy while the publisher loops would break it
+  cp "$0" "$DIR/cpu_longrun.sh"
+  LONGRUN_REPO=$REPO setsid nohup "$DIR/cpu_longrun.sh" _publisher >> "$DIR/publish.log" 2>&1 < /dev/null &
+  echo $! > "$DIR/publisher.pid"
   echo "cpu_longrun: $study --budget $budget at ${commit:0:12} runs from $DIR (pid $(cat "$DIR/sweep.pid")); " \
     "it publishes into results/$name-$budget/"
 }

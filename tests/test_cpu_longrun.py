@@ -91,8 +91,12 @@ def test_start_returns_at_once_and_pause_stop_and_a_second_start_reach_the_sweep
     assert p.returncode == 0, p.stderr
     assert "sweep running" in script(repo, env, "status").stdout  # start came back while its sweep runs on
     pid = int((d / "sweep.pid").read_text())
+    me = repo / "scripts" / "cpu_longrun.sh"  # a session edits the script while its publisher loops
+    me.write_text(me.read_text().replace("set -euo pipefail\n", "set -euo pipefail\n" + "# an edit\n" * 40, 1))
     assert os.getpgid(pid) == pid and "fmlab sweep" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     wait_for(lambda: q(db, "select count(*) from epochs") >= [(2,)], deadline, "no second epoch")
+    me = repo / "scripts" / "cpu_longrun.sh"  # a session edits the script while its publisher loops
+    me.write_text(me.read_text().replace("set -euo pipefail\n", "set -euo pipefail\n" + "# an edit\n" * 40, 1))
     assert script(repo, env, "pause").returncode == 0
     assert wait_for(lambda: proc_state(pid) == "T", deadline, "the sweep was not stopped")
     assert script(repo, env, "resume").returncode == 0
@@ -113,7 +117,8 @@ def test_start_returns_at_once_and_pause_stop_and_a_second_start_reach_the_sweep
     assert run["counts"]["complete"] == run["counts"]["planned"] == 1
     assert run["commit"] == head and run["study_file"] == "studies/long.toml"  # published by the run's own code
     assert git(d / "wt", "rev-parse", "HEAD") == head
-    assert "the sweep ended; published: 1 " in (d / "publish.log").read_text()
+    log = (d / "publish.log").read_text()
+    assert "the sweep ended; published: 1 " in log and "error" not in log, log
     assert not (d / "wt" / "results" / "long-full").exists()  # into the repository only
     again = script(repo, env, "start", "studies/long.toml", "full")  # a new session: imports, runs nothing more
     assert again.returncode == 0 and "1 already in" in again.stdout + again.stderr, again.stderr
