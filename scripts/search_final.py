@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -108,12 +107,6 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
     return new
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="the published round 2, e.g. results/search-r2")
@@ -121,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from fmlab.study import spec as fstudy
     from fmlab.study.checks import StudyError
+    from fmlab.training import checkpoint
 
     try:
         counts = json.loads((a.folder / "run.json").read_text())["counts"]
@@ -147,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r.arm} | {r.pts:.2f} | {r.mflop:.1f} | {r.why} |")
         print(f"\nthe final recipe: {arm}, {FINAL_EPOCHS} epochs, 3 seeds")
         if a.write is not None:
-            write_atomic(a.write, final_text(a.write, round_study, arm, a.folder))
+            checkpoint.write_text(a.write, final_text(a.write, round_study, arm, a.folder))
             print(f"wrote [budgets.{BUDGET}] into {a.write}")
     except (FinalError, StudyError, OSError) as e:
         print(f"search_final: {e}", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -167,12 +166,6 @@ def round2_text(study_file: Path, kept: list[str], folder: Path) -> tuple[str, l
     return text, left
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="a published round, e.g. results/search-r1")
@@ -207,13 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search_next: {a.folder}: round 2 is written from a finished round only", file=sys.stderr)
         return 1
     from fmlab.study.checks import StudyError
+    from fmlab.training import checkpoint
 
     try:
         text, left = round2_text(a.write, out.arm[out.goes_on].tolist(), a.folder)
     except (RoundError, StudyError, OSError) as e:
         print(f"search_next: {e}", file=sys.stderr)
         return 2
-    write_atomic(a.write, text)
+    checkpoint.write_text(a.write, text)
     print(f"wrote round 2 into {a.write}{'; left out: ' + '; '.join(left) if left else ''}")
     return 0
 

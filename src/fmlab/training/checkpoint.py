@@ -44,6 +44,10 @@ def atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda t: Path(t).write_text(text))
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n"))
 
