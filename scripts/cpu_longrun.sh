@@ -15,7 +15,8 @@
 # LONGRUN_DIR (default: longrun/ beside the repository) holds wt/ (the worktree), venv/, fmlab.db, the logs,
 # run.env (what start was given) and the copy of this script the publisher runs from. LONGRUN_VENV reuses an
 # existing venv. The code that runs and publishes is the worktree's (PYTHONPATH=wt/src), so run.json names the
-# run's commit. LONGRUN_SWEEP_ARGS: the sweep's workers and threads (default: one worker on every core).
+# run's commit. LONGRUN_SWEEP_ARGS: the sweep's workers and threads (default: one single-thread worker per core,
+# the sweep's own default: in fp32 1.2x the img/s of one worker on every core, BENCHMARKS.md).
 set -euo pipefail
 REPO=${LONGRUN_REPO:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel)}
 DIR=${LONGRUN_DIR:-$(dirname "$REPO")/longrun}
@@ -85,7 +86,7 @@ start() {
   # and nothing keeps the caller's stdout open: start returns at once.
   # shellcheck disable=SC2086  # the sweep's arguments split on purpose
   (cd "$DIR/wt" && PYTHONPATH="$DIR/wt/src" exec setsid nohup "$VENV/bin/python" -m fmlab sweep "$study" \
-    --budget "$budget" ${LONGRUN_SWEEP_ARGS:---workers 1 --threads $(nproc)} --store "$DIR/fmlab.db") \
+    --budget "$budget" ${LONGRUN_SWEEP_ARGS:---workers $(nproc) --threads 1} --store "$DIR/fmlab.db") \
     >> "$DIR/sweep.log" 2>&1 < /dev/null &
   echo $! > "$DIR/sweep.pid"
   sleep 1

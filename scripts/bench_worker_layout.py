@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Which worker layout trains an arm's network fastest on this CPU's cores: one process with every core's
+thread (`fmlab sweep --workers 1 --threads N`) or one single-thread process per core (`--workers N --threads
+1`, trials side by side). Each layout trains the network (forward, loss, backward, SGD step; channels_last, the
+precision's autocast) for --seconds in each of its processes at once; the figure is the images per second
+of all its processes together. Layouts alternate for --rounds rounds, in each precision asked.
+
+    PYTHONPATH=src python scripts/bench_worker_layout.py studies/search.toml --budget r1 [--arm baseline]
+        [--cores 2] [--seconds 12] [--rounds 2] [--precisions bf16 fp32]
+
+Pause a long run beside it (scripts/cpu_longrun.sh pause): the figures are ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+
+def train_for(model, batch: int, threads: int, precision: str, seconds: float, out) -> None:
+    """One process: train the network for `seconds` after 2 warm-up steps; put its images per second."""
+    import torch
+
+    from fmlab.model.nets import build
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = build(model).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = net(x)
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    step()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += batch
+    out.put(n / (time.perf_counter() - t0))
+
+
+def layout_ips(model, batch: int, workers: int, threads: int, precision: str, seconds: float) -> float:
+    """Images per second of `workers` processes of `threads` threads each, training at once."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=train_for, args=(model, batch, threads, precision, seconds, q)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=seconds * 10 + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(got)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fmlab.study import spec as fstudy
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study_file")
+    ap.add_argument("--budget", default="full")
+    ap.add_argument("--arm", default=fstudy.BASELINE)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--precisions", nargs="*", choices=("fp32", "bf16"), default=[], help="default: the arm's")
+    a = ap.parse_args(argv)
+    st = fstudy.load(a.study_file, a.budget)
+    cfg = next((t.config for t in st.trials() if t.cell.get("arm") == a.arm), None)
+    if cfg is None:
+        print(f"bench_worker_layout: {a.study_file}: no arm {a.arm!r} in budget {a.budget}", file=sys.stderr)
+        return 2
+    layouts = {f"1 x {a.cores} threads": (1, a.cores), f"{a.cores} x 1 thread": (a.cores, 1)}
+    print(f"| precision | layout | img/s, all processes (median of {a.rounds}) | vs 1 process |")
+    print("|---|---|---|---|")
+    for precision in a.precisions or [cfg.train.precision]:
+        ips: dict[str, list[float]] = {k: [] for k in layouts}
+        for _ in range(a.rounds):
+            for name, (workers, threads) in layouts.items():
+                ips[name].append(layout_ips(cfg.model, cfg.train.batch_size, workers, threads, precision, a.seconds))
+        ref = statistics.median(next(iter(ips.values())))
+        for name, got in ips.items():
+            med = statistics.median(got)
+            print(f"| {precision} | {name} | {med:,.0f} ({', '.join(f'{g:,.0f}' for g in got)}) | {med / ref:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""scripts/bench_worker_layout.py, run as a user runs it: each layout's processes really train side by side,
+a row per precision and layout, the one-process layout the reference; an unknown arm is a one-line error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = """name = "layout"
+[base]
+"model.widths" = [8, 16]
+"train.batch_size" = 16
+[arms.wider]
+"model.widths" = [16, 16]
+"""
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_worker_layout.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_each_layout_trains_in_its_processes_and_the_one_process_layout_is_the_reference(tmp_path):
+    f = tmp_path / "layout.toml"
+    f.write_text(STUDY)
+    p = bench(str(f), "--arm", "wider", "--seconds", "0.5", "--rounds", "1", "--precisions", "fp32", "bf16")
+    assert p.returncode == 0, p.stderr
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in p.stdout.splitlines()[2:]]
+    assert [(r[0], r[1]) for r in rows] == [(q, k) for q in ("fp32", "bf16") for k in ("1 x 2 threads", "2 x 1 thread")]
+    assert rows[0][3] == rows[2][3] == "1.00x"
+    for one, two in ((rows[0], rows[1]), (rows[2], rows[3])):
+        ips_one, ips_two = (float(r[2].split()[0].replace(",", "")) for r in (one, two))
+        assert ips_one > 0 and abs(ips_two / ips_one / float(two[3][:-1]) - 1) < 0.02  # rounded figures
+
+
+def test_an_unknown_arm_is_one_line(tmp_path):
+    f = tmp_path / "layout.toml"
+    f.write_text(STUDY)
+    p = bench(str(f), "--arm", "nope")
+    assert p.returncode == 2 and p.stderr.strip() == f"bench_worker_layout: {f}: no arm 'nope' in budget full"
