@@ -41,11 +41,15 @@ def folder_lines(d: Path) -> list[str]:
         else f"**in progress: {c['complete']} of {c['planned']} "
         f"trials COMPLETE** ({c['failed']} failed, {c['missing']} not yet run)"
     )
+    said = answer.markdown(answer.compose(summ))
+    if c["complete"] < c["planned"]:  # mid-study "undecided" is what in progress means; the seed plan: summary.md
+        said = [ln for ln in said if not ln.startswith("- Undecided")]
+        said = [ln for i, ln in enumerate(said) if ln or (i and said[i - 1])]
     out = [
         f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}; {state}; "
         f"{run['wall_s'] / 3600:.1f} h of training on {hard}; statistics: [{rel}/summary.md]({rel}/summary.md))",
         "",
-        *answer.markdown(answer.compose(summ)),
+        *said,
     ]
     if c["complete"] < c["planned"]:
         out += [still_to_run(d, run), ""]
