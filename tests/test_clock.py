@@ -68,6 +68,19 @@ def test_a_stop_is_left_out_and_running_is_not():
     assert abs(wall - ran) < 0.05, (ran, wall)
 
 
+def test_one_long_torch_op_is_running_not_a_stop():
+    """torch releases the GIL inside an op, so the ticks go on through one that outlasts the 2 s slack."""
+    code = (
+        "import time, torch; from fmlab.training import clock; torch.set_num_threads(1)\n"
+        "a = torch.randn(6000, 6000); t0, w0 = clock.now(), time.perf_counter(); a @ a\n"
+        "print(clock.now() - t0, time.perf_counter() - w0)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    ran, wall = map(float, out.split())
+    assert wall > 2.5 and abs(wall - ran) < 0.05, (ran, wall)  # one op longer than a tick gap could be
+
+
 def test_a_forked_child_reads_on_from_its_parents_clock_and_leaves_its_own_stop_out():
     p = child("sleepy", "fork")
     stopped_for(p, 2.5)  # the process group: the forked child is stopped too
