@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- answer:begin (scripts/readme_answer.py --write) -->", "<!-- answer:end -->"
+MAX_LINES = 249  # the README stays short: at most this many lines (tests/test_readme.py holds it)
 
 
 def folder_lines(d: Path) -> list[str]:
@@ -277,6 +278,10 @@ def main() -> int:
             return 1
         return 0
     readme.write_text(head + new + rest.split(END, 1)[1])
+    n = len(readme.read_text().splitlines())
+    if n > MAX_LINES:  # the section is true to results/ and written; the README around it must make room
+        print(f"{readme}: {n} lines, over the {MAX_LINES} it keeps; shorten it before committing", file=sys.stderr)
+        return 1
     return 0
 
 
