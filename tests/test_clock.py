@@ -89,7 +89,8 @@ def test_a_forked_child_reads_on_from_its_parents_clock_and_leaves_its_own_stop_
 
 
 def test_a_trials_epoch_s_and_total_s_leave_a_pause_out(tmp_path):
-    """A real training run paused mid-way for 4 s: no epoch and no total carries the pause."""
+    """A real training run paused mid-way for 6 s: no epoch and no total carries the pause (total_s also holds
+    the set-up and the per-epoch saves outside epoch_s: up to ~3 s on a box busy with the whole test suite)."""
     cfg = {"model.widths": "8,16,16", "data.train_subset": 12000, "data.val_size": 300, "train.max_epochs": 6}
     sets = [a for k, v in cfg.items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "fmlab", "train", *sets, "--out", str(tmp_path / "ck"), "--threads", "1"]
@@ -101,7 +102,7 @@ def test_a_trials_epoch_s_and_total_s_leave_a_pause_out(tmp_path):
         if line.startswith("epoch   2"):
             break
     os.killpg(p.pid, signal.SIGSTOP)
-    time.sleep(4)
+    time.sleep(6)
     os.killpg(p.pid, signal.SIGCONT)
     p.communicate(timeout=300)
     assert p.returncode == 0
@@ -109,4 +110,4 @@ def test_a_trials_epoch_s_and_total_s_leave_a_pause_out(tmp_path):
     took = [e["epoch_s"] for e in trial["epochs"]]
     assert len(took) == 6 and max(took) < statistics.median(took) + 2.0, took
     t = trial["timings"]
-    assert t["total_s"] < sum(took) + t["test_eval_s"] + 2.0, (t, took)
+    assert t["total_s"] < sum(took) + t["test_eval_s"] + 4.5, (t, took)  # with the pause it would be >= 6 s over
