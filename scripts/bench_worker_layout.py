@@ -24,23 +24,10 @@ def train_for(model, batch: int, threads: int, precision: str, seconds: float, o
     """One process: train the network for `seconds` after 2 warm-up steps; put its images per second."""
     import torch
 
-    from fmlab.model.nets import build
+    from fmlab.training.probe import training_step
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net = build(model).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = net(x)
-        loss = torch.nn.functional.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = training_step(model, precision, batch)
     step()
     step()
     n, t0 = 0, time.perf_counter()

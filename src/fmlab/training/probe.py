@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 
 from fmlab.config.schema import ModelConfig
 
@@ -16,32 +17,45 @@ STEPS = 4  # timed steps after one warm-up step; the fastest counts (a noisy sha
 BUDGET_S = 3.0  # stop timing a network once this much has gone (a big net on a slow CPU: fewer steps)
 
 
+def training_step(m: ModelConfig, precision: str, batch: int = 64) -> Callable[[], None]:
+    """One training step of m's network on a fixed random batch (forward, loss, backward, SGD step;
+    channels_last and the precision's autocast, as train() runs them), as a callable."""
+    import torch
+
+    from fmlab.model.nets import build
+
+    torch.manual_seed(0)
+    net = build(m).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    bf16 = precision == "bf16"
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 @functools.cache
 def train_ips(m: ModelConfig, threads: int, precision: str, batch: int = 64) -> float:
     """Training images per second of m's network here: batch / the fastest of a few timed steps."""
     import torch
 
-    from fmlab.model.nets import build
-
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        torch.manual_seed(0)
-        net = build(m).to(memory_format=torch.channels_last).train()
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, 1, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, 10, (batch,), generator=g)
-        bf16 = precision == "bf16"
+        run = training_step(m, precision, batch)
 
         def step() -> float:
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = net(x)
-            loss = torch.nn.functional.cross_entropy(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            run()
             return time.perf_counter() - t0
 
         t_end = time.perf_counter() + BUDGET_S
