@@ -216,6 +216,40 @@ def test_the_estimate_calibrates_on_trials_from_a_machine_like_this_one(tmp_path
     assert sweep.calibration(Store(tmp_path / "empty.db"), 1, ("EPYC", True)) == (1.0, "assumed")
 
 
+def test_each_trial_calibrates_at_the_threads_it_ran_on(tmp_path):
+    """Round 1 of the search resumed with 2 one-thread workers after trials of one 2-thread worker, and the
+    estimate said 2 h 10 min for ~3 h: each 2-thread trial's speed was set against the 1-thread reference.
+    Now a trial is set against the reference at its own threads, so the 1-thread estimate is the longer."""
+    from conftest import write_study
+
+    from fmlab.store.db import Store
+    from fmlab.study import spec as fstudy
+    from fmlab.sweep import estimate as sweep
+
+    st = fstudy.load(write_study(tmp_path, "thr", {"train.lr": [0.01, 0.02]}))
+    s = Store(tmp_path / "s.db")
+    s.plan(st, st.trials())
+    done, todo = st.trials()
+    s.import_complete(
+        done.id,
+        metrics={"val_loss": 0.3, "val_acc": 0.9},
+        timings={"train_images_per_s": 1000.0},
+        env={"device_name": "Xeon", "cpu_bf16": True, "threads": 2},
+        best_epoch=1,
+        stop_reason="max_epochs",
+        n_params=1,
+        epochs=[],
+    )
+    machine = ("Xeon", True)
+    at1, src = sweep.calibration(s, 1, machine)
+    assert src == "this machine" and at1 == pytest.approx(sweep.calibration(s, 2, machine)[0])
+    assert at1 == pytest.approx(1000.0 / sweep._reference_ips(done.config.model, 2))
+    # so a 1-thread worker is estimated at 2^-0.75 of the 2-thread trial's speed, not at all of it
+    one, two = (sweep.estimate_s([todo], 1, threads, at1) - 3.0 for threads in (1, 2))
+    assert one == pytest.approx(two * 2**0.75)
+    s.close()
+
+
 def test_a_resumed_trial_keeps_the_precision_it_started_in(cpu):
     from types import SimpleNamespace
 

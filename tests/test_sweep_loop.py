@@ -152,3 +152,14 @@ def test_each_ended_trial_is_shown_with_the_trials_running_after_the_refill(plan
     for n, running in shown:
         per_event.setdefault(n, running)  # the snapshot each end was first shown with (the plain log's line)
     assert [per_event[n] for n in range(1, 5)] == [2, 2, 1, 0]
+
+
+def test_the_eta_before_a_trial_ends_here_is_the_estimate_of_the_trials_left():
+    """A resumed sweep (12 of 24 COMPLETE) logged an ETA of half its estimate: the estimate is of the 12 it runs,
+    not of all 24. Before any trial ends here the ETA is the estimate, shrinking as others' trials complete."""
+    prog = Progress(total=24, done=12, estimate_s=7200.0, slots=2)
+    assert prog.eta_s() == pytest.approx(7200.0)
+    prog.done = 18  # another sweep on the store completed 6 of them
+    assert prog.eta_s() == pytest.approx(3600.0)
+    prog.trial_s = [1800.0, 1800.0]  # then the trials that end here set the pace
+    assert prog.eta_s() == pytest.approx(1800.0 * 6 / 2)

@@ -86,7 +86,9 @@ def calibration(
     """Measured / assumed training speed of COMPLETE trials in the store (those that trained in `precision`,
     when given), and where it comes from: "this machine" (trials from a machine like this one, like_machine:
     only theirs count, since a store imported from another box says little about this one's speed), "other
-    machines" (none like it) or "assumed" (1.0: no COMPLETE trial with a speed)."""
+    machines" (none like it) or "assumed" (1.0: no COMPLETE trial with a speed). Each trial is set against
+    the assumed speed at the threads it ran on (its provenance; `threads` for one that did not record them),
+    so trials of 2 threads do not make a sweep of 1-thread workers look as fast per worker."""
     recs = store.records(states=[State.COMPLETE])
     recs = [r for r in recs if precision is None or r["precision"] == precision]
     ran_on = store.envs([State.COMPLETE])
@@ -95,7 +97,8 @@ def calibration(
     for r in (same or recs)[-50:]:
         ips = r["timings"].get("train_images_per_s")
         if ips:
-            ratios.append(ips / _reference_ips(from_dict(r["config"]).model, threads))
+            ran_threads = ran_on.get(r["id"], {}).get("threads") or threads
+            ratios.append(ips / _reference_ips(from_dict(r["config"]).model, ran_threads))
     if not ratios:
         return 1.0, "assumed"
     return sorted(ratios)[len(ratios) // 2], "this machine" if same else "other machines"

@@ -28,8 +28,11 @@ class Progress:
     events: int = 0  # trials finished, failed or lost so far (the plain display prints one line each)
     epochs: int = 0  # epochs finished so far (the plain display prints one now and then)
 
+    def __post_init__(self) -> None:
+        self.todo = self.total - self.done - self.failed  # the trials left at the start: what estimate_s is for
+
     def eta_s(self) -> float:
         left = self.total - self.done - self.failed
         if self.trial_s:
             return sum(self.trial_s) / len(self.trial_s) * left / self.slots
-        return self.estimate_s * left / max(self.total, 1)
+        return self.estimate_s * left / max(self.todo, 1)
