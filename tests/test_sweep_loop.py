@@ -163,3 +163,33 @@ def test_the_eta_before_a_trial_ends_here_is_the_estimate_of_the_trials_left():
     assert prog.eta_s() == pytest.approx(3600.0)
     prog.trial_s = [1800.0, 1800.0]  # then the trials that end here set the pace
     assert prog.eta_s() == pytest.approx(1800.0 * 6 / 2)
+
+
+def test_the_eta_counts_the_epochs_left_at_the_pace_of_those_run_here(planned):
+    """A resumed trial has fewer epochs to go than a fresh one, so its wall time says little of the next trial's:
+    the ETA is the epochs left (a resumed trial's earlier ones and a stopped trial's unrun ones taken off, a
+    retried one's counted once) at the pace of the epochs finished here."""
+    st, s, plan = planned
+    rec, _ = _recorder(s, 2)
+    prog = rec.prog
+    prog.epochs_left, prog.slots = 8, 2  # two trials of 4 epochs
+    a, b = plan.ids[:2]
+
+    def epoch(tid: str, k: int, took: float) -> None:
+        row = {"epoch": k, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}
+        rec.handle(work.Event("epoch", tid, row={**row, "epoch_s": took}))
+
+    for tid in (a, b):
+        assert s.claim([tid]) == tid
+        rec.started(tid, 4)
+    epoch(a, 3, 10.0)  # a resumed after 2 epochs of an earlier sweep: 3 of its 4 are behind it
+    assert prog.epochs_left == 5 and prog.eta_s() == pytest.approx(5 * 10.0 / 2)
+    epoch(b, 1, 30.0)
+    rec.handle(work.Event("lost", b, error="worker process died (exit code -9)"))
+    assert s.claim([b]) == b
+    rec.started(b, 4)
+    epoch(b, 1, 30.0)  # the retry trains epoch 1 again: not taken off twice
+    epoch(b, 2, 30.0)
+    assert prog.epochs_left == 3 and prog.eta_s() == pytest.approx(3 * (100.0 / 4) / 2)
+    rec.handle(work.Event("failed", b, error="Diverged: nan"))  # its 2 epochs not run are not left
+    assert prog.epochs_left == 1

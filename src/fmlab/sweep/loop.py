@@ -64,6 +64,7 @@ class Recorder:
         self.store, self.prog, self.board, self.on_update = store, prog, board, on_update
         self.mine: dict[str, float] = {}  # the trials this sweep runs: id -> claimed at
         self.ended: list[str] = []  # lines of trials ended since the last flush()
+        self.counted: dict[str, int] = {}  # the last epoch of each trial taken off prog.epochs_left
 
     def started(self, tid: str, max_epochs: int) -> None:
         """A trial claimed by this sweep, about to go to the executor."""
@@ -96,8 +97,12 @@ class Recorder:
     def epoch(self, ev: work.Event) -> None:
         tid, r, prog = ev.trial_id, ev.row, self.prog
         self.store.add_epoch(tid, r)
+        if prog.epochs_left is not None:  # a resumed trial's first epoch here also counts those it ran before
+            prog.epochs_left -= max(int(r["epoch"]) - self.counted.get(tid, 0), 0)
+            self.counted[tid] = max(int(r["epoch"]), self.counted.get(tid, 0))
         prog.running[tid]["epoch"] = int(r["epoch"])
         prog.epochs += 1
+        prog.epoch_s += float(r.get("epoch_s") or 0.0)
         took = f" ({duration(r['epoch_s'])})" if r.get("epoch_s") else ""
         prog.last = (
             f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: val loss "
@@ -109,6 +114,7 @@ class Recorder:
 
         tid, prog = ev.trial_id, self.prog
         self.store.complete(tid, ev.result, ev.log, save_trial(ev.result, self.store.trial_dir(tid)))
+        self._drop_epochs_left(tid)
         prog.done += 1
         prog.ran += 1
         prog.trial_s.append(time.time() - self.mine.pop(tid))
@@ -120,9 +126,16 @@ class Recorder:
     def failed(self, ev: work.Event) -> None:
         tid = ev.trial_id
         self.store.fail(tid, ev.error or "failed", ev.traceback or "", ev.log)
+        self._drop_epochs_left(tid)
         self._count_failure()
         self.mine.pop(tid, None)
         self.prog.last = f"{tid} {State.FAILED}: {ev.error}"
+
+    def _drop_epochs_left(self, tid: str) -> None:
+        """A trial ended before max_epochs (early stopping, a failure): its epochs not run are not left."""
+        run = self.prog.running.get(tid)
+        if run is not None and self.prog.epochs_left is not None:
+            self.prog.epochs_left -= max(run["max_epochs"] - self.counted.get(tid, 0), 0)
 
     def lost(self, ev: work.Event) -> None:
         """A worker died under the trial: retried from its last saved epoch, FAILED after MAX_ATTEMPTS."""
@@ -131,6 +144,7 @@ class Recorder:
         self.mine.pop(tid, None)
         if attempts >= MAX_ATTEMPTS:
             self.store.fail(tid, f"{ev.error}; gave up after {attempts} attempts", "", "")
+            self._drop_epochs_left(tid)
             self._count_failure()
         else:
             self.store.release([tid], error=f"{ev.error}; retrying (from its last saved epoch, if any)")
@@ -240,6 +254,8 @@ def run(
     prog = Progress(
         total=len(ids), done=len(plan.done), failed=len(plan.failed), estimate_s=estimate, slots=max(ex.slots, 1)
     )
+    if groups is None:  # a pack's epoch trains several trials at once: its ETA stays per trial
+        prog.epochs_left = sum(trials[i].config.train.max_epochs for i in plan.todo)
     rec = Recorder(store, prog, board, on_update)
     hb = _Heartbeat(store.path)
     hb.start()
