@@ -141,9 +141,15 @@ def test_view_of_failures_and_many_running_trials_fits_80x24(tmp_path):
         {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.5, "val_acc": 0.41, "epoch_s": 3.0},
     )
     s.fail(ids[8], "training loss is nan at epoch 2\nsecond line of detail", "Traceback ...")
+    waiting = next(t.id for t in st.trials() if t.id not in ids)
+    s.add_epoch(  # cut off after its first epoch in an earlier sweep: it resumes at its second
+        waiting,
+        {"epoch": 1, "lr": 0.01, "train_loss": 2.0, "train_acc": 0.3, "val_loss": 1.5, "val_acc": 0.4, "epoch_s": 3.0},
+    )
     ro = Store(tmp_path / "fm.db", read_only=True)
     v = look(ro, "tiny", "t", Ranker())
     assert (v.planned, v.done, v.failed, v.waiting, len(v.running)) == (10, 0, 1, 1, 8)
+    assert v.eta_s == pytest.approx((1 + 1 + 7 * 2) * 3.0 / 8)  # epochs left x the median epoch over 8 at once
     assert v.failures[0]["error"] == "training loss is nan at epoch 2"
     con = Console(file=io.StringIO(), width=80, height=24, force_terminal=False, color_system=None)
     con.print(render(v, 24, ro.path, 2.0))

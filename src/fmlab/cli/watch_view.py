@@ -49,25 +49,21 @@ def _levels(name: str) -> str:
     return ", ".join(part.split("=", 1)[-1] for part in name.split(", "))
 
 
-def _eta(
-    recs: list[dict[str, Any]], epochs: dict[str, list[dict]], running: list[dict], waiting: int, now: float
-) -> float | None:
-    """Trials to go x a trial's median wall time (finished trials, else epochs x median epoch time),
-    over the trials running at once; an upper bound when trials stop early."""
-    walls = [
-        r["finished"] - r["started"]
+def _eta(recs: list[dict[str, Any]], epochs: dict[str, list[dict]], running: list[dict]) -> float | None:
+    """The epochs left (each WAITING or RUNNING trial's max_epochs less those it has run: a trial cut off part-way
+    resumes there) x the median time of the running trials' latest epochs (the pace of this sweep's layout; else
+    of every epoch), over the trials running at once; an upper bound when trials stop early. None until an epoch
+    has a time, or while nothing runs."""
+    latest = [epochs[r["id"]][-1].get("epoch_s") for r in running if epochs.get(r["id"])]
+    ep_s = [x for x in latest if x] or [e["epoch_s"] for rows in epochs.values() for e in rows if e.get("epoch_s")]
+    if not ep_s or not running:
+        return None
+    left = sum(
+        max(int(r["config"]["train"]["max_epochs"]) - len(epochs.get(r["id"], [])), 0)
         for r in recs
-        if r["state"] == State.COMPLETE and r["started"] and r["finished"] and r["finished"] > r["started"]
-    ]
-    if walls:
-        per = statistics.median(walls)
-    else:
-        ep_s = [e["epoch_s"] for rows in epochs.values() for e in rows if e.get("epoch_s")]
-        if not ep_s or not running:
-            return None
-        per = statistics.median(ep_s) * max(r["max_epochs"] for r in running)
-    left = waiting * per + sum(max(per - r["elapsed_s"], 0.0) for r in running)
-    return left / max(len(running), 1)
+        if r["state"] in (State.WAITING, State.RUNNING)
+    )
+    return left * statistics.median(ep_s) / len(running)
 
 
 class Ranker:
@@ -124,7 +120,7 @@ def look(store: Store, study: str, budget: str | None, ranker: Ranker) -> View:
     by_state = {s: [r for r in recs if r["state"] == s] for s in State}
     run_recs = by_state[State.RUNNING]
     eps: dict[str, list[dict]] = {}
-    for e in store.epochs(r["id"] for r in recs if r["state"] != State.WAITING):
+    for e in store.epochs(r["id"] for r in recs):
         eps.setdefault(e["trial"], []).append(e)
     running = []
     for r in run_recs:
@@ -158,6 +154,6 @@ def look(store: Store, study: str, budget: str | None, ranker: Ranker) -> View:
         cells=ranker.header[1] if ranker.header else "cell",
         header=ranker.header,
         ranking=ranker.rows,
-        eta_s=_eta(recs, eps, running, waiting, now),
+        eta_s=_eta(recs, eps, running),
         note=note,
     )
