@@ -43,6 +43,16 @@ TINY = {
 OPTS = RunOptions(device="cpu", threads=1)
 
 
+def script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def tiny_config(**extra) -> Config:
     return with_overrides(Config(), {**TINY, **extra})
 

@@ -4,25 +4,18 @@ studies/best.toml budget it writes, checked against round 2's own trials."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import script
 
 from fmlab.config.schema import hash_dict
 from fmlab.study import spec as fstudy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 search_next, search_final = script("search_next"), script("search_final")

@@ -3,18 +3,16 @@ validation effects, on the further study's real published folder and on copies o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("search_next", ROOT / "scripts" / "search_next.py")
-search_next = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(search_next)
+search_next = script("search_next")
 FURTHER = ROOT / "results" / "further-cpu"
 
 
