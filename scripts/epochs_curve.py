@@ -73,12 +73,10 @@ def load(folder: Path) -> pd.DataFrame:
 
 
 def mean_ci(x: pd.Series) -> str:
-    from scipy import stats
+    from fmlab.analysis.cells import t_ci
 
-    if len(x) < 2:
-        return f"{x.mean():.2f}"
-    h = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return f"{x.mean():.2f} [{x.mean() - h:.2f}, {x.mean() + h:.2f}]"
+    c = t_ci(x)
+    return f"{c['mean']:.2f}" if c["n"] < 2 else f"{c['mean']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
 
 
 def slope(d: pd.DataFrame, metric: str) -> dict | None:

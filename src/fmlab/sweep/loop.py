@@ -126,8 +126,7 @@ class Recorder:
     def failed(self, ev: work.Event) -> None:
         tid = ev.trial_id
         self.store.fail(tid, ev.error or "failed", ev.traceback or "", ev.log)
-        self._drop_epochs_left(tid)
-        self._count_failure()
+        self._count_failure(tid)
         self.mine.pop(tid, None)
         self.prog.last = f"{tid} {State.FAILED}: {ev.error}"
 
@@ -144,8 +143,7 @@ class Recorder:
         self.mine.pop(tid, None)
         if attempts >= MAX_ATTEMPTS:
             self.store.fail(tid, f"{ev.error}; gave up after {attempts} attempts", "", "")
-            self._drop_epochs_left(tid)
-            self._count_failure()
+            self._count_failure(tid)
         else:
             self.store.release([tid], error=f"{ev.error}; retrying (from its last saved epoch, if any)")
         self.prog.last = f"{tid}: {ev.error}"
@@ -155,7 +153,8 @@ class Recorder:
         self.store.release(list(self.mine), error="interrupted; will resume from the last saved epoch")
         self.mine.clear()
 
-    def _count_failure(self) -> None:
+    def _count_failure(self, tid: str) -> None:
+        self._drop_epochs_left(tid)
         self.prog.failed += 1
         self.prog.failed_here += 1
 
