@@ -27,7 +27,9 @@ def test_no_split_means_every_one_of_the_60000_training_images_trains():
     full = data.load(with_overrides(Config(), ALL).data)
     tx, ty, _, _ = data.load_raw()
     assert len(full.val) == 0 and len(full.train) == 60_000
-    assert torch.equal(full.train.x, torch.from_numpy(np.array(tx))) and torch.equal(full.train.y, torch.from_numpy(ty))
+    assert torch.equal(full.train.x, torch.from_numpy(np.array(tx))) and torch.equal(
+        full.train.y, torch.from_numpy(np.array(ty, dtype=np.int64))
+    )
     sub = data.load(tiny_config(**ALL).data)  # train_subset = 600, drawn from all 60,000 (not from 55,000)
     held = data.load(tiny_config().data)
     assert len(sub.train) == 600 and len(sub.val) == 0
