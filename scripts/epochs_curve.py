@@ -9,7 +9,9 @@ For each recipe trained at two or more lengths: n, validation and test accuracy 
 the slope of an OLS fit of accuracy (%) on log2(epochs) over its COMPLETE trials, with df and 95% CI. Each trial
 is one observation: another length changes the one-cycle schedule from the first step, so seeds are not paired.
 Validation is what selection uses; test is evaluated only. The epochs for --target carry a straight line in
-log epochs past the data: a guide to the order of the compute, not a prediction.
+log epochs past the data: a guide to the order of the compute, not a prediction. Trials with no validation split
+(data.val_size = 0: all 60,000 images trained, tested at the last epoch) are a recipe of their own (the config
+differs in data.val_size), never mixed into a validation-selected one's curve; their validation is "-".
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def mean_ci(x: pd.Series) -> str:
     from fmlab.analysis.cells import t_ci
 
     c = t_ci(x)
+    if c["n"] == 0:  # nothing measured: no validation split (data.val_size = 0)
+        return "-"
     return f"{c['mean']:.2f}" if c["n"] < 2 else f"{c['mean']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
 
 
@@ -108,7 +112,10 @@ def render(d: pd.DataFrame, target: float | None) -> list[str]:
         )
     lines.append("")
     for metric, what in (("val_acc", "validation"), ("test_acc", "test (evaluated only)")):
-        f = slope(d, metric)
+        if d[metric].isna().all():
+            lines.append(f"- {what}: none, no validation split (data.val_size = 0: tested at the last epoch)")
+            continue
+        f = slope(d.dropna(subset=[metric]), metric)
         if f is None:
             lines.append(f"- {what}: too few trials for a fit (3 or more over 2 or more lengths)")
             continue

@@ -148,6 +148,13 @@ def best_rows(folders: list[Path]) -> list[str]:
         if top["lucky"]:  # the highest of single trials: a winner's curse
             what = "arms" if "arm" in top else "cells"
             pick += f" (one trial, the highest of {top['n_cells']} {what}: not a finding)"
+        if run.get("no_validation"):  # data.val_size = 0: nothing validated, nothing chosen, no best/
+            pick += (
+                " (no validation split: all training images, tested at the last epoch; never counts toward the goal)"
+            )
+            use = "no best/: nothing is chosen"
+        else:
+            use = f"`fmlab predict {d.relative_to(ROOT).as_posix()}/best IMG`"
         env = [run.get("trials", {}).get(r["id"], {}).get("env", {}) for r in mine]  # each trial's own machine
         hw = (
             "; ".join(
@@ -163,10 +170,9 @@ def best_rows(folders: list[Path]) -> list[str]:
         )
         when = f"{statistics.median(secs) / 60:.1f} min per trial (median)" if secs else "?"
         epochs = "/".join(sorted({r["epochs"] for r in mine if r.get("epochs")}, key=int)) or "?"
-        rel = d.relative_to(ROOT).as_posix()
         rows.append(
             f"| {run['study']} `{run['budget']}`: {pick} | {'/'.join(f'{p:,}' for p in params)} "
-            f"| {acc} | {top['n']} | {epochs} | {when}, {hw} | {int8_latency(d)} | `fmlab predict {rel}/best IMG` |"
+            f"| {acc} | {top['n']} | {epochs} | {when}, {hw} | {int8_latency(d)} | {use} |"
         )
     if not rows:
         return []
@@ -187,7 +193,7 @@ def int8_latency(d: Path) -> str:
     --save` wrote to results/bench/<folder>.json; a record of another checkpoint (the folder re-published
     since) is stale and not shown."""
     f = d.parent / "bench" / f"{d.name}.json"
-    if not f.is_file():
+    if not f.is_file() or not (d / "best" / "trial.json").is_file():
         return "not measured"
     rec = json.loads(f.read_text())
     best = json.loads((d / "best" / "trial.json").read_text())["trial_id"]

@@ -232,7 +232,14 @@ def ranked_header(a: Analysis) -> list[str]:
 
 def ranked_rows(a: Analysis, limit: int | None = None) -> list[list[str]]:
     return [
-        [str(r["rank"]), r["cell"], r["changes"], str(r["n"]), _level(r, a.select), _level(r, TEST)]
+        [
+            str(r["rank"]) if a.validated else "-",
+            r["cell"],
+            r["changes"],
+            str(r["n"]),
+            _level(r, a.select),
+            _level(r, TEST),
+        ]
         for _, r in a.cells.head(limit).iterrows()
     ]
 

@@ -37,9 +37,17 @@ def t_test(x: Any) -> float:
 
 def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.DataFrame, dict[str, int]]:
     """The COMPLETE trials with a selection metric, and how many trials are in each state (t's state
-    column is upper-cased in place)."""
+    column is upper-cased in place). COMPLETE trials with no selection metric but a test accuracy trained with
+    no validation split (data.val_size = 0): when no trial validated they are the ones returned (each tested at
+    its last epoch; nothing to choose on), counted as no_validation; beside trials that validated they are left
+    out, counted as left_out_no_validation (each key only when there are some)."""
     t["state"] = t["state"].astype(str).str.upper()
-    done = t[t["state"] == State.COMPLETE].dropna(subset=[select]).copy()
+    complete = t[t["state"] == State.COMPLETE]
+    done = complete.dropna(subset=[select]).copy()
+    blind = complete[complete[select].isna()].dropna(subset=["test_acc"]) if "test_acc" in t else complete[:0]
+    validated = bool(len(done))
+    if not validated and len(blind):
+        done = blind.copy()
     counts = {
         "rows": len(t),
         "complete": len(done),
@@ -48,6 +56,8 @@ def complete_and_counts(t: pd.DataFrame, select: str, meta: dict) -> tuple[pd.Da
     counts["planned"] = int(meta.get("planned") or len(t))
     counts["missing"] = max(0, counts["planned"] - len(t))
     counts["seeds"] = int(done["seed"].nunique())
+    if len(blind):
+        counts["left_out_no_validation" if validated else "no_validation"] = len(blind)
     return done, counts
 
 
@@ -71,7 +81,9 @@ def cell_table(done: pd.DataFrame, factors: list[str], select: str) -> pd.DataFr
         rows.append(r)
     if not rows:
         return pd.DataFrame(columns=["rank", "cell", *factors, "n"])
-    out = pd.DataFrame(rows).sort_values(f"{select}_mean", ascending=not higher_is_better(select))
+    out = pd.DataFrame(rows)
+    if out[f"{select}_mean"].notna().any():  # else nothing validated (data.val_size = 0): no ranking, file order
+        out = out.sort_values(f"{select}_mean", ascending=not higher_is_better(select))
     out.insert(0, "rank", range(1, len(out) + 1))
     return out.reset_index(drop=True)
 

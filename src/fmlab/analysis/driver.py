@@ -84,7 +84,10 @@ def run(design: Design, trials: pd.DataFrame, epochs: pd.DataFrame, meta: dict[s
 
     me = min_effects(meta)
     x = me.get(select, MIN_EFFECT[select])
-    c = design.contrasts(done, select, me, x)
+    if len(done) and done[select].isna().all():  # no validation split (data.val_size = 0): nothing to fit or choose
+        c = Contrasts(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None)
+    else:
+        c = design.contrasts(done, select, me, x)
     tab, note = (
         anova(done, select, list(design.factors), c.fit) if c.fit is not None else (None, "no model could be fitted")
     )

@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from fmlab.analysis.record import Analysis
+from fmlab.config.metrics import ALL_TRAIN
 from fmlab.config.states import State
+
+NO_VALIDATION = (
+    f"No validation split (data.val_size = 0): the trials trained on {ALL_TRAIN} with a fixed "
+    "schedule and were tested at their last epoch. Nothing was chosen on validation, so nothing is ranked, fitted "
+    "or picked (no effects, no best set, no best trial); the cells' test accuracy [95% CI] stands beside a "
+    "validation-selected figure and never counts toward the goal."
+)
 
 
 def study_budget_label(meta: dict[str, Any]) -> str:
@@ -32,6 +40,13 @@ def warnings_for(a: Analysis, budget: str) -> list[str]:
         w.append(
             "Quick budget (subset of the data, few epochs): indicative only; rerun with --budget full "
             "before drawing conclusions."
+        )
+    if not a.validated:
+        w.append(NO_VALIDATION)
+    if c.get("left_out_no_validation"):
+        w.append(
+            f"{c['left_out_no_validation']} COMPLETE trial(s) trained with no validation split (data.val_size = 0) "
+            f"have no {a.select} and are left out of this analysis (their test accuracy is in trials.csv)."
         )
     if c["complete"] == 0:
         w.append("No complete trials: nothing to analyse.")

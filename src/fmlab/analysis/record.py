@@ -46,3 +46,9 @@ class Analysis:
     claims: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: Diagnostics | None = None  # residual checks, outliers, seed-level check (fmlab.analysis.diagnostics)
     plan: dict[str, Any] | None = None  # fmlab.analysis.power.plan_seeds: detectable effects, seeds to resolve
+
+    @property
+    def validated(self) -> bool:
+        """False when no COMPLETE trial validated (data.val_size = 0: all 60,000 training images trained, each
+        trial tested at its last epoch): no ranking, fit, effects or best set; the cells give test accuracy."""
+        return not self.counts.get("no_validation")

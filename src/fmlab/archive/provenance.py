@@ -96,6 +96,27 @@ def scrub_env(env: dict[str, Any]) -> dict[str, Any]:
     return e
 
 
+def no_validation(st: Study) -> str | None:
+    """run.json's plain words for a study whose planned trials all had no validation split (data.val_size = 0):
+    what they trained on, for how long, where they were tested, and that nothing was chosen; None otherwise."""
+    cfgs = [t.config for t in st.trials()]
+    if not cfgs or any(c.data.val_size for c in cfgs):
+        return None
+    n = sorted({c.data.train_subset or 60_000 for c in cfgs})
+    images = (
+        "all 60,000 training images"
+        if n == [60_000]
+        else f"{'/'.join(f'{x:,}' for x in n)} training images (data.train_subset, drawn from all 60,000)"
+    )
+    epochs = "/".join(str(e) for e in sorted({c.train.max_epochs for c in cfgs}))
+    return (
+        f"The trials trained on {images} with no validation split (data.val_size = 0), a fixed schedule of "
+        f"{epochs} epochs, and were tested at their last epoch. Nothing was chosen on validation, so there is no "
+        "best trial and no best/ folder (the test set never chooses); their test accuracy stands beside the "
+        "validation-selected figure and never counts toward the goal."
+    )
+
+
 def run_json(
     st: Study,
     sf: Path,
@@ -114,6 +135,7 @@ def run_json(
     starts = [r["started"] for r in complete if r["started"]]
     ends = [r["finished"] for r in complete if r["finished"]]
     dirty = bool(git(["status", "--porcelain", "--untracked-files=no"], root)) if root else None
+    words = no_validation(st)
     return {
         "schema": RUN_SCHEMA,
         "study": st.name,
@@ -123,6 +145,7 @@ def run_json(
         "study_sha256": sha256_file(sf),
         "seeds": list(st.seeds),
         "select": st.select,
+        **({"no_validation": words} if words else {}),  # only then: other folders' run.json stay as they were
         "commit": git(["rev-parse", "HEAD"], root) if root else None,
         "dirty": dirty,
         "command": command,

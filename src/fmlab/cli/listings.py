@@ -99,7 +99,9 @@ class Show(Command):
         rows += [["study", f"{s['study']} ({s['budget']})"] for s in rec["studies"]]
         if rec["cell"]:
             rows.append(["cell", " ".join(f"{k}={v}" for k, v in rec["cell"].items())])
-        rows += [[k, f"{v:.4f}"] for k, v in (rec["metrics"] or {}).items()]
+        rows += [
+            [k, "none (no validation split)" if v is None else f"{v:.4f}"] for k, v in (rec["metrics"] or {}).items()
+        ]
         if rec["metrics"]:
             rows.append(["best epoch", f"{rec['best_epoch']} ({rec['stop_reason']})"])
         if rec["checkpoint"]:
@@ -114,7 +116,7 @@ class Show(Command):
             print()
             print_table(
                 list(EPOCH_ROW),
-                [[fmt.get(c, "{:.4f}").format(e[c]) for c in EPOCH_ROW] for e in rec["epochs"]],
+                [["" if e[c] is None else fmt.get(c, "{:.4f}").format(e[c]) for c in EPOCH_ROW] for e in rec["epochs"]],
                 right=tuple(range(len(EPOCH_ROW))),
             )
         if rec["traceback"]:
@@ -210,11 +212,12 @@ def print_report_summary(rep: dict[str, Any], fmt: str = "table") -> None:
         con.print(f"- {escape(f)}", highlight=False)
     for cl in rep.get("claims", []):
         con.print(f"claim: {escape(cl['text'])}: [bold]{cl['verdict']}[/bold] ({escape(cl['why'])})", highlight=False)
-    what = "arms" if rep.get("design") == "arms" else "top cells"
+    what = "arms" if rep.get("design") == "arms" else "top cells" if not c.get("no_validation") else "cells"
     vs = "each arm vs the baseline" if rep.get("design") == "arms" else "effects"
     # plain lines, one per cell and per effect: an 80-column log reads them (a 7-column table would squeeze
     # the cell names and terms into fragments); markup is escaped ("[0.1, 0.3]" is text)
-    con.print(f"[bold]{what} by {rep['select']} (mean [95% CI])[/bold]")
+    by = f"by {rep['select']}" if not c.get("no_validation") else "not ranked, with no validation split"
+    con.print(f"[bold]{what} {by} (mean [95% CI])[/bold]")
     head = rep["cells_table"]["header"]
     for r in rep["cells_table"]["rows"]:
         rest = ", ".join(f"{h} {v}" for h, v in zip(head[2:], r[2:], strict=True))
@@ -258,9 +261,12 @@ class Publish(Command):
         run = publish.write_results(st, store=store_path(args), out=args.out, command=shlex.join(argv))
         c = run["counts"]
         cut = f" ({len(run['resume'])} with a resume state in resume/)" if run.get("resume") else ""
+        best = run["best"] or "none yet"
+        if run.get("no_validation"):  # nothing validated, so nothing is chosen: say so (run.json's words)
+            best = f"none: {run['no_validation']}"
         err(
             f"wrote {run['out']}: {c['complete']} of {c['planned']} planned trials COMPLETE, {c['failed']} FAILED, "
-            f"{c['missing']} missing{cut}; best {run['best'] or 'none yet'}"
+            f"{c['missing']} missing{cut}; best {best}"
         )
         return 0
 

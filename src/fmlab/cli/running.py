@@ -10,6 +10,7 @@ from typing import Any
 
 from fmlab.cli.common import Command, err, out_json, store_path
 from fmlab.cli.sweep_lines import print_dry_run, print_interrupted, print_outcome, print_start
+from fmlab.config.metrics import val_text
 from fmlab.config.states import State
 from fmlab.durations import duration
 from fmlab.errors import FmlabError
@@ -34,10 +35,15 @@ class Train(Command):
         out = Path(args.out) if args.out else api.default_train_dir(cfg)
         t0 = time.perf_counter()
         max_epochs = cfg.train.max_epochs
+        chosen = (
+            f"up to {max_epochs} epochs, early stopping on {cfg.train.monitor} (patience {cfg.train.patience})"
+            if cfg.data.val_size
+            else f"{max_epochs} epochs on {cfg.data.train_subset or 60_000:,} training images (no validation split), "
+            "tested at the last"
+        )
         err(
             f"trial {tid}: {cfg.model.arch} net, {cfg.train.optimizer} lr {cfg.train.lr}, "
-            f"batch {cfg.train.batch_size}, up to {max_epochs} epochs, early stopping on {cfg.train.monitor} "
-            f"(patience {cfg.train.patience})"
+            f"batch {cfg.train.batch_size}, {chosen}"
         )
         from fmlab.training.env import precision_note
 
@@ -50,7 +56,7 @@ class Train(Command):
             eta = row["epoch_s"] * (max_epochs - row["epoch"])
             err(
                 f"epoch {row['epoch']:3d}  train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  "
-                f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%  {row['epoch_s']:.1f}s  "
+                f"{val_text(row, pct=True)}  {row['epoch_s']:.1f}s  "
                 f"elapsed {duration(elapsed)}  ETA <= {duration(eta)}"
             )
 
@@ -58,9 +64,9 @@ class Train(Command):
             cfg, out=out, device=args.device, threads=args.threads, data_dir=args.data_dir, on_epoch=progress
         ).result
         m = res.metrics
+        picked = f"val acc {100 * m['val_acc']:.2f}%" if m["val_acc"] is not None else "no validation, the last epoch"
         err(
-            f"best epoch {res.best_epoch} ({res.stop_reason}): val acc {100 * m['val_acc']:.2f}%, "
-            f"test acc {100 * m['test_acc']:.2f}%  ->  {out}"
+            f"best epoch {res.best_epoch} ({res.stop_reason}): {picked}, test acc {100 * m['test_acc']:.2f}%  ->  {out}"
         )
         out_json(
             {

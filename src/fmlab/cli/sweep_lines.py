@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from fmlab.cli.common import cell_text, err
+from fmlab.config.metrics import ALL_TRAIN
 from fmlab.config.states import State
 from fmlab.durations import duration
 
@@ -123,6 +124,12 @@ def print_outcome(o: Any, p: Any, args: argparse.Namespace, live: Any) -> None:
         err(
             f"best trial by {st.select}: {o.best['id']} val acc {m['val_acc']:.4f} val loss {m['val_loss']:.4f} "
             f"(test acc {m['test_acc']:.4f}){label}"
+        )
+    elif done:  # complete, and none validated: data.val_size = 0
+        err(
+            f"no best trial by {st.select}: the trials trained on {ALL_TRAIN} with no validation split "
+            f"(data.val_size = 0), each tested at its last epoch; fmlab report {st.name} --budget {st.budget} gives "
+            "their test mean"
         )
     for r in failed:
         err(f"FAILED {r['id']}: {r['error']}  (fmlab show {r['id']}; rerun with --retry-failed)")

@@ -42,7 +42,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    val_size: int = 5000  # images held out of train for validation (stratified)
+    # images held out of train for validation (stratified); 0 = none: all 60,000 train, the last epoch is tested
+    val_size: int = 5000
     split_seed: int = 0  # seed of the train/val split (fixed across trials)
     train_subset: int = 0  # 0 = all remaining training images, else a stratified subset
     test_subset: int = _late(0)  # 0 = all 10,000 test images are evaluated, else a stratified subset (quick looks)

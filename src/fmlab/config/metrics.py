@@ -13,3 +13,14 @@ from __future__ import annotations
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 EPOCH_COLS = ("lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
 EPOCH_ROW = ("epoch", *EPOCH_COLS)
+
+ALL_TRAIN = "all 60,000 training images (or data.train_subset of them)"  # what trains with data.val_size = 0
+
+
+def val_text(row: dict, pct: bool = False) -> str:
+    """'val loss 0.3012 acc 0.8975' of an epoch row or a trial's metrics (acc in % with pct); 'no validation'
+    when nothing validated (data.val_size = 0: the values are None), never a number made up."""
+    loss, acc = row.get("val_loss"), row.get("val_acc")
+    if loss is None or acc is None:
+        return "no validation"
+    return f"val loss {loss:.4f} acc " + (f"{100 * acc:.2f}%" if pct else f"{acc:.4f}")

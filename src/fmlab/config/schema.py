@@ -212,6 +212,11 @@ def check(cfg: Config) -> Config:
         )
     if d.mixup and d.cutmix:
         raise ConfigError("data.mixup and data.cutmix are both on; choose one (set the other to 0)")
+    if d.val_size == 0 and t.patience < t.max_epochs:
+        raise ConfigError(
+            f"data.val_size=0 trains on all the training images with no validation to stop on: set train.patience >= "
+            f"train.max_epochs (a fixed schedule, tested at its last epoch), not {t.patience} < {t.max_epochs}"
+        )
     return cfg
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
+from fmlab.config.metrics import ALL_TRAIN
 
 WORDS = {
     "val_loss": "validation loss",
@@ -163,6 +164,14 @@ def _use(summ: dict[str, Any], eff: list[dict[str, Any]]) -> str:
     sel, b = summ["select"], summ.get("best_set")
     if b is None:
         c = summ.get("counts") or {}
+        if c.get("no_validation"):  # data.val_size = 0: nothing validated, so nothing is chosen
+            whose = "its" if c.get("cells_complete") == 1 else "each cell's"
+            return (
+                f"{_prefix(summ)}Trained on {ALL_TRAIN} with no validation split (data.val_size = 0), "
+                "each trial tested at its last epoch: nothing is chosen, so no effects and no best trial; "
+                f"{whose} mean test accuracy [95% CI] is in the cells table, a figure beside the validation-selected "
+                "one that never counts toward the goal."
+            )
         if c.get("cells_complete", 0) == 1 and c.get("complete", 0):
             return (
                 f"{_prefix(summ)}One cell over {c.get('seeds', 0)} seed(s): no factor to compare, so no effects; "

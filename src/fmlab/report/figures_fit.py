@@ -29,7 +29,7 @@ def _levels_by_seed(df: pd.DataFrame, metric: str, cols: list[str]) -> pd.DataFr
 
 def main_effects(a: Analysis, path: Path) -> Path | None:
     d = a.complete
-    if not len(d) or not a.factors:
+    if not len(d) or not a.factors or not a.validated:  # data.val_size = 0: no selection metric to draw
         return None
     plt = pyplot()
     short = short_names(list(a.factors))

@@ -23,6 +23,12 @@ def cells(a: Analysis, path: Path) -> Path | None:
     k, u = unit(a.select, level=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.28 * len(c) + 1.6), sharey=True)
     for ax, m in zip(axes, [a.select, "test_acc"], strict=True):
+        if m == a.select and not a.validated:  # data.val_size = 0: said, not drawn as an empty axis
+            ax.text(
+                0.5, 0.5, "no validation split\n(data.val_size = 0)", ha="center", va="center", transform=ax.transAxes
+            )
+            ax.set_xticks([])
+            continue
         if f"{m}_mean" not in c:
             continue
         mean, lo, hi = (k if m == a.select else 100) * c[[f"{m}_mean", f"{m}_lo", f"{m}_hi"]].to_numpy().T
@@ -45,7 +51,9 @@ def cells(a: Analysis, path: Path) -> Path | None:
 
 def curves(a: Analysis, path: Path) -> Path | None:
     cv = a.curves
-    metrics = [m for m in ("train_loss", "val_loss", "val_acc") if f"{m}_mean" in cv]
+    metrics = [m for m in ("train_loss", "val_loss", "val_acc") if f"{m}_mean" in cv and cv[f"{m}_mean"].notna().any()]
+    if metrics == ["train_loss"] and "train_acc_mean" in cv:  # nothing validated (data.val_size = 0)
+        metrics.append("train_acc")
     if not len(cv) or not metrics:
         return None
     plt = pyplot()
@@ -85,7 +93,8 @@ def curves(a: Analysis, path: Path) -> Path | None:
         ncol=1,
         fontsize=8,
         bbox_to_anchor=(0.5, -0.01),
-        title=f"top {len(top)} cells by {a.select}" + (" (others grey)" if len(a.cells) > len(top) else ""),
+        title=(f"top {len(top)} cells by {a.select}" if a.validated else f"{len(top)} cells, no validation")
+        + (" (others grey)" if len(a.cells) > len(top) else ""),
         title_fontsize=8,
     )
     return save(fig, path, a.label)

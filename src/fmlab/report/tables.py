@@ -19,6 +19,7 @@ from fmlab.analysis import power as fpower
 from fmlab.analysis.claims import claim_term
 from fmlab.analysis.formatting import fmt_effect, fmt_p, unit
 from fmlab.analysis.record import Analysis
+from fmlab.config.metrics import ALL_TRAIN
 from fmlab.durations import duration
 
 # ---------------------------------------------------------------- CSV tables
@@ -41,11 +42,16 @@ def write_tables(a: Analysis, out: Path) -> dict[str, str]:
 
 def counts_line(a: Analysis) -> str:
     c = a.counts
+    chosen = (
+        f"Selection metric: {a.select} (validation split); test accuracy is evaluated only, never used to choose."
+        if a.validated
+        else f"No validation split (data.val_size = 0): trained on {ALL_TRAIN}, tested at the last epoch; "
+        "nothing is chosen, and test accuracy never chooses."
+    )
     return (
         f"{c['complete']} of {c['planned']} planned trials complete ({c['failed']} failed, {c['waiting']} "
         f"waiting, {c['running']} running, {c['missing']} missing); {c['cells_complete']} of "
-        f"{c['cells_planned']} cells, {c['seeds']} seed(s). Selection metric: {a.select} (validation split); "
-        "test accuracy is evaluated only, never used to choose."
+        f"{c['cells_planned']} cells, {c['seeds']} seed(s). {chosen}"
     )
 
 
@@ -69,7 +75,7 @@ def cell_rows(a: Analysis, limit: int | None = None) -> list[list[str]]:
         std = r.get(f"{a.select}_std", math.nan)
         rows.append(
             [
-                str(r["rank"]),
+                str(r["rank"]) if a.validated else "-",  # nothing validated: no ranking
                 r["cell"],
                 str(r["n"]),
                 _ci(r, a.select),

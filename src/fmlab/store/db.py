@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab.analysis.ranking import best_id
+from fmlab.config.metrics import ALL_TRAIN
 from fmlab.config.metrics import EPOCH_COLS as EPOCH_COLS  # defined once, in fmlab.config.metrics
 from fmlab.store.lifecycle import HEARTBEAT_S as HEARTBEAT_S
 from fmlab.store.lifecycle import HEARTBEAT_TTL_S as HEARTBEAT_TTL_S
@@ -216,12 +217,18 @@ class Store(Lifecycle, Planning):
         return rec
 
     def best(self, study: str, budget: str | None = None) -> dict[str, Any]:
-        """The COMPLETE trial of a study with the best selection metric (on validation; fmlab.analysis.ranking)."""
+        """The COMPLETE trial of a study with the best selection metric (on validation; fmlab.analysis.ranking);
+        a StoreError when none has one (no COMPLETE trial yet, or none validated: data.val_size = 0)."""
         s = self.study(study)
         budget = self.pick_budget(study, budget)
         metric = s["select_metric"]
         recs = {r["id"]: r for r in self.records(study, budget, states=[State.COMPLETE])}
         tid = best_id(((i, r["metrics"].get(metric)) for i, r in recs.items()), metric)  # the one ranking rule
+        if tid is None and recs:  # complete, and none validated (data.val_size = 0): nothing to choose on
+            raise StoreError(
+                f"study '{study}' ({budget}): no trial is chosen, since its trials trained on {ALL_TRAIN} with "
+                f"no validation split (data.val_size = 0) and the test set never chooses; give a trial id (fmlab ls)"
+            )
         if tid is None:
             raise StoreError(f"study '{study}' ({budget}) has no COMPLETE trial yet")
         return recs[tid]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fmlab.config.metrics import val_text
 from fmlab.durations import duration
 from fmlab.store.db import HEARTBEAT_S, Plan, State, Store
 from fmlab.study.spec import Study, Trial
@@ -104,10 +105,7 @@ class Recorder:
         prog.epochs += 1
         prog.epoch_s += float(r.get("epoch_s") or 0.0)
         took = f" ({duration(r['epoch_s'])})" if r.get("epoch_s") else ""
-        prog.last = (
-            f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: val loss "
-            f"{r['val_loss']:.4f} acc {r['val_acc']:.4f}{took}"
-        )
+        prog.last = f"{tid} epoch {int(r['epoch'])}/{prog.running[tid]['max_epochs']}: {val_text(r)}{took}"
 
     def completed(self, ev: work.Event) -> None:
         from fmlab.training.checkpoint import save_trial  # files first (the sweep's), then the row (the store's)
@@ -119,9 +117,7 @@ class Recorder:
         prog.ran += 1
         prog.trial_s.append(time.time() - self.mine.pop(tid))
         m = ev.result.metrics
-        prog.last = (
-            f"{tid} {State.COMPLETE}: val acc {m['val_acc']:.4f} loss {m['val_loss']:.4f} ({ev.result.stop_reason})"
-        )
+        prog.last = f"{tid} {State.COMPLETE}: {val_text(m)}, test acc {m['test_acc']:.4f} ({ev.result.stop_reason})"
 
     def failed(self, ev: work.Event) -> None:
         tid = ev.trial_id

@@ -79,7 +79,7 @@ class SweepPlan:
 @dataclass(frozen=True)
 class SweepOutcome:
     """What a finished sweep leaves: its last progress (ran: trials completed by this sweep), wall time,
-    the planned trials' records in plan order, the best COMPLETE one (None: none yet) and the first
+    the planned trials' records in plan order, the best COMPLETE one (None: none yet, or none validated) and the first
     TensorBoard write error (None: none, or no board)."""
 
     progress: Progress
@@ -174,7 +174,8 @@ class Sweep:
         wall = time.time() - prog.started
         recs = {r["id"]: r for r in self._store.records(st.name, st.budget)}
         planned = [recs[t.id] for t in p.trials]
-        best = self._store.best(st.name, st.budget) if any(r["state"] == State.COMPLETE for r in planned) else None
+        ranks = any(r["state"] == State.COMPLETE and r["metrics"].get(st.select) is not None for r in planned)
+        best = self._store.best(st.name, st.budget) if ranks else None  # None: none yet, or none validated
         return SweepOutcome(prog, wall, planned, best, board.error if board is not None else None)
 
     def close(self) -> None:

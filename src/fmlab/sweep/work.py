@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fmlab.config.metrics import val_text
 from fmlab.durations import duration
 from fmlab.training.env import RunOptions
 
@@ -108,7 +109,7 @@ class _Trial:
 
         self.log.append(
             f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {duration(row['epoch_s'])}"
+            f"{val_text(row)}  {duration(row['epoch_s'])}"
         )
         self.emit(Event("epoch", self.tid, row=dict(row)))
         for f in self.faults:

@@ -1,6 +1,7 @@
 """`train(cfg) -> TrialResult`: one network trained (the step and epoch of fmlab.training.step, which the
 packed loop shares), early stopping on the validation split, the best epoch's weights restored and
-evaluated once on the test set."""
+evaluated once on the test set. With no validation split (data.val_size = 0: all 60,000 training images
+train) the schedule is fixed and the last epoch is the one tested; its val_* metrics are None."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class TrialResult:
     epochs: list[dict[str, float]]  # epoch, lr, train_loss, train_acc, val_loss, val_acc, epoch_s
     best_epoch: int
     stop_reason: str  # "early_stopping" | "max_epochs"
-    metrics: dict[str, float]  # best epoch's val_* plus test_loss, test_acc
+    metrics: dict[str, float | None]  # best epoch's val_* (None: no validation split) plus test_loss, test_acc
     timings: dict[str, Any]  # total_s, train_s, eval_s, train_images_per_s; precision (what it trained in)
     env: dict[str, Any]
     n_params: int

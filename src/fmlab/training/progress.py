@@ -34,7 +34,7 @@ class LoopState:
 
     epoch: int = 0  # epochs finished
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (fmlab.config.metrics.EPOCH_COLS)
-    best: float | None = None  # the best monitored value so far
+    best: float | None = None  # the best monitored value so far (None: none yet, or no validation split)
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best; training stops at patience
     train_s: float = 0.0  # seconds in training steps, summed over epochs
@@ -54,9 +54,14 @@ class LoopState:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def track(st: LoopState, epoch: int, score: float, cfg: TrainConfig) -> bool:
+def track(st: LoopState, epoch: int, score: float | None, cfg: TrainConfig) -> bool:
     """Early-stopping bookkeeping after an epoch (updates st's best, best_epoch, bad_epochs);
-    True when score improved on the best. Training stops once bad_epochs reaches cfg.patience."""
+    True when score improved on the best. Training stops once bad_epochs reaches cfg.patience.
+    score None (no validation split, data.val_size = 0): a fixed schedule, so each epoch is the chosen one
+    (the last is tested) and st.best stays None."""
+    if score is None:
+        st.best_epoch, st.bad_epochs = epoch, 0
+        return True
     if improved(score, st.best, cfg.monitor, cfg.min_delta):
         st.best, st.best_epoch, st.bad_epochs = score, epoch, 0
         return True
@@ -181,7 +186,8 @@ class Lane:
 
     def record(self, row: dict[str, float], train_s: float, eval_s: float, fresh: bool) -> None:
         """The epoch's row into the loop state; the weights that validated (ema_sd with train.ema, else net_sd)
-        become the best weights when the monitored value improved (copied unless fresh: a copy already)."""
+        become the best weights when the monitored value improved, or every epoch when nothing validates
+        (data.val_size = 0: the last epoch's are kept); copied unless fresh (a copy already)."""
         st, tc = self.st, self.cfg.train
         st.history.append(row)
         st.train_s += train_s

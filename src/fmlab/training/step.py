@@ -167,9 +167,13 @@ def train_epoch(run: Run, lanes: Sequence[Lane], epoch: int) -> tuple[list[float
     return loss_sum.tolist(), correct.tolist()  # the epoch's one read of the sums
 
 
+NO_VAL: dict[str, float | None] = {"loss": None, "acc": None}  # data.val_size = 0: no split, nothing measured
+
+
 def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]], float, float]:
     """Every lane's network trained for one epoch and validated; each lane's weights and optimizer state
-    read back into it. Returns each lane's epoch row, the training seconds and the validation seconds."""
+    read back into it. Returns each lane's epoch row, the training seconds and the validation seconds.
+    With no validation split (data.val_size = 0) nothing validates: the row's val_loss and val_acc are None."""
     epoch = lanes[0].st.epoch + 1
     t0 = clock.now()
     run.net.train()
@@ -178,7 +182,10 @@ def epoch_rows(run: Run, lanes: Sequence[Lane]) -> tuple[list[dict[str, float]],
     t1 = clock.now()
     d = run.data
     judged = run.ema.net if run.ema is not None else run.net  # what validates (and is kept as the best)
-    vals = run.layout.validate(judged, d.xva, d.yva, run.eval_batch_size, run.autocast, run.views)
+    if len(d.yva):
+        vals = run.layout.validate(judged, d.xva, d.yva, run.eval_batch_size, run.autocast, run.views)
+    else:
+        vals = [NO_VAL] * len(lanes)
     t2 = clock.now()
     for lane, (sd, osd) in zip(lanes, run.layout.states(run.net, run.opt), strict=True):
         lane.net_sd, lane.opt_sd = sd, osd
