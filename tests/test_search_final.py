@@ -1,6 +1,6 @@
 """scripts/search_final.py: the search's final rule applied to a published round 2 (here: round 2 as
-scripts/search_next.py writes it into a copy of studies/search.toml, with made-up validation estimates), and the
-studies/best.toml budget it writes, checked against round 2's own trials."""
+scripts/search_next.py writes it into a copy of round 1's published study file, with made-up validation
+estimates), and the studies/best.toml budget it writes, checked against round 2's own trials."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def round2(tmp_path) -> Path:
     combined within 0.05 pts of it, the rest lower, two of them outside the best set."""
     d = tmp_path / "search-r2"
     d.mkdir()
-    text, _ = search_next.round2_text(ROOT / "studies" / "search.toml", ["ema", "alt_flip", "tta_shifts"], d)
+    r1 = ROOT / "results" / "search-r1" / "study.toml"  # the study file as round 1 ran
+    text, _ = search_next.round2_text(r1, ["ema", "alt_flip", "tta_shifts"], d)
     (d / "study.toml").write_text(text)
     (d / "run.json").write_text(json.dumps({"counts": {"planned": 24, "complete": 24, "failed": 0}}))
     acc = [0.9500, 0.9488, 0.9490, 0.9470, 0.95157, 0.9490, 0.9480, 0.9520]

@@ -70,12 +70,13 @@ def test_an_unfinished_round_is_refused_unless_partial(copy, capsys):
 
 # ---------------------------------------------------------------- writing round 2 into the study file
 
-SEARCH = ROOT / "studies" / "search.toml"
+SEARCH = ROOT / "results" / "search-r1" / "study.toml"  # the study file as round 1 ran, before round 2 was written
 SEARCH_ARMS = ["ema", "alt_flip", "tta_shifts", "whiten", "dirac", "bn_bias_lr", "airbench"]
 
 
 def a_round(tmp_path: Path, estimates: dict[str, float]) -> Path:
-    """A finished round 1 of studies/search.toml whose val_acc estimates are planted (others -0.001, undecided)."""
+    """A finished round 1 of the search (its study file as it ran) whose val_acc estimates are planted (others
+    -0.001, undecided)."""
     d = tmp_path / "search-r1"
     d.mkdir()
     rows = [
@@ -156,3 +157,18 @@ def test_no_kept_arm_puts_the_regularisers_on_the_baseline(tmp_path, study, caps
     d = a_round(tmp_path, {})
     assert search_next.main([str(d), "--write", str(study)]) == 0
     assert list(fstudy.load(study, "r2").arms) == ["cutmix", "no_erase", "wide"]
+
+
+def test_the_round_2_in_studies_search_toml_is_what_the_rule_writes_from_the_published_round_1(tmp_path, capsys):
+    """The search in the open: studies/search.toml's [budgets.r2] follows from results/search-r1's validation
+    effects by the rule written before round 1 ran (the same trials, arm for arm and seed for seed)."""
+    from fmlab.study import spec as fstudy
+
+    f = tmp_path / "search.toml"
+    shutil.copyfile(SEARCH, f)
+    assert search_next.main([str(ROOT / "results" / "search-r1"), "--write", str(f)]) == 0
+    assert "round 2 runs: whiten, dirac, alt_flip" in capsys.readouterr().out
+    live, written = fstudy.load(ROOT / "studies" / "search.toml", "r2"), fstudy.load(f, "r2")
+    assert [(t.cell["arm"], t.seed, t.id) for t in written.trials()] == [
+        (t.cell["arm"], t.seed, t.id) for t in live.trials()
+    ]
