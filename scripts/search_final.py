@@ -3,15 +3,17 @@
 which recipe is trained at the final length, and the studies/best.toml budget that trains it.
 
     scripts/search_final.py results/search-r2                              # the pick; exit 1 if unfinished
-    scripts/search_final.py results/search-r2 --write studies/best.toml    # and write [budgets.final]
+    scripts/search_final.py results/search-r2 --write studies/best.toml    # and write [budgets.final], final_all60k
 
 The rule: of round 2's arms in the best set (Hsu's MCB on val_acc: cells.csv's in_best_set), the one with the
 highest val_acc estimate; between best-set arms whose estimates are within TIE_PTS of it, the one with the
 fewest forward FLOPs per image. It reads cells.csv (VALIDATION estimates; never test_*), run.json (counts) and
 the round's own study file as published (study.toml). --write adds [budgets.final] to the best study: the arm's
-keys over its [base], FINAL_EPOCHS epochs, precision "auto"; it checks that each of its trials is the round-2
-trial of the same seed but for the length, that the file's other budgets keep their trial ids, and writes
-atomically, once.
+keys over its [base], FINAL_EPOCHS epochs, precision "auto"; and [budgets.final_all60k], the same recipe and
+schedule on all 60,000 training images (data.val_size = 0: tested at its last epoch, labelled, never counting
+toward the goal; issue 33, item 3). It checks that each final trial is the round-2 trial of the same seed but
+for the length, that each all-60k trial is the final's but for data.val_size, that the file's other budgets
+keep their trial ids, and writes atomically, once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ TIE_PTS = 0.05  # percentage points
 FINAL_EPOCHS = 100
 FINAL_PRECISION = "auto"  # the rules' precision from round 2 on: each box's fastest, trial ids as bf16's
 BUDGET = "final"
+ALL60K = "final_all60k"  # the final recipe retrained on all 60,000 training images
 
 
 class FinalError(Exception):
@@ -70,8 +73,9 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
 
     text = best_file.read_text()
     study = fstudy.load(best_file)
-    if BUDGET in study.budgets:
-        raise FinalError(f"{best_file}: [budgets.{BUDGET}] is already written; edit it by hand or restore the file")
+    for b in (BUDGET, ALL60K):
+        if b in study.budgets:
+            raise FinalError(f"{best_file}: [budgets.{b}] is already written; edit it by hand or restore the file")
     keys = round_study.arm_tables.get(arm, {})
     day = datetime.date.today().isoformat()
     lines = [
@@ -85,6 +89,16 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
         *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in keys.items()),
         f'"train.max_epochs" = {FINAL_EPOCHS}',
         f'"train.precision" = "{FINAL_PRECISION}"',
+        "",
+        "# The same recipe and schedule on all 60,000 training images (no validation split): each seed tested at its",
+        "# last epoch, labelled, beside the validation-selected figure; it never counts toward the goal.",
+        f"[budgets.{ALL60K}]",
+        "finding = true",
+        f'label = "final, all 60,000 training images: search arm {arm}, {FINAL_EPOCHS} epochs, last epoch tested"',
+        *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in keys.items()),
+        f'"train.max_epochs" = {FINAL_EPOCHS}',
+        f'"train.precision" = "{FINAL_PRECISION}"',
+        '"data.val_size" = 0',
         "",
     ]
     new = text.rstrip("\n") + "\n" + "\n".join(lines)
@@ -104,13 +118,28 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
                     f"{best_file}: seed {t.seed} of the final budget is not round 2's {arm!r} at {FINAL_EPOCHS} epochs "
                     "(its [base] or [factors] differ from the search's); write the budget by hand"
                 )
+        _check_all60k(probe, best_file)
     return new
+
+
+def _check_all60k(probe: Path, best_file: Path) -> None:
+    """Each all-60k trial is the final's of the same seed but for data.val_size = 0."""
+    from fmlab.config.schema import with_overrides
+    from fmlab.study import spec as fstudy
+
+    final = {t.seed: t.config for t in fstudy.load(probe, BUDGET).trials()}
+    for t in fstudy.load(probe, ALL60K).trials():
+        want = with_overrides(final[t.seed], {"data.val_size": 0}) if t.seed in final else None
+        if want is None or want.resolved().trial_id() != t.id:
+            raise FinalError(
+                f"{best_file}: seed {t.seed} of [budgets.{ALL60K}] is not the final's on all 60,000 images"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="the published round 2, e.g. results/search-r2")
-    ap.add_argument("--write", type=Path, metavar="BEST_STUDY_FILE", help="write [budgets.final] into it")
+    ap.add_argument("--write", type=Path, metavar="BEST_STUDY_FILE", help="write [budgets.final] (+ all-60k) into it")
     a = ap.parse_args(argv)
     from fmlab.study import spec as fstudy
     from fmlab.study.checks import StudyError
@@ -142,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nthe final recipe: {arm}, {FINAL_EPOCHS} epochs, 3 seeds")
         if a.write is not None:
             checkpoint.write_text(a.write, final_text(a.write, round_study, arm, a.folder))
-            print(f"wrote [budgets.{BUDGET}] into {a.write}")
+            print(f"wrote [budgets.{BUDGET}] and [budgets.{ALL60K}] into {a.write}")
     except (FinalError, StudyError, OSError) as e:
         print(f"search_final: {e}", file=sys.stderr)
         return 2

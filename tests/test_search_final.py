@@ -65,6 +65,12 @@ def test_write_adds_a_final_budget_that_is_round_2s_arm_at_the_final_length(roun
         want["train"]["max_epochs"] = 100
         assert got == want and t.config.train.precision == "auto"
     assert {b: [t.id for t in fstudy.load(best, b).trials()] for b in before} == before  # the others unchanged
+    all60k = fstudy.load(best, "final_all60k").trials()  # the same recipe on all 60,000 images, labelled
+    for t, f in zip(all60k, final, strict=True):
+        want, got = hash_dict(f.config), hash_dict(t.config)
+        want["data"]["val_size"] = 0
+        assert t.seed == f.seed and got == want
+    assert "last epoch tested" in fstudy.load(best, "final_all60k").label
     again = best.read_text()
     rc, _, err = run(capsys, round2, "--write", best)
     assert rc == 2 and "[budgets.final] is already written" in err and best.read_text() == again
