@@ -40,15 +40,16 @@ def folder_lines(d: Path) -> list[str]:
         "complete"
         if c["complete"] == c["planned"]
         else f"**in progress: {c['complete']} of {c['planned']} "
-        f"trials COMPLETE** ({c['failed']} failed, {c['missing']} not yet run)"
+        f"trials COMPLETE** ({c['failed']} failed, {c['missing']} still to run)"
     )
+    trained = f"{run['wall_s'] / 3600:.1f} h of training on {hard}" if c["complete"] else "no trial COMPLETE yet"
     said = answer.markdown(answer.compose(summ))
     if c["complete"] < c["planned"]:  # mid-study "undecided" is what in progress means; the seed plan: summary.md
         said = [ln for ln in said if not ln.startswith("- Undecided")]
         said = [ln for i, ln in enumerate(said) if ln or (i and said[i - 1])]
     out = [
         f"**{run['study']} study, budget `{run['budget']}`** ({run['label']}; seeds {seeds}; {state}; "
-        f"{run['wall_s'] / 3600:.1f} h of training on {hard}; statistics: [{rel}/summary.md]({rel}/summary.md))",
+        f"{trained}; statistics: [{rel}/summary.md]({rel}/summary.md))",
         "",
         *said,
     ]
@@ -111,9 +112,12 @@ def _same(a: str | None, b: str) -> bool:
 
 def _top_cell(d: Path) -> tuple[dict | None, list[dict]]:
     """A folder's best cell (rank 1 of cells.csv, the fitted model's ranking on the study's validation
-    metric) and its COMPLETE trials from trials.csv."""
+    metric) and its COMPLETE trials from trials.csv; none while no trial is COMPLETE (a round just started:
+    publish writes no cells.csv)."""
     import csv
 
+    if not (d / "cells.csv").is_file():
+        return None, []
     with (d / "cells.csv").open(newline="") as f:
         cells = list(csv.DictReader(f))
     if not cells:

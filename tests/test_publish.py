@@ -224,6 +224,10 @@ def test_committed_best_predicts_real_test_images(run_json, tmp_path):
 
     from fmlab.data import idx as data
 
+    if not (run_json.parent / "best").is_dir():  # only a folder with nothing chosen yet, or nothing to choose on
+        run = json.loads(run_json.read_text())
+        assert run["counts"]["complete"] == 0 or "no_validation" in run, f"{run_json.parent.name}: no best/"
+        pytest.skip(f"{run_json.parent.name}: no COMPLETE trial published yet, so no best/")
     ds = data.load(api.make_config({}).data)
     for i in range(40):
         Image.fromarray(ds.test.x[i].numpy()).save(tmp_path / f"{i:02d}.png")
