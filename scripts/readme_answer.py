@@ -210,12 +210,13 @@ def int8_latency(d: Path) -> str:
 
 def best_network(folders: list[Path]) -> list[str]:
     """The best network of any folder, chosen on its best cell's mean validation accuracy (every study
-    records it), never on test accuracy; a one-trial pick among several cells is no candidate."""
+    records it), never on test accuracy; a best cell of one trial (a round just begun, or one trial's pick among
+    several cells) is no candidate."""
     best = None
     for d in folders:
         top, mine = _top_cell(d)
         va = [float(r["val_acc"]) for r in mine if r.get("val_acc")]
-        if top and va and not top["lucky"] and (best is None or sum(va) / len(va) > best[1]):
+        if top and len(va) >= 2 and (best is None or sum(va) / len(va) > best[1]):  # one seed: no mean, no CI
             best = (d, sum(va) / len(va), top)
     if best is None:
         return []
