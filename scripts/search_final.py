@@ -83,23 +83,14 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
         f"# The search's final recipe, written on {day} by scripts/search_final.py {folder} --write {best_file}:",
         f"# round 2's arm {arm!r} (the rule in studies/search.toml), {FINAL_EPOCHS} epochs, each CPU's fastest",
         "# precision.",
-        f"[budgets.{BUDGET}]",
-        "finding = true",
-        f'label = "final: search arm {arm}, {FINAL_EPOCHS} epochs, full data"',
-        *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in keys.items()),
-        f'"train.max_epochs" = {FINAL_EPOCHS}',
-        f'"train.precision" = "{FINAL_PRECISION}"',
-        "",
+        *_budget(BUDGET, f"final: search arm {arm}, {FINAL_EPOCHS} epochs, full data", keys),
         "# The same recipe and schedule on all 60,000 training images (no validation split): each seed tested at its",
         "# last epoch, labelled, beside the validation-selected figure; it never counts toward the goal.",
-        f"[budgets.{ALL60K}]",
-        "finding = true",
-        f'label = "final, all 60,000 training images: search arm {arm}, {FINAL_EPOCHS} epochs, last epoch tested"',
-        *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in keys.items()),
-        f'"train.max_epochs" = {FINAL_EPOCHS}',
-        f'"train.precision" = "{FINAL_PRECISION}"',
-        '"data.val_size" = 0',
-        "",
+        *_budget(
+            ALL60K,
+            f"final, all 60,000 training images: search arm {arm}, {FINAL_EPOCHS} epochs, last epoch tested",
+            {**keys, "data.val_size": 0},
+        ),
     ]
     new = text.rstrip("\n") + "\n" + "\n".join(lines)
     r2 = {t.seed: t.config for t in round_study.trials() if arm in arms_of(t)}
@@ -120,6 +111,13 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
                 )
         _check_all60k(probe, best_file)
     return new
+
+
+def _budget(name: str, label: str, keys: dict) -> list[str]:
+    """A [budgets.<name>] table of the final's length and precision over keys (the arm's, and any more)."""
+    tail = {"train.max_epochs": FINAL_EPOCHS, "train.precision": FINAL_PRECISION}
+    body = [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in {**keys, **tail}.items()]
+    return [f"[budgets.{name}]", "finding = true", f"label = {json.dumps(label)}", *body, ""]
 
 
 def _check_all60k(probe: Path, best_file: Path) -> None:
