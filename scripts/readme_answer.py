@@ -165,7 +165,7 @@ def best_rows(folders: list[Path]) -> list[str]:
                 sorted(
                     {
                         f"{e.get('device_name', '?')}{' (native bf16)' if e.get('cpu_bf16') else ''}, "
-                        f"{e.get('threads', '?')} threads"
+                        f"{e.get('threads', '?')} thread{'' if str(e.get('threads')) == '1' else 's'}"
                         for e in env
                     }
                 )
