@@ -24,6 +24,17 @@ from fmlab.study import spec as fstudy
 from fmlab.training.probe import train_ips
 
 
+def resolve_auto(threads: int) -> str:
+    """What train.precision = "auto" trains in on this CPU (fmlab.training.env.pick_precision), said once."""
+    import torch
+
+    from fmlab.training.env import pick_precision
+
+    auto, why = pick_precision("auto", torch.device("cpu"), threads=threads)
+    print(f"precision: auto -> {auto} here ({why})")
+    return auto
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("study_file")
@@ -44,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     for w in a.widths:
         widths = tuple(int(x) for x in w.split(","))
         arms[f"widths={w}"] = with_overrides(arms[fstudy.BASELINE], {"model.widths": list(widths)}).resolved()
+    auto = resolve_auto(a.threads) if any(c.train.precision == "auto" for c in arms.values()) else ""
     nets = {}  # (model config, batch, precision) -> the arms that train that network
     for arm, cfg in arms.items():
-        for precision in a.precisions or [cfg.train.precision]:
+        for precision in a.precisions or [auto if cfg.train.precision == "auto" else cfg.train.precision]:
             nets.setdefault((cfg.model, cfg.train.batch_size, precision), []).append(arm)
     ips: dict[tuple, list[float]] = {k: [] for k in nets}
     for _ in range(a.rounds):

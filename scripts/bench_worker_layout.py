@@ -50,6 +50,18 @@ def layout_ips(model, batch: int, workers: int, threads: int, precision: str, se
     return sum(got)
 
 
+def arm_precision(precision: str) -> str:
+    """The arm's precision as it trains here: "auto" resolved by fmlab.training.env.pick_precision (said once)."""
+    import torch
+
+    from fmlab.training.env import pick_precision
+
+    got, why = pick_precision(precision, torch.device("cpu"))
+    if precision == "auto":
+        print(f"precision: auto -> {got} here ({why})")
+    return got
+
+
 def main(argv: list[str] | None = None) -> int:
     from fmlab.study import spec as fstudy
 
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     layouts = {f"1 x {a.cores} threads": (1, a.cores), f"{a.cores} x 1 thread": (a.cores, 1)}
     print(f"| precision | layout | img/s, all processes (median of {a.rounds}) | vs 1 process |")
     print("|---|---|---|---|")
-    for precision in a.precisions or [cfg.train.precision]:
+    for precision in a.precisions or [arm_precision(cfg.train.precision)]:
         ips: dict[str, list[float]] = {k: [] for k in layouts}
         for _ in range(a.rounds):
             for name, (workers, threads) in layouts.items():

@@ -45,3 +45,23 @@ def test_precisions_give_each_network_a_row_in_each_against_the_baseline_in_the_
     assert [(r[0], r[3]) for r in rows] == [(a, p) for a in ("baseline", "ema", "wider") for p in ("bf16", "fp32")]
     ips = [float(r[4].replace(",", "")) for r in rows]
     assert rows[0][5] == "1.00x" and abs(float(rows[1][5][:-1]) - ips[1] / ips[0]) < 0.01  # fp32 against bf16's
+
+
+def test_auto_precision_is_timed_in_what_auto_trains_in_here_never_as_fp32_by_default(tmp_path, capsys):
+    import pytest
+    import torch
+
+    from fmlab.config.schema import ModelConfig
+    from fmlab.training.env import pick_precision
+    from fmlab.training.probe import training_step
+
+    f = tmp_path / "speed.toml"
+    f.write_text(STUDY.replace("[base]\n", '[base]\n"train.precision" = "auto"\n'))
+    assert bench.main([str(f), "--threads", "1", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    want, _ = pick_precision("auto", torch.device("cpu"), threads=1)
+    assert out[0].startswith(f"precision: auto -> {want} here (")
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in out if r.startswith("| ") and "---" not in r]
+    assert {r[3] for r in rows[1:]} == {want}
+    with pytest.raises(ValueError, match="resolve 'auto' first"):
+        training_step(ModelConfig(), "auto")

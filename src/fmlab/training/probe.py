@@ -24,6 +24,8 @@ def training_step(m: ModelConfig, precision: str, batch: int = 64) -> Callable[[
 
     from fmlab.model.nets import build
 
+    if precision not in ("fp32", "bf16"):  # "auto" is resolved first (env.pick_precision), never taken as fp32
+        raise ValueError(f"training_step: precision {precision!r} is not fp32 or bf16; resolve 'auto' first")
     torch.manual_seed(0)
     net = build(m).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
