@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Which worker layout trains an arm's network fastest on this CPU's cores: one process with every core's
-thread (`fmlab sweep --workers 1 --threads N`) or one single-thread process per core (`--workers N --threads
-1`, trials side by side). Each layout trains the network (forward, loss, backward, SGD step; channels_last, the
-precision's autocast) for --seconds in each of its processes at once; the figure is the images per second
-of all its processes together. Layouts alternate for --rounds rounds, in each precision asked.
+thread (`fmlab sweep --workers 1 --threads N`), one single-thread process per core (`--workers N --threads 1`,
+trials side by side), or any other (--layouts; more processes than cores are time-sliced). Each layout trains
+the network (forward, loss, backward, SGD step; channels_last, the precision's autocast) for --seconds in each
+of its processes at once; the figure is the images per second of all its processes together. Layouts
+alternate for --rounds rounds, in each precision asked.
 
     PYTHONPATH=src python scripts/bench_worker_layout.py studies/search.toml --budget r1 [--arm baseline]
-        [--cores 2] [--seconds 12] [--rounds 2] [--precisions bf16 fp32]
+        [--cores 2] [--seconds 12] [--rounds 2] [--precisions bf16 fp32] [--layouts 2x1 3x1]
 
 Pause a long run beside it (scripts/cpu_longrun.sh pause): the figures are ratios within one run.
 """
@@ -50,6 +51,17 @@ def layout_ips(model, batch: int, workers: int, threads: int, precision: str, se
     return sum(got)
 
 
+def layout(text: str) -> tuple[int, int]:
+    """ "3x1" -> (3 workers, 1 thread each)."""
+    try:
+        w, t = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a layout is WORKERSxTHREADS, e.g. 2x1") from None
+    if w < 1 or t < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: workers and threads are at least 1")
+    return w, t
+
+
 def arm_precision(precision: str) -> str:
     """The arm's precision as it trains here: "auto" resolved by fmlab.training.env.pick_precision (said once)."""
     import torch
@@ -73,16 +85,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--precisions", nargs="*", choices=("fp32", "bf16"), default=[], help="default: the arm's")
+    ap.add_argument(
+        "--layouts",
+        nargs="*",
+        type=layout,
+        default=[],
+        metavar="WxT",
+        help="workers x threads each, the first the reference (default: 1xCORES CORESx1); e.g. 2x1 3x1: a third "
+        "process time-sliced on 2 cores, as `fmlab sweep --workers 3 --threads 1` runs 3 trials at once",
+    )
     a = ap.parse_args(argv)
     st = fstudy.load(a.study_file, a.budget)
     cfg = next((t.config for t in st.trials() if t.cell.get("arm") == a.arm), None)
     if cfg is None:
         print(f"bench_worker_layout: {a.study_file}: no arm {a.arm!r} in budget {a.budget}", file=sys.stderr)
         return 2
-    layouts = {f"1 x {a.cores} threads": (1, a.cores), f"{a.cores} x 1 thread": (a.cores, 1)}
-    print(f"| precision | layout | img/s, all processes (median of {a.rounds}) | vs 1 process |")
+    pairs = a.layouts or [(1, a.cores), (a.cores, 1)]
+    layouts = {f"{w} x {t} thread{'s' if t > 1 else ''}": (w, t) for w, t in pairs}
+    precisions = a.precisions or [arm_precision(cfg.train.precision)]
+    print(f"| precision | layout | img/s, all processes (median of {a.rounds}) | vs {next(iter(layouts))} |")
     print("|---|---|---|---|")
-    for precision in a.precisions or [arm_precision(cfg.train.precision)]:
+    for precision in precisions:
         ips: dict[str, list[float]] = {k: [] for k in layouts}
         for _ in range(a.rounds):
             for name, (workers, threads) in layouts.items():

@@ -40,3 +40,16 @@ def test_an_unknown_arm_is_one_line(tmp_path):
     f.write_text(STUDY)
     p = bench(str(f), "--arm", "nope")
     assert p.returncode == 2 and p.stderr.strip() == f"bench_worker_layout: {f}: no arm 'nope' in budget full"
+
+
+def test_layouts_asked_run_each_the_first_the_reference_and_a_bad_one_is_one_line(tmp_path):
+    f = tmp_path / "layout.toml"
+    f.write_text(STUDY)
+    p = bench(str(f), "--seconds", "0.3", "--rounds", "1", "--layouts", "2x1", "3x1")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].endswith("| vs 2 x 1 thread |")
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in lines[2:]]
+    assert [r[1] for r in rows] == ["2 x 1 thread", "3 x 1 thread"] and rows[0][3] == "1.00x"
+    p = bench(str(f), "--layouts", "3y1")
+    assert p.returncode == 2 and "'3y1': a layout is WORKERSxTHREADS, e.g. 2x1" in p.stderr
