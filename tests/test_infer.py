@@ -117,6 +117,43 @@ def test_onnx_export_matches_torch(tiny_ckpt, tmp_path):
     assert [f.name for f in out.parent.iterdir()] == ["tiny.onnx"]  # no temporary or side files left
 
 
+SEARCH_NETS = {  # the networks the search (issue 33) can make the best one: each must export and run in ORT
+    "resnet-whiten-dirac": {
+        "model.arch": "resnet",
+        "model.batch_norm": True,
+        "model.widths": "18,16,16",
+        "model.depth": 1,
+        "model.whiten": "frozen",
+        "model.dirac_init": True,
+    },
+    "airbench-whiten-frozen-bn": {
+        "model.arch": "airbench",
+        "model.batch_norm": True,
+        "model.widths": "8,16",
+        "model.dropout": 0.0,
+        "model.whiten": "frozen",
+        "model.bn_weight_frozen": True,
+    },
+}
+
+
+@pytest.mark.parametrize("levers", SEARCH_NETS.values(), ids=SEARCH_NETS.keys())
+def test_the_search_levers_networks_load_export_and_run_in_onnx_runtime_as_in_torch(levers, tiny_ds, tmp_path):
+    """A trained net with a frozen whitening conv (and its bias), identity-initialised or frozen-scale BN layers
+    loads from its checkpoint with every parameter, exports to ONNX and gives torch's log-probabilities in ORT."""
+    from fmlab.training.loop import train
+
+    res = train(tiny_config(**levers), tiny_ds, OPTS)
+    ld = infer.load(checkpoint.save_trial(res, tmp_path / res.trial_id))
+    assert count_params(ld.net) == res.n_params
+    onnx_export.export_fp32(ld, tmp_path / "m.onnx")
+    x = ld.normalize(tiny_ds.test.x[:64])
+    with torch.inference_mode():
+        want = ld.net(x).numpy()
+    got = onnx_export.run_batches(onnx_export.session(tmp_path / "m.onnx"), x.numpy())
+    assert np.abs(got - want).max() < 1e-4 and (got.argmax(1) == want.argmax(1)).all()
+
+
 def test_int8_accuracy_close_to_fp32(small_ckpt, tmp_path):
     rep = onnx_export.export(infer.load(small_ckpt), tmp_path / "q.onnx", int8=True, calib_n=300)
     assert rep["format"] == "int8" and rep["int8"]["calibration_images"] == 300
