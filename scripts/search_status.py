@@ -48,6 +48,8 @@ def read_round(d: Path) -> tuple[dict, list[dict], list[str]]:
     with need[1].open(newline="") as f:
         rows = list(csv.DictReader(f))
     doc = tomllib.loads(need[2].read_text())
+    if rows and "arm" not in rows[0]:
+        raise StatusError(f"{need[1]}: no arm column; search_status reads a search round (an arms study's folder)")
     budget = doc.get("budgets", {}).get(run["budget"], {})
     listed = [BASELINE, *budget.get("arms", doc.get("arms", {}))]  # a budget without arms = runs them all
     arms = [a for a in listed if any(r["arm"] == a for r in rows)]
