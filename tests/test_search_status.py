@@ -27,7 +27,7 @@ def marked_folders() -> list[str]:
 def test_the_page_holds_each_published_round_and_its_tables_are_current():
     names = marked_folders()
     rounds = sorted(p.parent.name for p in (ROOT / "results").glob("search-r*/run.json"))
-    assert rounds and names == rounds  # every published round has its table, in order
+    assert rounds and sorted(names) == rounds  # every published round has its table, once
     p = run(*(f"results/{n}" for n in names), "--check", "docs/anchors.md")
     assert p.returncode == 0, p.stderr
 
