@@ -32,6 +32,7 @@ FINAL_EPOCHS = 100
 FINAL_PRECISION = "auto"  # the rules' precision from round 2 on: each box's fastest, trial ids as bf16's
 BUDGET = "final"
 ALL60K = "final_all60k"  # the final recipe retrained on all 60,000 training images
+SWEEP_ARGS = "--workers 3 --threads 1"  # the 3 seeds at once on 2 cores: they finish together (BENCHMARKS.md)
 
 
 class FinalError(Exception):
@@ -82,7 +83,8 @@ def final_text(best_file: Path, round_study, arm: str, folder: Path) -> str:
         "",
         f"# The search's final recipe, written on {day} by scripts/search_final.py {folder} --write {best_file}:",
         f"# round 2's arm {arm!r} (the rule in studies/search.toml), {FINAL_EPOCHS} epochs, each CPU's fastest",
-        "# precision.",
+        "# precision. Its seeds train at once (a third single-thread process on 2 cores costs nothing, BENCHMARKS.md):",
+        f'#   LONGRUN_SWEEP_ARGS="{SWEEP_ARGS}" scripts/cpu_longrun.sh start {best_file.as_posix()} {BUDGET}',
         *_budget(BUDGET, f"final: search arm {arm}, {FINAL_EPOCHS} epochs, full data", keys),
         "# The same recipe and schedule on all 60,000 training images (no validation split): each seed tested at its",
         "# last epoch, labelled, beside the validation-selected figure; it never counts toward the goal.",
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nthe final recipe: {arm}, {FINAL_EPOCHS} epochs, 3 seeds")
         if a.write is not None:
             checkpoint.write_text(a.write, final_text(a.write, round_study, arm, a.folder))
-            print(f"wrote [budgets.{BUDGET}] and [budgets.{ALL60K}] into {a.write}")
+            print(f"wrote [budgets.{BUDGET}] and [budgets.{ALL60K}] into {a.write}; commit it, then")
+            print(f'  LONGRUN_SWEEP_ARGS="{SWEEP_ARGS}" scripts/cpu_longrun.sh start {a.write.as_posix()} {BUDGET}')
     except (FinalError, StudyError, OSError) as e:
         print(f"search_final: {e}", file=sys.stderr)
         return 2

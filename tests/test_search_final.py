@@ -71,6 +71,8 @@ def test_write_adds_a_final_budget_that_is_round_2s_arm_at_the_final_length(roun
         want["data"]["val_size"] = 0
         assert t.seed == f.seed and got == want
     assert "last epoch tested" in fstudy.load(best, "final_all60k").label
+    start = f'LONGRUN_SWEEP_ARGS="--workers 3 --threads 1" scripts/cpu_longrun.sh start {best.as_posix()} final'
+    assert start in out and f"#   {start}" in best.read_text()  # the 3 seeds at once, said where it is run
     again = best.read_text()
     rc, _, err = run(capsys, round2, "--write", best)
     assert rc == 2 and "[budgets.final] is already written" in err and best.read_text() == again
